@@ -1,0 +1,19 @@
+/* ioplex — the whole public API. */
+#ifndef IOPLEX_H
+#define IOPLEX_H
+
+#include "ioplex/common.h"
+#include "ioplex/error.h"
+#include "ioplex/alloc.h"
+#include "ioplex/timer.h"
+#include "ioplex/op.h"
+#include "ioplex/watch.h"
+#include "ioplex/loop.h"
+#include "ioplex/plugin.h"
+
+#define IOPLEX_VERSION_MAJOR 0
+#define IOPLEX_VERSION_MINOR 1
+#define IOPLEX_VERSION_PATCH 0
+#define IOPLEX_VERSION "0.1.0"
+
+#endif

@@ -1,0 +1,87 @@
+/* ioplex — the event loop: one per thread, owning one backend instance.
+ *
+ * A loop runs timers, the callbacks of completed ops, readiness watches and work
+ * posted from other threads. Everything here is called from the loop's own thread
+ * except iop_loop_wake, iop_loop_post and iop_loop_stop, which any thread may call. */
+#ifndef IOPLEX_LOOP_H
+#define IOPLEX_LOOP_H
+
+#include "common.h"
+
+/* Loop creation options. Zero-initialise, set size = sizeof(iop_loop_opts_t), then
+ * what you need; every zero field means "the default". */
+typedef struct iop_loop_opts {
+    uint32_t size;
+    uint32_t flags;              /* reserved, 0 */
+    const char *backend;         /* name; NULL → $IOPLEX_BACKEND → "auto" */
+    const char *plugin_path;     /* ':'-separated dirs searched before the others */
+    const char *avoid;           /* ','-separated backends auto must skip; NULL → $IOPLEX_BACKEND_AVOID */
+    uint32_t entries;            /* queue depth hint for completion backends */
+    uint32_t busy_poll_us;       /* spin this long with a zero timeout before sleeping */
+} iop_loop_opts_t;
+
+
+typedef enum iop_run_mode {
+    IOP_RUN_DEFAULT = 0,         /* until iop_loop_stop or nothing is left to wait for */
+    IOP_RUN_ONCE,                /* one iteration, blocking if nothing is ready */
+    IOP_RUN_NOWAIT               /* one iteration, never blocking */
+} iop_run_mode_t;
+
+typedef struct iop_loop_stats {
+    uint64_t iterations;
+    uint64_t ops_submitted;
+    uint64_t ops_completed;
+    uint64_t syscalls;           /* made by the loop and its backend, not by callbacks */
+    uint64_t polls;              /* backend waits */
+    uint64_t events;             /* readiness events or completions delivered */
+    uint64_t timers_fired;
+} iop_loop_stats_t;
+
+/* Creates a loop with the backend chosen by opts (NULL = all defaults). On failure
+ * returns -errno and leaves a one-line reason in iop_last_error(). */
+IOP_EXPORT int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts);
+
+/* Frees the loop. Ops still in flight are dropped without their callbacks (their
+ * records are the caller's); fds are not closed. */
+IOP_EXPORT void iop_loop_destroy(iop_loop_t *loop);
+
+/* Runs the loop. Returns 1 if something is still pending (a watch, a timer, an op),
+ * 0 if nothing is, or -errno if the backend failed. */
+IOP_EXPORT int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode);
+
+/* Makes iop_loop_run return after the current iteration. Thread-safe. */
+IOP_EXPORT void iop_loop_stop(iop_loop_t *loop);
+
+/* The loop clock: CLOCK_MONOTONIC in ns, cached once per iteration. */
+IOP_EXPORT uint64_t iop_now(const iop_loop_t *loop);
+IOP_EXPORT uint64_t iop_update_time(iop_loop_t *loop);
+
+/* Wakes a loop blocked in its backend. Thread-safe, async-signal-safe. */
+IOP_EXPORT int iop_loop_wake(iop_loop_t *loop);
+
+/* Work posted to a loop from any thread: cb(p) runs on the loop's thread during a
+ * later iteration. The record is the caller's until cb runs. */
+typedef struct iop_post iop_post_t;
+typedef void (*iop_post_cb)(iop_post_t *p);
+struct iop_post {
+    iop_post_cb cb;
+    void *data;
+    iop_post_t *next;            /* private */
+};
+IOP_EXPORT int iop_loop_post(iop_loop_t *loop, iop_post_t *p, iop_post_cb cb);
+
+IOP_EXPORT void iop_loop_get_stats(const iop_loop_t *loop, iop_loop_stats_t *out);
+
+/* The backend this loop runs on, its capabilities, and how it was chosen (for auto:
+ * which backends were passed over and why). */
+IOP_EXPORT const char *iop_loop_backend(const iop_loop_t *loop);
+IOP_EXPORT uint32_t iop_loop_caps(const iop_loop_t *loop);
+IOP_EXPORT const char *iop_loop_backend_report(const iop_loop_t *loop);
+
+/* An fd the loop has seen (ops, watches) must be forgotten before it is closed
+ * outside the loop: ops still waiting on it fail with -ECANCELED and its
+ * registration is dropped. iop_fd_close does both, then closes. */
+IOP_EXPORT void iop_fd_forget(iop_loop_t *loop, int fd);
+IOP_EXPORT int iop_fd_close(iop_loop_t *loop, int fd);
+
+#endif

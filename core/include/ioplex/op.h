@@ -1,0 +1,136 @@
+/* ioplex — the proactor interface: caller-owned operation records.
+ *
+ * Fill a record with an iop_prep_* call, then iop_submit() it. A submit that returns
+ * 0 has accepted the op: its callback then runs exactly once, from the loop (never
+ * inside iop_submit), with a result >= 0 or -errno. A submit that returns < 0 has
+ * refused it (bad arguments, op already in flight) and no callback will run.
+ * The record and every buffer it points at belong to the caller and must stay valid
+ * until the callback runs; the callback may resubmit or free the record.
+ *
+ * Results: accept → new fd (non-blocking, close-on-exec); connect → 0; recv/read/
+ * recvmsg → bytes (0 = end of file); send/write/sendmsg → bytes; close → 0;
+ * timeout → 0 when it expires; cancel → 0 when the target was cancelled (the target
+ * then completes with -ECANCELED), -ENOENT when the target is not in flight,
+ * -EALREADY when it has finished and only its callback is pending.
+ * An op whose deadline passes completes with -ETIMEDOUT. */
+#ifndef IOPLEX_OP_H
+#define IOPLEX_OP_H
+
+#include <sys/socket.h>
+#include <sys/types.h>
+#include "common.h"
+#include "timer.h"
+
+typedef enum iop_op_kind {
+    IOP_OP_NOP = 0,
+    IOP_OP_ACCEPT,
+    IOP_OP_CONNECT,
+    IOP_OP_RECV,
+    IOP_OP_SEND,
+    IOP_OP_READ,
+    IOP_OP_WRITE,
+    IOP_OP_RECVMSG,
+    IOP_OP_SENDMSG,
+    IOP_OP_CLOSE,
+    IOP_OP_TIMEOUT,
+    IOP_OP_CANCEL,
+    IOP_OP_KIND_COUNT
+} iop_op_kind_t;
+
+typedef void (*iop_op_cb)(iop_op_t *op, int res);
+
+struct iop_op {
+    /* public: set by iop_prep_*, read-only while the op is in flight */
+    uint8_t kind;              /* iop_op_kind_t */
+    uint8_t state;             /* private: iop_submit's double-submit guard */
+    uint16_t flags;            /* private */
+    int32_t fd;
+    iop_op_cb cb;
+    void *data;                /* the caller's */
+    uint64_t deadline;         /* absolute loop-clock ns, 0 = none */
+    union {
+        struct { void *buf; size_t len; int msg_flags; } io;            /* recv, send */
+        struct { void *buf; size_t len; int64_t offset; } rw;           /* read, write: offset -1 = file position */
+        struct { struct msghdr *msg; int msg_flags; } msg;              /* recvmsg, sendmsg */
+        struct { struct sockaddr *addr; socklen_t *addrlen; } accept;   /* both may be NULL */
+        struct { const struct sockaddr *addr; socklen_t addrlen; } connect;
+        struct { uint64_t ns; } timeout;                                /* relative */
+        struct { iop_op_t *target; } cancel;
+    } u;
+    /* private to the core and the backend */
+    iop_loop_t *loop;
+    iop_op_t *next;
+    int32_t res;
+    uint32_t backend_u32;
+    uintptr_t backend_ptr;
+    iop_timer_t timer;         /* timeout ops and deadlines */
+};
+
+/* Submit a prepared op to loop. 0 = accepted; -EBUSY = this record is already in
+ * flight; -EBADF = fd out of range; -EINVAL = malformed op. */
+IOP_EXPORT int iop_submit(iop_loop_t *loop, iop_op_t *op);
+
+/* Name of an op kind ("recv", ...). */
+IOP_EXPORT const char *iop_op_kind_name(int kind);
+
+/* Non-zero between an accepted submit and the start of the op's callback. */
+static inline int iop_op_in_flight(const iop_op_t *op) { return op->state == 0x5a; }
+
+static inline void iop__prep(iop_op_t *op, int kind, int fd, iop_op_cb cb, void *data)
+{
+    op->kind = (uint8_t)kind;
+    op->fd = fd;
+    op->cb = cb;
+    op->data = data;
+    op->deadline = 0;
+}
+
+static inline void iop_prep_nop(iop_op_t *op, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_NOP, -1, cb, data); }
+
+static inline void iop_prep_accept(iop_op_t *op, int fd, struct sockaddr *addr,
+                                   socklen_t *addrlen, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_ACCEPT, fd, cb, data); op->u.accept.addr = addr; op->u.accept.addrlen = addrlen; }
+
+static inline void iop_prep_connect(iop_op_t *op, int fd, const struct sockaddr *addr,
+                                    socklen_t addrlen, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_CONNECT, fd, cb, data); op->u.connect.addr = addr; op->u.connect.addrlen = addrlen; }
+
+static inline void iop_prep_recv(iop_op_t *op, int fd, void *buf, size_t len, int flags,
+                                 iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_RECV, fd, cb, data); op->u.io.buf = buf; op->u.io.len = len; op->u.io.msg_flags = flags; }
+
+static inline void iop_prep_send(iop_op_t *op, int fd, const void *buf, size_t len, int flags,
+                                 iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_SEND, fd, cb, data); op->u.io.buf = (void *)buf; op->u.io.len = len; op->u.io.msg_flags = flags; }
+
+static inline void iop_prep_read(iop_op_t *op, int fd, void *buf, size_t len, int64_t offset,
+                                 iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_READ, fd, cb, data); op->u.rw.buf = buf; op->u.rw.len = len; op->u.rw.offset = offset; }
+
+static inline void iop_prep_write(iop_op_t *op, int fd, const void *buf, size_t len, int64_t offset,
+                                  iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_WRITE, fd, cb, data); op->u.rw.buf = (void *)buf; op->u.rw.len = len; op->u.rw.offset = offset; }
+
+static inline void iop_prep_recvmsg(iop_op_t *op, int fd, struct msghdr *msg, int flags,
+                                    iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_RECVMSG, fd, cb, data); op->u.msg.msg = msg; op->u.msg.msg_flags = flags; }
+
+static inline void iop_prep_sendmsg(iop_op_t *op, int fd, const struct msghdr *msg, int flags,
+                                    iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_SENDMSG, fd, cb, data); op->u.msg.msg = (struct msghdr *)msg; op->u.msg.msg_flags = flags; }
+
+/* Closes fd after failing every op still waiting on it with -ECANCELED. */
+static inline void iop_prep_close(iop_op_t *op, int fd, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_CLOSE, fd, cb, data); }
+
+static inline void iop_prep_timeout(iop_op_t *op, uint64_t ns, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_TIMEOUT, -1, cb, data); op->u.timeout.ns = ns; }
+
+static inline void iop_prep_cancel(iop_op_t *op, iop_op_t *target, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_CANCEL, -1, cb, data); op->u.cancel.target = target; }
+
+/* Gives a prepared op an absolute deadline on the loop clock (see iop_now()). */
+static inline void iop_op_set_deadline(iop_op_t *op, uint64_t abs_ns) { op->deadline = abs_ns; }
+
+#endif

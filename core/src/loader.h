@@ -1,0 +1,37 @@
+/* Internal: loading backend modules (libltdl) and choosing one for a loop. */
+#ifndef IOP_LOADER_H
+#define IOP_LOADER_H
+
+#include "ioplex/backend.h"
+#include "ioplex/loop.h"
+
+typedef struct iop__module {
+    void *handle;                     /* lt_dlhandle, NULL when closed */
+    const iop_backend_desc_t *desc;
+    char name[64];
+    char path[4096];
+} iop__module_t;
+
+/* Finds iop_backend_<name>.so on the search path (plugin_path, $IOPLEX_PLUGIN_PATH,
+ * build tree, install dir), opens it, checks the ABI and the descriptor, runs the
+ * probe. 0 with *mod filled, or -errno with a one-line reason (naming the file) in
+ * why: -ENOENT no such module, -ENOEXEC not a loadable module or no descriptor,
+ * -EPROTO wrong ABI / malformed descriptor, the probe's own error if it fails. */
+int iop__module_open(const char *kind, const char *name, const char *plugin_path,
+                     const char *symbol, iop__module_t *mod, char *why, size_t whylen);
+void iop__module_close(iop__module_t *mod);
+
+/* Called by the chooser for each candidate that loaded and probed: 0 when an
+ * instance was made, -errno (reason in why) to pass it over. */
+typedef int (*iop__try_fn)(void *ctx, iop__module_t *mod, char *why, size_t whylen);
+
+/* Chooses the backend: opts->backend > $IOPLEX_BACKEND > "auto". An explicit name
+ * is loaded and tried, or fails (an unknown name lists the available ones). auto
+ * tries IOP_AUTO_ORDER, skipping names in opts->avoid / $IOPLEX_BACKEND_AVOID, and
+ * takes the first whose try succeeds. On success *mod holds the module and report
+ * says what was taken and why each earlier candidate was passed over. On failure
+ * returns -errno with the reason set via iop__fail (iop_last_error). */
+int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, void *ctx,
+                        iop__module_t *mod, char *report, size_t reportlen);
+
+#endif

@@ -1,0 +1,445 @@
+/* The loop: creation, the iteration (timers → done callbacks → posts → flush →
+ * backend wait → dispatch), timers, cross-thread wake-ups, fd forgetting. */
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include "loop_internal.h"
+
+/* ---- backend host ---------------------------------------------------------- */
+
+static void *host_fd_state(void *core, int fd)
+{
+    iop_loop_t *loop = core;
+    if (fd < 0 || (uint32_t)fd >= loop->fds.cap)
+        return NULL;
+    return iop__fdtable_bstate(&loop->fds, fd);
+}
+
+struct create_ctx {
+    iop_loop_t *loop;
+    iop_backend_config_t cfg;
+};
+
+static int try_create(void *ctx, iop__module_t *mod, char *why, size_t whylen)
+{
+    struct create_ctx *c = ctx;
+    c->loop->fds.bstate_size = mod->desc->fd_state_size;
+    return mod->desc->create(&c->loop->be_state, &c->loop->host, &c->cfg, why, whylen);
+}
+
+/* ---- create / destroy ------------------------------------------------------ */
+
+static void wake_cb(iop_watch_t *w, unsigned revents);
+
+int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
+{
+    iop_loop_opts_t dflt = { .size = sizeof dflt };
+    if (!out)
+        return iop__fail(-EINVAL, "iop_loop_create: out is NULL");
+    *out = NULL;
+    if (!opts)
+        opts = &dflt;
+    if (opts->size < offsetof(iop_loop_opts_t, busy_poll_us) + sizeof opts->busy_poll_us)
+        return iop__fail(-EINVAL, "iop_loop_create: opts.size %u is too small (set it to sizeof(iop_loop_opts_t))", opts->size);
+
+    iop_loop_t *loop = iop_calloc(1, sizeof *loop);
+    if (!loop)
+        return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
+    loop->wake_fd = -1;
+    loop->pid = getpid();
+    loop->busy_poll_us = opts->busy_poll_us;
+    loop->host = (iop_backend_host_t){
+        .core = loop, .syscalls = &loop->stats.syscalls,
+        .alloc = iop_malloc, .realloc = iop_realloc, .free = iop_free,
+        .fd_state = host_fd_state,
+    };
+    struct create_ctx ctx = {
+        .loop = loop,
+        .cfg = { .size = sizeof ctx.cfg, .flags = opts->flags, .entries = opts->entries,
+                 .busy_poll_us = opts->busy_poll_us },
+    };
+    int r = iop__backend_choose(opts, try_create, &ctx, &loop->mod, loop->report, sizeof loop->report);
+    if (r < 0) {
+        iop_free(loop);
+        return r;
+    }
+    loop->be = loop->mod.desc;
+    iop_update_time(loop);
+
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) {
+        r = iop__fail(-errno, "iop_loop_create: eventfd: %s", strerror(errno));
+        iop_loop_destroy(loop);
+        return r;
+    }
+    r = iop__watch_start(loop, &loop->wake_watch, loop->wake_fd, IOP_READ, wake_cb, 1);
+    if (r < 0) {
+        iop_loop_destroy(loop);
+        return r;
+    }
+    *out = loop;
+    return 0;
+}
+
+/* Ops, watches and timers still registered become idle records again, so that the
+ * caller may reuse or free them without touching the freed loop. */
+static void release_records(iop_loop_t *loop)
+{
+    for (uint32_t fd = 0; fd < loop->fds.cap; fd++) {
+        iop__fd_t *e = &loop->fds.v[fd];
+        iop_op_t *lists[2] = { e->rd_head, e->wr_head };
+        for (int i = 0; i < 2; i++)
+            for (iop_op_t *op = lists[i]; op; op = op->next)
+                op->state = IOP__OP_IDLE;
+        if (e->watch)
+            e->watch->active = 0;
+    }
+    for (iop_op_t *op = loop->done_head; op; op = op->next)
+        op->state = IOP__OP_IDLE;
+    for (uint32_t i = 0; i < loop->timers.n; i++) {
+        iop_timer_t *t = loop->timers.v[i];
+        t->heap_idx = 0;
+        if (t->flags & IOP__TF_INTERNAL) {
+            iop_op_t *op = (iop_op_t *)((char *)t - offsetof(iop_op_t, timer));
+            op->state = IOP__OP_IDLE;
+        }
+    }
+}
+
+void iop_loop_destroy(iop_loop_t *loop)
+{
+    if (!loop)
+        return;
+    if (loop->be_state) {
+        release_records(loop);
+        loop->be->destroy(loop->be_state);
+    }
+    if (loop->wake_fd >= 0)
+        close(loop->wake_fd);
+    iop__module_close(&loop->mod);
+    iop__fdtable_free(&loop->fds);
+    iop__heap_free(&loop->timers);
+    iop_free(loop->changes);
+    iop_free(loop);
+}
+
+/* ---- clock ------------------------------------------------------------------ */
+
+uint64_t iop_now(const iop_loop_t *loop) { return loop->now; }
+
+uint64_t iop_update_time(iop_loop_t *loop)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    loop->now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return loop->now;
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+int iop__timer_arm(iop_loop_t *loop, iop_timer_t *t, uint64_t when, iop_timer_cb cb)
+{
+    if (t->heap_idx)
+        iop__heap_remove(&loop->timers, t);
+    t->loop = loop;
+    t->cb = cb;
+    t->when = when;
+    t->repeat = 0;
+    t->seq = loop->timer_seq++;
+    t->flags = IOP__TF_INTERNAL;
+    return iop__heap_push(&loop->timers, t);
+}
+
+int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_t repeat_ns,
+                    iop_timer_cb cb)
+{
+    if (!loop || !t || !cb)
+        return iop__fail(-EINVAL, "iop_timer_start: NULL argument");
+    if (t->heap_idx && t->loop == loop)
+        iop__heap_remove(&loop->timers, t);
+    else
+        loop->active++;
+    t->loop = loop;
+    t->cb = cb;
+    t->when = after_ns > UINT64_MAX - loop->now ? UINT64_MAX : loop->now + after_ns;
+    t->repeat = repeat_ns;
+    t->seq = loop->timer_seq++;
+    t->flags = 0;
+    int r = iop__heap_push(&loop->timers, t);
+    if (r < 0) {
+        loop->active--;
+        return iop__fail(r, "iop_timer_start: out of memory");
+    }
+    return 0;
+}
+
+void iop_timer_stop(iop_timer_t *t)
+{
+    if (!t || !t->heap_idx)
+        return;
+    iop__heap_remove(&t->loop->timers, t);
+    if (!(t->flags & IOP__TF_INTERNAL))
+        t->loop->active--;
+}
+
+int iop_timer_active(const iop_timer_t *t) { return t && t->heap_idx != 0; }
+
+/* Fires due timers. Only those armed before this pass: a callback that re-arms a
+ * timer for "now" runs it next iteration instead of spinning here. */
+static void run_timers(iop_loop_t *loop)
+{
+    uint64_t seq_limit = loop->timer_seq;
+    iop_timer_t *t;
+    while ((t = iop__heap_top(&loop->timers)) && t->when <= loop->now && t->seq < seq_limit) {
+        iop__heap_remove(&loop->timers, t);
+        if (t->repeat) {
+            uint64_t next = t->when + t->repeat;
+            t->when = next > loop->now ? next : loop->now + t->repeat;
+            t->seq = loop->timer_seq++;
+            iop__heap_push(&loop->timers, t);   /* a slot was just freed: cannot fail */
+        } else if (!(t->flags & IOP__TF_INTERNAL)) {
+            loop->active--;
+        }
+        loop->stats.timers_fired++;
+        t->cb(t);
+    }
+}
+
+/* ---- cross-thread ------------------------------------------------------------ */
+
+int iop_loop_wake(iop_loop_t *loop)
+{
+    if (atomic_exchange(&loop->wake_pending, 1))
+        return 0;   /* a wake-up is already on its way */
+    uint64_t one = 1;
+    if (write(loop->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        return -errno;
+    return 0;
+}
+
+int iop_loop_post(iop_loop_t *loop, iop_post_t *p, iop_post_cb cb)
+{
+    if (!loop || !p || !cb)
+        return -EINVAL;
+    p->cb = cb;
+    iop_post_t *head = atomic_load(&loop->posts);
+    do
+        p->next = head;
+    while (!atomic_compare_exchange_weak(&loop->posts, &head, p));
+    return iop_loop_wake(loop);
+}
+
+static int run_posts(iop_loop_t *loop)
+{
+    if (!atomic_load_explicit(&loop->posts, memory_order_relaxed))
+        return 0;
+    int ran = 0;
+    iop_post_t *p = atomic_exchange(&loop->posts, NULL), *fifo = NULL;
+    while (p) {                 /* the stack is newest-first: reverse it */
+        iop_post_t *next = p->next;
+        p->next = fifo;
+        fifo = p;
+        p = next;
+    }
+    while (fifo) {
+        iop_post_t *next = fifo->next;
+        fifo->cb(fifo);
+        fifo = next;
+        ran++;
+    }
+    return ran;
+}
+
+static void wake_cb(iop_watch_t *w, unsigned revents)
+{
+    iop_loop_t *loop = w->loop;
+    uint64_t v;
+    (void)revents;
+    loop->stats.syscalls++;
+    if (read(loop->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        return;
+    /* Clear before draining: a post pushed after this point wakes us again. */
+    atomic_store(&loop->wake_pending, 0);
+    run_posts(loop);
+}
+
+void iop_loop_stop(iop_loop_t *loop)
+{
+    atomic_store(&loop->stop, 1);
+    iop_loop_wake(loop);   /* also covers a signal landing just before the wait */
+}
+
+/* ---- the iteration ----------------------------------------------------------- */
+
+int iop__mark_change(iop_loop_t *loop, int fd)
+{
+    iop__fd_t *e = &loop->fds.v[fd];
+    if (e->flags & IOP__FD_IN_CHANGES)
+        return 0;
+    /* changes_cap >= fds.cap (see iop__fd_reserve): an fd appears at most once. */
+    loop->changes[loop->nchanges++] = fd;
+    e->flags |= IOP__FD_IN_CHANGES;
+    return 0;
+}
+
+/* Applies the interest changes gathered since the last wait. Doing it here rather
+ * than at each op means a recv that completes and is resubmitted from its callback
+ * costs no registration syscall at all. */
+static void flush_changes(iop_loop_t *loop)
+{
+    for (uint32_t i = 0; i < loop->nchanges; i++) {
+        int fd = loop->changes[i];
+        iop__fd_t *e = &loop->fds.v[fd];
+        e->flags &= ~IOP__FD_IN_CHANGES;
+        unsigned want = iop__fd_want(e);
+        if (want == e->reg)
+            continue;
+        int r = loop->be->watch(loop->be_state, fd, e->reg, want, iop__fdtable_bstate(&loop->fds, fd));
+        if (r >= 0) {
+            e->reg = (uint8_t)want;
+            continue;
+        }
+        /* The backend refused the fd: nothing would ever wake its waiters. */
+        e->reg = 0;
+        iop__fd_fail_ops(loop, fd, r);
+        e = &loop->fds.v[fd];
+        if (e->watch && e->watch->events)
+            e->watch->cb(e->watch, IOP_ERR);
+    }
+    loop->nchanges = 0;
+}
+
+static int64_t wait_timeout(iop_loop_t *loop, iop_run_mode_t mode)
+{
+    if (mode == IOP_RUN_NOWAIT || loop->done_head || atomic_load(&loop->stop) ||
+        atomic_load_explicit(&loop->posts, memory_order_relaxed))
+        return 0;
+    iop_timer_t *t = iop__heap_top(&loop->timers);
+    if (!t)
+        return -1;
+    return t->when > loop->now ? (int64_t)(t->when - loop->now) : 0;
+}
+
+static int backend_wait(iop_loop_t *loop, int64_t timeout)
+{
+    loop->stats.polls++;
+    if (loop->busy_poll_us && timeout != 0) {
+        /* Poll-mode habit: spin with zero timeouts before paying for a sleep. */
+        uint64_t until = loop->now + (uint64_t)loop->busy_poll_us * 1000u;
+        if (timeout > 0 && loop->now + (uint64_t)timeout < until)
+            until = loop->now + (uint64_t)timeout;
+        do {
+            int n = loop->be->poll(loop->be_state, loop->events, IOP__MAX_EVENTS, 0);
+            if (n != 0)
+                return n;
+        } while (iop_update_time(loop) < until);
+        iop_timer_t *t = iop__heap_top(&loop->timers);
+        if (t)
+            timeout = t->when > loop->now ? (int64_t)(t->when - loop->now) : 0;
+    }
+    return loop->be->poll(loop->be_state, loop->events, IOP__MAX_EVENTS, timeout);
+}
+
+static void dispatch(iop_loop_t *loop, int n)
+{
+    loop->stats.events += (uint64_t)n;
+    for (int i = 0; i < n; i++) {
+        iop_event_t *ev = &loop->events[i];
+        if (ev->op)
+            iop__complete(loop, ev->op, ev->res);
+        else
+            iop__emu_ready(loop, ev->fd, ev->revents);
+    }
+}
+
+int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
+{
+    if (loop->pid != getpid())
+        return iop__fail(-ECHILD, "iop_loop_run: this loop belongs to process %d; a forked child must create its own loop",
+                         (int)loop->pid);
+    if (loop->running)
+        return iop__fail(-EBUSY, "iop_loop_run: the loop is already running (called from a callback?)");
+    loop->running = 1;
+    int r = 0, polled = 0;
+    iop_update_time(loop);
+    for (;;) {
+        uint64_t before = loop->stats.ops_completed + loop->stats.timers_fired;
+        run_timers(loop);
+        iop__run_done(loop);
+        int posted = run_posts(loop);
+        if (atomic_exchange(&loop->stop, 0))
+            break;
+        if (mode != IOP_RUN_DEFAULT ? polled : !(loop->active || loop->done_head))
+            break;
+        /* ONCE blocks only if nothing has happened yet in this call. */
+        int ran = posted || loop->stats.ops_completed + loop->stats.timers_fired != before;
+        flush_changes(loop);
+        iop_update_time(loop);
+        int n = backend_wait(loop, wait_timeout(loop, mode == IOP_RUN_ONCE && ran ? IOP_RUN_NOWAIT : mode));
+        polled = 1;
+        loop->stats.iterations++;
+        iop_update_time(loop);
+        if (n < 0 && n != -EINTR) {
+            r = iop__fail(n, "iop_loop_run: backend %s failed: %s", loop->be->name, iop_strerror(n));
+            break;
+        }
+        if (n > 0)
+            dispatch(loop, n);
+    }
+    loop->running = 0;
+    if (r < 0)
+        return r;
+    return loop->active || loop->done_head ? 1 : 0;
+}
+
+/* ---- fds --------------------------------------------------------------------- */
+
+int iop__fd_reserve(iop_loop_t *loop, int fd)
+{
+    int r = iop__fdtable_reserve(&loop->fds, fd);
+    if (r < 0)
+        return r == -EBADF ? iop__fail(r, "fd %d is out of range", fd) : r;
+    if (loop->changes_cap < loop->fds.cap) {
+        int32_t *c = iop_realloc(loop->changes, loop->fds.cap * sizeof *c);
+        if (!c)
+            return -ENOMEM;
+        loop->changes = c;
+        loop->changes_cap = loop->fds.cap;
+    }
+    return 0;
+}
+
+void iop_fd_forget(iop_loop_t *loop, int fd)
+{
+    if (fd < 0 || (uint32_t)fd >= loop->fds.cap)
+        return;
+    iop__fd_fail_ops(loop, fd, -ECANCELED);
+    iop__fd_t *e = &loop->fds.v[fd];
+    iop_watch_t *w = e->watch;
+    if (w && !(w->active & IOP__W_INTERNAL)) {
+        w->active = 0;
+        e->watch = NULL;
+        loop->active--;
+    }
+    if (e->reg) {
+        loop->be->watch(loop->be_state, fd, e->reg, 0, iop__fdtable_bstate(&loop->fds, fd));
+        e->reg = 0;
+    }
+    iop__fdtable_reset(&loop->fds, fd);
+}
+
+int iop_fd_close(iop_loop_t *loop, int fd)
+{
+    iop_fd_forget(loop, fd);
+    return close(fd) < 0 ? -errno : 0;
+}
+
+/* ---- introspection ------------------------------------------------------------ */
+
+void iop_loop_get_stats(const iop_loop_t *loop, iop_loop_stats_t *out) { *out = loop->stats; }
+const char *iop_loop_backend(const iop_loop_t *loop) { return loop->be->name; }
+uint32_t iop_loop_caps(const iop_loop_t *loop) { return loop->be->caps; }
+const char *iop_loop_backend_report(const iop_loop_t *loop) { return loop->report; }

@@ -1,0 +1,95 @@
+/* Internal: the loop record and the calls the core's files share. */
+#ifndef IOP_LOOP_INTERNAL_H
+#define IOP_LOOP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+#include "ioplex.h"
+#include "error_internal.h"
+#include "fdtable.h"
+#include "loader.h"
+#include "timer_heap.h"
+
+#define IOP__MAX_EVENTS 256
+
+/* iop_op_t.state */
+#define IOP__OP_IDLE     0x00
+#define IOP__OP_INFLIGHT 0x5a   /* matches iop_op_in_flight() in op.h */
+
+/* iop_op_t.flags */
+#define IOP__OPF_QUEUED    0x01u  /* waiting in an fd queue */
+#define IOP__OPF_DONE      0x02u  /* finished; callback waits in the done queue */
+#define IOP__OPF_CONNECTING 0x04u /* connect returned EINPROGRESS */
+#define IOP__OPF_BACKEND   0x08u  /* owned by a completion backend */
+
+/* iop_timer_t.flags */
+#define IOP__TF_INTERNAL 0x1u     /* an op's timer: not counted as a user handle */
+
+/* iop_watch_t.active */
+#define IOP__W_ACTIVE   0x1u
+#define IOP__W_INTERNAL 0x2u
+
+struct iop_loop {
+    const iop_backend_desc_t *be;
+    void *be_state;
+    iop_backend_host_t host;
+    iop__module_t mod;
+
+    uint64_t now;
+    uint64_t timer_seq;
+    iop__heap_t timers;
+    iop__fdtable_t fds;
+
+    int32_t *changes;              /* fds whose interest may differ from reg */
+    uint32_t nchanges, changes_cap;
+
+    iop_op_t *done_head, *done_tail;  /* finished ops whose callbacks are due */
+    uint64_t active;               /* ops in flight + user watches + user timers */
+
+    int wake_fd;                   /* eventfd */
+    iop_watch_t wake_watch;
+    _Atomic(iop_post_t *) posts;
+    atomic_int wake_pending;
+    atomic_int stop;
+    pthread_t thread;              /* the thread inside iop_loop_run */
+    int running;
+    pid_t pid;                     /* creator: a forked child must make its own */
+    uint32_t busy_poll_us;
+
+    iop_loop_stats_t stats;
+    iop_event_t events[IOP__MAX_EVENTS];
+    char report[1024];
+};
+
+/* loop.c */
+int iop__mark_change(iop_loop_t *loop, int fd);
+int iop__fd_reserve(iop_loop_t *loop, int fd);   /* table + change list room */
+
+/* op_emulate.c: proactor ops over readiness */
+int iop__emu_submit(iop_loop_t *loop, iop_op_t *op);
+void iop__emu_ready(iop_loop_t *loop, int fd, unsigned revents);
+void iop__emu_unqueue(iop_loop_t *loop, iop_op_t *op);
+void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err);  /* every queued op → err */
+void iop__complete(iop_loop_t *loop, iop_op_t *op, int res);
+void iop__defer(iop_loop_t *loop, iop_op_t *op, int res);
+void iop__run_done(iop_loop_t *loop);
+
+/* watch.c */
+int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,
+                     iop_watch_cb cb, unsigned internal);
+
+/* timer: start an internal timer without counting it as a user handle */
+int iop__timer_arm(iop_loop_t *loop, iop_timer_t *t, uint64_t when, iop_timer_cb cb);
+
+static inline unsigned iop__fd_want(const iop__fd_t *e)
+{
+    unsigned want = 0;
+    if (e->rd_head || (e->watch && (e->watch->events & IOP_READ)))
+        want |= IOP_READ;
+    if (e->wr_head || (e->watch && (e->watch->events & IOP_WRITE)))
+        want |= IOP_WRITE;
+    return want;
+}
+
+#endif
