@@ -28,7 +28,8 @@ void *iop_calloc(size_t n, size_t size)
     }
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
-    return mallocx(n * size ? n * size : 1, MALLOCX_ZERO);
+    size_t bytes = n * size;
+    return mallocx(bytes ? bytes : 1, MALLOCX_ZERO);
 #else
     return calloc(n ? n : 1, size ? size : 1);
 #endif

@@ -13,7 +13,7 @@
 typedef struct iop_loop_opts {
     uint32_t size;
     uint32_t flags;              /* reserved, 0 */
-    const char *backend;         /* name; NULL → $IOPLEX_BACKEND → "auto" */
+    const char *backend;         /* name; NULL or "auto" → $IOPLEX_BACKEND → auto */
     const char *plugin_path;     /* ':'-separated dirs searched before the others */
     const char *avoid;           /* ','-separated backends auto must skip; NULL → $IOPLEX_BACKEND_AVOID */
     uint32_t entries;            /* queue depth hint for completion backends */

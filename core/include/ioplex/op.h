@@ -42,7 +42,7 @@ typedef void (*iop_op_cb)(iop_op_t *op, int res);
 struct iop_op {
     /* public: set by iop_prep_*, read-only while the op is in flight */
     uint8_t kind;              /* iop_op_kind_t */
-    uint8_t state;             /* private: iop_submit's double-submit guard */
+    uint8_t state;             /* private: iop_submit's double-submit guard, reset by prep */
     uint16_t flags;            /* private */
     int32_t fd;
     iop_op_cb cb;
@@ -76,8 +76,14 @@ IOP_EXPORT const char *iop_op_kind_name(int kind);
 /* Non-zero between an accepted submit and the start of the op's callback. */
 static inline int iop_op_in_flight(const iop_op_t *op) { return op->state == 0x5a; }
 
+/* Every iop_prep_* makes the record a fresh, idle op: that is how a record on the
+ * stack or from malloc becomes usable. Re-preparing a record that is still in flight
+ * is a caller bug ioplex cannot see; submitting it twice without re-preparing is
+ * refused with -EBUSY. */
 static inline void iop__prep(iop_op_t *op, int kind, int fd, iop_op_cb cb, void *data)
 {
+    op->state = 0;
+    op->flags = 0;
     op->kind = (uint8_t)kind;
     op->fd = fd;
     op->cb = cb;
