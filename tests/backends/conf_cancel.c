@@ -1,0 +1,223 @@
+/* Cancellation and deadlines. */
+#include "conformance.h"
+
+#define MS 1000000ull
+
+static int both_done(void *arg)
+{
+    rec_t **r = arg;
+    return r[0]->calls > 0 && r[1]->calls > 0;
+}
+
+void test_cancel_pending_recv(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[16] = { 0 };
+    rec_t r = { 0 }, c = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(r.calls, 0);
+
+    iop_prep_cancel(&c.op, &r.op, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    assert_int_equal(r.calls + c.calls, 0);   /* never inside submit */
+    rec_t *both[2] = { &r, &c };
+    assert_true(tu_run_until(loop, both_done, both, 2000));
+    assert_int_equal(r.res, -ECANCELED);
+    assert_int_equal(c.res, 0);
+
+    /* Data arriving afterwards is not consumed by the cancelled op. */
+    assert_int_equal(send(s[0], "kept", 4, 0), 4);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(c.calls, 1);
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 2, 2000));
+    assert_int_equal(r.res, 4);
+    assert_memory_equal(buf, "kept", 4);
+
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_cancel_not_in_flight(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    rec_t idle = { 0 }, c = { 0 };
+    iop_prep_nop(&idle.op, rec_cb, &idle);   /* prepared, never submitted */
+    iop_prep_cancel(&c.op, &idle.op, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    assert_true(tu_run_until_count(loop, &c.calls, 1, 2000));
+    assert_int_equal(c.res, -ENOENT);
+    assert_int_equal(idle.calls, 0);
+
+    /* An op whose callback already ran is not in flight either. */
+    assert_int_equal(iop_submit(loop, &idle.op), 0);
+    assert_true(tu_run_until_count(loop, &idle.calls, 1, 2000));
+    iop_prep_cancel(&c.op, &idle.op, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    assert_true(tu_run_until_count(loop, &c.calls, 2, 2000));
+    assert_int_equal(c.res, -ENOENT);
+    assert_int_equal(idle.calls, 1);
+    iop_loop_destroy(loop);
+}
+
+void test_cancel_finished_op(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    /* A nop has finished at submit; only its callback is pending. */
+    rec_t n = { 0 }, c = { 0 };
+    iop_prep_nop(&n.op, rec_cb, &n);
+    assert_int_equal(iop_submit(loop, &n.op), 0);
+    iop_prep_cancel(&c.op, &n.op, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    rec_t *both[2] = { &n, &c };
+    assert_true(tu_run_until(loop, both_done, both, 2000));
+    assert_int_equal(c.res, -EALREADY);
+    assert_int_equal(n.res, 0);
+
+    /* A recv with data already there: it either finished (-EALREADY, data kept in
+     * the record) or a completion backend still had it (0, target -ECANCELED). */
+    int s[2];
+    tu_tcp_pair(s);
+    assert_int_equal(send(s[0], "ready", 5, 0), 5);
+    tu_sleep_ms(5);
+    char buf[16];
+    rec_t r = { 0 }, c2 = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    iop_prep_cancel(&c2.op, &r.op, rec_cb, &c2);
+    assert_int_equal(iop_submit(loop, &c2.op), 0);
+    rec_t *both2[2] = { &r, &c2 };
+    assert_true(tu_run_until(loop, both_done, both2, 2000));
+    if (c2.res == -EALREADY)
+        assert_int_equal(r.res, 5);
+    else if (c2.res == 0)
+        assert_int_equal(r.res, -ECANCELED);
+    else
+        fail_msg("cancel of a finished recv gave %d (%s)", c2.res, iop_strerror(c2.res));
+    tu_run_nowait(loop, 2);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(c2.calls, 1);
+    assert_int_equal(n.calls, 1);
+
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_cancel_timeout_op(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    rec_t t = { 0 }, c = { 0 };
+    iop_prep_timeout(&t.op, 10000 * MS, rec_cb, &t);
+    assert_int_equal(iop_submit(loop, &t.op), 0);
+    tu_run_nowait(loop, 1);
+    uint64_t wall0 = tu_clock_ns();
+    iop_prep_cancel(&c.op, &t.op, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    rec_t *both[2] = { &t, &c };
+    assert_true(tu_run_until(loop, both_done, both, 2000));
+    assert_int_equal(t.res, -ECANCELED);
+    assert_int_equal(c.res, 0);
+    assert_true(tu_clock_ns() - wall0 < 1000 * MS);
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);   /* nothing left behind */
+    iop_loop_destroy(loop);
+}
+
+void test_deadline_expires(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[16] = { 0 };
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    uint64_t wall0 = tu_clock_ns();
+    uint64_t deadline = iop_update_time(loop) + 20 * MS;
+    iop_op_set_deadline(&r.op, deadline);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    assert_int_equal(r.res, -ETIMEDOUT);
+    assert_true(r.at >= deadline);
+    assert_true(tu_clock_ns() - wall0 >= 20 * MS);
+
+    /* The data that comes later waits for the next recv. */
+    assert_int_equal(send(s[0], "late", 4, 0), 4);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(r.calls, 1);
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 2, 2000));
+    assert_int_equal(r.res, 4);
+
+    /* accept has deadlines too. */
+    struct sockaddr_in addr;
+    int lfd = tu_tcp_listener(&addr, 4);
+    rec_t a = { 0 };
+    iop_prep_accept(&a.op, lfd, NULL, NULL, rec_cb, &a);
+    iop_op_set_deadline(&a.op, iop_update_time(loop) + 20 * MS);
+    assert_int_equal(iop_submit(loop, &a.op), 0);
+    assert_true(tu_run_until_count(loop, &a.calls, 1, 2000));
+    assert_int_equal(a.res, -ETIMEDOUT);
+
+    conf_close(loop, lfd);
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_deadline_not_reached(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[16] = { 0 };
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    iop_op_set_deadline(&r.op, iop_update_time(loop) + 100 * MS);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(send(s[0], "fast", 4, 0), 4);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    assert_int_equal(r.res, 4);
+    /* Past the deadline: it must not complete a second time. */
+    tu_run_for(loop, 150);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);   /* its timer is gone */
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_deadline_already_past(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[16];
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    iop_op_set_deadline(&r.op, 1);   /* long gone (0 would mean "none") */
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_int_equal(r.calls, 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    assert_int_equal(r.res, -ETIMEDOUT);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(r.calls, 1);
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}

@@ -1,0 +1,215 @@
+/* Other threads reach a loop only through iop_loop_post, iop_loop_wake and
+ * iop_loop_stop. Each test has a watchdog so that a missed wake-up fails instead of
+ * hanging: it writes to a pipe the loop watches. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include "conformance.h"
+
+typedef struct xthread {
+    iop_loop_t *loop;
+    int watchdog_fd;           /* write end of the watchdog pipe */
+    atomic_int loop_returned;  /* main thread: the run under test has returned */
+    int do_post;               /* post (else only wake) */
+    int do_stop;               /* iop_loop_stop instead */
+    iop_post_t post;
+    pthread_t loop_thread;
+    int post_ran;
+    int post_on_loop_thread;
+} xthread_t;
+
+static int watchdog_fired;
+
+static void watchdog_cb(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    char buf[16];
+    while (read(w->fd, buf, sizeof buf) > 0)
+        ;
+    watchdog_fired = 1;
+    iop_loop_stop(w->loop);   /* end a RUN_DEFAULT too */
+}
+
+static void post_cb(iop_post_t *p)
+{
+    xthread_t *x = p->data;
+    x->post_ran++;
+    x->post_on_loop_thread = pthread_equal(pthread_self(), x->loop_thread);
+}
+
+static void *poke_thread(void *arg)
+{
+    xthread_t *x = arg;
+    tu_sleep_ms(50);   /* long enough for the loop to be blocked in its backend */
+    if (x->do_stop) {
+        iop_loop_stop(x->loop);
+    } else if (x->do_post) {
+        x->post.data = x;
+        if (iop_loop_post(x->loop, &x->post, post_cb) < 0)
+            return NULL;
+        iop_loop_wake(x->loop);
+    } else {
+        iop_loop_wake(x->loop);
+    }
+    for (int i = 0; i < 300 && !atomic_load(&x->loop_returned); i++)
+        tu_sleep_ms(10);
+    if (!atomic_load(&x->loop_returned) && write(x->watchdog_fd, "!", 1) < 0)
+        return NULL;
+    return NULL;
+}
+
+/* Runs one cross-thread poke while the loop blocks in `mode`; returns run's result. */
+static int poke_and_run(iop_loop_t *loop, xthread_t *x, iop_run_mode_t mode, uint64_t *elapsed_ms)
+{
+    pthread_t th;
+    watchdog_fired = 0;
+    atomic_store(&x->loop_returned, 0);
+    x->loop = loop;
+    x->loop_thread = pthread_self();
+    uint64_t t0 = tu_clock_ms();   /* before the thread's 50 ms sleep can start */
+    assert_int_equal(pthread_create(&th, NULL, poke_thread, x), 0);
+    int r = iop_loop_run(loop, mode);
+    if (mode == IOP_RUN_ONCE && x->do_post) {
+        /* Where the wake lands and where posts run may be one iteration apart. */
+        for (int i = 0; i < 3 && !x->post_ran && !watchdog_fired; i++)
+            r = iop_loop_run(loop, mode);
+    }
+    *elapsed_ms = tu_clock_ms() - t0;
+    atomic_store(&x->loop_returned, 1);
+    pthread_join(th, NULL);
+    return r;
+}
+
+void test_post_wakes_blocked_loop(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    iop_watch_t wd = { 0 };
+    assert_int_equal(iop_watch_start(loop, &wd, p[0], IOP_READ, watchdog_cb), 0);
+
+    /* No timers: only the post's wake-up can end this blocking iteration. */
+    xthread_t x = { .watchdog_fd = p[1], .do_post = 1 };
+    uint64_t ms;
+    int r = poke_and_run(loop, &x, IOP_RUN_ONCE, &ms);
+    assert_true(r >= 0);
+    assert_false(watchdog_fired);
+    assert_int_equal(x.post_ran, 1);
+    assert_true(x.post_on_loop_thread);
+    assert_true(ms >= 40);
+
+    /* A bare wake-up also ends a blocking iteration. The poke above may have left a
+     * second wake-up behind (post and wake race with the loop draining them): flush. */
+    tu_run_nowait(loop, 2);
+    xthread_t y = { .watchdog_fd = p[1] };
+    r = poke_and_run(loop, &y, IOP_RUN_ONCE, &ms);
+    assert_int_equal(r, 1);   /* the watchdog watch is still pending */
+    assert_false(watchdog_fired);
+    assert_true(ms >= 40);
+    assert_true(ms < 2500);
+
+    iop_watch_stop(&wd);
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}
+
+#define POST_THREADS 4
+#define POSTS_EACH 500
+
+typedef struct counted_post {
+    iop_post_t p;
+    int runs;
+    int on_loop_thread;
+} counted_post_t;
+
+static counted_post_t posts[POST_THREADS][POSTS_EACH];
+static int posts_ran;
+static pthread_t posts_loop_thread;
+static iop_loop_t *posts_loop;
+
+static void counted_post_cb(iop_post_t *p)
+{
+    counted_post_t *c = p->data;
+    c->runs++;
+    c->on_loop_thread = pthread_equal(pthread_self(), posts_loop_thread);
+    posts_ran++;
+}
+
+static void *post_many_thread(void *arg)
+{
+    counted_post_t *mine = arg;
+    for (int i = 0; i < POSTS_EACH; i++) {
+        mine[i].p.data = &mine[i];
+        if (iop_loop_post(posts_loop, &mine[i].p, counted_post_cb) < 0)
+            break;
+        if (i % 64 == 0)
+            sched_yield();
+    }
+    return NULL;
+}
+
+void test_many_posts_from_threads(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    memset(posts, 0, sizeof posts);
+    posts_ran = 0;
+    posts_loop = loop;
+    posts_loop_thread = pthread_self();
+    pthread_t th[POST_THREADS];
+    for (int t = 0; t < POST_THREADS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, post_many_thread, posts[t]), 0);
+    int all = tu_run_until_count(loop, &posts_ran, POST_THREADS * POSTS_EACH, 5000);
+    for (int t = 0; t < POST_THREADS; t++)
+        pthread_join(th[t], NULL);
+    assert_true(all);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(posts_ran, POST_THREADS * POSTS_EACH);
+    for (int t = 0; t < POST_THREADS; t++) {
+        for (int i = 0; i < POSTS_EACH; i++) {
+            assert_int_equal(posts[t][i].runs, 1);
+            assert_true(posts[t][i].on_loop_thread);
+        }
+    }
+    iop_loop_destroy(loop);
+}
+
+static int failsafe_fired;
+
+static void failsafe_cb(iop_timer_t *t)
+{
+    failsafe_fired = 1;
+    iop_loop_stop(t->loop);
+}
+
+void test_stop_from_other_thread(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    iop_watch_t wd = { 0 };
+    assert_int_equal(iop_watch_start(loop, &wd, p[0], IOP_READ, watchdog_cb), 0);
+    /* A far timer keeps RUN_DEFAULT going; it stops the loop itself if nobody else
+     * does, so that a lost stop fails the test instead of hanging it. */
+    failsafe_fired = 0;
+    iop_timer_t failsafe = { 0 };
+    assert_int_equal(iop_timer_start(loop, &failsafe, 5000 * 1000000ull, 0, failsafe_cb), 0);
+
+    xthread_t x = { .watchdog_fd = p[1], .do_stop = 1 };
+    uint64_t ms;
+    int r = poke_and_run(loop, &x, IOP_RUN_DEFAULT, &ms);
+    assert_false(failsafe_fired);
+    assert_false(watchdog_fired);
+    assert_int_equal(r, 1);   /* the timer and the watch are still pending */
+    assert_true(ms >= 40);
+    assert_true(ms < 4000);
+    assert_true(iop_timer_active(&failsafe));
+
+    iop_timer_stop(&failsafe);
+    iop_watch_stop(&wd);
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}

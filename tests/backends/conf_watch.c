@@ -1,0 +1,289 @@
+/* Readiness watches: level-triggered on every backend, changed or stopped from
+ * anywhere, including their own callbacks. */
+#include <stdlib.h>
+#include "conformance.h"
+
+typedef struct wstat {
+    int calls;
+    unsigned last;      /* revents of the last callback */
+} wstat_t;
+
+static void count_cb(iop_watch_t *w, unsigned revents)
+{
+    wstat_t *s = w->data;
+    s->calls++;
+    s->last = revents;
+}
+
+static void drain(int fd)
+{
+    char buf[4096];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+}
+
+void test_watch_read_level_triggered(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+
+    tu_run_nowait(loop, 2);
+    assert_int_equal(s.calls, 0);   /* empty pipe: nothing to report */
+
+    assert_int_equal(write(p[1], "abc", 3), 3);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(s.calls, 3);   /* once per iteration while unread */
+    assert_true(s.last & IOP_READ);
+    assert_false(s.last & IOP_WRITE);
+
+    drain(p[0]);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(s.calls, 3);   /* drained: silent */
+
+    assert_int_equal(write(p[1], "d", 1), 1);
+    assert_true(tu_run_until_count(loop, &s.calls, 4, 2000));   /* a blocking run wakes */
+    assert_true(s.last & IOP_READ);
+
+    iop_watch_stop(&w);
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_watch_write_on_empty_pipe(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[1], IOP_WRITE, count_cb), 0);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(s.calls, 2);
+    assert_true(s.last & IOP_WRITE);
+    assert_false(s.last & IOP_READ);
+
+    /* Fill the pipe: no longer writable, so no more callbacks. */
+    char chunk[4096] = { 0 };
+    while (write(p[1], chunk, sizeof chunk) > 0)
+        ;
+    assert_int_equal(errno, EAGAIN);
+    int before = s.calls;
+    tu_run_nowait(loop, 3);
+    assert_int_equal(s.calls, before);
+
+    drain(p[0]);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, before + 1);
+
+    iop_watch_stop(&w);
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_watch_modify_zero_pauses(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, 1);
+
+    assert_int_equal(iop_watch_modify(&w, 0), 0);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(s.calls, 1);   /* paused although still readable */
+
+    assert_int_equal(iop_watch_modify(&w, IOP_READ), 0);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(s.calls, 3);
+
+    /* Switching direction: the read end is never writable. */
+    assert_int_equal(iop_watch_modify(&w, IOP_WRITE), 0);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(s.calls, 3);
+
+    iop_watch_stop(&w);
+    assert_int_equal(iop_watch_modify(&w, IOP_READ), -EINVAL);   /* not active any more */
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}
+
+static void stop_self_cb(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    count_cb(w, revents);
+    iop_watch_stop(w);
+}
+
+void test_watch_stop_inside_callback(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, stop_self_cb), 0);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(s.calls, 1);
+
+    /* The fd is free again: the same record can watch it anew. */
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, 2);
+    iop_watch_stop(&w);
+    iop_watch_stop(&w);   /* a no-op on an inactive watch */
+
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}
+
+static int freed_calls;
+
+static void free_self_cb(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    freed_calls++;
+    iop_watch_stop(w);
+    free(w);   /* under ASan any later touch of w by the loop is caught */
+}
+
+void test_watch_free_inside_callback(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    freed_calls = 0;
+    iop_watch_t *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    assert_int_equal(iop_watch_start(loop, w, p[0], IOP_READ, free_self_cb), 0);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(freed_calls, 1);
+
+    wstat_t s = { 0 };
+    iop_watch_t w2 = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w2, p[0], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, 1);
+    iop_watch_stop(&w2);
+
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_watch_second_on_same_fd(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2], q[2];
+    tu_pipe(p);
+    tu_pipe(q);
+    wstat_t s1 = { 0 }, s2 = { 0 };
+    iop_watch_t w1 = { .data = &s1 }, w2 = { .data = &s2 };
+    assert_int_equal(iop_watch_start(loop, &w1, p[0], IOP_READ, count_cb), 0);
+    assert_int_equal(iop_watch_start(loop, &w2, p[0], IOP_READ, count_cb), -EEXIST);
+    assert_int_equal(iop_watch_start(loop, &w2, p[0], IOP_WRITE, count_cb), -EEXIST);
+    /* An active record cannot start again elsewhere. */
+    assert_int_equal(iop_watch_start(loop, &w1, q[0], IOP_READ, count_cb), -EBUSY);
+
+    assert_int_equal(write(p[1], "x", 1), 1);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s1.calls, 1);   /* the first watch is untouched by the refusals */
+    assert_int_equal(s2.calls, 0);
+
+    iop_watch_stop(&w1);
+    assert_int_equal(iop_watch_start(loop, &w2, p[0], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s2.calls, 1);
+    assert_int_equal(s1.calls, 1);
+    iop_watch_stop(&w2);
+
+    conf_close(loop, p[0]);
+    conf_close(loop, p[1]);
+    conf_close(loop, q[0]);
+    conf_close(loop, q[1]);
+    iop_loop_destroy(loop);
+}
+
+void test_watch_peer_close_reads_eof(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, 0);
+
+    conf_close(loop, p[1]);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, 1);
+    assert_true(s.last & IOP_READ);   /* "readable, or a peer closed" */
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 0);
+
+    iop_watch_stop(&w);
+    conf_close(loop, p[0]);
+    iop_loop_destroy(loop);
+}
+
+void test_watch_and_op_share_fd(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    wstat_t ws = { 0 };
+    iop_watch_t w = { .data = &ws };
+    assert_int_equal(iop_watch_start(loop, &w, s[1], IOP_WRITE, count_cb), 0);
+
+    char buf[16] = { 0 };
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(r.calls, 0);
+    assert_int_equal(ws.calls, 2);   /* the op's read interest leaves the watch alone */
+
+    assert_int_equal(send(s[0], "ping", 4, 0), 4);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    assert_int_equal(r.res, 4);
+    assert_memory_equal(buf, "ping", 4);
+
+    int before = ws.calls;
+    tu_run_nowait(loop, 1);
+    assert_int_equal(ws.calls, before + 1);   /* and the op's end leaves it too */
+    assert_true(ws.last & IOP_WRITE);
+
+    iop_watch_stop(&w);
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_int_equal(send(s[0], "pong", 4, 0), 4);
+    assert_true(tu_run_until_count(loop, &r.calls, 2, 2000));
+    assert_int_equal(r.res, 4);
+    assert_memory_equal(buf, "pong", 4);
+
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}

@@ -1,0 +1,99 @@
+/* The backend conformance suite: what every backend must do, tested through the
+ * public API only. Each conf_*.c file holds one area; conformance_main.c lists them
+ * and runs them on the backend named by argv[1] (or $IOPLEX_BACKEND). */
+#ifndef IOPLEX_CONFORMANCE_H
+#define IOPLEX_CONFORMANCE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include "ioplex.h"
+#include "test_util.h"
+
+/* An op record that remembers how it completed. */
+typedef struct rec {
+    iop_op_t op;
+    int calls;        /* callbacks run so far */
+    int res;          /* the last result */
+    int order;        /* completion sequence number (from rec_seq) */
+    uint64_t at;      /* iop_now() when the callback ran */
+} rec_t;
+
+extern int rec_seq;   /* bumped by every rec_cb */
+void rec_cb(iop_op_t *op, int res);   /* op->data must be the rec_t */
+
+/* Loop-visible fds are closed through the loop, as the API asks. */
+void conf_close(iop_loop_t *loop, int fd);
+
+/* conf_watch.c */
+void test_watch_read_level_triggered(void **state);
+void test_watch_write_on_empty_pipe(void **state);
+void test_watch_modify_zero_pauses(void **state);
+void test_watch_stop_inside_callback(void **state);
+void test_watch_free_inside_callback(void **state);
+void test_watch_second_on_same_fd(void **state);
+void test_watch_peer_close_reads_eof(void **state);
+void test_watch_and_op_share_fd(void **state);
+
+/* conf_ops.c */
+void test_op_tcp_accept_connect_send_recv(void **state);
+void test_op_pipe_read_write(void **state);
+void test_op_file_read_write(void **state);
+void test_op_udp_sendmsg_recvmsg(void **state);
+void test_op_close(void **state);
+void test_op_close_fails_waiting_ops(void **state);
+void test_op_timeout(void **state);
+void test_op_recv_waits_for_data(void **state);
+void test_op_large_transfer(void **state);
+
+/* conf_errors.c */
+void test_eof_after_peer_close(void **state);
+void test_peer_reset(void **state);
+void test_connection_refused(void **state);
+void test_submit_in_flight_ebusy(void **state);
+void test_submit_fd_out_of_range(void **state);
+void test_submit_malformed(void **state);
+void test_op_on_closed_fd(void **state);
+void test_watch_bad_fd(void **state);
+void test_fd_number_reused_after_close(void **state);
+
+/* conf_cancel.c */
+void test_cancel_pending_recv(void **state);
+void test_cancel_not_in_flight(void **state);
+void test_cancel_finished_op(void **state);
+void test_cancel_timeout_op(void **state);
+void test_deadline_expires(void **state);
+void test_deadline_not_reached(void **state);
+void test_deadline_already_past(void **state);
+
+/* conf_timers.c */
+void test_timers_fire_in_order(void **state);
+void test_timer_repeat_then_stop(void **state);
+void test_timer_stop_from_own_callback(void **state);
+void test_timer_restart_active(void **state);
+void test_timer_stop_other_pending(void **state);
+void test_timeout_op_order(void **state);
+
+/* conf_many.c */
+void test_many_tcp_connections(void **state);
+
+/* conf_threads.c */
+void test_post_wakes_blocked_loop(void **state);
+void test_many_posts_from_threads(void **state);
+void test_stop_from_other_thread(void **state);
+
+/* conf_once.c */
+void test_exactly_once_never_inside_submit(void **state);
+void test_resubmit_from_callback(void **state);
+
+/* conf_loop.c */
+void test_loop_stats(void **state);
+void test_loop_run_return_values(void **state);
+void test_loop_run_default_until_idle(void **state);
+
+#endif

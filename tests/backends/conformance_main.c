@@ -1,0 +1,95 @@
+/* Runs the conformance suite on one backend: `test_conformance NAME [FILTER]`
+ * (NAME may come from $IOPLEX_BACKEND instead; FILTER is a cmocka test-name glob). */
+#include <stdio.h>
+#include "conformance.h"
+
+int rec_seq;
+
+void rec_cb(iop_op_t *op, int res)
+{
+    rec_t *r = op->data;
+    assert_ptr_equal(&r->op, op);
+    r->calls++;
+    r->res = res;
+    r->order = ++rec_seq;
+    r->at = iop_now(op->loop);
+}
+
+void conf_close(iop_loop_t *loop, int fd)
+{
+    if (fd >= 0)
+        assert_int_equal(iop_fd_close(loop, fd), 0);
+}
+
+int main(int argc, char **argv)
+{
+    tu_backend = tu_backend_from_args(argc, argv);
+    if (!tu_backend) {
+        fprintf(stderr, "usage: %s BACKEND [FILTER]  (or set IOPLEX_BACKEND)\n", argv[0]);
+        return 2;
+    }
+    if (argc > 2)
+        cmocka_set_test_filter(argv[2]);
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_watch_read_level_triggered),
+        cmocka_unit_test(test_watch_write_on_empty_pipe),
+        cmocka_unit_test(test_watch_modify_zero_pauses),
+        cmocka_unit_test(test_watch_stop_inside_callback),
+        cmocka_unit_test(test_watch_free_inside_callback),
+        cmocka_unit_test(test_watch_second_on_same_fd),
+        cmocka_unit_test(test_watch_peer_close_reads_eof),
+        cmocka_unit_test(test_watch_and_op_share_fd),
+
+        cmocka_unit_test(test_op_tcp_accept_connect_send_recv),
+        cmocka_unit_test(test_op_pipe_read_write),
+        cmocka_unit_test(test_op_file_read_write),
+        cmocka_unit_test(test_op_udp_sendmsg_recvmsg),
+        cmocka_unit_test(test_op_close),
+        cmocka_unit_test(test_op_close_fails_waiting_ops),
+        cmocka_unit_test(test_op_timeout),
+        cmocka_unit_test(test_op_recv_waits_for_data),
+        cmocka_unit_test(test_op_large_transfer),
+
+        cmocka_unit_test(test_eof_after_peer_close),
+        cmocka_unit_test(test_peer_reset),
+        cmocka_unit_test(test_connection_refused),
+        cmocka_unit_test(test_submit_in_flight_ebusy),
+        cmocka_unit_test(test_submit_fd_out_of_range),
+        cmocka_unit_test(test_submit_malformed),
+        cmocka_unit_test(test_op_on_closed_fd),
+        cmocka_unit_test(test_watch_bad_fd),
+        cmocka_unit_test(test_fd_number_reused_after_close),
+
+        cmocka_unit_test(test_cancel_pending_recv),
+        cmocka_unit_test(test_cancel_not_in_flight),
+        cmocka_unit_test(test_cancel_finished_op),
+        cmocka_unit_test(test_cancel_timeout_op),
+        cmocka_unit_test(test_deadline_expires),
+        cmocka_unit_test(test_deadline_not_reached),
+        cmocka_unit_test(test_deadline_already_past),
+
+        cmocka_unit_test(test_timers_fire_in_order),
+        cmocka_unit_test(test_timer_repeat_then_stop),
+        cmocka_unit_test(test_timer_stop_from_own_callback),
+        cmocka_unit_test(test_timer_restart_active),
+        cmocka_unit_test(test_timer_stop_other_pending),
+        cmocka_unit_test(test_timeout_op_order),
+
+        cmocka_unit_test(test_many_tcp_connections),
+
+        cmocka_unit_test(test_post_wakes_blocked_loop),
+        cmocka_unit_test(test_many_posts_from_threads),
+        cmocka_unit_test(test_stop_from_other_thread),
+
+        cmocka_unit_test(test_exactly_once_never_inside_submit),
+        cmocka_unit_test(test_resubmit_from_callback),
+
+        cmocka_unit_test(test_loop_stats),
+        cmocka_unit_test(test_loop_run_return_values),
+        cmocka_unit_test(test_loop_run_default_until_idle),
+    };
+    char name[64];
+    snprintf(name, sizeof name, "conformance.%s", tu_backend);
+    return cmocka_run_group_tests_name(name, tests, NULL, NULL);
+}

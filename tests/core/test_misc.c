@@ -1,0 +1,163 @@
+/* Small public helpers: the allocator seam, error and capability strings, op kind
+ * names, and loop creation failures. */
+#include <stdio.h>
+#include <stdlib.h>
+#include "test_core.h"
+
+void test_alloc_seam_counts(void **state)
+{
+    (void)state;
+    iop_alloc_stats_t a, b, c;
+    iop_alloc_stats(&a);
+    void *p = iop_malloc(100);
+    assert_non_null(p);
+    memset(p, 0xab, 100);
+    iop_alloc_stats(&b);
+    assert_int_equal(b.allocs, a.allocs + 1);
+    assert_int_equal(b.frees, a.frees);
+    iop_free(p);
+    iop_alloc_stats(&c);
+    assert_int_equal(c.allocs, b.allocs);
+    assert_int_equal(c.frees, b.frees + 1);
+
+    /* calloc zeroes and counts; a growing realloc counts and keeps the contents. */
+    unsigned char *z = iop_calloc(64, 16);
+    assert_non_null(z);
+    for (int i = 0; i < 64 * 16; i++)
+        assert_int_equal(z[i], 0);
+    z[0] = 42;
+    z[1023] = 7;
+    unsigned char *g = iop_realloc(z, 1 << 20);
+    assert_non_null(g);
+    assert_int_equal(g[0], 42);
+    assert_int_equal(g[1023], 7);
+    iop_free(g);
+    iop_alloc_stats(&a);
+    assert_int_equal(a.allocs, c.allocs + 2);
+    assert_int_equal(a.frees, c.frees + 1);
+
+    const char *name = iop_alloc_name();
+    assert_non_null(name);
+    assert_true(strcmp(name, "jemalloc") == 0 || strcmp(name, "libc") == 0);
+}
+
+void test_strerror(void **state)
+{
+    (void)state;
+    assert_string_equal(iop_strerror(-ENOENT), strerror(ENOENT));
+    assert_string_equal(iop_strerror(ENOENT), strerror(ENOENT));
+    assert_string_equal(iop_strerror(-ECONNREFUSED), strerror(ECONNREFUSED));
+    const char *unknown = iop_strerror(-987654);
+    assert_non_null(unknown);
+    assert_non_null(iop_strerror(0));
+}
+
+static int count_words(const char *s)
+{
+    int words = 0, in_word = 0;
+    for (; *s; s++) {
+        if (*s == ' ') {
+            in_word = 0;
+        } else if (!in_word) {
+            in_word = 1;
+            words++;
+        }
+    }
+    return words;
+}
+
+void test_caps_str(void **state)
+{
+    (void)state;
+    char buf[512];
+    assert_ptr_equal(iop_caps_str(0, buf, sizeof buf), buf);
+    assert_string_equal(buf, "");
+
+    /* Each of the defined bits has its own one-word name. */
+    char names[12][64];
+    for (int i = 0; i < 12; i++) {
+        iop_caps_str(1u << i, buf, sizeof buf);
+        assert_int_equal(count_words(buf), 1);
+        assert_true(strlen(buf) < sizeof names[i]);
+        memcpy(names[i], buf, strlen(buf) + 1);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(names[i], names[j]);
+    }
+    iop_caps_str(IOP_CAP_UNLIMITED_FDS | IOP_CAP_O1_POLL | IOP_CAP_NEED_REINIT, buf, sizeof buf);
+    assert_int_equal(count_words(buf), 3);
+    assert_non_null(strstr(buf, names[0]));
+    assert_non_null(strstr(buf, names[1]));
+    assert_non_null(strstr(buf, names[11]));
+
+    /* A short buffer is never overrun and stays a string. */
+    char small[8];
+    memset(small, 'x', sizeof small);
+    iop_caps_str(0xfffu, small, 6);
+    assert_true(strlen(small) < 6);
+    assert_int_equal(small[6], 'x');
+    assert_int_equal(small[7], 'x');
+}
+
+void test_op_kind_names(void **state)
+{
+    (void)state;
+    assert_string_equal(iop_op_kind_name(IOP_OP_RECV), "recv");
+    assert_string_equal(iop_op_kind_name(IOP_OP_SEND), "send");
+    assert_string_equal(iop_op_kind_name(IOP_OP_ACCEPT), "accept");
+    assert_string_equal(iop_op_kind_name(IOP_OP_CANCEL), "cancel");
+    for (int k = 0; k < IOP_OP_KIND_COUNT; k++) {
+        const char *n = iop_op_kind_name(k);
+        assert_non_null(n);
+        assert_true(strlen(n) > 0);
+    }
+    assert_non_null(iop_op_kind_name(IOP_OP_KIND_COUNT));
+    assert_non_null(iop_op_kind_name(-1));
+}
+
+void test_create_unknown_backend(void **state)
+{
+    (void)state;
+    iop_loop_opts_t opts = { .size = sizeof opts, .backend = "nonexistent" };
+    iop_loop_t *loop = (iop_loop_t *)&opts;   /* must be overwritten or left alone, never used */
+    int r = iop_loop_create(&loop, &opts);
+    assert_true(r < 0);
+    const char *msg = iop_last_error();
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 0);
+    if (!strstr(msg, "nonexistent"))
+        fail_msg("iop_last_error() does not name the backend: \"%s\"", msg);
+    print_message("unknown backend: %s (%s)\n", iop_strerror(r), msg);
+}
+
+void test_create_bad_opts(void **state)
+{
+    (void)state;
+    iop_loop_opts_t opts = { .size = 4, .backend = tu_backend };   /* far too small */
+    iop_loop_t *loop = NULL;
+    assert_int_equal(iop_loop_create(&loop, &opts), -EINVAL);
+    assert_null(loop);
+    assert_true(strlen(iop_last_error()) > 0);
+}
+
+void test_create_default(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = NULL;
+    const char *saved = getenv("IOPLEX_BACKEND");
+    if (saved && saved[0]) {
+        print_message("IOPLEX_BACKEND is set: checking it instead of auto\n");
+    }
+    assert_int_equal(iop_loop_create(&loop, NULL), 0);
+    assert_non_null(loop);
+    const char *name = iop_loop_backend(loop);
+    assert_non_null(name);
+    assert_true(strlen(name) > 0);
+    if (saved && saved[0])
+        assert_string_equal(name, saved);
+    assert_non_null(iop_loop_backend_report(loop));
+    char caps[256];
+    iop_caps_str(iop_loop_caps(loop), caps, sizeof caps);
+    print_message("default backend: %s [%s]\n", name, caps);
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);
+    iop_loop_destroy(loop);
+}
