@@ -482,7 +482,7 @@ static int choose_named(const char *name, const char *asker, const char *dirs, i
         iop__module_close(mod);
         return r;
     }
-    say(0, report, reportlen, "%s (asked for%s%s)", name, asker ? " by " : "", asker ? asker : "");
+    say(0, report, reportlen, "asked for%s%s", asker ? " by " : "", asker ? asker : "");
     return 0;
 }
 

@@ -1,0 +1,108 @@
+#include "hostport.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;   /* strtoull would accept " 1", "+1" and "-1" */
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int copy_part(char *dst, size_t dstlen, const char *src, size_t n)
+{
+    if (n >= dstlen)
+        return -1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port,
+                           size_t portlen, char *err, size_t errlen)
+{
+    const char *host_start = s, *host_end, *colon;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') {
+            snprintf(err, errlen, "'%s': expected [IPv6]:PORT", s);
+            return -EINVAL;
+        }
+        host_start = s + 1;
+        host_end = close;
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) {
+            snprintf(err, errlen, "'%s': expected HOST:PORT", s);
+            return -EINVAL;
+        }
+        if (memchr(s, ':', (size_t)(colon - s))) {
+            snprintf(err, errlen, "'%s': put an IPv6 address in brackets: [ADDR]:PORT", s);
+            return -EINVAL;
+        }
+        host_end = colon;
+    }
+    uint64_t num;
+    if (iop_app_parse_u64(colon + 1, 0, 65535, &num) < 0) {
+        snprintf(err, errlen, "'%s': port must be a number from 0 to 65535", s);
+        return -EINVAL;
+    }
+    if (copy_part(host, hostlen, host_start, (size_t)(host_end - host_start)) < 0 ||
+        copy_part(port, portlen, colon + 1, strlen(colon + 1)) < 0) {
+        snprintf(err, errlen, "'%s': too long", s);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
+                    char *err, size_t errlen)
+{
+    char host[256], port[16];
+    int r = iop_app_split_hostport(hostport, host, sizeof host, port, sizeof port, err, errlen);
+    if (r < 0)
+        return r;
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_protocol = IPPROTO_TCP,
+        .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
+    };
+    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, out);
+    if (g != 0) {
+        snprintf(err, errlen, "'%s': cannot resolve '%s': %s", hostport, host,
+                 g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+        return -ENOENT;
+    }
+    return 0;
+}
+
+char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(buf, buflen, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        snprintf(buf, buflen, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, buflen, "(address family %d)", sa->sa_family);
+    }
+    return buf;
+}

@@ -1,0 +1,29 @@
+/* Shared by the sample apps: HOST:PORT parsing, resolution and printing, plus the
+ * strict number parsing their command lines need. */
+#ifndef IOP_APP_HOSTPORT_H
+#define IOP_APP_HOSTPORT_H
+
+#include <netdb.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Splits "HOST:PORT", "[IPv6]:PORT" or ":PORT" (empty host) into its parts.
+ * 0, or -EINVAL with a reason in err. */
+int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port,
+                           size_t portlen, char *err, size_t errlen);
+
+/* Resolves "HOST:PORT" for TCP with getaddrinfo. passive: an empty host means every
+ * local address (for a listener); otherwise it means the loopback. The list is
+ * freed with freeaddrinfo. 0, or -EINVAL (malformed) / -ENOENT (does not resolve)
+ * with a reason in err. */
+int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
+                    char *err, size_t errlen);
+
+/* Writes "1.2.3.4:80" or "[::1]:80" into buf; returns buf. */
+char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
+
+/* Parses a whole decimal number in [min, max]. 0 or -EINVAL. */
+int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+#endif

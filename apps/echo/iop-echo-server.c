@@ -1,0 +1,521 @@
+/* iop-echo-server: echoes every byte back, built on the proactor interface.
+ *
+ * One accept op stays in flight on the listener. Each connection is a caller-owned
+ * record with its fd, a recv op, a send op and a buffer; it has exactly one op in
+ * flight at any time: recv → send (again for a partial write) → recv ..., and a close
+ * op at end of file or on an error. Records come from a free list that grows in
+ * chunks, so a message costs no allocation. SIGTERM / SIGINT arrive on a signalfd
+ * watched by the loop, which stops it; then everything is closed and freed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ioplex.h>
+#include "hostport.h"
+
+#define PROG "iop-echo-server"
+#define CONN_BUF_SIZE (16 * 1024)
+#define CONNS_PER_CHUNK 64
+#define BACKOFF_MIN_NS (50ull * 1000 * 1000)
+#define BACKOFF_MAX_NS (1000ull * 1000 * 1000)
+#define SHED_MAX_PER_ATTEMPT 64   /* pending connections dropped per attempt */
+#define DRAIN_LIMIT_NS (1000ull * 1000 * 1000)
+
+enum { EXIT_USAGE = 2 };
+
+typedef struct server server_t;
+
+typedef struct conn {
+    server_t *srv;
+    struct conn *prev, *next;    /* live list, or free list (next only) */
+    int fd;                      /* -1 once a close has been started */
+    size_t len, sent;            /* bytes in buf, bytes of them echoed */
+    iop_op_t recv_op;            /* also carries the close op */
+    iop_op_t send_op;
+    char buf[CONN_BUF_SIZE];
+} conn_t;
+
+typedef struct conn_chunk {
+    struct conn_chunk *next;
+    conn_t conns[CONNS_PER_CHUNK];
+} conn_chunk_t;
+
+struct server {
+    iop_loop_t *loop;
+    int listen_fd;
+    int spare_fd;                /* given up to accept-and-drop under EMFILE */
+    int sig_fd;
+    iop_watch_t sig_watch;
+    iop_op_t accept_op;
+    iop_timer_t backoff_timer;
+    uint64_t backoff_ns;
+    int shedding;                /* inside an out-of-fds episode */
+    uint64_t shed_count;
+    conn_t *live;
+    conn_t *free_list;
+    conn_chunk_t *chunks;
+    size_t nlive;
+    int stopping;
+    int failed;
+};
+
+/* ---- connection records ------------------------------------------------------ */
+
+static conn_t *conn_get(server_t *s)
+{
+    if (!s->free_list) {
+        conn_chunk_t *ch = iop_malloc(sizeof *ch);
+        if (!ch)
+            return NULL;
+        ch->next = s->chunks;
+        s->chunks = ch;
+        for (int i = CONNS_PER_CHUNK - 1; i >= 0; i--) {
+            ch->conns[i].next = s->free_list;
+            s->free_list = &ch->conns[i];
+        }
+    }
+    conn_t *c = s->free_list;
+    s->free_list = c->next;
+    memset(&c->recv_op, 0, sizeof c->recv_op);
+    memset(&c->send_op, 0, sizeof c->send_op);
+    c->srv = s;
+    c->fd = -1;
+    c->len = c->sent = 0;
+    c->prev = NULL;
+    c->next = s->live;
+    if (s->live)
+        s->live->prev = c;
+    s->live = c;
+    s->nlive++;
+    return c;
+}
+
+static void conn_release(conn_t *c)
+{
+    server_t *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nlive--;
+    c->next = s->free_list;
+    s->free_list = c;
+}
+
+/* ---- the echo cycle ---------------------------------------------------------- */
+
+static void on_recv(iop_op_t *op, int res);
+static void on_send(iop_op_t *op, int res);
+
+static void on_closed(iop_op_t *op, int res)
+{
+    (void)res;   /* Linux frees the fd whatever close says */
+    conn_release(op->data);
+}
+
+static void conn_close(conn_t *c)
+{
+    int fd = c->fd;
+    c->fd = -1;
+    iop_prep_close(&c->recv_op, fd, on_closed, c);
+    if (iop_submit(c->srv->loop, &c->recv_op) < 0) {
+        iop_fd_close(c->srv->loop, fd);
+        conn_release(c);
+    }
+}
+
+static void submit_recv(conn_t *c)
+{
+    iop_prep_recv(&c->recv_op, c->fd, c->buf, sizeof c->buf, 0, on_recv, c);
+    if (iop_submit(c->srv->loop, &c->recv_op) < 0)
+        conn_close(c);
+}
+
+static void submit_send(conn_t *c)
+{
+    iop_prep_send(&c->send_op, c->fd, c->buf + c->sent, c->len - c->sent, 0, on_send, c);
+    if (iop_submit(c->srv->loop, &c->send_op) < 0)
+        conn_close(c);
+}
+
+static void on_recv(iop_op_t *op, int res)
+{
+    conn_t *c = op->data;
+    if (c->srv->stopping) {
+        conn_release(c);
+        return;
+    }
+    if (res <= 0) {              /* end of file, reset, ... */
+        conn_close(c);
+        return;
+    }
+    c->len = (size_t)res;
+    c->sent = 0;
+    submit_send(c);
+}
+
+static void on_send(iop_op_t *op, int res)
+{
+    conn_t *c = op->data;
+    if (c->srv->stopping) {
+        conn_release(c);
+        return;
+    }
+    if (res <= 0) {
+        conn_close(c);
+        return;
+    }
+    c->sent += (size_t)res;
+    if (c->sent < c->len)
+        submit_send(c);          /* partial write: send the rest */
+    else
+        submit_recv(c);
+}
+
+static void conn_start(server_t *s, int fd)
+{
+    conn_t *c = conn_get(s);
+    if (!c) {
+        fprintf(stderr, PROG ": warning: out of memory, dropping a connection\n");
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    /* Echoes go out in pieces as they come in; Nagle would hold a short last piece
+     * back until the peer's delayed ACK, costing ~40 ms a message. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    submit_recv(c);
+}
+
+/* ---- accepting, and shedding when out of fds --------------------------------- */
+
+static void on_accept(iop_op_t *op, int res);
+
+static void fail(server_t *s, const char *what, int err)
+{
+    fprintf(stderr, PROG ": %s: %s\n", what, iop_strerror(err));
+    s->failed = 1;
+    iop_loop_stop(s->loop);
+}
+
+static void submit_accept(server_t *s)
+{
+    iop_prep_accept(&s->accept_op, s->listen_fd, NULL, NULL, on_accept, s);
+    int r = iop_submit(s->loop, &s->accept_op);
+    if (r < 0)
+        fail(s, "cannot submit accept", r);
+}
+
+static void on_backoff(iop_timer_t *t)
+{
+    submit_accept(t->data);
+}
+
+static void back_off(server_t *s)
+{
+    iop_timer_start(s->loop, &s->backoff_timer, s->backoff_ns, 0, on_backoff);
+    s->backoff_ns = s->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : s->backoff_ns * 2;
+}
+
+/* Out of fds: the pending connections would keep the listener readable forever. Free
+ * the spare fd, accept and drop what is queued, take the spare back, and wait a while
+ * before accepting again, so the loop sleeps instead of spinning. */
+static void shed(server_t *s, int err)
+{
+    if (!s->shedding) {
+        s->shedding = 1;
+        fprintf(stderr, PROG ": warning: accept: %s with %zu connections open; "
+                "dropping new connections until some close\n", iop_strerror(err), s->nlive);
+    }
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
+        s->spare_fd = -1;
+    }
+    for (int i = 0; i < SHED_MAX_PER_ATTEMPT; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break;
+        }
+        close(fd);
+        s->shed_count++;
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    back_off(s);
+}
+
+static void on_accept(iop_op_t *op, int res)
+{
+    server_t *s = op->data;
+    if (s->stopping)
+        return;
+    if (res >= 0) {
+        if (s->shedding) {
+            s->shedding = 0;
+            fprintf(stderr, PROG ": accepting again (%llu connections were dropped)\n",
+                    (unsigned long long)s->shed_count);
+            s->shed_count = 0;
+        }
+        s->backoff_ns = BACKOFF_MIN_NS;
+        conn_start(s, res);
+        submit_accept(s);
+        return;
+    }
+    switch (-res) {
+    case EMFILE:
+    case ENFILE:
+        shed(s, res);
+        break;
+    case ENOBUFS:
+    case ENOMEM:
+        back_off(s);             /* the kernel is short of memory: give it time */
+        break;
+    case ECONNABORTED:
+    case EINTR:
+    case EAGAIN:
+    case EPROTO:
+    case EPERM:                  /* a firewall refused this one */
+    case ETIMEDOUT:
+        submit_accept(s);        /* that connection is gone; take the next */
+        break;
+    default:
+        fail(s, "accept failed", res);
+        break;
+    }
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void on_signal(iop_watch_t *w, unsigned revents)
+{
+    server_t *s = w->data;
+    struct signalfd_siginfo si;
+    (void)revents;
+    while (read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
+        iop_loop_stop(s->loop);
+}
+
+/* Blocks SIGTERM and SIGINT and routes them to a signalfd: no handler, no race with
+ * the loop's wait. */
+static int signals_open(void)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    /* An ignored signal is dropped before it can queue on the signalfd, and a shell
+     * starts background jobs with SIGINT ignored: take both back to the default. */
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    sigaction(SIGTERM, &dfl, NULL);
+    sigaction(SIGINT, &dfl, NULL);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        return -errno;
+    int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+/* ---- listening ------------------------------------------------------------------ */
+
+/* Binds the first resolved address that works. The fd, or -errno (last error). */
+static int listen_on(const struct addrinfo *ai)
+{
+    int err = -EADDRNOTAVAIL;
+    for (; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            err = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+            return fd;
+        err = -errno;
+        close(fd);
+    }
+    return err;
+}
+
+/* ---- start, run, stop ----------------------------------------------------------- */
+
+static void on_drain_limit(iop_timer_t *t)
+{
+    (void)t;
+}
+
+/* Closes every connection and the listener, then lets the cancelled ops finish so
+ * that no op still points into a record when the records are freed. */
+static void shut_down(server_t *s)
+{
+    s->stopping = 1;
+    for (conn_t *c = s->live; c; c = c->next) {
+        if (c->fd >= 0) {
+            iop_fd_close(s->loop, c->fd);
+            c->fd = -1;
+        }
+    }
+    iop_fd_close(s->loop, s->listen_fd);
+    s->listen_fd = -1;
+    iop_timer_stop(&s->backoff_timer);
+    iop_watch_stop(&s->sig_watch);
+
+    iop_timer_t limit = { .data = s };
+    iop_timer_start(s->loop, &limit, DRAIN_LIMIT_NS, 0, on_drain_limit);
+    while ((s->nlive || iop_op_in_flight(&s->accept_op)) && iop_timer_active(&limit))
+        if (iop_loop_run(s->loop, IOP_RUN_ONCE) < 0)
+            break;
+    iop_timer_stop(&limit);
+    if (s->nlive)
+        fprintf(stderr, PROG ": warning: %zu connections did not finish closing\n", s->nlive);
+}
+
+static void server_free(server_t *s)
+{
+    if (s->loop)
+        iop_loop_destroy(s->loop);   /* drops whatever is still in flight */
+    while (s->chunks) {
+        conn_chunk_t *next = s->chunks->next;
+        iop_free(s->chunks);
+        s->chunks = next;
+    }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
+    if (s->sig_fd >= 0)
+        close(s->sig_fd);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: " PROG " [--backend NAME] [--listen HOST:PORT] [--plugin-path DIRS]\n"
+        "\n"
+        "Echoes back every byte it receives, until SIGTERM or SIGINT (then exits 0).\n"
+        "Prints one line on stdout once it listens: the address and the backend.\n"
+        "\n"
+        "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
+        "                       (default: $IOPLEX_BACKEND, then auto)\n"
+        "  --listen HOST:PORT   HOST is IPv4, [IPv6] or a name; PORT 0 picks a free\n"
+        "                       port (default 127.0.0.1:7000)\n"
+        "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
+        "  --help               this text\n"
+        "\n"
+        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *backend = NULL, *listen_addr = "127.0.0.1:7000", *plugin_path = NULL;
+    static const struct option longopts[] = {
+        { "backend", required_argument, NULL, 'b' },
+        { "listen", required_argument, NULL, 'l' },
+        { "plugin-path", required_argument, NULL, 'p' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    opterr = 0;                  /* one line of our own instead of getopt's */
+    while ((ch = getopt_long(argc, argv, ":b:l:p:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'b': backend = optarg; break;
+        case 'l': listen_addr = optarg; break;
+        case 'p': plugin_path = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case ':':
+            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG ": unexpected argument '%s' (try --help)\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+
+    char err[512];
+    struct addrinfo *addrs;
+    if (iop_app_resolve(listen_addr, 1, &addrs, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": --listen %s\n", err);
+        return EXIT_USAGE;
+    }
+
+    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .backoff_ns = BACKOFF_MIN_NS };
+    s.backoff_timer.data = &s;
+    s.sig_watch.data = &s;
+    signal(SIGPIPE, SIG_IGN);    /* a peer that resets must not kill the server */
+
+    iop_loop_opts_t opts = { .size = sizeof opts, .backend = backend, .plugin_path = plugin_path };
+    int r = iop_loop_create(&s.loop, &opts);
+    if (r < 0) {
+        fprintf(stderr, PROG ": cannot start the event loop: %s\n",
+                iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
+        freeaddrinfo(addrs);
+        return EXIT_FAILURE;
+    }
+
+    int status = EXIT_FAILURE;
+    r = listen_on(addrs);
+    if (r < 0) {
+        fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
+        goto out;
+    }
+    s.listen_fd = r;
+    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s.spare_fd < 0) {
+        fprintf(stderr, PROG ": cannot open /dev/null: %s\n", strerror(errno));
+        goto out;
+    }
+    r = signals_open();
+    if (r < 0) {
+        fprintf(stderr, PROG ": cannot set up signal handling: %s\n", iop_strerror(r));
+        goto out;
+    }
+    s.sig_fd = r;
+    r = iop_watch_start(s.loop, &s.sig_watch, s.sig_fd, IOP_READ, on_signal);
+    if (r < 0) {
+        fprintf(stderr, PROG ": cannot watch for signals: %s\n", iop_strerror(r));
+        goto out;
+    }
+    submit_accept(&s);
+    if (s.failed)
+        goto out;
+
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof ss;
+    char where[128];
+    getsockname(s.listen_fd, (struct sockaddr *)&ss, &sslen);
+    iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
+    const char *report = iop_loop_backend_report(s.loop);
+    printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
+           report[0] ? " (" : "", report, report[0] ? ")" : "");
+    fflush(stdout);
+
+    r = iop_loop_run(s.loop, IOP_RUN_DEFAULT);
+    if (r < 0) {
+        fprintf(stderr, PROG ": the event loop failed: %s\n", iop_last_error());
+        s.failed = 1;
+    }
+    shut_down(&s);
+    status = s.failed ? EXIT_FAILURE : EXIT_SUCCESS;
+out:
+    server_free(&s);
+    freeaddrinfo(addrs);
+    return status;
+}
