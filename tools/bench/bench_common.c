@@ -1,0 +1,116 @@
+#include "bench_common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;   /* strtoull would take " 1", "+1" and "-1" */
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int bench_parse_seconds(const char *s, double max, double *out)
+{
+    if (!s || ((*s < '0' || *s > '9') && *s != '.'))
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v >= 0.0) || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
+                         char *err, size_t errlen)
+{
+    char host[256];
+    const char *host_start = s, *port;
+    size_t hostlen;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') {
+            snprintf(err, errlen, "'%s': expected [IPv6]:PORT", s);
+            return -EINVAL;
+        }
+        host_start = s + 1;
+        hostlen = (size_t)(close - host_start);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon) {
+            snprintf(err, errlen, "'%s': expected HOST:PORT", s);
+            return -EINVAL;
+        }
+        hostlen = (size_t)(colon - s);
+        port = colon + 1;
+    }
+    uint64_t num;
+    if (hostlen == 0 || hostlen >= sizeof host || bench_parse_u64(port, 0, 65535, &num) < 0) {
+        snprintf(err, errlen, "'%s': expected HOST:PORT with PORT from 0 to 65535", s);
+        return -EINVAL;
+    }
+    memcpy(host, host_start, hostlen);
+    host[hostlen] = '\0';
+
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *ai;
+    int r = getaddrinfo(host, port, &hints, &ai);
+    if (r != 0) {
+        snprintf(err, errlen, "'%s': %s", s, gai_strerror(r));
+        return -EINVAL;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+char *bench_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    (void)len;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        snprintf(buf, buflen, "%s:%u", host, port);
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, buflen, "[%s]:%u", host, port);
+    }
+    return buf;
+}
+
+int bench_pin_cpu(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set) < 0 ? -errno : 0;
+}
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,31 @@
+/* Helpers shared by the standalone bench tools (iop-echo-load, epoll-echo-ref):
+ * address parsing, CPU pinning, strict number parsing. No ioplex dependency, so
+ * the load generator and the yardstick server are the same for every server. */
+#ifndef IOP_BENCH_COMMON_H
+#define IOP_BENCH_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Resolves "HOST:PORT" or "[IPv6]:PORT" (numeric or a name) for TCP into *ss.
+ * 0, or -EINVAL with a reason in err. */
+int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
+                         char *err, size_t errlen);
+
+/* Writes "1.2.3.4:80" or "[::1]:80" into buf; returns buf. */
+char *bench_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
+
+/* Pins the calling process to one CPU. 0 or -errno. */
+int bench_pin_cpu(int cpu);
+
+/* A whole decimal number in [min, max]: 0 or -EINVAL. */
+int bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* A non-negative decimal (fractions allowed) no larger than max: 0 or -EINVAL. */
+int bench_parse_seconds(const char *s, double max, double *out);
+
+/* CLOCK_MONOTONIC in ns. */
+uint64_t bench_now_ns(void);
+
+#endif
