@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 #include "loop_internal.h"
@@ -18,6 +19,13 @@ static void *host_fd_state(void *core, int fd)
     return iop__fdtable_bstate(&loop->fds, fd);
 }
 
+static void host_drop(void *core, iop_op_t *op)
+{
+    (void)core;
+    op->state = IOP__OP_IDLE;
+    op->flags = 0;
+}
+
 struct create_ctx {
     iop_loop_t *loop;
     iop_backend_config_t cfg;
@@ -27,8 +35,64 @@ static int try_create(void *ctx, iop__module_t *mod, char *why, size_t whylen)
 {
     struct create_ctx *c = ctx;
     c->loop->fds.bstate_size = mod->desc->fd_state_size;
+    c->loop->caps = mod->desc->caps;
     return mod->desc->create(&c->loop->be_state, &c->loop->host, &c->cfg, why, whylen);
 }
+
+/* ---- the receive pool ------------------------------------------------------ */
+
+/* count x size bytes of page-aligned memory, lent by the backend when it can
+ * (provided buffers), else handed out by the core from a free stack. */
+static int pool_create(iop_loop_t *loop, uint32_t count, uint32_t size)
+{
+    if (count > 32768 || size > (1u << 24) || (uint64_t)count * size > (1ull << 32))
+        return iop__fail(-EINVAL, "iop_loop_create: receive pool of %u x %u bytes is too big "
+                         "(at most 32768 buffers, 16 MiB each, 4 GiB in all)", count, size);
+    size_t bytes = (size_t)count * size;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return iop__fail(-errno, "iop_loop_create: receive pool of %zu bytes: %s", bytes, strerror(errno));
+    loop->pool = p;
+    loop->pool_count = count;
+    loop->pool_size = size;
+    if (loop->be->buf_pool && (loop->caps & IOP_CAP_PROVIDED_BUFFERS) &&
+        loop->be->buf_pool(loop->be_state, p, count, size) == 0) {
+        loop->pool_native = 1;
+        return 0;
+    }
+    loop->pool_free = iop_malloc(count * sizeof *loop->pool_free);
+    if (!loop->pool_free)
+        return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
+    for (uint32_t i = 0; i < count; i++)
+        loop->pool_free[i] = count - 1 - i;   /* bid 0 on top */
+    loop->pool_nfree = count;
+    return 0;
+}
+
+int iop__pool_take(iop_loop_t *loop, uint32_t *bid)
+{
+    if (!loop->pool_nfree)
+        return -ENOBUFS;
+    *bid = loop->pool_free[--loop->pool_nfree];
+    return 0;
+}
+
+void iop_buf_release(iop_loop_t *loop, uint32_t bid)
+{
+    if (!loop->pool || bid >= loop->pool_count)
+        return;
+    if (loop->pool_native)
+        loop->be->buf_return(loop->be_state, bid);
+    else if (loop->pool_nfree < loop->pool_count)
+        loop->pool_free[loop->pool_nfree++] = bid;
+}
+
+void *iop_buf_addr(const iop_loop_t *loop, uint32_t bid)
+{
+    return loop->pool && bid < loop->pool_count ? loop->pool + (size_t)bid * loop->pool_size : NULL;
+}
+
+uint32_t iop_buf_size(const iop_loop_t *loop) { return loop->pool_size; }
 
 /* ---- create / destroy ------------------------------------------------------ */
 
@@ -54,12 +118,16 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
     loop->host = (iop_backend_host_t){
         .core = loop, .syscalls = &loop->stats.syscalls,
         .alloc = iop_malloc, .realloc = iop_realloc, .free = iop_free,
-        .fd_state = host_fd_state,
+        .fd_state = host_fd_state, .drop = host_drop, .caps = &loop->caps,
     };
+    /* Fields past busy_poll_us exist only for callers built with ABI 2 headers. */
+    iop_loop_opts_t o = { 0 };
+    memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
     struct create_ctx ctx = {
         .loop = loop,
-        .cfg = { .size = sizeof ctx.cfg, .flags = opts->flags, .entries = opts->entries,
-                 .busy_poll_us = opts->busy_poll_us },
+        .cfg = { .size = sizeof ctx.cfg, .flags = o.flags, .entries = o.entries,
+                 .busy_poll_us = o.busy_poll_us, .sqpoll_idle_ms = o.sqpoll_idle_ms,
+                 .sqpoll_cpu1 = o.sqpoll_cpu1 },
     };
     int r = iop__backend_choose(opts, try_create, &ctx, &loop->mod, loop->report, sizeof loop->report);
     if (r < 0) {
@@ -68,6 +136,13 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
     }
     loop->be = loop->mod.desc;
     iop_update_time(loop);
+    if (o.buf_count) {
+        r = pool_create(loop, o.buf_count, o.buf_size ? o.buf_size : 4096);
+        if (r < 0) {
+            iop_loop_destroy(loop);
+            return r;
+        }
+    }
 
     loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->wake_fd < 0) {
@@ -119,6 +194,9 @@ void iop_loop_destroy(iop_loop_t *loop)
     }
     if (loop->wake_fd >= 0)
         close(loop->wake_fd);
+    if (loop->pool)
+        munmap(loop->pool, (size_t)loop->pool_count * loop->pool_size);
+    iop_free(loop->pool_free);
     iop__module_close(&loop->mod);
     iop__fdtable_free(&loop->fds);
     iop__heap_free(&loop->timers);
@@ -349,7 +427,7 @@ static void dispatch(iop_loop_t *loop, int n)
     for (int i = 0; i < n; i++) {
         iop_event_t *ev = &loop->events[i];
         if (ev->op)
-            iop__complete(loop, ev->op, ev->res);
+            iop__deliver(loop, ev->op, ev->res, ev->flags);
         else
             iop__emu_ready(loop, ev->fd, ev->revents);
     }
@@ -412,8 +490,12 @@ int iop__fd_reserve(iop_loop_t *loop, int fd)
     return 0;
 }
 
-void iop_fd_forget(iop_loop_t *loop, int fd)
+/* The core's side of forgetting fd: queued ops, the watch, the registration of a
+ * readiness backend, the table entry. A completion backend's side is its forget. */
+void iop__fd_forget_core(iop_loop_t *loop, int fd)
 {
+    if (loop->more_op && loop->more_op->fd == fd)
+        loop->more_op->flags |= IOP__OPF_STOP;   /* no rearm on a closed fd */
     if (fd < 0 || (uint32_t)fd >= loop->fds.cap)
         return;
     iop__fd_fail_ops(loop, fd, -ECANCELED);
@@ -424,11 +506,29 @@ void iop_fd_forget(iop_loop_t *loop, int fd)
         e->watch = NULL;
         loop->active--;
     }
-    if (e->reg) {
+    if (e->reg && !loop->be->submit)
         loop->be->watch(loop->be_state, fd, e->reg, 0, iop__fdtable_bstate(&loop->fds, fd));
-        e->reg = 0;
-    }
+    e->reg = 0;
     iop__fdtable_reset(&loop->fds, fd);
+}
+
+void iop_fd_forget(iop_loop_t *loop, int fd)
+{
+    if (fd < 0 || fd >= IOP__FD_MAX)
+        return;
+    if (loop->be->forget)
+        loop->be->forget(loop->be_state, fd, host_fd_state(loop, fd));
+    iop__fd_forget_core(loop, fd);
+}
+
+int iop_fd_register(iop_loop_t *loop, int fd)
+{
+    if (!loop->be->fd_register || !(loop->caps & IOP_CAP_REGISTERED_FILES))
+        return 0;
+    int r = iop__fd_reserve(loop, fd);
+    if (r < 0)
+        return r;
+    return loop->be->fd_register(loop->be_state, fd, iop__fdtable_bstate(&loop->fds, fd));
 }
 
 int iop_fd_close(iop_loop_t *loop, int fd)
@@ -441,5 +541,5 @@ int iop_fd_close(iop_loop_t *loop, int fd)
 
 void iop_loop_get_stats(const iop_loop_t *loop, iop_loop_stats_t *out) { *out = loop->stats; }
 const char *iop_loop_backend(const iop_loop_t *loop) { return loop->be->name; }
-uint32_t iop_loop_caps(const iop_loop_t *loop) { return loop->be->caps; }
+uint32_t iop_loop_caps(const iop_loop_t *loop) { return loop->caps; }
 const char *iop_loop_backend_report(const iop_loop_t *loop) { return loop->report; }

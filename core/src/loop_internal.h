@@ -22,6 +22,10 @@
 #define IOP__OPF_DONE      0x02u  /* finished; callback waits in the done queue */
 #define IOP__OPF_CONNECTING 0x04u /* connect returned EINPROGRESS */
 #define IOP__OPF_BACKEND   0x08u  /* owned by a completion backend */
+#define IOP__OPF_REARM     0x10u  /* multishot the backend does not run natively */
+#define IOP__OPF_IN_MORE   0x20u  /* running a callback with IOP_CF_MORE */
+#define IOP__OPF_STOP      0x40u  /* cancelled or forgotten during that callback */
+#define IOP__OPF_CORE_BUF  0x80u  /* recv_buf on a completion backend, buffer lent by the core */
 
 /* iop_timer_t.flags */
 #define IOP__TF_INTERNAL 0x1u     /* an op's timer: not counted as a user handle */
@@ -33,6 +37,7 @@
 struct iop_loop {
     const iop_backend_desc_t *be;
     void *be_state;
+    uint32_t caps;                 /* this instance's: the descriptor's, maybe fewer */
     iop_backend_host_t host;
     iop__module_t mod;
 
@@ -45,6 +50,7 @@ struct iop_loop {
     uint32_t nchanges, changes_cap;
 
     iop_op_t *done_head, *done_tail;  /* finished ops whose callbacks are due */
+    iop_op_t *more_op;             /* in a callback with IOP_CF_MORE */
     uint64_t active;               /* ops in flight + user watches + user timers */
 
     int wake_fd;                   /* eventfd */
@@ -56,6 +62,12 @@ struct iop_loop {
     int running;
     pid_t pid;                     /* creator: a forked child must make its own */
     uint32_t busy_poll_us;
+
+    /* receive pool (recv_buf): base, count x size; free stack when the core serves it */
+    unsigned char *pool;
+    uint32_t pool_count, pool_size, pool_nfree;
+    uint32_t *pool_free;
+    int pool_native;               /* the backend lends the buffers */
 
     iop_loop_stats_t stats;
     iop_event_t events[IOP__MAX_EVENTS];
@@ -74,6 +86,11 @@ void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err);  /* every queued op â†
 void iop__complete(iop_loop_t *loop, iop_op_t *op, int res);
 void iop__defer(iop_loop_t *loop, iop_op_t *op, int res);
 void iop__run_done(iop_loop_t *loop);
+
+/* op.c */
+void iop__fd_forget_core(iop_loop_t *loop, int fd);
+void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags);
+int iop__pool_take(iop_loop_t *loop, uint32_t *bid);
 
 /* watch.c */
 int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,

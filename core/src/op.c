@@ -7,7 +7,7 @@
 
 static const char *const kind_names[IOP_OP_KIND_COUNT] = {
     "nop", "accept", "connect", "recv", "send", "read", "write",
-    "recvmsg", "sendmsg", "close", "timeout", "cancel",
+    "recvmsg", "sendmsg", "close", "timeout", "cancel", "recv_buf",
 };
 
 const char *iop_op_kind_name(int kind)
@@ -20,6 +20,7 @@ static inline iop_op_t *op_of_timer(iop_timer_t *t)
     return (iop_op_t *)((char *)t - offsetof(iop_op_t, timer));
 }
 
+/* The op's last callback. cflags is left as the caller of this set it. */
 void iop__complete(iop_loop_t *loop, iop_op_t *op, int res)
 {
     if (op->timer.heap_idx)
@@ -55,9 +56,95 @@ void iop__run_done(iop_loop_t *loop)
     loop->done_head = loop->done_tail = NULL;
     while (op) {
         iop_op_t *next = op->next;
-        iop__complete(loop, op, op->res);
+        op->flags &= ~IOP__OPF_DONE;
+        iop__deliver(loop, op, op->res, 0);
         op = next;
     }
+}
+
+/* ---- results: single, multishot, zero-copy ---------------------------------- */
+
+/* Does a multishot op keep going after this result? */
+static int multishot_goes_on(const iop_op_t *op, int res)
+{
+    return op->kind == IOP_OP_ACCEPT ? res >= 0 : res > 0;
+}
+
+static int start(iop_loop_t *loop, iop_op_t *op)
+{
+    if (!loop->be->submit)
+        return iop__emu_submit(loop, op);
+    if (op->kind == IOP_OP_RECV_BUF && !loop->pool_native) {
+        /* No provided buffers: lend one now; it comes back if nothing arrives. */
+        uint32_t bid;
+        if (iop__pool_take(loop, &bid) < 0) {
+            iop__defer(loop, op, -ENOBUFS);
+            return 0;
+        }
+        op->u.pooled.bid = bid;
+        op->u.pooled.buf = loop->pool + (size_t)bid * loop->pool_size;
+        op->u.pooled.len = loop->pool_size;
+        op->flags |= IOP__OPF_CORE_BUF;
+    }
+    op->flags |= IOP__OPF_BACKEND;
+    return loop->be->submit(loop->be_state, op);
+}
+
+/* A callback after which the op stays in flight. */
+static void run_more(iop_op_t *op, int res, unsigned cflags)
+{
+    iop_loop_t *loop = op->loop;
+    iop_op_t *outer = loop->more_op;
+    op->cflags = (uint8_t)(IOP_CF_MORE | cflags);
+    op->flags |= IOP__OPF_IN_MORE;
+    op->res = res;
+    loop->more_op = op;
+    op->cb(op, res);
+    loop->more_op = outer;
+    op->flags &= ~IOP__OPF_IN_MORE;
+}
+
+/* Hands one result of op to its callback: the last one, or one of a multishot or
+ * zero-copy series (evflags from the backend's event). A multishot op the backend
+ * does not keep going by itself (emulated, or ended by the kernel after a good
+ * result) is started again here, after its callback. */
+void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
+{
+    unsigned cf = 0;
+    if ((op->flags & IOP__OPF_CORE_BUF) && res <= 0) {
+        iop_buf_release(loop, op->u.pooled.bid);
+        op->u.pooled.buf = NULL;
+    }
+    if (op->kind == IOP_OP_RECV_BUF && (evflags & IOP_EVF_BUFFER)) {
+        op->u.pooled.bid = IOP_EVF_BID(evflags);
+        op->u.pooled.buf = loop->pool + (size_t)op->u.pooled.bid * loop->pool_size;
+    }
+    if (evflags & IOP_EVF_NOTIF)
+        cf |= IOP_CF_NOTIF;
+    if (evflags & IOP_EVF_MORE) {
+        run_more(op, res, cf);
+        return;
+    }
+    if ((op->opts & IOP_OPT_MULTISHOT) && !(op->flags & IOP__OPF_STOP) && multishot_goes_on(op, res)) {
+        if (op->timer.heap_idx)
+            iop__heap_remove(&loop->timers, &op->timer);
+        op->flags = IOP__OPF_REARM;
+        run_more(op, res, cf);
+        if (op->flags & IOP__OPF_STOP) {
+            op->cflags = 0;
+            iop__complete(loop, op, -ECANCELED);
+            return;
+        }
+        op->flags = IOP__OPF_REARM;
+        int r = start(loop, op);
+        if (r < 0) {
+            op->cflags = 0;
+            iop__complete(loop, op, r);
+        }
+        return;
+    }
+    op->cflags = (uint8_t)cf;
+    iop__complete(loop, op, res);
 }
 
 static void timeout_fired(iop_timer_t *t)
@@ -80,6 +167,12 @@ static int cancel_target(iop_loop_t *loop, iop_op_t *target)
         iop__defer(loop, target, -ECANCELED);
         return 0;
     }
+    if (target->flags & IOP__OPF_IN_MORE) {
+        target->flags |= IOP__OPF_STOP;   /* its last callback follows this one */
+        return 0;
+    }
+    if (target->flags & IOP__OPF_BACKEND)
+        return 1;                         /* the backend's to cancel */
     return -ENOENT;
 }
 
@@ -94,6 +187,30 @@ static int close_fd(iop_loop_t *loop, int fd)
 static int needs_fd(int kind)
 {
     return kind != IOP_OP_NOP && kind != IOP_OP_TIMEOUT && kind != IOP_OP_CANCEL;
+}
+
+/* Checks op's options against its kind; drops the ones the backend lacks natively
+ * (the core then provides the same contract). -EINVAL for a misplaced option. */
+static int settle_opts(iop_loop_t *loop, iop_op_t *op)
+{
+    uint32_t caps = loop->caps;
+    if (op->opts & IOP_OPT_MULTISHOT) {
+        if (op->kind != IOP_OP_ACCEPT && op->kind != IOP_OP_RECV_BUF)
+            return iop__fail(-EINVAL, "iop_submit: multishot is for accept and recv_buf, not %s",
+                             iop_op_kind_name(op->kind));
+        uint32_t need = op->kind == IOP_OP_ACCEPT ? IOP_CAP_MULTISHOT_ACCEPT : IOP_CAP_MULTISHOT_RECV;
+        if (!(caps & need) || op->deadline)
+            op->flags |= IOP__OPF_REARM;   /* one shot at a time, rearmed by the core */
+    }
+    if (op->opts & IOP_OPT_ZEROCOPY) {
+        if (op->kind != IOP_OP_SEND)
+            return iop__fail(-EINVAL, "iop_submit: zero-copy is for send, not %s", iop_op_kind_name(op->kind));
+        if (!(caps & IOP_CAP_ZEROCOPY_SEND))
+            op->opts &= (uint8_t)~IOP_OPT_ZEROCOPY;
+    }
+    if (op->kind == IOP_OP_RECV_BUF && !loop->pool)
+        return iop__fail(-EINVAL, "iop_submit: recv_buf needs a receive pool (iop_loop_opts_t.buf_count)");
+    return 0;
 }
 
 int iop_submit(iop_loop_t *loop, iop_op_t *op)
@@ -111,13 +228,16 @@ int iop_submit(iop_loop_t *loop, iop_op_t *op)
 
     op->loop = loop;
     op->flags = 0;
+    op->cflags = 0;
     op->next = NULL;
+    int r = settle_opts(loop, op);
+    if (r < 0)
+        return r;
     op->timer.heap_idx = 0;
     op->state = IOP__OP_INFLIGHT;
     loop->active++;
     loop->stats.ops_submitted++;
 
-    int r = 0;
     switch (op->kind) {
     case IOP_OP_NOP:
         iop__defer(loop, op, 0);
@@ -126,13 +246,22 @@ int iop_submit(iop_loop_t *loop, iop_op_t *op)
         r = iop__timer_arm(loop, &op->timer, loop->now + op->u.timeout.ns, timeout_fired);
         break;
     case IOP_OP_CANCEL:
-        iop__defer(loop, op, cancel_target(loop, op->u.cancel.target));
+        r = cancel_target(loop, op->u.cancel.target);
+        if (r == 1)
+            r = start(loop, op);
+        else
+            iop__defer(loop, op, r), r = 0;
         break;
     case IOP_OP_CLOSE:
-        iop__defer(loop, op, close_fd(loop, op->fd));
+        if (loop->be->submit) {
+            r = start(loop, op);          /* sees the fd's backend state first */
+            iop__fd_forget_core(loop, op->fd);
+        } else {
+            iop__defer(loop, op, close_fd(loop, op->fd));
+        }
         break;
     default:
-        r = loop->be->submit ? loop->be->submit(loop->be_state, op) : iop__emu_submit(loop, op);
+        r = start(loop, op);
         break;
     }
     if (r < 0) {

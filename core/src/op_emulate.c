@@ -18,7 +18,7 @@
 static inline int is_read_kind(int kind)
 {
     return kind == IOP_OP_RECV || kind == IOP_OP_READ || kind == IOP_OP_RECVMSG ||
-           kind == IOP_OP_ACCEPT;
+           kind == IOP_OP_ACCEPT || kind == IOP_OP_RECV_BUF;
 }
 
 /* accept/connect/read/write need to know whether fd can block. Sockets are made
@@ -67,6 +67,28 @@ static int connect_result(iop_loop_t *loop, int fd)
     return 0;
 }
 
+/* recv_buf over readiness: the buffer is taken only when data is there, like a
+ * provided buffer, and goes back to the pool if the recv brings nothing. */
+static ssize_t recv_pooled(iop_loop_t *loop, iop_op_t *op)
+{
+    uint32_t bid;
+    if (iop__pool_take(loop, &bid) < 0) {
+        errno = ENOBUFS;
+        return -1;
+    }
+    void *buf = loop->pool + (size_t)bid * loop->pool_size;
+    ssize_t n = recv(op->fd, buf, loop->pool_size, op->u.pooled.msg_flags | MSG_DONTWAIT);
+    if (n > 0) {
+        op->u.pooled.buf = buf;
+        op->u.pooled.bid = bid;
+    } else {
+        int e = errno;
+        iop_buf_release(loop, bid);
+        errno = e;
+    }
+    return n;
+}
+
 /* One attempt at op's syscall: its result, or -EAGAIN to wait for readiness. */
 static int perform(iop_loop_t *loop, iop_op_t *op)
 {
@@ -92,6 +114,9 @@ static int perform(iop_loop_t *loop, iop_op_t *op)
             break;
         case IOP_OP_RECV:
             n = recv(fd, op->u.io.buf, op->u.io.len, op->u.io.msg_flags | MSG_DONTWAIT);
+            break;
+        case IOP_OP_RECV_BUF:
+            n = recv_pooled(loop, op);
             break;
         case IOP_OP_SEND:
             n = send(fd, op->u.io.buf, op->u.io.len, op->u.io.msg_flags | MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -204,6 +229,7 @@ int iop__emu_submit(iop_loop_t *loop, iop_op_t *op)
     unsigned dir = rd ? IOP_READ : IOP_WRITE;
     unsigned hint = rd ? IOP__FD_RD_EMPTY : IOP__FD_WR_FULL;
     int wait_first = queued != NULL ||                       /* keep FIFO order */
+                     (op->opts & IOP_OPT_POLL_FIRST) ||      /* the caller expects to wait */
                      (e->flags & IOP__FD_BLOCKING) ||        /* would block the loop */
                      ((e->flags & hint) && (e->reg & dir));  /* known empty, and watched */
     if (!wait_first) {
@@ -226,7 +252,7 @@ static void service(iop_loop_t *loop, int fd, int rd)
     if (r == -EAGAIN)
         return;
     iop__emu_unqueue(loop, op);
-    iop__complete(loop, op, r);
+    iop__deliver(loop, op, r, 0);
 }
 
 void iop__emu_ready(iop_loop_t *loop, int fd, unsigned revents)

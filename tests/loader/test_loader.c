@@ -78,7 +78,7 @@ static void test_broken_modules_refused(void **state)
         int err;
         const char *reason;
     } cases[] = {
-        { "wrongabi", -EPROTO, "built for ABI 999, this ioplex speaks ABI 1" },
+        { "wrongabi", -EPROTO, "built for ABI 999, this ioplex speaks ABI 2" },
         { "nosym", -ENOEXEC, "no descriptor symbol 'iop_backend_descriptor'" },
         { "garbage", -ENOEXEC, "not a loadable module" },
         { "failprobe", -EPERM, "probe failed: test backend: disabled here on purpose" },
@@ -145,7 +145,7 @@ static void test_search_order(void **state)
 
     /* A broken poll first on the path is refused, not replaced by the build tree's. */
     const char *msg = create_fails("poll", SHADOW, NULL, -EPROTO);
-    assert_contains(msg, SHADOW "/iop_backend_poll.so: built for ABI 7, this ioplex speaks ABI 1");
+    assert_contains(msg, SHADOW "/iop_backend_poll.so: built for ABI 7, this ioplex speaks ABI 2");
 
     /* $IOPLEX_PLUGIN_PATH: after the caller's dirs, before the build tree. */
     assert_int_equal(setenv("IOPLEX_PLUGIN_PATH", SHADOW, 1), 0);
@@ -318,7 +318,7 @@ static void test_backend_list(void **state)
         int err;
         const char *reason;
     } refused[] = {
-        { "poll", -EPROTO, "built for ABI 7, this ioplex speaks ABI 1" },
+        { "poll", -EPROTO, "built for ABI 7, this ioplex speaks ABI 2" },
         { "wrongabi", -EPROTO, "built for ABI 999" },
         { "nosym", -ENOEXEC, "no descriptor symbol" },
         { "garbage", -ENOEXEC, "not a loadable module" },

@@ -7,7 +7,8 @@
  *
  * Readiness backends (select, poll, epoll, sigio) implement watch + poll; the core
  * runs proactor ops over them. Completion backends (uring) also implement submit and
- * report op completions from poll. A backend instance belongs to one loop on one
+ * report op completions from poll; the core routes every op to them, close and
+ * cancel included. A backend instance belongs to one loop on one
  * thread; the core never calls it re-entrantly. */
 #ifndef IOPLEX_BACKEND_H
 #define IOPLEX_BACKEND_H
@@ -15,7 +16,7 @@
 #include "common.h"
 #include "op.h"
 
-#define IOP_BACKEND_ABI_VERSION 1u
+#define IOP_BACKEND_ABI_VERSION 2u
 #define IOP_BACKEND_SYMBOL "iop_backend_descriptor"
 
 enum iop_model {
@@ -34,6 +35,12 @@ typedef struct iop_backend_host {
      * first sees fd and when it forgets it; NULL if fd has no entry. The pointer is
      * valid until the backend call returns. */
     void *(*fd_state)(void *core, int fd);
+    /* Completion backends, on destroy: op will get no callback; the core makes the
+     * record idle again. */
+    void (*drop)(void *core, iop_op_t *op);
+    /* This instance's capabilities, preset to the descriptor's: create clears the
+     * bits this kernel or configuration cannot honour. */
+    uint32_t *caps;
 } iop_backend_host_t;
 
 /* Creation settings (from iop_loop_opts_t). */
@@ -42,7 +49,15 @@ typedef struct iop_backend_config {
     uint32_t flags;
     uint32_t entries;
     uint32_t busy_poll_us;
+    uint32_t sqpoll_idle_ms;
+    uint32_t sqpoll_cpu1;      /* CPU + 1, 0 = unpinned */
 } iop_backend_config_t;
+
+/* iop_event_t.flags (completions) */
+#define IOP_EVF_MORE   0x1u    /* the op stays in flight: more completions follow */
+#define IOP_EVF_NOTIF  0x2u    /* zero-copy send: buffer released */
+#define IOP_EVF_BUFFER 0x4u    /* res bytes landed in pool buffer (flags >> 16) */
+#define IOP_EVF_BID(flags) ((flags) >> 16)
 
 /* One readiness event (fd, revents) or one completion (op, res). */
 typedef struct iop_event {
@@ -73,13 +88,29 @@ typedef struct iop_backend_desc {
     /* Changes fd's registered interest from old_mask to new_mask (IOP_READ|IOP_WRITE,
      * either may be 0). fd_state is fd's per-fd storage. */
     int (*watch)(void *state, int fd, unsigned old_mask, unsigned new_mask, void *fd_state);
-    /* Completion model: start op natively. NULL for readiness backends. */
+    /* Completion model: start op natively. NULL for readiness backends. Gets every
+     * kind but nop and timeout, and the op options the caps say it has; op->deadline
+     * (absolute CLOCK_MONOTONIC ns) is the backend's to enforce, a deadline that
+     * passes completing the op with -ETIMEDOUT. A cancel completes with 0, -ENOENT
+     * or -EALREADY for its target; a close first fails every op on the fd with
+     * -ECANCELED. */
     int (*submit)(void *state, iop_op_t *op);
     /* Waits up to timeout_ns (-1 = forever, 0 = don't block) and fills up to max
      * events. Returns the count, or -errno (-EINTR counts as 0 events). */
     int (*poll)(void *state, iop_event_t *events, int max, int64_t timeout_ns);
     /* Optional: wake a poll blocked in another thread. NULL = the core's eventfd. */
     int (*wake)(void *state);
+
+    /* --- ABI 2: completion backends; NULL where not offered --- */
+    /* fd is about to be closed by the caller: cancel everything in flight on it now
+     * (its ops complete with -ECANCELED later, from poll) and drop its registration. */
+    void (*forget)(void *state, int fd, void *fd_state);
+    /* The receive pool: count buffers of size bytes at base; the backend lends them
+     * to recv_buf ops (IOP_CAP_PROVIDED_BUFFERS). buf_return gives one back. */
+    int (*buf_pool)(void *state, void *base, uint32_t count, uint32_t size);
+    void (*buf_return)(void *state, uint32_t bid);
+    /* Registers fd for cheaper ops (IOP_CAP_REGISTERED_FILES): 1, or -errno. */
+    int (*fd_register)(void *state, int fd, void *fd_state);
 } iop_backend_desc_t;
 
 #define IOP_BACKEND_EXPORT IOP_EXPORT

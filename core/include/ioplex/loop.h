@@ -12,13 +12,20 @@
  * what you need; every zero field means "the default". */
 typedef struct iop_loop_opts {
     uint32_t size;
-    uint32_t flags;              /* reserved, 0 */
+    uint32_t flags;              /* IOP_LOOP_* */
     const char *backend;         /* name; NULL or "auto" → $IOPLEX_BACKEND → auto */
     const char *plugin_path;     /* ':'-separated dirs searched before the others */
     const char *avoid;           /* ','-separated backends auto must skip; NULL → $IOPLEX_BACKEND_AVOID */
     uint32_t entries;            /* queue depth hint for completion backends */
     uint32_t busy_poll_us;       /* spin this long with a zero timeout before sleeping */
+    /* added with backend ABI 2; a caller built before them passes a smaller size */
+    uint32_t sqpoll_idle_ms;     /* IOP_LOOP_SQPOLL: kernel thread idle time (default 1000) */
+    uint32_t sqpoll_cpu1;        /* IOP_LOOP_SQPOLL: CPU + 1 to pin the kernel thread to; 0 = unpinned */
+    uint32_t buf_count;          /* buffers in the receive pool (0 = no pool) */
+    uint32_t buf_size;           /* bytes per pool buffer (default 4096) */
 } iop_loop_opts_t;
+
+/* iop_loop_opts_t.flags: IOP_LOOP_* in common.h (backends read them too). */
 
 
 typedef enum iop_run_mode {
@@ -77,6 +84,18 @@ IOP_EXPORT void iop_loop_get_stats(const iop_loop_t *loop, iop_loop_stats_t *out
 IOP_EXPORT const char *iop_loop_backend(const iop_loop_t *loop);
 IOP_EXPORT uint32_t iop_loop_caps(const iop_loop_t *loop);
 IOP_EXPORT const char *iop_loop_backend_report(const iop_loop_t *loop);
+
+/* The receive pool behind recv_buf ops (sized by opts.buf_count / buf_size): the
+ * backend's provided buffers where it has them (IOP_CAP_PROVIDED_BUFFERS), a plain
+ * free list otherwise. iop_buf_release gives buffer bid back after a recv_buf. */
+IOP_EXPORT void iop_buf_release(iop_loop_t *loop, uint32_t bid);
+IOP_EXPORT void *iop_buf_addr(const iop_loop_t *loop, uint32_t bid);
+IOP_EXPORT uint32_t iop_buf_size(const iop_loop_t *loop);
+
+/* Registers fd with the backend for cheaper ops on it (io_uring fixed files).
+ * 1 = registered, 0 = the backend has no such thing (nothing to do), -errno on
+ * failure (the fd then works unregistered). iop_fd_forget unregisters. */
+IOP_EXPORT int iop_fd_register(iop_loop_t *loop, int fd);
 
 /* An fd the loop has seen (ops, watches) must be forgotten before it is closed
  * outside the loop: ops still waiting on it fail with -ECANCELED and its

@@ -12,7 +12,15 @@
  * timeout → 0 when it expires; cancel → 0 when the target was cancelled (the target
  * then completes with -ECANCELED), -ENOENT when the target is not in flight,
  * -EALREADY when it has finished and only its callback is pending.
- * An op whose deadline passes completes with -ETIMEDOUT. */
+ * An op whose deadline passes completes with -ETIMEDOUT.
+ *
+ * Multishot ops (iop_op_set_multishot on accept and recv_buf) and zero-copy sends
+ * (iop_op_set_zerocopy) may run their callback more than once: while
+ * iop_op_more(op) is true inside the callback, another callback for the same record
+ * follows and the record stays in flight. The last callback has iop_op_more(op) == 0.
+ * A backend without the native feature gets the same contract from the core (a
+ * multishot op is rearmed after each result; a zero-copy send is a plain send with
+ * one callback). */
 #ifndef IOPLEX_OP_H
 #define IOPLEX_OP_H
 
@@ -34,6 +42,7 @@ typedef enum iop_op_kind {
     IOP_OP_CLOSE,
     IOP_OP_TIMEOUT,
     IOP_OP_CANCEL,
+    IOP_OP_RECV_BUF,           /* recv into a buffer of the loop's pool, chosen at completion */
     IOP_OP_KIND_COUNT
 } iop_op_kind_t;
 
@@ -43,7 +52,9 @@ struct iop_op {
     /* public: set by iop_prep_*, read-only while the op is in flight */
     uint8_t kind;              /* iop_op_kind_t */
     uint8_t state;             /* private: iop_submit's double-submit guard, reset by prep */
-    uint16_t flags;            /* private */
+    uint8_t opts;              /* IOP_OPT_*, reset by prep */
+    uint8_t cflags;            /* IOP_CF_* of the result being delivered */
+    uint32_t flags;            /* private */
     int32_t fd;
     iop_op_cb cb;
     void *data;                /* the caller's */
@@ -56,6 +67,9 @@ struct iop_op {
         struct { const struct sockaddr *addr; socklen_t addrlen; } connect;
         struct { uint64_t ns; } timeout;                                /* relative */
         struct { iop_op_t *target; } cancel;
+        /* recv_buf: on a result > 0, buf/bid name the pool buffer holding it; give it
+         * back with iop_buf_release(loop, bid) once done with it. */
+        struct { void *buf; uint32_t bid; int msg_flags; uint32_t len; } pooled;
     } u;
     /* private to the core and the backend */
     iop_loop_t *loop;
@@ -66,6 +80,15 @@ struct iop_op {
     iop_timer_t timer;         /* timeout ops and deadlines */
 };
 
+/* iop_op_t.opts: asked for after prep, before submit. */
+#define IOP_OPT_MULTISHOT 0x01u    /* accept, recv_buf: keep delivering results */
+#define IOP_OPT_ZEROCOPY  0x02u    /* send: no copy; the buffer is the kernel's until !more */
+#define IOP_OPT_POLL_FIRST 0x04u   /* recv/send/recv_buf: expect to wait, skip the first try */
+
+/* iop_op_t.cflags: what the callback being run delivers. */
+#define IOP_CF_MORE  0x01u         /* another callback follows for this record */
+#define IOP_CF_NOTIF 0x02u         /* zero-copy send: the buffer is the caller's again */
+
 /* Submit a prepared op to loop. 0 = accepted; -EBUSY = this record is already in
  * flight; -EBADF = fd out of range; -EINVAL = malformed op. */
 IOP_EXPORT int iop_submit(iop_loop_t *loop, iop_op_t *op);
@@ -73,8 +96,14 @@ IOP_EXPORT int iop_submit(iop_loop_t *loop, iop_op_t *op);
 /* Name of an op kind ("recv", ...). */
 IOP_EXPORT const char *iop_op_kind_name(int kind);
 
-/* Non-zero between an accepted submit and the start of the op's callback. */
+/* Non-zero between an accepted submit and the start of the op's last callback. */
 static inline int iop_op_in_flight(const iop_op_t *op) { return op->state == 0x5a; }
+
+/* Inside a callback: does another callback follow for this record? */
+static inline int iop_op_more(const iop_op_t *op) { return op->cflags & IOP_CF_MORE; }
+
+static inline void iop_op_set_multishot(iop_op_t *op) { op->opts |= IOP_OPT_MULTISHOT; }
+static inline void iop_op_set_zerocopy(iop_op_t *op) { op->opts |= IOP_OPT_ZEROCOPY; }
 
 /* Every iop_prep_* makes the record a fresh, idle op: that is how a record on the
  * stack or from malloc becomes usable. Re-preparing a record that is still in flight
@@ -83,6 +112,8 @@ static inline int iop_op_in_flight(const iop_op_t *op) { return op->state == 0x5
 static inline void iop__prep(iop_op_t *op, int kind, int fd, iop_op_cb cb, void *data)
 {
     op->state = 0;
+    op->opts = 0;
+    op->cflags = 0;
     op->flags = 0;
     op->kind = (uint8_t)kind;
     op->fd = fd;
@@ -125,6 +156,11 @@ static inline void iop_prep_recvmsg(iop_op_t *op, int fd, struct msghdr *msg, in
 static inline void iop_prep_sendmsg(iop_op_t *op, int fd, const struct msghdr *msg, int flags,
                                     iop_op_cb cb, void *data)
 { iop__prep(op, IOP_OP_SENDMSG, fd, cb, data); op->u.msg.msg = (struct msghdr *)msg; op->u.msg.msg_flags = flags; }
+
+/* Receives into a buffer of the loop's pool (see iop_buf_pool in loop.h); the
+ * buffer is chosen when data arrives, so idle connections hold none. */
+static inline void iop_prep_recv_buf(iop_op_t *op, int fd, int flags, iop_op_cb cb, void *data)
+{ iop__prep(op, IOP_OP_RECV_BUF, fd, cb, data); op->u.pooled.buf = NULL; op->u.pooled.bid = 0; op->u.pooled.msg_flags = flags; op->u.pooled.len = 0; }
 
 /* Closes fd after failing every op still waiting on it with -ECANCELED. */
 static inline void iop_prep_close(iop_op_t *op, int fd, iop_op_cb cb, void *data)

@@ -1,0 +1,557 @@
+/* ioplex backend: io_uring (liburing), completion model.
+ *
+ * Ops run natively as SQEs (uring_ops.c); watches are one-shot polls armed again
+ * after each report, which keeps the reactor level-triggered: a poll armed on an fd
+ * that is still ready completes at once. SQEs gather during an iteration and go to
+ * the kernel in the same io_uring_enter that waits, so the steady state makes at
+ * most one syscall per iteration (none under SQPOLL while the queues are busy).
+ * See README.md in this folder for the choices. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "uring_internal.h"
+
+#define DEFAULT_ENTRIES 1024u
+#define MIN_ENTRIES 8u
+
+static uring_fd_t *fd_state(uring_state_t *st, int fd)
+{
+    return st->host->fd_state(st->host->core, fd);
+}
+
+/* Counts the io_uring_enter that a submit is about to make. Under SQPOLL, a submit
+ * only enters to wake a kernel thread that went idle. */
+void uring_count_enter(uring_state_t *st)
+{
+    if (!st->sqpoll || (IO_URING_READ_ONCE(*st->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP))
+        (*st->host->syscalls)++;
+}
+
+/* A free SQE, pushing what is queued to the kernel when the ring is full. */
+struct io_uring_sqe *uring_sqe(uring_state_t *st)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
+    for (int tries = 0; !sqe && tries < 3; tries++) {
+        uring_count_enter(st);
+        int r = io_uring_submit(&st->ring);
+        if (r <= 0 && st->sqpoll) {
+            (*st->host->syscalls)++;
+            io_uring_sqring_wait(&st->ring);   /* the SQPOLL thread has yet to take them */
+        }
+        sqe = io_uring_get_sqe(&st->ring);
+    }
+    return sqe;
+}
+
+/* ---- probe / create / destroy ------------------------------------------------ */
+
+/* Why io_uring_setup failed, in words a user can act on. */
+static void explain_setup(int err, char *why, size_t whylen)
+{
+    const char *hint = "";
+    int disabled = -1;
+    FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+    if (f) {
+        if (fscanf(f, "%d", &disabled) != 1)
+            disabled = -1;
+        fclose(f);
+    }
+    if (err == ENOSYS)
+        hint = " (kernel without io_uring, or a seccomp policy denies it)";
+    else if (err == EPERM && disabled > 0)
+        hint = disabled == 2 ? " (sysctl kernel.io_uring_disabled=2)"
+                             : " (sysctl kernel.io_uring_disabled=1 and not in io_uring_group)";
+    else if (err == EPERM)
+        hint = " (denied, most likely by a seccomp policy)";
+    else if (err == ENOMEM)
+        hint = " (RLIMIT_MEMLOCK too low even for the smallest ring)";
+    snprintf(why, whylen, "io_uring_setup: %s%s", strerror(err), hint);
+}
+
+static unsigned find_features(struct io_uring *ring)
+{
+    unsigned f = 0;
+    struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+    if (!p)
+        return 0;
+    if (io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL))
+        f |= F_CANCEL_FD;   /* refined by the kernel's answer to the first use */
+    if (io_uring_opcode_supported(p, IORING_OP_SEND_ZC))
+        f |= F_SEND_ZC;     /* SEND_ZC arrived with 6.0, as did multishot recv */
+    if (io_uring_opcode_supported(p, IORING_OP_SOCKET))
+        f |= F_MULTISHOT_ACCEPT | F_BUF_RING;   /* 5.19 brought all three */
+    if (f & F_SEND_ZC)
+        f |= F_MULTISHOT_RECV;
+    if (io_uring_opcode_supported(p, IORING_OP_FILES_UPDATE))
+        f |= F_FIXED_FILES;
+    io_uring_free_probe(p);
+    return f;
+}
+
+static int backend_probe(char *why, size_t whylen)
+{
+    struct io_uring ring;
+    int r = io_uring_queue_init(MIN_ENTRIES, &ring, 0);
+    if (r < 0) {
+        explain_setup(-r, why, whylen);
+        return r;
+    }
+    unsigned f = find_features(&ring);
+    io_uring_queue_exit(&ring);
+    if (!(f & F_CANCEL_FD)) {
+        snprintf(why, whylen, "io_uring: kernel lacks async cancel (need Linux 5.19 or later)");
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+/* Sets the ring up, trying the cheaper task-run modes first and halving the ring
+ * on ENOMEM (a low RLIMIT_MEMLOCK on kernels that charge rings to it). */
+static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
+{
+    unsigned entries = cfg->entries ? cfg->entries : DEFAULT_ENTRIES;
+    struct io_uring_params p;
+    int r;
+    for (;;) {
+        static const unsigned extra[] = {
+            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+            IORING_SETUP_SUBMIT_ALL,
+            0,
+        };
+        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+            memset(&p, 0, sizeof p);
+            p.flags = IORING_SETUP_CQSIZE | extra[i];
+            /* Room for a burst: a CQ four times the SQ unless the caller sized it. */
+            p.cq_entries = cfg->entries ? entries * 2 : entries * 4;
+            if (st->sqpoll) {
+                /* Completions must not wait for this task to enter the kernel. */
+                p.flags = (p.flags & ~(IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)) |
+                          IORING_SETUP_SQPOLL;
+                p.sq_thread_idle = cfg->sqpoll_idle_ms ? cfg->sqpoll_idle_ms : 1000;
+                if (cfg->sqpoll_cpu1) {
+                    p.flags |= IORING_SETUP_SQ_AFF;
+                    p.sq_thread_cpu = cfg->sqpoll_cpu1 - 1;
+                }
+            }
+            (*st->host->syscalls)++;
+            r = io_uring_queue_init_params(entries, &st->ring, &p);
+            if (r != -EINVAL)
+                break;
+        }
+        if (r != -ENOMEM || entries <= MIN_ENTRIES)
+            return r;
+        entries /= 2;
+    }
+}
+
+static int backend_create(void **state, const iop_backend_host_t *host,
+                          const iop_backend_config_t *cfg, char *why, size_t whylen)
+{
+    uring_state_t *st = host->alloc(sizeof *st);
+    if (!st) {
+        snprintf(why, whylen, "uring: out of memory");
+        return -ENOMEM;
+    }
+    memset(st, 0, sizeof *st);
+    st->host = host;
+    st->poll_seq = 1;
+    st->sqpoll = (cfg->flags & IOP_LOOP_SQPOLL) != 0;
+    int r = ring_init(st, cfg);
+    if (r < 0 && st->sqpoll && r != -ENOMEM) {
+        /* No SQPOLL here (privilege, kernel): run without it, and say so in caps. */
+        st->sqpoll = 0;
+        r = ring_init(st, cfg);
+    }
+    if (r < 0) {
+        explain_setup(-r, why, whylen);
+        host->free(st);
+        return r;
+    }
+    if (!(st->ring.features & IORING_FEAT_NODROP)) {
+        snprintf(why, whylen, "io_uring: kernel may drop completions (no IORING_FEAT_NODROP; need Linux 5.5+)");
+        io_uring_queue_exit(&st->ring);
+        host->free(st);
+        return -ENOTSUP;
+    }
+    st->feat = find_features(&st->ring);
+    if (!st->sqpoll)
+        *host->caps &= ~IOP_CAP_SQPOLL;   /* the cap says "running with SQPOLL" */
+    if (!(st->feat & F_MULTISHOT_ACCEPT))
+        *host->caps &= ~IOP_CAP_MULTISHOT_ACCEPT;
+    if (!(st->feat & F_MULTISHOT_RECV))
+        *host->caps &= ~IOP_CAP_MULTISHOT_RECV;
+    if (!(st->feat & F_BUF_RING))
+        *host->caps &= ~IOP_CAP_PROVIDED_BUFFERS;
+    if (!(st->feat & F_SEND_ZC))
+        *host->caps &= ~IOP_CAP_ZEROCOPY_SEND;
+    if (!(st->feat & F_FIXED_FILES))
+        *host->caps &= ~IOP_CAP_REGISTERED_FILES;
+    /* The ring's memory must not be shared with a forked child. */
+    io_uring_ring_dontfork(&st->ring);
+    (*host->syscalls)++;
+    if (io_uring_register_ring_fd(&st->ring) == 1)
+        st->feat |= F_REG_RING_FD;
+    st->ts = host->alloc(st->ring.sq.ring_entries * sizeof *st->ts);
+    if (!st->ts) {
+        io_uring_queue_exit(&st->ring);
+        host->free(st);
+        snprintf(why, whylen, "uring: out of memory");
+        return -ENOMEM;
+    }
+    *state = st;
+    return 0;
+}
+
+/* Translates one CQE into an event, or returns 0 when it is bookkeeping. */
+static int translate(uring_state_t *st, const struct io_uring_cqe *cqe, iop_event_t *ev);
+
+/* Ops still in the kernel are cancelled and reaped (for a second at most) so that
+ * none writes into a record or buffer its owner frees after the loop. */
+static void backend_destroy(void *state)
+{
+    uring_state_t *st = state;
+    /* Ops queued behind others never reached the kernel. */
+    uring_fd_t *f;
+    for (int fd = 0; (f = fd_state(st, fd)) != NULL; fd++) {
+        for (int d = 0; d < 2; d++) {
+            for (iop_op_t *op = f->dir[d].head; op; op = op->next, st->inflight--)
+                st->host->drop(st->host->core, op);
+            f->dir[d] = (uring_dir_t){ 0 };
+        }
+    }
+    for (iop_op_t *op = st->local_head; op; op = op->next, st->inflight--)
+        st->host->drop(st->host->core, op);
+    st->local_head = st->local_tail = NULL;
+    if (st->inflight) {
+        struct io_uring_sqe *sqe = uring_sqe(st);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        }
+        for (int round = 0; st->inflight && round < 20; round++) {
+            struct __kernel_timespec ts = { .tv_nsec = 50000000 };
+            struct io_uring_cqe *cqe;
+            io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, &ts, NULL);
+            unsigned head, n = 0;
+            io_uring_for_each_cqe(&st->ring, head, cqe) {
+                iop_event_t ev;
+                if (translate(st, cqe, &ev) && ev.op && !(ev.flags & IOP_EVF_MORE))
+                    st->host->drop(st->host->core, ev.op);
+                n++;
+            }
+            io_uring_cq_advance(&st->ring, n);
+        }
+    }
+    if (st->br)
+        munmap(st->br, st->br_bytes);
+    io_uring_queue_exit(&st->ring);
+    st->host->free(st->fixed_free);
+    st->host->free(st->rearm);
+    st->host->free(st->ts);
+    st->host->free(st);
+}
+
+/* ---- watches ----------------------------------------------------------------- */
+
+static unsigned to_poll(unsigned mask)
+{
+    return ((mask & IOP_READ) ? POLLIN : 0u) | ((mask & IOP_WRITE) ? POLLOUT : 0u);
+}
+
+static int arm(uring_state_t *st, int fd, uring_fd_t *f)
+{
+    struct io_uring_sqe *sqe = uring_sqe(st);
+    if (!sqe)
+        return -EBUSY;
+    f->token = st->poll_seq++ & ((1ull << (61 - FD_BITS)) - 1);
+    if (!f->token)
+        f->token = st->poll_seq++;
+    f->armed = f->mask;
+    io_uring_prep_poll_add(sqe, fd, to_poll(f->mask));
+    if (f->fixed) {
+        sqe->fd = f->fixed - 1;
+        sqe->flags |= IOSQE_FIXED_FILE;
+    }
+    io_uring_sqe_set_data64(sqe, ((f->token << FD_BITS | (uint64_t)fd) << 3) | UD_POLL);
+    return 0;
+}
+
+static void disarm(uring_state_t *st, int fd, uring_fd_t *f)
+{
+    struct io_uring_sqe *sqe = uring_sqe(st);
+    if (sqe) {
+        io_uring_prep_poll_remove(sqe, ((f->token << FD_BITS | (uint64_t)fd) << 3) | UD_POLL);
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    }
+    f->token = 0;   /* whatever the old poll still reports is stale now */
+    f->armed = 0;
+}
+
+static int backend_watch(void *state, int fd, unsigned old_mask, unsigned new_mask, void *fd_st)
+{
+    uring_state_t *st = state;
+    uring_fd_t *f = fd_st;
+    (void)old_mask;
+    f->mask = new_mask & (IOP_READ | IOP_WRITE);
+    if (f->armed && f->armed != f->mask)
+        disarm(st, fd, f);
+    if (f->mask && !f->armed)
+        return arm(st, fd, f);
+    return 0;
+}
+
+static void queue_rearm(uring_state_t *st, int fd, uring_fd_t *f)
+{
+    if (f->queued)
+        return;
+    if (st->nrearm == st->rearm_cap) {
+        uint32_t cap = st->rearm_cap ? st->rearm_cap * 2 : 64;
+        int32_t *v = st->host->realloc(st->rearm, cap * sizeof *v);
+        if (!v)
+            return;   /* the fd stays unarmed until its interest changes */
+        st->rearm = v;
+        st->rearm_cap = cap;
+    }
+    st->rearm[st->nrearm++] = fd;
+    f->queued = 1;
+}
+
+static void rearm_all(uring_state_t *st)
+{
+    for (uint32_t i = 0; i < st->nrearm; i++) {
+        int fd = st->rearm[i];
+        uring_fd_t *f = fd_state(st, fd);
+        if (!f)
+            continue;
+        f->queued = 0;
+        if (f->mask && !f->armed)
+            arm(st, fd, f);
+    }
+    st->nrearm = 0;
+}
+
+/* ---- completions ---------------------------------------------------------------- */
+
+static unsigned from_poll(int res, unsigned asked)
+{
+    if (res < 0)
+        return IOP_ERR | asked;
+    unsigned r = ((res & (POLLIN | POLLPRI | POLLRDHUP)) ? IOP_READ : 0u) |
+                 ((res & POLLOUT) ? IOP_WRITE : 0u);
+    if (res & POLLERR)
+        r |= IOP_ERR | asked;
+    if (res & POLLHUP)
+        r |= IOP_HUP | asked;
+    return r & (asked | IOP_ERR | IOP_HUP);
+}
+
+/* An op with a linked timeout completes when both CQEs are in: -ECANCELED caused by
+ * the timeout becomes -ETIMEDOUT. Returns 1 when the op is done. */
+static int deadline_part(iop_op_t *op, int from_timeout, int res, int *final)
+{
+    if (from_timeout) {
+        if (res == -ETIME)
+            op->backend_u32 |= LT_FIRED;
+    } else {
+        op->backend_ptr = (uintptr_t)(intptr_t)res;
+    }
+    op->backend_u32--;
+    if (op->backend_u32 & LT_PENDING_MASK)
+        return 0;
+    *final = (int)(intptr_t)op->backend_ptr;
+    if (*final == -ECANCELED && (op->backend_u32 & LT_FIRED))
+        *final = -ETIMEDOUT;
+    return 1;
+}
+
+static int translate(uring_state_t *st, const struct io_uring_cqe *cqe, iop_event_t *ev)
+{
+    uint64_t ud = cqe->user_data;
+    switch (UD_TAG(ud)) {
+    case UD_POLL: {
+        int fd = (int)((ud >> 3) & ((1u << FD_BITS) - 1));
+        uint64_t token = ud >> (3 + FD_BITS);
+        uring_fd_t *f = fd_state(st, fd);
+        if (!f || f->token != token)
+            return 0;   /* removed, or from before the fd was forgotten */
+        f->token = 0;
+        unsigned asked = f->armed;
+        f->armed = 0;
+        if (cqe->res == -ECANCELED)
+            return 0;
+        queue_rearm(st, fd, f);
+        *ev = (iop_event_t){ .fd = fd, .revents = from_poll(cqe->res, asked) };
+        return ev->revents != 0;
+    }
+    case UD_OP:
+    case UD_LINK_TO: {
+        iop_op_t *op = UD_PTR(ud);
+        int res = cqe->res;
+        unsigned flags = 0;
+        if (cqe->flags & IORING_CQE_F_MORE)
+            flags |= IOP_EVF_MORE;
+        if (cqe->flags & IORING_CQE_F_NOTIF)
+            flags |= IOP_EVF_NOTIF;
+        if (cqe->flags & IORING_CQE_F_BUFFER)
+            flags |= IOP_EVF_BUFFER | (cqe->flags >> IORING_CQE_BUFFER_SHIFT) << 16;
+        if (op->backend_u32 & LT_PENDING_MASK) {
+            if (!deadline_part(op, UD_TAG(ud) == UD_LINK_TO, res, &res))
+                return 0;
+        } else if (UD_TAG(ud) == UD_LINK_TO) {
+            return 0;
+        }
+        if (!(flags & IOP_EVF_MORE)) {
+            st->inflight--;
+            uring_op_finished(st, op);
+            if (op->kind == IOP_OP_CANCEL && res == -ENOENT)
+                res = -EALREADY;   /* the core saw the target in flight: it just finished */
+        }
+        *ev = (iop_event_t){ .fd = op->fd, .op = op, .res = res, .flags = flags };
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Moves up to max CQEs into events; a CQ that overflowed into the kernel's backlog
+ * is flushed back once the ring has room, so nothing is ever dropped. */
+static int reap(uring_state_t *st, iop_event_t *events, int max)
+{
+    int n = 0;
+    while (st->local_head && n < max) {
+        iop_op_t *op = st->local_head;
+        st->local_head = op->next;
+        if (!st->local_head)
+            st->local_tail = NULL;
+        st->inflight--;
+        events[n++] = (iop_event_t){ .fd = op->fd, .op = op, .res = (int32_t)(intptr_t)op->backend_ptr };
+    }
+    for (int pass = 0; pass < 2 && n < max; pass++) {
+        struct io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&st->ring, head, cqe) {
+            if (n == max)
+                break;
+            n += translate(st, cqe, &events[n]);
+            seen++;
+        }
+        io_uring_cq_advance(&st->ring, seen);
+        unsigned kflags = IO_URING_READ_ONCE(*st->ring.sq.kflags);
+        if (!(kflags & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) || n == max)
+            break;
+        (*st->host->syscalls)++;
+        io_uring_get_events(&st->ring);
+    }
+    return n;
+}
+
+static int backend_poll(void *state, iop_event_t *events, int max, int64_t timeout_ns)
+{
+    uring_state_t *st = state;
+    rearm_all(st);
+    int r;
+    if (timeout_ns == 0 || st->local_head || io_uring_cq_ready(&st->ring)) {
+        if (io_uring_sq_ready(&st->ring)) {
+            uring_count_enter(st);
+            r = io_uring_submit(&st->ring);
+        } else {
+            r = 0;
+        }
+    } else {
+        struct __kernel_timespec ts, *tsp = NULL;
+        if (timeout_ns > 0) {
+            ts.tv_sec = timeout_ns / 1000000000;
+            ts.tv_nsec = timeout_ns % 1000000000;
+            tsp = &ts;
+        }
+        struct io_uring_cqe *cqe;
+        (*st->host->syscalls)++;
+        r = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, tsp, NULL);
+    }
+    if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+        return r;
+    return reap(st, events, max);
+}
+
+/* ---- pool, registration -------------------------------------------------------- */
+
+static int backend_buf_pool(void *state, void *base, uint32_t count, uint32_t size)
+{
+    uring_state_t *st = state;
+    if (!(st->feat & F_BUF_RING) || count > 32768)
+        return -ENOTSUP;
+    unsigned entries = 1;
+    while (entries < count)
+        entries <<= 1;
+    size_t bytes = entries * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ring == MAP_FAILED)
+        return -errno;
+    struct io_uring_buf_reg reg = { .ring_addr = (uint64_t)(uintptr_t)ring, .ring_entries = entries, .bgid = 0 };
+    (*st->host->syscalls)++;
+    int r = io_uring_register_buf_ring(&st->ring, &reg, 0);
+    if (r < 0) {
+        munmap(ring, bytes);
+        return r;
+    }
+    st->br = ring;
+    st->br_bytes = bytes;
+    st->br_mask = io_uring_buf_ring_mask(entries);
+    st->pool = base;
+    st->pool_size = size;
+    io_uring_buf_ring_init(st->br);
+    for (uint32_t i = 0; i < count; i++)
+        io_uring_buf_ring_add(st->br, st->pool + (size_t)i * size, size, (unsigned short)i, st->br_mask, (int)i);
+    io_uring_buf_ring_advance(st->br, (int)count);
+    return 0;
+}
+
+static void backend_buf_return(void *state, uint32_t bid)
+{
+    uring_state_t *st = state;
+    io_uring_buf_ring_add(st->br, st->pool + (size_t)bid * st->pool_size, st->pool_size,
+                          (unsigned short)bid, st->br_mask, 0);
+    io_uring_buf_ring_advance(st->br, 1);
+}
+
+static int backend_submit(void *state, iop_op_t *op)
+{
+    return uring_submit_op(state, op);
+}
+
+static void backend_forget(void *state, int fd, void *fd_st)
+{
+    uring_forget(state, fd, fd_st);
+}
+
+static int backend_fd_register(void *state, int fd, void *fd_st)
+{
+    return uring_fd_register(state, fd, fd_st);
+}
+
+IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
+    .abi_version = IOP_BACKEND_ABI_VERSION,
+    .desc_size = sizeof(iop_backend_desc_t),
+    .name = "uring",
+    .summary = "io_uring (liburing): ops run in the kernel, batched submission",
+    .model = IOP_MODEL_COMPLETION,
+    .caps = IOP_CAP_UNLIMITED_FDS | IOP_CAP_O1_POLL | IOP_CAP_NATIVE_OPS | IOP_CAP_MULTISHOT_ACCEPT |
+            IOP_CAP_MULTISHOT_RECV | IOP_CAP_PROVIDED_BUFFERS | IOP_CAP_ZEROCOPY_SEND |
+            IOP_CAP_REGISTERED_FILES | IOP_CAP_SQPOLL | IOP_CAP_BUSY_POLL | IOP_CAP_NEED_REINIT,
+    .fd_state_size = sizeof(uring_fd_t),
+    .probe = backend_probe,
+    .create = backend_create,
+    .destroy = backend_destroy,
+    .watch = backend_watch,
+    .submit = backend_submit,
+    .poll = backend_poll,
+    .wake = NULL,
+    .forget = backend_forget,
+    .buf_pool = backend_buf_pool,
+    .buf_return = backend_buf_return,
+    .fd_register = backend_fd_register,
+};
