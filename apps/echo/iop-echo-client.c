@@ -287,7 +287,7 @@ static void usage(FILE *f)
         "  --help               this text\n"
         "\n"
         "Exit status: 0 when everything came back intact, 1 on a mismatch or failure,\n"
-        "2 on a usage error.\n");
+        "2 on a usage error or when the event loop cannot start (backend unavailable).\n");
 }
 
 static int bad_value(const char *opt, const char *val)
@@ -403,7 +403,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
         freeaddrinfo(cl.addrs);
-        return EXIT_FAILURE;
+        return EXIT_USAGE;
     }
     cl.conns = iop_calloc(cl.nconns, sizeof *cl.conns);
     if (!cl.conns) {

@@ -39,10 +39,14 @@ typedef struct conn {
     server_t *srv;
     struct conn *prev, *next;    /* live list, or free list (next only) */
     int fd;                      /* -1 once a close has been started */
-    size_t len, sent;            /* bytes in buf, bytes of them echoed */
-    iop_op_t recv_op;            /* also carries the close op */
+    int ops;                     /* ops in flight: the record is freed at 0 once closing */
+    uint8_t closing, recv_live, send_live, eof;
+    size_t len, sent;            /* bytes in buf (or the head pool buffer), echoed so far */
+    uint32_t q_head, q_tail;     /* pool mode: received buffers to echo, bid + 1 (0 = none) */
+    iop_op_t recv_op;
     iop_op_t send_op;
-    char buf[CONN_BUF_SIZE];
+    iop_op_t close_op;
+    char buf[CONN_BUF_SIZE];     /* copy mode only */
 } conn_t;
 
 typedef struct conn_chunk {
@@ -67,6 +71,9 @@ struct server {
     size_t nlive;
     uint64_t echoes;             /* recv completions with data */
     uint64_t conns_accepted;
+    int multishot, fixed_files, pooled;
+    uint32_t *bid_next;          /* pool mode: per buffer, the next in its queue (bid + 1) */
+    uint32_t *bid_len;           /* pool mode: bytes received into each buffer */
     int stopping;
     int failed;
 };
@@ -90,9 +97,13 @@ static conn_t *conn_get(server_t *s)
     s->free_list = c->next;
     memset(&c->recv_op, 0, sizeof c->recv_op);
     memset(&c->send_op, 0, sizeof c->send_op);
+    memset(&c->close_op, 0, sizeof c->close_op);
     c->srv = s;
     c->fd = -1;
+    c->ops = 0;
+    c->closing = c->recv_live = c->send_live = c->eof = 0;
     c->len = c->sent = 0;
+    c->q_head = c->q_tail = 0;
     c->prev = NULL;
     c->next = s->live;
     if (s->live)
@@ -105,6 +116,11 @@ static conn_t *conn_get(server_t *s)
 static void conn_release(conn_t *c)
 {
     server_t *s = c->srv;
+    while (c->q_head) {          /* pool buffers still queued go back */
+        uint32_t bid = c->q_head - 1;
+        c->q_head = s->bid_next[bid];
+        iop_buf_release(s->loop, bid);
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -118,72 +134,170 @@ static void conn_release(conn_t *c)
 
 /* ---- the echo cycle ---------------------------------------------------------- */
 
+/* Copy mode: recv into the connection's buffer, send it back, recv again.
+ * Pool mode (--provided-buffers): recv_buf lands in a buffer of the loop's pool
+ * (io_uring provided buffers where available), which is sent back from where it
+ * landed and then returned; with --multishot one recv_buf keeps delivering. */
+
 static void on_recv(iop_op_t *op, int res);
 static void on_send(iop_op_t *op, int res);
 
 static void on_closed(iop_op_t *op, int res)
 {
+    conn_t *c = op->data;
     (void)res;   /* Linux frees the fd whatever close says */
-    conn_release(op->data);
+    if (--c->ops == 0)
+        conn_release(c);
 }
 
 static void conn_close(conn_t *c)
 {
+    if (c->closing)
+        return;
     int fd = c->fd;
+    c->closing = 1;
     c->fd = -1;
-    iop_prep_close(&c->recv_op, fd, on_closed, c);
-    if (iop_submit(c->srv->loop, &c->recv_op) < 0) {
+    iop_prep_close(&c->close_op, fd, on_closed, c);
+    if (iop_submit(c->srv->loop, &c->close_op) < 0) {
         iop_fd_close(c->srv->loop, fd);
-        conn_release(c);
+        if (c->ops == 0)
+            conn_release(c);
+        return;
     }
+    c->ops++;
+}
+
+/* An op of c finished: 1 if c is going away (the caller must not touch it). */
+static int op_done(conn_t *c)
+{
+    c->ops--;
+    if (c->srv->stopping || c->closing) {
+        if (!c->closing)
+            c->closing = 1;      /* the server closes the fd itself */
+        if (c->ops == 0)
+            conn_release(c);
+        return 1;
+    }
+    return 0;
 }
 
 static void submit_recv(conn_t *c)
 {
-    iop_prep_recv(&c->recv_op, c->fd, c->buf, sizeof c->buf, 0, on_recv, c);
-    if (iop_submit(c->srv->loop, &c->recv_op) < 0)
+    server_t *s = c->srv;
+    if (s->pooled) {
+        iop_prep_recv_buf(&c->recv_op, c->fd, 0, on_recv, c);
+        if (s->multishot)
+            iop_op_set_multishot(&c->recv_op);
+    } else {
+        iop_prep_recv(&c->recv_op, c->fd, c->buf, sizeof c->buf, 0, on_recv, c);
+    }
+    if (iop_submit(s->loop, &c->recv_op) < 0) {
         conn_close(c);
+        return;
+    }
+    c->recv_live = 1;
+    c->ops++;
 }
 
 static void submit_send(conn_t *c)
 {
-    iop_prep_send(&c->send_op, c->fd, c->buf + c->sent, c->len - c->sent, 0, on_send, c);
-    if (iop_submit(c->srv->loop, &c->send_op) < 0)
+    server_t *s = c->srv;
+    const char *base = c->buf;
+    if (s->pooled)
+        base = iop_buf_addr(s->loop, c->q_head - 1);
+    iop_prep_send(&c->send_op, c->fd, base + c->sent, c->len - c->sent, 0, on_send, c);
+    if (iop_submit(s->loop, &c->send_op) < 0) {
         conn_close(c);
+        return;
+    }
+    c->send_live = 1;
+    c->ops++;
+}
+
+/* Pool mode: the head of the queue becomes what is being sent. */
+static void send_head(conn_t *c)
+{
+    c->len = c->srv->bid_len[c->q_head - 1];
+    c->sent = 0;
+    submit_send(c);
 }
 
 static void on_recv(iop_op_t *op, int res)
 {
     conn_t *c = op->data;
-    if (c->srv->stopping) {
-        conn_release(c);
+    server_t *s = c->srv;
+    int more = iop_op_more(op);
+    if (!more)
+        c->recv_live = 0;
+    if (s->pooled && res > 0 && (s->stopping || c->closing)) {
+        iop_buf_release(s->loop, op->u.pooled.bid);
+        res = 0;
+    }
+    if (more ? (s->stopping || c->closing) : op_done(c))
+        return;
+    if (res > 0)
+        s->echoes++;
+    if (s->pooled && res > 0) {
+        uint32_t bid = op->u.pooled.bid;
+        s->bid_len[bid] = (uint32_t)res;
+        s->bid_next[bid] = 0;
+        if (c->q_tail)
+            s->bid_next[c->q_tail - 1] = bid + 1;
+        else
+            c->q_head = bid + 1;
+        c->q_tail = bid + 1;
+        if (!c->send_live)
+            send_head(c);
+        if (!more && !s->multishot && !c->send_live)
+            submit_recv(c);
         return;
     }
+    if (res == -ENOBUFS && s->pooled) {
+        if (!c->send_live)       /* nothing of ours to give back: the pool is others' */
+            submit_recv(c);
+        return;                  /* else: asked again once a send returns a buffer */
+    }
     if (res <= 0) {              /* end of file, reset, ... */
-        conn_close(c);
+        c->eof = 1;
+        if (!c->send_live)
+            conn_close(c);
         return;
     }
     c->len = (size_t)res;
     c->sent = 0;
-    c->srv->echoes++;
     submit_send(c);
 }
 
 static void on_send(iop_op_t *op, int res)
 {
     conn_t *c = op->data;
-    if (c->srv->stopping) {
-        conn_release(c);
+    server_t *s = c->srv;
+    c->send_live = 0;
+    if (op_done(c))
         return;
-    }
     if (res <= 0) {
         conn_close(c);
         return;
     }
     c->sent += (size_t)res;
-    if (c->sent < c->len)
+    if (c->sent < c->len) {
         submit_send(c);          /* partial write: send the rest */
-    else
+        return;
+    }
+    if (s->pooled) {
+        uint32_t bid = c->q_head - 1;
+        c->q_head = s->bid_next[bid];
+        if (!c->q_head)
+            c->q_tail = 0;
+        iop_buf_release(s->loop, bid);
+        if (c->q_head) {
+            send_head(c);
+            return;
+        }
+    }
+    if (c->eof)
+        conn_close(c);
+    else if (!c->recv_live)
         submit_recv(c);
 }
 
@@ -201,6 +315,8 @@ static void conn_start(server_t *s, int fd)
      * back until the peer's delayed ACK, costing ~40 ms a message. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (s->fixed_files)
+        iop_fd_register(s->loop, fd);   /* 0 where the backend has none: fine */
     submit_recv(c);
 }
 
@@ -218,6 +334,8 @@ static void fail(server_t *s, const char *what, int err)
 static void submit_accept(server_t *s)
 {
     iop_prep_accept(&s->accept_op, s->listen_fd, NULL, NULL, on_accept, s);
+    if (s->multishot)
+        iop_op_set_multishot(&s->accept_op);
     int r = iop_submit(s->loop, &s->accept_op);
     if (r < 0)
         fail(s, "cannot submit accept", r);
@@ -276,7 +394,8 @@ static void on_accept(iop_op_t *op, int res)
         }
         s->backoff_ns = BACKOFF_MIN_NS;
         conn_start(s, res);
-        submit_accept(s);
+        if (!iop_op_more(op))
+            submit_accept(s);
         return;
     }
     switch (-res) {
@@ -367,11 +486,14 @@ static void on_drain_limit(iop_timer_t *t)
 static void shut_down(server_t *s)
 {
     s->stopping = 1;
-    for (conn_t *c = s->live; c; c = c->next) {
+    for (conn_t *c = s->live, *next; c; c = next) {
+        next = c->next;
         if (c->fd >= 0) {
             iop_fd_close(s->loop, c->fd);
             c->fd = -1;
         }
+        if (c->ops == 0)
+            conn_release(c);     /* idle, waiting for pool buffers */
     }
     iop_fd_close(s->loop, s->listen_fd);
     s->listen_fd = -1;
@@ -408,6 +530,8 @@ static void server_free(server_t *s)
 {
     if (s->loop)
         iop_loop_destroy(s->loop);   /* drops whatever is still in flight */
+    free(s->bid_next);
+    free(s->bid_len);
     while (s->chunks) {
         conn_chunk_t *next = s->chunks->next;
         iop_free(s->chunks);
@@ -434,33 +558,74 @@ static void usage(FILE *f)
         "  --listen HOST:PORT   HOST is IPv4, [IPv6] or a name; PORT 0 picks a free\n"
         "                       port (default 127.0.0.1:7000)\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
+        "  --busy-poll US       spin up to US microseconds before sleeping in the kernel\n"
+        "  --multishot          one accept (and, with --provided-buffers, one recv)\n"
+        "                       keeps delivering; emulated where not native\n"
+        "  --provided-buffers   receive into a pool the backend lends buffers from\n"
+        "                       (io_uring provided buffers; a plain pool elsewhere)\n"
+        "  --pool N             buffers in that pool (default 4096, 2 KiB each)\n"
+        "  --fixed-files        register connections with the backend (io_uring fixed files)\n"
+        "  --uring-sqpoll       io_uring: a kernel thread polls the submission queue\n"
+        "                       (burns a CPU while busy; never the default)\n"
+        "  --sqpoll-idle MS     idle time before that thread sleeps (default 1000)\n"
+        "  --sqpoll-cpu N       pin that thread to CPU N\n"
         "  --stats              on exit, print to stderr what serving cost: reads\n"
         "                       echoed, connections, heap allocations, loop counters\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error.\n");
+        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error or\n"
+        "when the event loop cannot start (backend unavailable: the reason is printed).\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *backend = NULL, *listen_addr = "127.0.0.1:7000", *plugin_path = NULL;
-    int want_stats = 0;
+    int want_stats = 0, multishot = 0, pooled = 0, fixed_files = 0;
+    unsigned long busy_poll = 0, pool = 4096, sq_idle = 0, sq_cpu1 = 0, flags = 0;
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "listen", required_argument, NULL, 'l' },
         { "plugin-path", required_argument, NULL, 'p' },
         { "stats", no_argument, NULL, 's' },
+        { "busy-poll", required_argument, NULL, 'B' },
+        { "multishot", no_argument, NULL, 'M' },
+        { "provided-buffers", no_argument, NULL, 'P' },
+        { "pool", required_argument, NULL, 'N' },
+        { "fixed-files", no_argument, NULL, 'F' },
+        { "uring-sqpoll", no_argument, NULL, 'Q' },
+        { "sqpoll-idle", required_argument, NULL, 'I' },
+        { "sqpoll-cpu", required_argument, NULL, 'C' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
     opterr = 0;                  /* one line of our own instead of getopt's */
-    while ((ch = getopt_long(argc, argv, ":b:l:p:sh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":b:l:p:shB:MPN:FQI:C:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'b': backend = optarg; break;
         case 'l': listen_addr = optarg; break;
         case 'p': plugin_path = optarg; break;
         case 's': want_stats = 1; break;
+        case 'M': multishot = 1; break;
+        case 'P': pooled = 1; break;
+        case 'F': fixed_files = 1; break;
+        case 'Q': flags |= IOP_LOOP_SQPOLL; break;
+        case 'B': case 'N': case 'I': case 'C': {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || v > 1000000000ul ||
+                (ch == 'N' && (v == 0 || v > 32768))) {
+                fprintf(stderr, PROG ": %s wants a number%s, not '%s'\n", argv[optind - 1],
+                        ch == 'N' ? " from 1 to 32768" : "", optarg);
+                return EXIT_USAGE;
+            }
+            if (ch == 'B') busy_poll = v;
+            else if (ch == 'N') pool = v;
+            else if (ch == 'I') sq_idle = v;
+            else sq_cpu1 = v + 1;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         case ':':
             fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
@@ -487,13 +652,31 @@ int main(int argc, char **argv)
     s.sig_watch.data = &s;
     signal(SIGPIPE, SIG_IGN);    /* a peer that resets must not kill the server */
 
-    iop_loop_opts_t opts = { .size = sizeof opts, .backend = backend, .plugin_path = plugin_path };
+    s.multishot = multishot;
+    s.pooled = pooled;
+    s.fixed_files = fixed_files;
+    iop_loop_opts_t opts = {
+        .size = sizeof opts, .backend = backend, .plugin_path = plugin_path,
+        .flags = (uint32_t)flags, .busy_poll_us = (uint32_t)busy_poll,
+        .sqpoll_idle_ms = (uint32_t)sq_idle, .sqpoll_cpu1 = (uint32_t)sq_cpu1,
+        .buf_count = pooled ? (uint32_t)pool : 0, .buf_size = pooled ? 2048 : 0,
+    };
+    if (pooled) {
+        s.bid_next = calloc(pool, sizeof *s.bid_next);
+        s.bid_len = calloc(pool, sizeof *s.bid_len);
+        if (!s.bid_next || !s.bid_len) {
+            fprintf(stderr, PROG ": out of memory\n");
+            return EXIT_FAILURE;
+        }
+    }
     int r = iop_loop_create(&s.loop, &opts);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
+        free(s.bid_next);
+        free(s.bid_len);
         freeaddrinfo(addrs);
-        return EXIT_FAILURE;
+        return EXIT_USAGE;
     }
 
     int status = EXIT_FAILURE;
