@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
+#include <sched.h>
 #include <unistd.h>
+
 #include "uring_internal.h"
 
 #define DEFAULT_ENTRIES 1024u
@@ -30,16 +33,46 @@ void uring_count_enter(uring_state_t *st)
         (*st->host->syscalls)++;
 }
 
+/* SQPOLL: a zero-timeout poll waits (briefly) for the kernel thread to take what was
+ * just queued, so that a poll armed on a ready fd or an op that can finish at once
+ * is reported by this call, as it would be without SQPOLL. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+void uring_sqpoll_settle(uring_state_t *st)
+{
+    for (int spins = 0; spins < 2000 && io_uring_sq_ready(&st->ring); spins++)
+        cpu_relax();
+    /* A thread waking from idle, or one that needs this CPU: give it up to 20 ms. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (io_uring_sq_ready(&st->ring)) {
+        sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 20000000L)
+            break;
+    }
+}
+
 /* A free SQE, pushing what is queued to the kernel when the ring is full. */
 struct io_uring_sqe *uring_sqe(uring_state_t *st)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
     for (int tries = 0; !sqe && tries < 3; tries++) {
         uring_count_enter(st);
-        int r = io_uring_submit(&st->ring);
-        if (r <= 0 && st->sqpoll) {
-            (*st->host->syscalls)++;
-            io_uring_sqring_wait(&st->ring);   /* the SQPOLL thread has yet to take them */
+        io_uring_submit(&st->ring);
+        if (st->sqpoll) {
+            uring_sqpoll_settle(st);
+            if (!io_uring_sq_space_left(&st->ring)) {
+                (*st->host->syscalls)++;
+                io_uring_sqring_wait(&st->ring);   /* the kernel thread is behind */
+            }
         }
         sqe = io_uring_get_sqe(&st->ring);
     }
@@ -458,6 +491,8 @@ static int backend_poll(void *state, iop_event_t *events, int max, int64_t timeo
         if (io_uring_sq_ready(&st->ring)) {
             uring_count_enter(st);
             r = io_uring_submit(&st->ring);
+            if (st->sqpoll && r > 0 && timeout_ns == 0)
+                uring_sqpoll_settle(st);
         } else {
             r = 0;
         }

@@ -75,6 +75,7 @@ typedef struct uring_state {
 /* uring.c */
 struct io_uring_sqe *uring_sqe(uring_state_t *st);
 void uring_count_enter(uring_state_t *st);
+void uring_sqpoll_settle(uring_state_t *st);   /* until the SQPOLL thread took the SQ */
 
 /* uring_ops.c */
 int uring_submit_op(uring_state_t *st, iop_op_t *op);

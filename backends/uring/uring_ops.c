@@ -310,6 +310,8 @@ void uring_forget(uring_state_t *st, int fd, uring_fd_t *f)
     }
     uring_count_enter(st);
     io_uring_submit(&st->ring);
+    if (st->sqpoll)
+        uring_sqpoll_settle(st);   /* the cancel must run before the caller's close */
     if (fixed) {
         int minus1 = -1;
         (*st->host->syscalls)++;

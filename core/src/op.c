@@ -90,15 +90,19 @@ static int start(iop_loop_t *loop, iop_op_t *op)
     return loop->be->submit(loop->be_state, op);
 }
 
-/* A callback after which the op stays in flight. */
-static void run_more(iop_op_t *op, int res, unsigned cflags)
+/* A callback after which the op stays in flight. An op the core rearms (rearm set)
+ * is its own until the callback returns: cancel and forget find it through
+ * IOP__OPF_IN_MORE. One the backend keeps going is cancelled through the backend. */
+static void run_more(iop_op_t *op, int res, unsigned cflags, int rearm)
 {
     iop_loop_t *loop = op->loop;
     iop_op_t *outer = loop->more_op;
     op->cflags = (uint8_t)(IOP_CF_MORE | cflags);
-    op->flags |= IOP__OPF_IN_MORE;
+    if (rearm)
+        op->flags |= IOP__OPF_IN_MORE;
     op->res = res;
-    loop->more_op = op;
+    if (rearm)
+        loop->more_op = op;
     op->cb(op, res);
     loop->more_op = outer;
     op->flags &= ~IOP__OPF_IN_MORE;
@@ -122,14 +126,14 @@ void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
     if (evflags & IOP_EVF_NOTIF)
         cf |= IOP_CF_NOTIF;
     if (evflags & IOP_EVF_MORE) {
-        run_more(op, res, cf);
+        run_more(op, res, cf, 0);
         return;
     }
     if ((op->opts & IOP_OPT_MULTISHOT) && !(op->flags & IOP__OPF_STOP) && multishot_goes_on(op, res)) {
         if (op->timer.heap_idx)
             iop__heap_remove(&loop->timers, &op->timer);
         op->flags = IOP__OPF_REARM;
-        run_more(op, res, cf);
+        run_more(op, res, cf, 1);
         if (op->flags & IOP__OPF_STOP) {
             op->cflags = 0;
             iop__complete(loop, op, -ECANCELED);

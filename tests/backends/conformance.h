@@ -96,4 +96,15 @@ void test_loop_stats(void **state);
 void test_loop_run_return_values(void **state);
 void test_loop_run_default_until_idle(void **state);
 
+/* conf_features.c */
+void test_multishot_accept(void **state);
+void test_recv_buf_single(void **state);
+void test_recv_buf_multishot(void **state);
+void test_recv_buf_pool_exhausted(void **state);
+void test_multishot_cancel_in_callback(void **state);
+void test_zerocopy_send(void **state);
+void test_options_misplaced(void **state);
+void test_registered_fd(void **state);
+void test_completion_burst_tiny_queue(void **state);
+
 #endif

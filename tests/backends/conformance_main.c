@@ -1,4 +1,4 @@
-/* Runs the conformance suite on one backend: `test_conformance NAME [FILTER]`
+/* Runs the conformance suite on one backend: `test_conformance NAME[+sqpoll] [FILTER]`
  * (NAME may come from $IOPLEX_BACKEND instead; FILTER is a cmocka test-name glob). */
 #include <stdio.h>
 #include "conformance.h"
@@ -23,9 +23,9 @@ void conf_close(iop_loop_t *loop, int fd)
 
 int main(int argc, char **argv)
 {
-    tu_backend = tu_backend_from_args(argc, argv);
-    if (!tu_backend) {
-        fprintf(stderr, "usage: %s BACKEND [FILTER]  (or set IOPLEX_BACKEND)\n", argv[0]);
+    const char *spec = tu_backend_from_args(argc, argv);
+    if (!spec || tu_backend_set(spec) < 0) {
+        fprintf(stderr, "usage: %s BACKEND[+sqpoll] [FILTER]  (or set IOPLEX_BACKEND)\n", argv[0]);
         return 2;
     }
     if (argc > 2)
@@ -88,8 +88,18 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_loop_stats),
         cmocka_unit_test(test_loop_run_return_values),
         cmocka_unit_test(test_loop_run_default_until_idle),
+
+        cmocka_unit_test(test_multishot_accept),
+        cmocka_unit_test(test_recv_buf_single),
+        cmocka_unit_test(test_recv_buf_multishot),
+        cmocka_unit_test(test_recv_buf_pool_exhausted),
+        cmocka_unit_test(test_multishot_cancel_in_callback),
+        cmocka_unit_test(test_zerocopy_send),
+        cmocka_unit_test(test_options_misplaced),
+        cmocka_unit_test(test_registered_fd),
+        cmocka_unit_test(test_completion_burst_tiny_queue),
     };
     char name[64];
-    snprintf(name, sizeof name, "conformance.%s", tu_backend);
+    snprintf(name, sizeof name, "conformance.%s", spec);
     return cmocka_run_group_tests_name(name, tests, NULL, NULL);
 }

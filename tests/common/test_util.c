@@ -25,9 +25,37 @@ const char *tu_backend_from_args(int argc, char **argv)
     return env && env[0] ? env : NULL;
 }
 
+uint32_t tu_loop_flags;
+
+int tu_backend_set(const char *spec)
+{
+    static char name[64];
+    const char *plus = spec ? strchr(spec, '+') : NULL;
+    if (!plus) {
+        tu_backend = spec;
+        return 0;
+    }
+    if (strcmp(plus + 1, "sqpoll") != 0 || (size_t)(plus - spec) >= sizeof name)
+        return -1;
+    memcpy(name, spec, (size_t)(plus - spec));
+    name[plus - spec] = '\0';
+    tu_backend = name;
+    tu_loop_flags |= IOP_LOOP_SQPOLL;
+    return 0;
+}
+
 iop_loop_t *tu_loop_new(void)
 {
-    iop_loop_opts_t opts = { .size = sizeof opts, .backend = tu_backend };
+    iop_loop_opts_t opts = { 0 };
+    return tu_loop_new_opts(&opts);
+}
+
+iop_loop_t *tu_loop_new_opts(iop_loop_opts_t *opts_in)
+{
+    iop_loop_opts_t opts = *opts_in;
+    opts.size = sizeof opts;
+    opts.backend = tu_backend;
+    opts.flags |= tu_loop_flags;
     iop_loop_t *loop = NULL;
     int r = iop_loop_create(&loop, &opts);
     if (r < 0)
@@ -36,6 +64,8 @@ iop_loop_t *tu_loop_new(void)
     assert_non_null(loop);
     if (tu_backend)
         assert_string_equal(iop_loop_backend(loop), tu_backend);
+    if (opts.flags & IOP_LOOP_SQPOLL)   /* the mode under test, not a silent fallback */
+        assert_true(iop_loop_caps(loop) & IOP_CAP_SQPOLL);
     return loop;
 }
 

@@ -15,8 +15,18 @@ const char *tu_backend_from_args(int argc, char **argv);
 /* Set by a suite's main; tu_loop_new() creates loops on it. */
 extern const char *tu_backend;
 
+/* Loop flags every tu_loop_new adds (IOP_LOOP_SQPOLL for "uring+sqpoll"). */
+extern uint32_t tu_loop_flags;
+
+/* Splits a backend spec "NAME[+sqpoll]" into tu_backend and tu_loop_flags; -1 if
+ * the mode is unknown. */
+int tu_backend_set(const char *spec);
+
 /* A loop on tu_backend (checked by name when one was given). */
 iop_loop_t *tu_loop_new(void);
+
+/* The same with opts (size, backend and flags are filled in here). */
+iop_loop_t *tu_loop_new_opts(iop_loop_opts_t *opts);
 
 /* CLOCK_MONOTONIC in ns / ms, independent of any loop. */
 uint64_t tu_clock_ns(void);
