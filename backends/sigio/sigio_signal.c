@@ -1,0 +1,211 @@
+/* The sigio backend's signal plumbing: which real-time signal a loop uses, blocking
+ * it in the loop thread, the signalfd that reads it, and arming fds to queue it.
+ *
+ * No handler is ever installed: the loop's signal and SIGIO are blocked in the loop
+ * thread only and read synchronously from a signalfd, so the user's handlers and
+ * other threads' signal masks are untouched. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "sigio_internal.h"
+
+/* The live sigio instances created on this thread. Thread-local, not global: two
+ * loops on one thread must not share a signal (a signalfd read by one would steal
+ * the other's), and a SIGIO read by one concerns all of them. */
+static __thread sigio_state_t *thread_loops;
+
+static int signal_taken(int sig)
+{
+    for (sigio_state_t *s = thread_loops; s; s = s->next_on_thread)
+        if (s->sig == sig)
+            return 1;
+    return 0;
+}
+
+/* Parses "N", "RTMIN", "RTMIN+N", "RTMAX-N" (a "SIG" prefix allowed) into a
+ * signal number in [SIGRTMIN, SIGRTMAX]; -1 if it is none of those. */
+static int parse_signal(const char *s)
+{
+    if (strncmp(s, "SIG", 3) == 0)
+        s += 3;
+    int base = 0, sign = 1;
+    if (strncmp(s, "RTMIN", 5) == 0) {
+        base = SIGRTMIN;
+        s += 5;
+    } else if (strncmp(s, "RTMAX", 5) == 0) {
+        base = SIGRTMAX;
+        s += 5;
+    }
+    long n = 0;
+    if (base && *s) {
+        if (*s != '+' && *s != '-')
+            return -1;
+        sign = *s == '-' ? -1 : 1;
+        s++;
+    }
+    if (!base || *s) {
+        char *end;
+        errno = 0;
+        n = strtol(s, &end, 10);
+        if (errno || end == s || *end || n < 0 || n > 1024)
+            return -1;
+    }
+    long sig = base + sign * n;
+    return sig >= SIGRTMIN && sig <= SIGRTMAX ? (int)sig : -1;
+}
+
+/* The first free signal at or above first: not used by another sigio loop of this
+ * thread, and without a handler (a handler means someone else owns it). */
+static int choose_signal(int first)
+{
+    for (int sig = first; sig <= SIGRTMAX; sig++) {
+        struct sigaction sa;
+        if (signal_taken(sig) || sigaction(sig, NULL, &sa) < 0)
+            continue;
+        if (!(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL)
+            return sig;
+    }
+    return -1;
+}
+
+int sigio_signals_open(sigio_state_t *st, char *why, size_t whylen)
+{
+    int first = SIGRTMIN + SIGIO_DEFAULT_OFFSET;
+    const char *env = getenv(SIGIO_ENV);
+    if (env && *env) {
+        first = parse_signal(env);
+        if (first < 0) {
+            snprintf(why, whylen, "sigio: %s=%s is not a signal in SIGRTMIN..SIGRTMAX (%d..%d)",
+                     SIGIO_ENV, env, SIGRTMIN, SIGRTMAX);
+            return -EINVAL;
+        }
+    }
+    st->sig = choose_signal(first);
+    if (st->sig < 0) {
+        snprintf(why, whylen, "sigio: no free real-time signal from %d to SIGRTMAX (%d) on this thread",
+                 first, SIGRTMAX);
+        return -EBUSY;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, st->sig);
+    sigaddset(&mask, SIGIO);
+    /* Blocked before any fd is armed, so no signal can take its default action. */
+    int r = pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    if (r != 0) {
+        snprintf(why, whylen, "sigio: pthread_sigmask: %s", strerror(r));
+        return -r;
+    }
+    (*st->host->syscalls) += 2;
+    st->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (st->sfd < 0) {
+        int err = errno;
+        snprintf(why, whylen, "sigio: signalfd: %s", strerror(err));
+        return -err;
+    }
+    st->tid = gettid();
+    st->thread_list = &thread_loops;
+    st->next_on_thread = thread_loops;
+    thread_loops = st;
+    return 0;
+}
+
+void sigio_signals_close(sigio_state_t *st)
+{
+    for (sigio_state_t **p = st->thread_list; p && *p; p = &(*p)->next_on_thread) {
+        if (*p == st) {
+            *p = st->next_on_thread;
+            break;
+        }
+    }
+    (*st->host->syscalls)++;
+    close(st->sfd);
+}
+
+void sigio_thread_rescan(void)
+{
+    for (sigio_state_t *s = thread_loops; s; s = s->next_on_thread)
+        s->rescan = 1;
+}
+
+int sigio_on_own_thread(const sigio_state_t *st)
+{
+    return st->thread_list == &thread_loops;
+}
+
+/* Owner and signal first, O_ASYNC last: the file starts signalling only once every
+ * signal it sends reaches the right thread with si_fd filled in. */
+int sigio_arm(sigio_state_t *st, int fd, int *polled)
+{
+    struct f_owner_ex owner = { .type = F_OWNER_TID, .pid = st->tid };
+    (*st->host->syscalls) += 3;   /* the failure paths are rare: count them as done */
+    if (fcntl(fd, F_SETOWN_EX, &owner) < 0 || fcntl(fd, F_SETSIG, st->sig) < 0)
+        return -errno;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (!(fl & O_ASYNC)) {
+        /* A file without a fasync method accepts O_ASYNC and silently drops it, so
+         * read the flags back to learn whether it will ever signal. */
+        (*st->host->syscalls) += 2;
+        if (fcntl(fd, F_SETFL, fl | O_ASYNC) < 0)
+            return -errno;
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+            return -errno;
+    }
+    *polled = !(fl & O_ASYNC);
+    return 0;
+}
+
+/* Socket wake-ups send the space signal only if the socket's "async no space" bit
+ * is set, which a failed send sets and poll(2) sets for a socket it finds not
+ * writable, except AF_UNIX stream sockets, whose poll leaves it clear: a writer
+ * that only polled would never hear of the room coming back. */
+int sigio_write_kind(sigio_state_t *st, int fd)
+{
+    int domain = 0, type = 0;
+    socklen_t len = sizeof domain;
+    (*st->host->syscalls)++;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0) {
+        if (domain == AF_INET || domain == AF_INET6)
+            return SIGIO_WRITE_SIGNALLED;
+        if (domain != AF_UNIX)
+            return SIGIO_WRITE_POLLED;
+        len = sizeof type;
+        (*st->host->syscalls)++;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type != SOCK_STREAM)
+            return SIGIO_WRITE_SIGNALLED;
+        return SIGIO_WRITE_POLLED;
+    }
+    if (errno != ENOTSOCK)
+        return SIGIO_WRITE_POLLED;
+    struct stat sb;
+    (*st->host->syscalls)++;
+    if (fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode))
+        return SIGIO_WRITE_SIGNALLED;   /* a pipe read wakes blocked writers */
+    return SIGIO_WRITE_POLLED;
+}
+
+void sigio_disarm(sigio_state_t *st, int fd)
+{
+    struct f_owner_ex owner;
+    (*st->host->syscalls)++;
+    if (fcntl(fd, F_GETOWN_EX, &owner) < 0 || owner.type != F_OWNER_TID || owner.pid != st->tid)
+        return;   /* closed, or no longer ours: leave it alone */
+    (*st->host->syscalls)++;
+    if (fcntl(fd, F_GETSIG) != st->sig)
+        return;
+    (*st->host->syscalls)++;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_ASYNC)) {
+        (*st->host->syscalls)++;
+        fcntl(fd, F_SETFL, fl & ~O_ASYNC);
+    }
+}
