@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <sched.h>
 #include <unistd.h>
@@ -25,10 +26,24 @@ static uring_fd_t *fd_state(uring_state_t *st, int fd)
     return st->host->fd_state(st->host->core, fd);
 }
 
+/* A ring set up with SINGLE_ISSUER belongs to the task that enables it: that is
+ * done on the first entry, which comes from the thread running the loop (a loop may
+ * be created on one thread and run on another). */
+static void ring_enable(uring_state_t *st)
+{
+    if (!st->disabled)
+        return;
+    st->disabled = 0;
+    (*st->host->syscalls)++;
+    /* liburing 2.3 declares io_uring_enable_rings but does not export it. */
+    syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+}
+
 /* Counts the io_uring_enter that a submit is about to make. Under SQPOLL, a submit
  * only enters to wake a kernel thread that went idle. */
 void uring_count_enter(uring_state_t *st)
 {
+    ring_enable(st);
     if (!st->sqpoll || (IO_URING_READ_ONCE(*st->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP))
         (*st->host->syscalls)++;
 }
@@ -60,13 +75,19 @@ void uring_sqpoll_settle(uring_state_t *st)
     }
 }
 
+int uring_submit(uring_state_t *st)
+{
+    uring_count_enter(st);
+    /* With DEFER_TASKRUN, finished work waits for an entry that asks for events. */
+    return st->defer ? io_uring_submit_and_get_events(&st->ring) : io_uring_submit(&st->ring);
+}
+
 /* A free SQE, pushing what is queued to the kernel when the ring is full. */
 struct io_uring_sqe *uring_sqe(uring_state_t *st)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
     for (int tries = 0; !sqe && tries < 3; tries++) {
-        uring_count_enter(st);
-        io_uring_submit(&st->ring);
+        uring_submit(st);
         if (st->sqpoll) {
             uring_sqpoll_settle(st);
             if (!io_uring_sq_space_left(&st->ring)) {
@@ -149,7 +170,11 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
     struct io_uring_params p;
     int r;
     for (;;) {
+        /* DEFER_TASKRUN (6.1): completions are run in our own io_uring_enter, in a
+         * batch, never by interrupting the loop; it needs a single issuer. */
         static const unsigned extra[] = {
+            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                IORING_SETUP_R_DISABLED,
             IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
             IORING_SETUP_SUBMIT_ALL,
             0,
@@ -161,7 +186,9 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
             p.cq_entries = cfg->entries ? entries * 2 : entries * 4;
             if (st->sqpoll) {
                 /* Completions must not wait for this task to enter the kernel. */
-                p.flags = (p.flags & ~(IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)) |
+                p.flags = (p.flags & ~(IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+                                       IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                                       IORING_SETUP_R_DISABLED)) |
                           IORING_SETUP_SQPOLL;
                 p.sq_thread_idle = cfg->sqpoll_idle_ms ? cfg->sqpoll_idle_ms : 1000;
                 if (cfg->sqpoll_cpu1) {
@@ -173,6 +200,10 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
             r = io_uring_queue_init_params(entries, &st->ring, &p);
             if (r != -EINVAL)
                 break;
+        }
+        if (r == 0) {
+            st->defer = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+            st->disabled = (p.flags & IORING_SETUP_R_DISABLED) != 0;
         }
         if (r != -ENOMEM || entries <= MIN_ENTRIES)
             return r;
@@ -477,6 +508,7 @@ static int reap(uring_state_t *st, iop_event_t *events, int max)
         if (!(kflags & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) || n == max)
             break;
         (*st->host->syscalls)++;
+        ring_enable(st);
         io_uring_get_events(&st->ring);
     }
     return n;
@@ -488,9 +520,8 @@ static int backend_poll(void *state, iop_event_t *events, int max, int64_t timeo
     rearm_all(st);
     int r;
     if (timeout_ns == 0 || st->local_head || io_uring_cq_ready(&st->ring)) {
-        if (io_uring_sq_ready(&st->ring)) {
-            uring_count_enter(st);
-            r = io_uring_submit(&st->ring);
+        if (io_uring_sq_ready(&st->ring) || (st->defer && timeout_ns == 0)) {
+            r = uring_submit(st);
             if (st->sqpoll && r > 0 && timeout_ns == 0)
                 uring_sqpoll_settle(st);
         } else {
@@ -505,6 +536,7 @@ static int backend_poll(void *state, iop_event_t *events, int max, int64_t timeo
         }
         struct io_uring_cqe *cqe;
         (*st->host->syscalls)++;
+        ring_enable(st);
         r = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, tsp, NULL);
     }
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)

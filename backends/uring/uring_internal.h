@@ -52,6 +52,8 @@ typedef struct uring_state {
     const iop_backend_host_t *host;
     unsigned feat;           /* F_* */
     int sqpoll;
+    int defer;               /* DEFER_TASKRUN: completions run only when we ask for events */
+    int disabled;            /* created R_DISABLED: enabled by the first entry, on the loop's thread */
     uint64_t inflight;       /* ops whose last CQE has not come */
     uint64_t poll_seq;       /* next watch token */
     struct __kernel_timespec *ts;   /* one per SQ slot: linked timeout times */
@@ -75,6 +77,7 @@ typedef struct uring_state {
 /* uring.c */
 struct io_uring_sqe *uring_sqe(uring_state_t *st);
 void uring_count_enter(uring_state_t *st);
+int uring_submit(uring_state_t *st);   /* counted; also reaps deferred completions */
 void uring_sqpoll_settle(uring_state_t *st);   /* until the SQPOLL thread took the SQ */
 
 /* uring_ops.c */

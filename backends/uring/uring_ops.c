@@ -308,8 +308,7 @@ void uring_forget(uring_state_t *st, int fd, uring_fd_t *f)
         io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, UD_IGNORE);
     }
-    uring_count_enter(st);
-    io_uring_submit(&st->ring);
+    uring_submit(st);
     if (st->sqpoll)
         uring_sqpoll_settle(st);   /* the cancel must run before the caller's close */
     if (fixed) {

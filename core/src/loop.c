@@ -190,7 +190,10 @@ void iop_loop_destroy(iop_loop_t *loop)
         return;
     if (loop->be_state) {
         release_records(loop);
-        loop->be->destroy(loop->be_state);
+        /* A forked child shares the parent's kernel objects, and a ring's memory is
+         * not even mapped in it: leave the backend alone there. */
+        if (loop->pid == getpid())
+            loop->be->destroy(loop->be_state);
     }
     if (loop->wake_fd >= 0)
         close(loop->wake_fd);

@@ -1,6 +1,8 @@
 /* The loop itself: statistics, iop_loop_run's return values and RUN_DEFAULT's end. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include "conformance.h"
 
 #define MS 1000000ull
@@ -229,6 +231,58 @@ void test_loop_run_default_until_idle(void **state)
     assert_memory_equal(buf, "later", 5);
     assert_true(tu_clock_ms() - t0 >= 25);   /* the last timer's delay */
 
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}
+
+/* A forked child cannot use its parent's loop (an io_uring ring, an epoll set and
+ * the parent's registrations are shared with the parent): running it fails with a
+ * clear error, and a loop the child creates itself works. */
+void test_fork_child_makes_own_loop(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[8];
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 1);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int code = 0;
+        if (iop_loop_run(loop, IOP_RUN_NOWAIT) != -ECHILD || !strstr(iop_last_error(), "forked child"))
+            code |= 1;
+        iop_loop_t *own = NULL;
+        iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .flags = tu_loop_flags };
+        if (iop_loop_create(&own, &o) < 0) {
+            code |= 2;
+        } else {
+            rec_t t = { 0 };
+            iop_prep_timeout(&t.op, 1000000, rec_cb, &t);
+            if (iop_submit(own, &t.op) < 0)
+                code |= 4;
+            for (int i = 0; i < 1000 && !t.calls; i++)
+                iop_loop_run(own, IOP_RUN_ONCE);
+            if (t.calls != 1 || t.res != 0)
+                code |= 8;
+            iop_loop_destroy(own);
+        }
+        _exit(code);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    /* The parent's loop is untouched by the child. */
+    assert_int_equal(send(s[0], "after", 5, 0), 5);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    assert_int_equal(r.res, 5);
     conf_close(loop, s[0]);
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
