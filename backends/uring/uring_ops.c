@@ -203,15 +203,13 @@ static int submit_cancel(uring_state_t *st, iop_op_t *op)
         }
         local_complete(st, target, -ECANCELED);
         local_complete(st, op, 0);
-        st->inflight++;
-        return 0;
+        return 0;   /* counted in flight by uring_submit_op */
     }
     struct io_uring_sqe *sqe = uring_sqe(st);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_cancel(sqe, target, 0);
     io_uring_sqe_set_data(sqe, op);
-    st->inflight++;
     return 0;
 }
 
