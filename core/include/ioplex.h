@@ -10,6 +10,7 @@
 #include "ioplex/watch.h"
 #include "ioplex/loop.h"
 #include "ioplex/plugin.h"
+#include "ioplex/coro.h"
 
 #define IOPLEX_VERSION_MAJOR 0
 #define IOPLEX_VERSION_MINOR 1

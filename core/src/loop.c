@@ -195,6 +195,8 @@ void iop_loop_destroy(iop_loop_t *loop)
         if (loop->pid == getpid())
             loop->be->destroy(loop->be_state);
     }
+    if (loop->sched)   /* after the records: parked coroutines' ops live on their stacks */
+        iop__sched_destroy(loop);
     if (loop->wake_fd >= 0)
         close(loop->wake_fd);
     if (loop->pool)

@@ -69,6 +69,8 @@ struct iop_loop {
     uint32_t *pool_free;
     int pool_native;               /* the backend lends the buffers */
 
+    void *sched;                   /* the coroutine scheduler (coro/sched.c), made on first use */
+
     iop_loop_stats_t stats;
     iop_event_t events[IOP__MAX_EVENTS];
     char report[1024];
@@ -86,6 +88,9 @@ void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err);  /* every queued op â†
 void iop__complete(iop_loop_t *loop, iop_op_t *op, int res);
 void iop__defer(iop_loop_t *loop, iop_op_t *op, int res);
 void iop__run_done(iop_loop_t *loop);
+
+/* coro/sched.c: frees the scheduler and every coroutine record and stack */
+void iop__sched_destroy(iop_loop_t *loop);
 
 /* op.c */
 void iop__fd_forget_core(iop_loop_t *loop, int fd);

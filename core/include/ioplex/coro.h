@@ -1,0 +1,178 @@
+/* ioplex — coroutines: blocking-style code that never blocks the loop.
+ *
+ * Each loop has one scheduler (made on first use). A coroutine runs on its own stack
+ * until it blocks; blocking calls (iop_recv, iop_sleep, iop_chan_recv, ...) submit a
+ * proactor op or join a wait list, park the coroutine and let the loop run; the op's
+ * completion resumes it. Coroutines never move between threads; a loop and its
+ * coroutines belong to the thread that runs the loop.
+ *
+ * Two styles mix freely:
+ *  - gevent style: iop_go() schedules a coroutine; blocking calls switch for you;
+ *  - greenlet style: iop_coro_create() makes one that runs only when switched to;
+ *    iop_switch(target, value) transfers control explicitly, with a value; when a
+ *    coroutine's function returns, control goes to its parent with the return value.
+ *
+ * Blocking calls return >= 0 or -errno: -ETIMEDOUT when the deadline passes (an
+ * absolute time on the loop clock, iop_now(); 0 = none but the scope's), -ECANCELED
+ * once the coroutine has been cancelled, -EPERM when called outside a coroutine (the
+ * scheduler itself must never block). */
+#ifndef IOPLEX_CORO_H
+#define IOPLEX_CORO_H
+
+#include <sys/socket.h>
+#include <sys/types.h>
+#include "common.h"
+
+typedef struct iop_coro iop_coro_t;
+typedef void *(*iop_coro_fn)(void *arg);
+
+/* iop_coro_opts_t.flags */
+#define IOP_CORO_GUARD  0x0u   /* overflow caught by a guard page (default) */
+#define IOP_CORO_CANARY 0x1u   /* overflow caught by a canary checked at every switch;
+                                * one memory region per stack instead of two */
+
+typedef struct iop_coro_opts {
+    uint32_t size;             /* sizeof(iop_coro_opts_t) */
+    uint32_t flags;            /* IOP_CORO_* */
+    const char *name;          /* for debugging and overflow reports (copied) */
+    size_t stack_size;         /* 0 = the scheduler's default (64 KiB) */
+} iop_coro_opts_t;
+
+/* Scheduler settings for a loop, before its first coroutine (optional). */
+typedef struct iop_sched_opts {
+    uint32_t size;
+    uint32_t flags;            /* default IOP_CORO_* for coroutines of this loop */
+    size_t stack_size;         /* default stack size, 0 = 64 KiB */
+    uint32_t pool_max;         /* stacks kept for reuse, 0 = 1024 */
+} iop_sched_opts_t;
+IOP_EXPORT int iop_sched_configure(iop_loop_t *loop, const iop_sched_opts_t *opts);
+
+/* ---- life ---------------------------------------------------------------------- */
+
+/* Spawns fn(arg) as a runnable coroutine of loop; it starts at the loop's next turn.
+ * *out (may be NULL) names it until it is joined or, if never joined, until it ends
+ * (iop_go then frees it at the end: pass out only if you will join). */
+IOP_EXPORT int iop_go(iop_loop_t *loop, iop_coro_fn fn, void *arg,
+                      const iop_coro_opts_t *opts, iop_coro_t **out);
+
+/* Waits until c ends; *result gets fn's return value. Frees c. From a coroutine it
+ * parks; from outside any coroutine it runs the loop until c ends. */
+IOP_EXPORT int iop_join(iop_coro_t *c, void **result, uint64_t deadline);
+
+IOP_EXPORT iop_coro_t *iop_self(void);          /* NULL outside a coroutine */
+IOP_EXPORT const char *iop_coro_name(const iop_coro_t *c);
+IOP_EXPORT iop_loop_t *iop_coro_loop(const iop_coro_t *c);
+
+/* Lets the other runnable coroutines run, then continues. */
+IOP_EXPORT int iop_yield(void);
+
+/* Wakes c if it is parked: its blocking call returns -ECANCELED (its op cancelled in
+ * the backend first). Every later blocking call of c returns -ECANCELED too, so that
+ * it unwinds. 0, or -ESRCH if c has ended. */
+IOP_EXPORT int iop_cancel(iop_coro_t *c);
+IOP_EXPORT int iop_cancelled(void);             /* has the current coroutine been? */
+
+/* ---- greenlet style ---------------------------------------------------------------- */
+
+/* A coroutine that runs only when switched to; its parent is the caller's coroutine
+ * (or the thread's main context outside any), unless opts says otherwise. */
+IOP_EXPORT int iop_coro_create(iop_loop_t *loop, iop_coro_fn fn, void *arg,
+                               const iop_coro_opts_t *opts, iop_coro_t **out);
+IOP_EXPORT int iop_coro_set_parent(iop_coro_t *c, iop_coro_t *parent);   /* NULL = main */
+
+/* Suspends the current coroutine (or the main context) and runs target, handing it
+ * value: a target that has not started yet gets it in place of its arg; one
+ * suspended in iop_switch gets it as that call's return value. Returns the value of
+ * the switch that comes back to us, or the return value of a child that ended and
+ * had us as parent. target must be new or suspended in iop_switch (or be iop_main()
+ * while that is suspended); otherwise returns NULL with errno = EINVAL. */
+IOP_EXPORT void *iop_switch(iop_coro_t *target, void *value);
+IOP_EXPORT iop_coro_t *iop_main(void);          /* the thread's main context, as a target */
+IOP_EXPORT int iop_coro_done(const iop_coro_t *c);
+IOP_EXPORT void iop_coro_free(iop_coro_t *c);   /* a finished or never-started coroutine */
+
+/* ---- I/O: park on a proactor op ------------------------------------------------------ */
+
+IOP_EXPORT ssize_t iop_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline);
+IOP_EXPORT ssize_t iop_send(int fd, const void *buf, size_t len, int flags, uint64_t deadline);
+IOP_EXPORT ssize_t iop_read(int fd, void *buf, size_t len, uint64_t deadline);
+IOP_EXPORT ssize_t iop_write(int fd, const void *buf, size_t len, uint64_t deadline);
+IOP_EXPORT int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline);
+IOP_EXPORT int iop_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline);
+IOP_EXPORT int iop_close(int fd);               /* through the loop, failing waiters */
+IOP_EXPORT int iop_sleep(uint64_t ns);          /* relative; 0 = yield */
+IOP_EXPORT int iop_sleep_until(uint64_t deadline);
+
+/* ---- scoped deadlines (gevent's Timeout) ------------------------------------------------ */
+
+/* Every blocking call of the current coroutine until the matching pop also stops at
+ * deadline (the earliest of the nested scopes and the call's own wins). */
+IOP_EXPORT void iop_deadline_push(uint64_t deadline);
+IOP_EXPORT void iop_deadline_pop(void);
+IOP_EXPORT uint64_t iop_deadline_current(void);   /* 0 = none */
+
+/* ---- nursery: structured concurrency ---------------------------------------------------- */
+
+typedef struct iop_nursery {
+    iop_loop_t *loop;
+    iop_coro_t *children;      /* private: live children */
+    uint32_t nchildren;
+    iop_coro_t *waiter;        /* private */
+} iop_nursery_t;
+
+IOP_EXPORT void iop_nursery_init(iop_nursery_t *n, iop_loop_t *loop);
+IOP_EXPORT int iop_nursery_go(iop_nursery_t *n, iop_coro_fn fn, void *arg, const iop_coro_opts_t *opts);
+/* Waits for every child until deadline, then cancels those left and waits for them
+ * to end. 0, or -ETIMEDOUT if some had to be cancelled. */
+IOP_EXPORT int iop_nursery_close(iop_nursery_t *n, uint64_t deadline);
+
+/* ---- channels ---------------------------------------------------------------------------- */
+
+typedef struct iop_chan iop_chan_t;
+/* cap 0 = unbuffered (a send waits for its receiver). */
+IOP_EXPORT int iop_chan_new(iop_chan_t **out, size_t elem_size, size_t cap);
+IOP_EXPORT void iop_chan_free(iop_chan_t *ch);   /* no one may be waiting on it */
+/* 0, -EPIPE once closed (send), -ETIMEDOUT, -ECANCELED. recv on a closed, drained
+ * channel returns -EPIPE. */
+IOP_EXPORT int iop_chan_send(iop_chan_t *ch, const void *elem, uint64_t deadline);
+IOP_EXPORT int iop_chan_recv(iop_chan_t *ch, void *elem, uint64_t deadline);
+IOP_EXPORT void iop_chan_close(iop_chan_t *ch);   /* wakes every waiter */
+
+typedef struct iop_select_case {
+    iop_chan_t *ch;
+    int send;                  /* 1 = send *elem, 0 = receive into elem */
+    void *elem;
+    int res;                   /* out: 0 or -EPIPE for the case chosen */
+} iop_select_case_t;
+/* Waits until one case can proceed, performs it and returns its index; chooses
+ * uniformly at random among the cases ready together. -ETIMEDOUT, -ECANCELED. */
+IOP_EXPORT int iop_select(iop_select_case_t *cases, int n, uint64_t deadline);
+
+/* ---- synchronisation ----------------------------------------------------------------------- */
+
+typedef struct iop_waitq { void *head, *tail; } iop_waitq_t;   /* private */
+
+typedef struct iop_mutex { iop_coro_t *owner; iop_waitq_t q; } iop_mutex_t;
+IOP_EXPORT void iop_mutex_init(iop_mutex_t *m);
+IOP_EXPORT int iop_mutex_lock(iop_mutex_t *m, uint64_t deadline);
+IOP_EXPORT int iop_mutex_trylock(iop_mutex_t *m);    /* 0 or -EBUSY */
+IOP_EXPORT int iop_mutex_unlock(iop_mutex_t *m);     /* -EPERM if not the owner */
+
+typedef struct iop_cond { iop_waitq_t q; } iop_cond_t;
+IOP_EXPORT void iop_cond_init(iop_cond_t *c);
+IOP_EXPORT int iop_cond_wait(iop_cond_t *c, iop_mutex_t *m, uint64_t deadline);
+IOP_EXPORT void iop_cond_signal(iop_cond_t *c);
+IOP_EXPORT void iop_cond_broadcast(iop_cond_t *c);
+
+typedef struct iop_sem { int64_t count; iop_waitq_t q; } iop_sem_t;
+IOP_EXPORT void iop_sem_init(iop_sem_t *s, int64_t count);
+IOP_EXPORT int iop_sem_acquire(iop_sem_t *s, uint64_t deadline);
+IOP_EXPORT void iop_sem_release(iop_sem_t *s);
+
+typedef struct iop_wg { int64_t count; iop_waitq_t q; } iop_wg_t;
+IOP_EXPORT void iop_wg_init(iop_wg_t *wg);
+IOP_EXPORT void iop_wg_add(iop_wg_t *wg, int64_t n);
+IOP_EXPORT void iop_wg_done(iop_wg_t *wg);
+IOP_EXPORT int iop_wg_wait(iop_wg_t *wg, uint64_t deadline);
+
+#endif

@@ -1,0 +1,192 @@
+/* Coroutine I/O: each call prepares a proactor op in the caller's own stack frame
+ * (nothing is allocated), gives it the effective deadline, submits it and parks.
+ * The op's callback resumes the coroutine with the result.
+ *
+ * Cancel: iop_cancel sends a cancel op (also in the frame) for the parked op, and
+ * the coroutine resumes only after both callbacks have run, so that nothing the
+ * loop or the backend holds still points into its stack. The result is the op's:
+ * -ECANCELED, or what it completed with if it finished first (data read is never
+ * thrown away); every later blocking call returns -ECANCELED at once. */
+#include <errno.h>
+#include <stddef.h>
+#include "sched_private.h"
+
+static void io_done(iop_op_t *op, int res)
+{
+    iop__io_wait_t *w = op->data;
+    w->res = res;
+    if (--w->pending == 0)
+        iop__wake(w->coro, w->res);   /* resumes it: touch nothing after */
+}
+
+static void cancel_done(iop_op_t *op, int res)
+{
+    (void)res;                     /* -EALREADY / -ENOENT: the op completes anyway */
+    iop__io_wait_t *w = op->data;
+    if (--w->pending == 0)
+        iop__wake(w->coro, w->res);
+}
+
+void iop__io_cancel(iop_coro_t *c)
+{
+    iop__io_wait_t *w = (iop__io_wait_t *)((char *)c->wait_op - offsetof(iop__io_wait_t, op));
+    if (w->cancel_sent || w->shielded)
+        return;
+    w->cancel_sent = 1;
+    iop_prep_cancel(&w->cancel, &w->op, cancel_done, w);
+    if (iop_submit(iop_coro_loop(c), &w->cancel) == 0)
+        w->pending++;
+}
+
+/* The running coroutine, or NULL with *err = -EPERM (blocking outside a coroutine)
+ * or -ECANCELED. */
+static iop_coro_t *io_begin(const char *what, int *err)
+{
+    iop_coro_t *c = iop__current();
+    if (!c)
+        *err = iop__fail(-EPERM, "%s: outside any coroutine (the scheduler itself must never block)", what);
+    else if (c->cancelled)
+        *err = -ECANCELED, c = NULL;
+    return c;
+}
+
+/* Submits the op prepared in w->op with the effective deadline and parks until its
+ * callbacks have run. */
+static int io_run(iop_coro_t *c, iop__io_wait_t *w, uint64_t deadline)
+{
+    iop_loop_t *loop = iop_coro_loop(c);
+    uint64_t d = iop__deadline(deadline);
+    if (d && d <= iop_now(loop))
+        return -ETIMEDOUT;
+    iop_op_set_deadline(&w->op, d);
+    w->coro = c;
+    w->res = 0;
+    w->pending = 1;
+    w->cancel_sent = 0;
+    w->shielded = 0;
+    int r = iop_submit(loop, &w->op);
+    if (r < 0)
+        return r;
+    c->wait_op = &w->op;
+    r = iop__park(0);
+    c->wait_op = NULL;
+    return r;
+}
+
+ssize_t iop_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_recv", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_recv(&w.op, fd, buf, len, flags, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+ssize_t iop_send(int fd, const void *buf, size_t len, int flags, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_send", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_send(&w.op, fd, buf, len, flags, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+ssize_t iop_read(int fd, void *buf, size_t len, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_read", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_read(&w.op, fd, buf, len, -1, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+ssize_t iop_write(int fd, const void *buf, size_t len, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_write", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_write(&w.op, fd, buf, len, -1, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_accept", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_accept(&w.op, fd, addr, addrlen, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+int iop_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_connect", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_connect(&w.op, fd, addr, addrlen, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+/* Runs to the end even in a cancelled coroutine (else the fd would leak) and has no
+ * deadline: ops still waiting on fd fail with -ECANCELED first. */
+int iop_close(int fd)
+{
+    iop_coro_t *c = iop__current();
+    if (!c)
+        return iop__fail(-EPERM, "iop_close: outside any coroutine (use iop_fd_close there)");
+    iop__io_wait_t w;
+    iop_prep_close(&w.op, fd, io_done, &w);
+    w.coro = c;
+    w.res = 0;
+    w.pending = 1;
+    w.cancel_sent = 0;
+    w.shielded = 1;
+    int r = iop_submit(iop_coro_loop(c), &w.op);
+    if (r < 0)
+        return r;
+    c->wait_op = &w.op;
+    r = iop__park(0);
+    c->wait_op = NULL;
+    return r;
+}
+
+int iop_sleep(uint64_t ns)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_sleep", &r);
+    if (!c)
+        return r;
+    if (!ns)
+        return iop_yield();
+    uint64_t now = iop_now(iop_coro_loop(c));
+    return iop_sleep_until(ns > UINT64_MAX - now ? UINT64_MAX : now + ns);
+}
+
+/* Reaching its own deadline is success; an earlier scope deadline is -ETIMEDOUT.
+ * deadline 0 sleeps until the scope's deadline or a cancel. */
+int iop_sleep_until(uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_sleep_until", &r);
+    if (!c)
+        return r;
+    if (!deadline)
+        return iop__park(0);       /* until the scope's deadline or a cancel */
+    uint64_t scope = iop__deadline(0);
+    r = iop__park(deadline);
+    if (r == -ETIMEDOUT && (!scope || deadline < scope))
+        r = 0;
+    return r;
+}

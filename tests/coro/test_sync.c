@@ -1,0 +1,589 @@
+/* Mutex, condition, semaphore and wait group between coroutines of one loop: mutual
+ * exclusion across yields, FIFO hand-off, condition signal / broadcast / deadline /
+ * cancel (always returning with the mutex held), counting, waiting for N coroutines,
+ * and -EPERM outside coroutines. Runs on the backend named by argv[1].
+ *
+ * Coroutines do not call cmocka's asserts (a failure would longjmp off their stack):
+ * CHECK records the first failure and the test asserts there was none once the loop
+ * has run. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include "ioplex.h"
+#include "ioplex/coro.h"
+#include "test_util.h"
+
+#define MS 1000000ull
+
+static iop_loop_t *loop;
+static int finished;
+static char failure[256];
+
+#define CHECK(cond) check_at((cond), #cond, __LINE__)
+#define CHECK_EQ(a, b) check_eq_at((long long)(a), (long long)(b), #a " == " #b, __LINE__)
+
+static void check_at(int ok, const char *what, int line)
+{
+    if (!ok && !failure[0])
+        snprintf(failure, sizeof failure, "line %d: %s", line, what);
+}
+
+static void check_eq_at(long long a, long long b, const char *what, int line)
+{
+    if (a != b && !failure[0])
+        snprintf(failure, sizeof failure, "line %d: %s (%lld != %lld)", line, what, a, b);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    loop = tu_loop_new();
+    finished = 0;
+    failure[0] = '\0';
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    iop_loop_destroy(loop);
+    loop = NULL;
+    return 0;
+}
+
+static void go(iop_coro_fn fn, void *arg)
+{
+    assert_int_equal(iop_go(loop, fn, arg, NULL, NULL), 0);
+}
+
+static void run_until_finished(int n)
+{
+    int ok = tu_run_until_count(loop, &finished, n, 10000);
+    if (failure[0])
+        fail_msg("%s", failure);
+    assert_true(ok);
+    assert_int_equal(finished, n);
+}
+
+static uint64_t after_ms(uint64_t ms)
+{
+    return iop_now(loop) + ms * MS;
+}
+
+/* Yields until *v >= want, at most max times; returns whether it got there. */
+static int yield_until_at_least(const int *v, int want, int max)
+{
+    for (int i = 0; i < max && *v < want; i++)
+        iop_yield();
+    return *v >= want;
+}
+
+/* Sleeps 1 ms at a time until *v >= want, at most max_ms. */
+static int sleep_until_at_least(const int *v, int want, int max_ms)
+{
+    for (int i = 0; i < max_ms && *v < want; i++)
+        iop_sleep(MS);
+    return *v >= want;
+}
+
+/* ---- outside coroutines --------------------------------------------------------------------- */
+
+static void test_outside_coroutine(void **state)
+{
+    (void)state;
+    iop_mutex_t m;
+    iop_cond_t c;
+    iop_sem_t s;
+    iop_wg_t wg;
+    iop_mutex_init(&m);
+    iop_cond_init(&c);
+    iop_sem_init(&s, 1);
+    iop_wg_init(&wg);
+    assert_int_equal(iop_mutex_lock(&m, 0), -EPERM);   /* the owner must be a coroutine */
+    assert_int_equal(iop_mutex_trylock(&m), -EPERM);
+    assert_int_equal(iop_mutex_unlock(&m), -EPERM);
+    assert_int_equal(iop_cond_wait(&c, &m, 0), -EPERM);
+    assert_int_equal(iop_sem_acquire(&s, 0), 0);       /* would not wait */
+    assert_int_equal(iop_sem_acquire(&s, 0), -EPERM);  /* would */
+    iop_sem_release(&s);
+    assert_int_equal(s.count, 1);
+    assert_int_equal(iop_wg_wait(&wg, 0), 0);          /* count 0: at once */
+    iop_wg_add(&wg, 1);
+    assert_int_equal(iop_wg_wait(&wg, 0), -EPERM);
+    iop_wg_done(&wg);
+    assert_int_equal(iop_wg_wait(&wg, 0), 0);
+}
+
+/* ---- mutex ------------------------------------------------------------------------------------- */
+
+#define EXCL_WORKERS 4
+#define EXCL_ROUNDS 50
+
+static struct {
+    iop_mutex_t m;
+    int inside;
+    int max_inside;
+    int total;
+} ex;
+
+static void *ex_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < EXCL_ROUNDS; i++) {
+        CHECK_EQ(iop_mutex_lock(&ex.m, 0), 0);
+        CHECK(ex.m.owner == iop_self());
+        if (++ex.inside > ex.max_inside)
+            ex.max_inside = ex.inside;
+        iop_yield();               /* the others run, and must wait */
+        iop_yield();
+        ex.total++;
+        ex.inside--;
+        CHECK_EQ(iop_mutex_unlock(&ex.m), 0);
+        iop_yield();
+    }
+    finished++;
+    return NULL;
+}
+
+static void test_mutex_exclusion(void **state)
+{
+    (void)state;
+    memset(&ex, 0, sizeof ex);
+    iop_mutex_init(&ex.m);
+    for (int i = 0; i < EXCL_WORKERS; i++)
+        go(ex_worker, NULL);
+    run_until_finished(EXCL_WORKERS);
+    assert_int_equal(ex.max_inside, 1);
+    assert_int_equal(ex.total, EXCL_WORKERS * EXCL_ROUNDS);
+    assert_null(ex.m.owner);
+}
+
+/* Waiters get the mutex in the order they asked; an unlock hands it to the first
+ * one, so the unlocker cannot take it back before it has run. */
+static struct {
+    iop_mutex_t m;
+    int locked;
+    int arrived;                   /* waiters about to park, in id order */
+    int order[4];
+    int norder;
+} fo;
+
+static void *fo_waiter(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    CHECK(yield_until_at_least(&fo.locked, 1, 20));
+    CHECK(yield_until_at_least(&fo.arrived, id, 20));   /* the ones before us wait */
+    CHECK_EQ(fo.arrived, id);
+    fo.arrived++;                  /* nothing runs between this and the park */
+    CHECK_EQ(iop_mutex_lock(&fo.m, 0), 0);
+    fo.order[fo.norder++] = id;
+    iop_yield();
+    CHECK_EQ(iop_mutex_unlock(&fo.m), 0);
+    finished++;
+    return NULL;
+}
+
+static void *fo_holder(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_lock(&fo.m, 0), 0);
+    fo.locked = 1;
+    CHECK(yield_until_at_least(&fo.arrived, 3, 50));
+    CHECK_EQ(iop_mutex_unlock(&fo.m), 0);
+    CHECK_EQ(iop_mutex_trylock(&fo.m), -EBUSY);   /* waiter 0 owns it already */
+    CHECK_EQ(iop_mutex_lock(&fo.m, 0), 0);        /* behind waiters 1 and 2 */
+    fo.order[fo.norder++] = 3;
+    CHECK_EQ(iop_mutex_unlock(&fo.m), 0);
+    finished++;
+    return NULL;
+}
+
+static void test_mutex_fifo(void **state)
+{
+    (void)state;
+    memset(&fo, 0, sizeof fo);
+    iop_mutex_init(&fo.m);
+    /* spawned in reverse: the order comes from the queue, not the spawn order */
+    for (int i = 2; i >= 0; i--)
+        go(fo_waiter, (void *)(intptr_t)i);
+    go(fo_holder, NULL);
+    run_until_finished(4);
+    assert_int_equal(fo.norder, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(fo.order[i], i);
+    assert_null(fo.m.owner);
+}
+
+static struct {
+    iop_mutex_t m;
+    int held;
+    int timed_out;
+} me;
+
+static void *me_owner(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_unlock(&me.m), -EPERM);   /* not locked */
+    CHECK_EQ(iop_mutex_lock(&me.m, 0), 0);
+    CHECK_EQ(iop_mutex_lock(&me.m, 0), -EDEADLK);
+    CHECK_EQ(iop_mutex_trylock(&me.m), -EBUSY);
+    me.held = 1;
+    CHECK(sleep_until_at_least(&me.timed_out, 1, 1000));
+    CHECK(me.m.owner == iop_self());   /* the timed-out waiter did not get it */
+    CHECK_EQ(iop_mutex_unlock(&me.m), 0);
+    CHECK(me.m.owner == NULL);         /* nor does it get it now */
+    finished++;
+    return NULL;
+}
+
+static void *me_other(void *arg)
+{
+    (void)arg;
+    CHECK(yield_until_at_least(&me.held, 1, 20));
+    CHECK_EQ(iop_mutex_unlock(&me.m), -EPERM);   /* not the owner */
+    CHECK_EQ(iop_mutex_trylock(&me.m), -EBUSY);
+    uint64_t t0 = tu_clock_ns();
+    CHECK_EQ(iop_mutex_lock(&me.m, after_ms(20)), -ETIMEDOUT);
+    CHECK(tu_clock_ns() - t0 >= 15 * MS);
+    me.timed_out = 1;
+    finished++;
+    return NULL;
+}
+
+static void test_mutex_errors_and_deadline(void **state)
+{
+    (void)state;
+    memset(&me, 0, sizeof me);
+    iop_mutex_init(&me.m);
+    go(me_owner, NULL);
+    go(me_other, NULL);
+    run_until_finished(2);
+}
+
+/* ---- condition -------------------------------------------------------------------------------- */
+
+static struct {
+    iop_mutex_t m;
+    iop_cond_t c;
+    int waiting;                   /* waiters inside cond_wait */
+    int tickets;
+    int wakeups;                   /* returns from cond_wait */
+    int served;
+} cv;
+
+static void *cv_waiter(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_lock(&cv.m, 0), 0);
+    for (int i = 0; i < 10 && cv.tickets == 0; i++) {
+        cv.waiting++;
+        CHECK_EQ(iop_cond_wait(&cv.c, &cv.m, 0), 0);
+        cv.waiting--;
+        cv.wakeups++;
+        CHECK(cv.m.owner == iop_self());
+    }
+    CHECK(cv.tickets > 0);
+    cv.tickets--;
+    cv.served++;
+    CHECK_EQ(iop_mutex_unlock(&cv.m), 0);
+    finished++;
+    return NULL;
+}
+
+static void *cv_controller(void *arg)
+{
+    (void)arg;
+    CHECK(yield_until_at_least(&cv.waiting, 3, 20));
+    CHECK_EQ(iop_mutex_lock(&cv.m, 0), 0);
+    cv.tickets = 1;
+    iop_cond_signal(&cv.c);
+    iop_yield();                   /* the signalled one waits for the mutex we hold */
+    CHECK_EQ(cv.wakeups, 0);
+    CHECK_EQ(iop_mutex_unlock(&cv.m), 0);
+    for (int i = 0; i < 10; i++)
+        iop_yield();
+    CHECK_EQ(cv.wakeups, 1);       /* one signal, one waiter */
+    CHECK_EQ(cv.served, 1);
+    CHECK_EQ(cv.waiting, 2);
+
+    CHECK_EQ(iop_mutex_lock(&cv.m, 0), 0);
+    cv.tickets = 2;
+    iop_cond_broadcast(&cv.c);
+    CHECK_EQ(iop_mutex_unlock(&cv.m), 0);
+    CHECK(yield_until_at_least(&cv.served, 3, 20));
+    CHECK_EQ(cv.wakeups, 3);
+    iop_cond_signal(&cv.c);        /* no one waits: nothing happens */
+    iop_cond_broadcast(&cv.c);
+    finished++;
+    return NULL;
+}
+
+static void test_cond_signal_broadcast(void **state)
+{
+    (void)state;
+    memset(&cv, 0, sizeof cv);
+    iop_mutex_init(&cv.m);
+    iop_cond_init(&cv.c);
+    for (int i = 0; i < 3; i++)
+        go(cv_waiter, NULL);
+    go(cv_controller, NULL);
+    run_until_finished(4);
+    assert_int_equal(cv.served, 3);
+    assert_int_equal(cv.tickets, 0);
+    assert_null(cv.m.owner);
+}
+
+/* A wait that ends by deadline or cancel still returns with the mutex held, even
+ * when someone else holds it at that moment. */
+static struct {
+    iop_mutex_t m;
+    iop_cond_t c;
+    int waiting;
+    int holder_done;
+    iop_coro_t *victim;
+} cd;
+
+static void *cd_timed_waiter(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);
+    cd.waiting = 1;
+    uint64_t t0 = tu_clock_ns();
+    CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, after_ms(20)), -ETIMEDOUT);
+    CHECK(tu_clock_ns() - t0 >= 15 * MS);
+    CHECK(cd.m.owner == iop_self());
+    CHECK_EQ(cd.holder_done, 1);   /* it waited for the holder to let go */
+    CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
+    finished++;
+    return NULL;
+}
+
+static void *cd_holder(void *arg)
+{
+    (void)arg;
+    CHECK(yield_until_at_least(&cd.waiting, 1, 20));
+    CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);   /* free while the other waits */
+    iop_sleep(40 * MS);            /* past the waiter's deadline */
+    cd.holder_done = 1;
+    CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
+    finished++;
+    return NULL;
+}
+
+static void *cd_cancelled_waiter(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);
+    cd.waiting = 1;
+    CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, 0), -ECANCELED);
+    CHECK(cd.m.owner == iop_self());
+    CHECK_EQ(cd.holder_done, 1);
+    CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, 0), -ECANCELED);   /* and stays cancelled */
+    CHECK(cd.m.owner == iop_self());
+    CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
+    return NULL;
+}
+
+static void *cd_canceller(void *arg)
+{
+    (void)arg;
+    CHECK(yield_until_at_least(&cd.waiting, 1, 20));
+    CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);
+    CHECK_EQ(iop_cancel(cd.victim), 0);
+    iop_sleep(5 * MS);             /* the victim must wait for the mutex meanwhile */
+    cd.holder_done = 1;
+    CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
+    finished++;
+    return NULL;
+}
+
+/* The same with the deadline from a scope (iop_deadline_push), still in force while
+ * the mutex is taken back. */
+static void *cd_scoped_waiter(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);
+    cd.waiting = 1;
+    iop_deadline_push(after_ms(20));
+    CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, 0), -ETIMEDOUT);
+    iop_deadline_pop();
+    CHECK(cd.m.owner == iop_self());
+    CHECK_EQ(cd.holder_done, 1);
+    CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
+    finished++;
+    return NULL;
+}
+
+static void test_cond_deadline_and_cancel(void **state)
+{
+    (void)state;
+    memset(&cd, 0, sizeof cd);
+    iop_mutex_init(&cd.m);
+    iop_cond_init(&cd.c);
+    go(cd_timed_waiter, NULL);
+    go(cd_holder, NULL);
+    run_until_finished(2);
+
+    memset(&cd, 0, sizeof cd);
+    iop_mutex_init(&cd.m);
+    iop_cond_init(&cd.c);
+    assert_int_equal(iop_go(loop, cd_cancelled_waiter, NULL, NULL, &cd.victim), 0);
+    go(cd_canceller, NULL);
+    run_until_finished(3);
+    assert_int_equal(iop_join(cd.victim, NULL, 0), 0);
+    if (failure[0])
+        fail_msg("%s", failure);
+    assert_null(cd.m.owner);
+
+    memset(&cd, 0, sizeof cd);
+    iop_mutex_init(&cd.m);
+    iop_cond_init(&cd.c);
+    go(cd_scoped_waiter, NULL);
+    go(cd_holder, NULL);
+    run_until_finished(5);
+    assert_null(cd.m.owner);
+}
+
+/* ---- semaphore --------------------------------------------------------------------------------- */
+
+static struct {
+    iop_sem_t s;
+    int inside;
+    int max_inside;
+    int total;
+} se;
+
+static void *se_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ(iop_sem_acquire(&se.s, 0), 0);
+        if (++se.inside > se.max_inside)
+            se.max_inside = se.inside;
+        iop_yield();
+        iop_yield();
+        se.inside--;
+        se.total++;
+        iop_sem_release(&se.s);
+    }
+    finished++;
+    return NULL;
+}
+
+static void *se_timeout(void *arg)
+{
+    (void)arg;
+    iop_sem_t s;
+    iop_sem_init(&s, 0);
+    CHECK_EQ(iop_sem_acquire(&s, after_ms(10)), -ETIMEDOUT);
+    iop_sem_release(&s);
+    CHECK_EQ(s.count, 1);          /* the unit was not given to the one that left */
+    CHECK_EQ(iop_sem_acquire(&s, 0), 0);
+    CHECK_EQ(s.count, 0);
+    iop_sem_init(&s, -1);          /* a debt: two releases before one acquire */
+    iop_sem_release(&s);
+    CHECK_EQ(iop_sem_acquire(&s, after_ms(5)), -ETIMEDOUT);
+    iop_sem_release(&s);
+    CHECK_EQ(iop_sem_acquire(&s, 0), 0);
+    finished++;
+    return NULL;
+}
+
+static void test_semaphore(void **state)
+{
+    (void)state;
+    memset(&se, 0, sizeof se);
+    iop_sem_init(&se.s, 2);
+    for (int i = 0; i < 5; i++)
+        go(se_worker, NULL);
+    go(se_timeout, NULL);
+    run_until_finished(6);
+    assert_int_equal(se.max_inside, 2);   /* two at a time, never more */
+    assert_int_equal(se.total, 50);
+    assert_int_equal(se.s.count, 2);
+}
+
+/* ---- wait group -------------------------------------------------------------------------------- */
+
+#define WG_N 5
+
+static struct {
+    iop_wg_t wg;
+    int done;
+    int waited;
+} wgs;
+
+static void *wg_worker(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    iop_sleep((uint64_t)(id + 1) * MS);
+    wgs.done++;
+    iop_wg_done(&wgs.wg);
+    finished++;
+    return NULL;
+}
+
+static void *wg_waiter(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_wg_wait(&wgs.wg, 0), 0);
+    CHECK_EQ(wgs.done, WG_N);      /* not before the last one */
+    wgs.waited++;
+    finished++;
+    return NULL;
+}
+
+static void *wg_edges(void *arg)
+{
+    (void)arg;
+    iop_wg_t wg;
+    iop_wg_init(&wg);
+    CHECK_EQ(iop_wg_wait(&wg, 0), 0);            /* 0: at once */
+    iop_wg_add(&wg, 1);
+    CHECK_EQ(iop_wg_wait(&wg, after_ms(5)), -ETIMEDOUT);
+    iop_wg_add(&wg, -3);                          /* below zero: clamped */
+    CHECK_EQ(wg.count, 0);
+    CHECK_EQ(iop_wg_wait(&wg, 0), 0);
+    finished++;
+    return NULL;
+}
+
+static void test_wait_group(void **state)
+{
+    (void)state;
+    memset(&wgs, 0, sizeof wgs);
+    iop_wg_init(&wgs.wg);
+    iop_wg_add(&wgs.wg, WG_N);
+    go(wg_waiter, NULL);
+    go(wg_waiter, NULL);
+    for (int i = 0; i < WG_N; i++)
+        go(wg_worker, (void *)(intptr_t)i);
+    go(wg_edges, NULL);
+    run_until_finished(WG_N + 3);
+    assert_int_equal(wgs.waited, 2);
+    assert_int_equal(wgs.wg.count, 0);
+}
+
+int main(int argc, char **argv)
+{
+    if (tu_backend_set(tu_backend_from_args(argc, argv)) < 0) {
+        fprintf(stderr, "unknown backend mode '%s'\n", argv[1]);
+        return 2;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_outside_coroutine),
+        cmocka_unit_test_setup_teardown(test_mutex_exclusion, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mutex_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mutex_errors_and_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cond_signal_broadcast, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cond_deadline_and_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_semaphore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_group, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("coro.sync", tests, NULL, NULL);
+}
