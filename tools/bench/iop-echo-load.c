@@ -8,7 +8,15 @@
  * load side must be the same whatever server it measures.
  *
  * Timeline: connect all (bounded), warm up, measure, stop. Only messages completed
- * inside the measured window count for messages/s and latency; errors count always. */
+ * inside the measured window count for messages/s and latency; errors count always.
+ *
+ * With --rate R the load is paced instead: still one message in flight per
+ * connection, but each connection sends on its own schedule, R / connections
+ * messages/s, staggered so that the sends of all of them are spread evenly. A
+ * connection's next send is max(its previous slot + interval, the echo's arrival):
+ * a slow echo makes the schedule slip (and is counted) rather than cause a burst
+ * of catching up. Waiting connections sit in a min-heap by slot; a timerfd wakes the
+ * loop at the earliest one, so pacing never spins the load's CPU. */
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -21,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "bench_common.h"
@@ -42,6 +51,8 @@ typedef struct conn {
     size_t sent, got;       /* bytes of it sent / echoed and checked */
     uint64_t start_ns;      /* when its first byte was sent */
     unsigned char *tx;      /* the message in flight */
+    uint64_t slot_ns;       /* --rate: when its current / next message is due */
+    int waiting;            /* --rate: echo complete, next message not yet due */
 } conn_t;
 
 typedef struct load {
@@ -55,6 +66,15 @@ typedef struct load {
     uint64_t measured, warm_msgs;
     uint64_t errors;
     latency_hist_t hist;
+    /* --rate only (interval_ns 0: closed loop, as fast as the echoes come) */
+    uint64_t rate;          /* offered messages/s, all connections together */
+    uint64_t interval_ns;   /* between two slots of one connection */
+    conn_t **heap;          /* waiting connections, earliest slot first */
+    uint32_t nheap;
+    int tfd;                /* timerfd for the earliest slot */
+    uint64_t armed_ns;      /* what tfd is set to; 0 when never set */
+    uint64_t late;          /* measured-window sends whose slot slipped */
+    latency_hist_t lag;     /* measured-window sends: how long after their slot */
 } load_t;
 
 /* ---- message contents -------------------------------------------------------- */
@@ -141,22 +161,126 @@ static void start_message(load_t *l, conn_t *c, uint64_t now)
     send_rest(l, c);
 }
 
+/* ---- pacing (--rate) ---------------------------------------------------------- */
+
+static void heap_push(load_t *l, conn_t *c)
+{
+    uint32_t i = l->nheap++;
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (l->heap[parent]->slot_ns <= c->slot_ns)
+            break;
+        l->heap[i] = l->heap[parent];
+        i = parent;
+    }
+    l->heap[i] = c;
+}
+
+static conn_t *heap_pop(load_t *l)
+{
+    conn_t *top = l->heap[0], *last = l->heap[--l->nheap];
+    uint32_t i = 0;
+    for (;;) {
+        uint32_t child = 2 * i + 1;
+        if (child >= l->nheap)
+            break;
+        if (child + 1 < l->nheap && l->heap[child + 1]->slot_ns < l->heap[child]->slot_ns)
+            child++;
+        if (last->slot_ns <= l->heap[child]->slot_ns)
+            break;
+        l->heap[i] = l->heap[child];
+        i = child;
+    }
+    if (l->nheap > 0)
+        l->heap[i] = last;
+    return top;
+}
+
+/* Sends now if the slot has come, else parks the connection until it does. */
+static void send_at_slot(load_t *l, conn_t *c, uint64_t now)
+{
+    if (c->slot_ns <= now) {
+        c->waiting = 0;
+        if (now >= l->warm_end_ns && now < l->end_ns)
+            latency_hist_add(&l->lag, now - c->slot_ns);
+        start_message(l, c, now);
+    } else {
+        c->waiting = 1;
+        heap_push(l, c);
+    }
+}
+
+/* Starts every connection whose slot has come (dropped ones leave the heap here). */
+static void send_due(load_t *l, uint64_t now)
+{
+    while (l->nheap > 0 && l->heap[0]->slot_ns <= now) {
+        conn_t *c = heap_pop(l);
+        if (c->fd >= 0)
+            send_at_slot(l, c, now);
+    }
+}
+
+/* Points the timerfd at the earliest slot; a stale earlier setting only costs one
+ * spurious wakeup. 0, or -1 after saying why. */
+static int arm_timer(load_t *l)
+{
+    if (l->nheap == 0 || l->heap[0]->slot_ns == l->armed_ns)
+        return 0;
+    uint64_t at = l->heap[0]->slot_ns;
+    struct itimerspec its = { .it_value = { .tv_sec = (time_t)(at / 1000000000u),
+                                            .tv_nsec = (long)(at % 1000000000u) } };
+    if (timerfd_settime(l->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+        fprintf(stderr, PROG ": timerfd_settime: %s\n", strerror(errno));
+        return -1;
+    }
+    l->armed_ns = at;
+    return 0;
+}
+
 static void complete_message(load_t *l, conn_t *c)
 {
     uint64_t now = bench_now_ns();
-    if (now >= l->warm_end_ns && now < l->end_ns) {
+    int measured = now >= l->warm_end_ns && now < l->end_ns;
+    if (measured) {
         latency_hist_add(&l->hist, now - c->start_ns);
         l->measured++;
     } else if (now < l->warm_end_ns) {
         l->warm_msgs++;
     }
-    start_message(l, c, now);
+    if (l->interval_ns == 0) {
+        start_message(l, c, now);
+        return;
+    }
+    /* next slot: one interval on, or now if the echo came after that (a slip) */
+    c->slot_ns += l->interval_ns;
+    if (c->slot_ns < now) {
+        c->slot_ns = now;
+        l->late += measured;
+    }
+    send_at_slot(l, c, now);
+}
+
+/* A paced connection between messages has nothing in flight: anything readable is
+ * bytes never sent, an EOF or an error, and each ends the connection. */
+static void receive_while_waiting(load_t *l, conn_t *c)
+{
+    ssize_t n = read(c->fd, l->scratch, 1);
+    if (n > 0)
+        drop(l, c, "received bytes that were never sent");
+    else if (n == 0)
+        drop(l, c, "the server closed the connection");
+    else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        drop(l, c, strerror(errno));
 }
 
 /* Reads the echo in chunks and checks each against what was sent. Stops at the end
  * of the message: what follows belongs to the next one, which is not sent yet. */
 static void receive(load_t *l, conn_t *c)
 {
+    if (c->waiting) {
+        receive_while_waiting(l, c);
+        return;
+    }
     while (c->got < l->size) {
         size_t want = l->size - c->got;
         if (want > SCRATCH_SIZE)
@@ -276,19 +400,54 @@ static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t s
 
 /* ---- the run ----------------------------------------------------------------- */
 
+/* --rate: the timerfd in the epoll set (data.ptr NULL marks it), and the heap. */
+static int setup_pacing(load_t *l)
+{
+    l->interval_ns = (uint64_t)((double)l->nconns * 1e9 / (double)l->rate + 0.5);
+    if (l->interval_ns == 0)
+        l->interval_ns = 1;
+    l->heap = calloc(l->nconns, sizeof *l->heap);
+    l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);   /* bench_now_ns's clock */
+    if (!l->heap || l->tfd < 0) {
+        fprintf(stderr, PROG ": cannot set up pacing: %s\n", l->heap ? strerror(errno) : "out of memory");
+        return -1;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (epoll_ctl(l->ep, EPOLL_CTL_ADD, l->tfd, &ev) < 0) {
+        fprintf(stderr, PROG ": epoll_ctl: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int run(load_t *l, uint64_t warmup_ns, uint64_t duration_ns)
 {
+    if (l->rate && setup_pacing(l) < 0)
+        return -1;
     uint64_t now = bench_now_ns();
     l->warm_end_ns = now + warmup_ns;
     l->end_ns = l->warm_end_ns + duration_ns;
-    for (uint32_t i = 0; i < l->nconns; i++)
-        start_message(l, &l->conns[i], now);
+    for (uint32_t i = 0; i < l->nconns; i++) {
+        conn_t *c = &l->conns[i];
+        if (l->interval_ns == 0) {
+            start_message(l, c, now);
+            continue;
+        }
+        /* staggered first slots: the sends of all connections spread evenly */
+        c->slot_ns = now + (uint64_t)((double)i * 1e9 / (double)l->rate);
+        send_at_slot(l, c, now);
+    }
 
     struct epoll_event evs[MAX_EVENTS];
     while (l->live > 0) {
         now = bench_now_ns();
         if (now >= l->end_ns)
             break;
+        if (l->interval_ns) {
+            send_due(l, now);
+            if (arm_timer(l) < 0)
+                return -1;
+        }
         int n = epoll_wait(l->ep, evs, MAX_EVENTS, (int)((l->end_ns - now) / 1000000 + 1));
         if (n < 0) {
             if (errno == EINTR)
@@ -298,6 +457,12 @@ static int run(load_t *l, uint64_t warmup_ns, uint64_t duration_ns)
         }
         for (int i = 0; i < n; i++) {
             conn_t *c = evs[i].data.ptr;
+            if (!c) {   /* the pacing timer: clear it, send_due does the rest */
+                uint64_t ticks;
+                if (read(l->tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
+                    fprintf(stderr, PROG ": timerfd read: %s\n", strerror(errno));
+                continue;
+            }
             if (c->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                 receive(l, c);
             if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
@@ -319,15 +484,28 @@ static void print_results(const load_t *l, const char *target, double warmup_s, 
     double p50 = (double)latency_hist_quantile(&l->hist, 0.50) / 1000.0;
     double p99 = (double)latency_hist_quantile(&l->hist, 0.99) / 1000.0;
     printf("%s: %u conns x %zu B, %.1f s: %.0f msgs/s, p50 %.1f us, p99 %.1f us, "
-           "errors %llu, messages %llu\n", target, l->nconns, l->size, duration_s, mps,
+           "errors %llu, messages %llu", target, l->nconns, l->size, duration_s, mps,
            p50, p99, (unsigned long long)l->errors, (unsigned long long)l->measured);
-    if (json)
+    double lag50 = (double)latency_hist_quantile(&l->lag, 0.50) / 1000.0;
+    double lag99 = (double)latency_hist_quantile(&l->lag, 0.99) / 1000.0;
+    if (l->rate)
+        printf("; offered %llu msgs/s, achieved %.1f%% of it, late sends %llu, "
+               "send lag p50 %.1f us, p99 %.1f us", (unsigned long long)l->rate,
+               100.0 * mps / (double)l->rate, (unsigned long long)l->late, lag50, lag99);
+    printf("\n");
+    if (json) {
         printf("{\"target\":\"%s\",\"connections\":%u,\"size\":%zu,\"warmup_s\":%.3f,"
                "\"duration_s\":%.3f,\"msgs_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
-               "\"errors\":%llu,\"messages\":%llu,\"messages_incl_warmup\":%llu}\n",
+               "\"errors\":%llu,\"messages\":%llu,\"messages_incl_warmup\":%llu",
                target, l->nconns, l->size, warmup_s, duration_s, mps, p50, p99,
                (unsigned long long)l->errors, (unsigned long long)l->measured,
                (unsigned long long)(l->measured + l->warm_msgs));
+        if (l->rate)
+            printf(",\"rate\":%llu,\"achieved_msgs_per_s\":%.1f,\"late_sends\":%llu,"
+                   "\"send_lag_p50_us\":%.1f,\"send_lag_p99_us\":%.1f",
+                   (unsigned long long)l->rate, mps, (unsigned long long)l->late, lag50, lag99);
+        printf("}\n");
+    }
     fflush(stdout);
 }
 
@@ -341,10 +519,17 @@ static void usage(FILE *f)
         "messages/s, p50 and p99 round-trip latency, errors and the message count of\n"
         "the measured window. Stops by itself after warmup + duration.\n"
         "\n"
+        "With --rate R the load is paced: R messages/s in all, each connection on its\n"
+        "own schedule of R / connections messages/s (still one message in flight);\n"
+        "a connection whose echo comes after its next slot sends at once and its\n"
+        "schedule slips (a late send). Reports the achieved rate and late sends.\n"
+        "\n"
         "  --connections N   concurrent connections (default 100)\n"
         "  --size BYTES      message size (default 64)\n"
         "  --duration S      measured seconds, fractions allowed (default 10)\n"
         "  --warmup S        seconds run before measuring (default 2)\n"
+        "  --rate R          offered load: R messages/s in all (default: closed\n"
+        "                    loop, each echo answered by the next message at once)\n"
         "  --cpu N           pin this process to CPU N\n"
         "  --json            also print the results as one JSON line\n"
         "  --help            this text\n"
@@ -355,7 +540,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    uint64_t nconns = 100, size = 64, cpu = 0;
+    uint64_t nconns = 100, size = 64, cpu = 0, rate = 0;
     double duration_s = 10, warmup_s = 2;
     int json = 0, pin = 0;
     static const struct option longopts[] = {
@@ -364,18 +549,20 @@ int main(int argc, char **argv)
         { "duration", required_argument, NULL, 'd' },
         { "warmup", required_argument, NULL, 'w' },
         { "cpu", required_argument, NULL, 'C' },
+        { "rate", required_argument, NULL, 'r' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int ch, bad = 0;
-    while ((ch = getopt_long(argc, argv, "c:s:d:w:C:jh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:s:d:w:C:r:jh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': bad |= bench_parse_u64(optarg, 1, 1000000, &nconns) < 0; break;
         case 's': bad |= bench_parse_u64(optarg, 1, 64u << 20, &size) < 0; break;
         case 'd': bad |= bench_parse_seconds(optarg, 86400, &duration_s) < 0 || duration_s <= 0; break;
         case 'w': bad |= bench_parse_seconds(optarg, 86400, &warmup_s) < 0; break;
         case 'C': bad |= bench_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0; pin = 1; break;
+        case 'r': bad |= bench_parse_u64(optarg, 1, 1000000000, &rate) < 0; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_USAGE;
@@ -414,6 +601,8 @@ int main(int argc, char **argv)
     static load_t l;   /* the histogram is large: keep it off the stack */
     l.size = size;
     l.nconns = (uint32_t)nconns;
+    l.rate = rate;
+    l.tfd = -1;
     l.ep = epoll_create1(EPOLL_CLOEXEC);
     l.conns = calloc(nconns, sizeof *l.conns);
     l.scratch = malloc(SCRATCH_SIZE);
@@ -439,7 +628,10 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < l.nconns; i++)
         if (l.conns[i].fd >= 0)
             close(l.conns[i].fd);
+    if (l.tfd >= 0)
+        close(l.tfd);
     close(l.ep);
+    free(l.heap);
     free(tx);
     free(l.scratch);
     free(l.conns);
