@@ -1,4 +1,4 @@
-/* Shared by test_sched.c and test_coro_io.c: one loop per test on the backend under
+/* Shared by the coroutine tests (sched, coro_io, chan, sync): one loop per test on the backend under
  * test, and checks usable inside coroutines.
  *
  * Coroutines do not call cmocka's asserts (a failure would longjmp off their stack):

@@ -5,75 +5,7 @@
  * Coroutines do not call cmocka's asserts (a failure would longjmp off their stack):
  * CHECK records the first failure and the test asserts there was none once the loop
  * has run. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <errno.h>
-#include <stdio.h>
-#include <string.h>
-#include "ioplex.h"
-#include "ioplex/coro.h"
-#include "test_util.h"
-
-#define MS 1000000ull
-
-static iop_loop_t *loop;
-static int finished;               /* coroutines that have ended */
-static char failure[256];
-
-#define CHECK(cond) check_at((cond), #cond, __LINE__)
-#define CHECK_EQ(a, b) check_eq_at((long long)(a), (long long)(b), #a " == " #b, __LINE__)
-
-static void check_at(int ok, const char *what, int line)
-{
-    if (!ok && !failure[0])
-        snprintf(failure, sizeof failure, "line %d: %s", line, what);
-}
-
-static void check_eq_at(long long a, long long b, const char *what, int line)
-{
-    if (a != b && !failure[0])
-        snprintf(failure, sizeof failure, "line %d: %s (%lld != %lld)", line, what, a, b);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    loop = tu_loop_new();
-    finished = 0;
-    failure[0] = '\0';
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    iop_loop_destroy(loop);
-    loop = NULL;
-    return 0;
-}
-
-static void go(iop_coro_fn fn, void *arg)
-{
-    assert_int_equal(iop_go(loop, fn, arg, NULL, NULL), 0);
-}
-
-/* Runs the loop until n coroutines have ended, then fails on any CHECK. */
-static void run_until_finished(int n)
-{
-    int ok = tu_run_until_count(loop, &finished, n, 10000);
-    if (failure[0])
-        fail_msg("%s", failure);
-    assert_true(ok);
-    assert_int_equal(finished, n);
-}
-
-static uint64_t after_ms(uint64_t ms)
-{
-    return iop_now(loop) + ms * MS;
-}
+#include "sched_test.h"
 
 /* Yields until *flag is set, at most max times; returns the flag. */
 static int yield_until(const int *flag, int max)
@@ -149,7 +81,7 @@ static void *fifo_producer(void *arg)
         if (i % 3 == id % 3)
             iop_yield();
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -163,7 +95,7 @@ static void *fifo_consumer(void *arg)
         if (i % 7 == 0)
             iop_yield();
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -175,9 +107,9 @@ static void test_bounded_fifo(void **state)
     memset(&fifo, 0, sizeof fifo);
     fifo.ch = chan_new(sizeof(int), 3);
     for (int p = 0; p < FIFO_PRODUCERS; p++)
-        go(fifo_producer, (void *)(intptr_t)p);
-    go(fifo_consumer, NULL);
-    run_until_finished(FIFO_PRODUCERS + 1);
+        st_go(fifo_producer, (void *)(intptr_t)p, NULL);
+    st_go(fifo_consumer, NULL, NULL);
+    st_run_until_done(FIFO_PRODUCERS + 1, 10000);
     assert_int_equal(fifo.nreceived, FIFO_PRODUCERS * FIFO_PER_PRODUCER);
     assert_memory_equal(fifo.received, fifo.entered, sizeof fifo.received);
     iop_chan_free(fifo.ch);
@@ -205,7 +137,7 @@ static void *mpmc_producer(void *arg)
     }
     if (--mpmc.producers_left == 0)
         iop_chan_close(mpmc.ch);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -233,7 +165,7 @@ static void *mpmc_consumer(void *arg)
         if ((guard + id) % 4 == 0)
             iop_yield();
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -244,10 +176,10 @@ static void test_bounded_mpmc_close(void **state)
     mpmc.ch = chan_new(sizeof(int), 4);
     mpmc.producers_left = MPMC_N;
     for (int i = 0; i < MPMC_N; i++) {
-        go(mpmc_consumer, (void *)(intptr_t)i);
-        go(mpmc_producer, (void *)(intptr_t)i);
+        st_go(mpmc_consumer, (void *)(intptr_t)i, NULL);
+        st_go(mpmc_producer, (void *)(intptr_t)i, NULL);
     }
-    run_until_finished(2 * MPMC_N);
+    st_run_until_done(2 * MPMC_N, 10000);
     assert_int_equal(mpmc.total, MPMC_N * MPMC_PER);
     assert_int_equal(mpmc.ended_with_epipe, MPMC_N);
     iop_chan_free(mpmc.ch);
@@ -265,7 +197,7 @@ static void *rq_receiver(void *arg)
     int id = (int)(intptr_t)arg;
     rq.parked++;
     CHECK_EQ(iop_chan_recv(rq.ch, &rq.got[id], 0), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -279,7 +211,7 @@ static void *rq_sender(void *arg)
         int v = 10 + i;
         CHECK_EQ(iop_chan_send(rq.ch, &v, 0), 0);
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -288,12 +220,12 @@ static void test_receivers_fifo(void **state)
     (void)state;
     for (size_t cap = 0; cap <= 2; cap += 2) {
         memset(&rq, 0, sizeof rq);
-        finished = 0;
+        st_done = 0;
         rq.ch = chan_new(sizeof(int), cap);
         for (int i = 0; i < 3; i++)
-            go(rq_receiver, (void *)(intptr_t)i);
-        go(rq_sender, NULL);
-        run_until_finished(4);
+            st_go(rq_receiver, (void *)(intptr_t)i, NULL);
+        st_go(rq_sender, NULL, NULL);
+        st_run_until_done(4, 10000);
         assert_int_equal(rq.got[0], 10);
         assert_int_equal(rq.got[1], 11);
         assert_int_equal(rq.got[2], 12);
@@ -317,7 +249,7 @@ static void *rv_sender_first(void *arg)
     CHECK_EQ(iop_chan_send(rv.ch, &v, 0), 0);
     rv.send_returned = 1;
     CHECK_EQ(rv.value, 42);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -330,7 +262,7 @@ static void *rv_late_receiver(void *arg)
     }
     CHECK_EQ(iop_chan_recv(rv.ch, &rv.value, 0), 0);
     CHECK_EQ(rv.value, 42);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -340,7 +272,7 @@ static void *rv_receiver_first(void *arg)
     rv.receiver_waiting = 1;
     CHECK_EQ(iop_chan_recv(rv.ch, &rv.value, 0), 0);
     CHECK_EQ(rv.value, 43);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -352,7 +284,7 @@ static void *rv_late_sender(void *arg)
     int v = 43;
     CHECK_EQ(iop_chan_send(rv.ch, &v, 0), 0);
     CHECK_EQ(rv.value, 43);        /* in the receiver's hands before we go on */
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -361,12 +293,12 @@ static void *rv_timeouts(void *arg)
     (void)arg;
     int v = 44, out = 0;
     uint64_t t0 = tu_clock_ns();
-    CHECK_EQ(iop_chan_send(rv.ch, &v, after_ms(20)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_send(rv.ch, &v, st_after_ms(20)), -ETIMEDOUT);
     CHECK(tu_clock_ns() - t0 >= 15 * MS);
     /* the timed-out element was withdrawn: nobody is there to take from */
-    CHECK_EQ(iop_chan_recv(rv.ch, &out, after_ms(10)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_recv(rv.ch, &out, st_after_ms(10)), -ETIMEDOUT);
     CHECK_EQ(out, 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -375,20 +307,20 @@ static void test_unbuffered_rendezvous(void **state)
     (void)state;
     memset(&rv, 0, sizeof rv);
     rv.ch = chan_new(sizeof(int), 0);
-    go(rv_sender_first, NULL);
-    go(rv_late_receiver, NULL);
-    run_until_finished(2);
+    st_go(rv_sender_first, NULL, NULL);
+    st_go(rv_late_receiver, NULL, NULL);
+    st_run_until_done(2, 10000);
     assert_int_equal(rv.value, 42);
 
     iop_chan_t *ch = rv.ch;         /* left empty: used again */
     memset(&rv, 0, sizeof rv);
     rv.ch = ch;
-    go(rv_receiver_first, NULL);
-    go(rv_late_sender, NULL);
-    run_until_finished(4);
+    st_go(rv_receiver_first, NULL, NULL);
+    st_go(rv_late_sender, NULL, NULL);
+    st_run_until_done(4, 10000);
 
-    go(rv_timeouts, NULL);
-    run_until_finished(5);
+    st_go(rv_timeouts, NULL, NULL);
+    st_run_until_done(5, 10000);
     iop_chan_free(rv.ch);
 }
 
@@ -417,7 +349,7 @@ static void *cl_drain(void *arg)
     CHECK_EQ(iop_chan_recv(ch, &v, 0), -EPIPE);
     CHECK_EQ(iop_chan_recv(ch, &v, 0), -EPIPE);
     iop_chan_free(ch);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -428,7 +360,7 @@ static void *cl_waiting_receiver(void *arg)
     cl.parked++;
     if (iop_chan_recv(cl.ch, &v, 0) == -EPIPE)
         cl.epipe++;
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -438,7 +370,7 @@ static void *cl_waiting_sender(void *arg)
     cl.parked++;
     if (iop_chan_send(cl.ch, &v, 0) == -EPIPE)
         cl.epipe++;
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -450,23 +382,23 @@ static void *cl_closer(void *arg)
     CHECK_EQ(cl.parked, want);
     iop_yield();                    /* the last one parks */
     iop_chan_close(cl.ch);
-    finished++;
+    st_done++;
     return NULL;
 }
 
 static void test_close(void **state)
 {
     (void)state;
-    go(cl_drain, NULL);
-    run_until_finished(1);
+    st_go(cl_drain, NULL, NULL);
+    st_run_until_done(1, 10000);
 
     /* receivers waiting on an empty channel */
     memset(&cl, 0, sizeof cl);
     cl.ch = chan_new(sizeof(int), 2);
-    go(cl_waiting_receiver, NULL);
-    go(cl_waiting_receiver, NULL);
-    go(cl_closer, (void *)(intptr_t)2);
-    run_until_finished(4);
+    st_go(cl_waiting_receiver, NULL, NULL);
+    st_go(cl_waiting_receiver, NULL, NULL);
+    st_go(cl_closer, (void *)(intptr_t)2, NULL);
+    st_run_until_done(4, 10000);
     assert_int_equal(cl.epipe, 2);
     iop_chan_free(cl.ch);
 
@@ -475,10 +407,10 @@ static void test_close(void **state)
     cl.ch = chan_new(sizeof(int), 1);
     int v = 5;
     assert_int_equal(iop_chan_send(cl.ch, &v, 0), 0);
-    go(cl_waiting_sender, (void *)(intptr_t)6);
-    go(cl_waiting_sender, (void *)(intptr_t)7);
-    go(cl_closer, (void *)(intptr_t)2);
-    run_until_finished(7);
+    st_go(cl_waiting_sender, (void *)(intptr_t)6, NULL);
+    st_go(cl_waiting_sender, (void *)(intptr_t)7, NULL);
+    st_go(cl_closer, (void *)(intptr_t)2, NULL);
+    st_run_until_done(7, 10000);
     assert_int_equal(cl.epipe, 2);
     v = 0;
     assert_int_equal(iop_chan_recv(cl.ch, &v, 0), 0);
@@ -489,9 +421,9 @@ static void test_close(void **state)
     /* a sender waiting on an unbuffered channel */
     memset(&cl, 0, sizeof cl);
     cl.ch = chan_new(sizeof(int), 0);
-    go(cl_waiting_sender, (void *)(intptr_t)8);
-    go(cl_closer, (void *)(intptr_t)1);
-    run_until_finished(9);
+    st_go(cl_waiting_sender, (void *)(intptr_t)8, NULL);
+    st_go(cl_closer, (void *)(intptr_t)1, NULL);
+    st_run_until_done(9, 10000);
     assert_int_equal(cl.epipe, 1);
     iop_chan_free(cl.ch);
 }
@@ -520,7 +452,7 @@ static void *sel_ready(void *arg)
     /* a send that can proceed, next to a receive that cannot */
     int s = 88;
     iop_select_case_t mixed[2] = { { .ch = b[0], .elem = &out[0] }, { .ch = b[2], .send = 1, .elem = &s } };
-    CHECK_EQ(iop_select(mixed, 2, after_ms(1000)), 1);
+    CHECK_EQ(iop_select(mixed, 2, st_after_ms(1000)), 1);
     CHECK_EQ(mixed[1].res, 0);
     CHECK_EQ(iop_chan_recv(b[2], &v, 0), 0);
     CHECK_EQ(v, 88);
@@ -537,15 +469,15 @@ static void *sel_ready(void *arg)
 
     for (int i = 0; i < 3; i++)
         iop_chan_free(b[i]);
-    finished++;
+    st_done++;
     return NULL;
 }
 
 static void test_select_ready(void **state)
 {
     (void)state;
-    go(sel_ready, NULL);
-    run_until_finished(1);
+    st_go(sel_ready, NULL, NULL);
+    st_run_until_done(1, 10000);
 }
 
 /* A parked select is woken once, by the first case that fires; its other waiters
@@ -574,7 +506,7 @@ static void *sp_selector(void *arg)
     if (sp.index >= 0)
         sp.res = c[sp.index].res;
     CHECK_EQ(out0, 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -587,9 +519,9 @@ static void *sp_sender(void *arg)
     CHECK_EQ(sp.value, 7);
     /* the selector's other cases no longer wait */
     v = 8;
-    CHECK_EQ(iop_chan_send(sp.u[0], &v, after_ms(20)), -ETIMEDOUT);
-    CHECK_EQ(iop_chan_recv(sp.u[2], &v, after_ms(10)), -ETIMEDOUT);
-    finished++;
+    CHECK_EQ(iop_chan_send(sp.u[0], &v, st_after_ms(20)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_recv(sp.u[2], &v, st_after_ms(10)), -ETIMEDOUT);
+    st_done++;
     return NULL;
 }
 
@@ -600,7 +532,7 @@ static void *sp_receiver(void *arg)
     int v = 0;
     CHECK_EQ(iop_chan_recv(sp.u[2], &v, 0), 0);   /* takes the selector's send */
     CHECK_EQ(v, 5);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -610,9 +542,9 @@ static void test_select_parks(void **state)
     memset(&sp, 0, sizeof sp);
     for (int i = 0; i < 3; i++)
         sp.u[i] = chan_new(sizeof(int), 0);
-    go(sp_selector, NULL);
-    go(sp_sender, NULL);
-    run_until_finished(2);
+    st_go(sp_selector, NULL, NULL);
+    st_go(sp_sender, NULL, NULL);
+    st_run_until_done(2, 10000);
     assert_int_equal(sp.returns, 1);
     assert_int_equal(sp.index, 1);
     assert_int_equal(sp.res, 0);
@@ -621,9 +553,9 @@ static void test_select_parks(void **state)
     /* the send case wins this time */
     sp.parked = sp.returns = 0;
     sp.index = -1;
-    go(sp_selector, NULL);
-    go(sp_receiver, NULL);
-    run_until_finished(4);
+    st_go(sp_selector, NULL, NULL);
+    st_go(sp_receiver, NULL, NULL);
+    st_run_until_done(4, 10000);
     assert_int_equal(sp.returns, 1);
     assert_int_equal(sp.index, 2);
     assert_int_equal(sp.res, 0);
@@ -631,12 +563,12 @@ static void test_select_parks(void **state)
     /* closing a channel fires its case with -EPIPE */
     sp.parked = sp.returns = 0;
     sp.index = -1;
-    go(sp_selector, NULL);
-    tu_run_nowait(loop, 3);
+    st_go(sp_selector, NULL, NULL);
+    tu_run_nowait(st_loop, 3);
     assert_int_equal(sp.parked, 1);
     assert_int_equal(sp.returns, 0);
     iop_chan_close(sp.u[0]);
-    run_until_finished(5);
+    st_run_until_done(5, 10000);
     assert_int_equal(sp.returns, 1);
     assert_int_equal(sp.index, 0);
     assert_int_equal(sp.res, -EPIPE);
@@ -671,7 +603,7 @@ static void *fair_selector(void *arg)
     }
     for (int i = 0; i < 3; i++)
         iop_chan_free(ch[i]);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -679,8 +611,8 @@ static void test_select_fair(void **state)
 {
     (void)state;
     memset(fair_counts, 0, sizeof fair_counts);
-    go(fair_selector, NULL);
-    run_until_finished(1);
+    st_go(fair_selector, NULL, NULL);
+    st_run_until_done(1, 10000);
     assert_int_equal(fair_counts[0] + fair_counts[1] + fair_counts[2], FAIR_ROUNDS);
     for (int i = 0; i < 3; i++) {
         print_message("case %d chosen %d times of %d\n", i, fair_counts[i], FAIR_ROUNDS);
@@ -703,15 +635,15 @@ static void *sd_selector(void *arg)
         { .ch = sd.a, .send = 1, .elem = &s }, { .ch = sd.b, .elem = &out }, { .ch = sd.c, .elem = &out },
     };
     uint64_t t0 = tu_clock_ns();
-    CHECK_EQ(iop_select(c, 3, after_ms(20)), -ETIMEDOUT);
+    CHECK_EQ(iop_select(c, 3, st_after_ms(20)), -ETIMEDOUT);
     CHECK(tu_clock_ns() - t0 >= 15 * MS);
     sd.timed_out = 1;
-    CHECK_EQ(iop_chan_recv(sd.done, &x, after_ms(1000)), 0);   /* parked while probed */
+    CHECK_EQ(iop_chan_recv(sd.done, &x, st_after_ms(1000)), 0);   /* parked while probed */
     CHECK_EQ(x, 1);
     CHECK_EQ(out, 0);
     /* no case at all: only the deadline */
-    CHECK_EQ(iop_select(NULL, 0, after_ms(5)), -ETIMEDOUT);
-    finished++;
+    CHECK_EQ(iop_select(NULL, 0, st_after_ms(5)), -ETIMEDOUT);
+    st_done++;
     return NULL;
 }
 
@@ -722,17 +654,17 @@ static void *sd_prober(void *arg)
         iop_sleep(MS);
     CHECK(sd.timed_out);
     int v = 0;
-    CHECK_EQ(iop_chan_recv(sd.a, &v, after_ms(5)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_recv(sd.a, &v, st_after_ms(5)), -ETIMEDOUT);
     CHECK_EQ(v, 0);
     v = 4;
-    CHECK_EQ(iop_chan_send(sd.b, &v, after_ms(5)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_send(sd.b, &v, st_after_ms(5)), -ETIMEDOUT);
     CHECK_EQ(iop_chan_send(sd.c, &v, 0), 0);      /* stays in the buffer */
     v = 0;
     CHECK_EQ(iop_chan_recv(sd.c, &v, 0), 0);
     CHECK_EQ(v, 4);
     v = 1;
     CHECK_EQ(iop_chan_send(sd.done, &v, 0), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -744,9 +676,9 @@ static void test_select_deadline(void **state)
     sd.b = chan_new(sizeof(int), 0);
     sd.c = chan_new(sizeof(int), 2);
     sd.done = chan_new(sizeof(int), 0);
-    go(sd_selector, NULL);
-    go(sd_prober, NULL);
-    run_until_finished(2);
+    st_go(sd_selector, NULL, NULL);
+    st_go(sd_prober, NULL, NULL);
+    st_run_until_done(2, 10000);
     iop_chan_free(sd.a);
     iop_chan_free(sd.b);
     iop_chan_free(sd.c);
@@ -793,15 +725,15 @@ static void *sc_canceller(void *arg)
      * still queued then) ... */
     int v = 2;
     CHECK_EQ(iop_chan_send(sc.b1, &v, 0), 0);     /* into the buffer, not to the selector */
-    CHECK_EQ(iop_chan_recv(sc.u2, &v, after_ms(10)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_recv(sc.u2, &v, st_after_ms(10)), -ETIMEDOUT);
     CHECK_EQ(v, 2);
     /* ... and once it has */
-    CHECK_EQ(iop_chan_send(sc.u0, &v, after_ms(10)), -ETIMEDOUT);
-    CHECK_EQ(iop_chan_recv(sc.u2, &v, after_ms(10)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_send(sc.u0, &v, st_after_ms(10)), -ETIMEDOUT);
+    CHECK_EQ(iop_chan_recv(sc.u2, &v, st_after_ms(10)), -ETIMEDOUT);
     v = 0;
     CHECK_EQ(iop_chan_recv(sc.b1, &v, 0), 0);
     CHECK_EQ(v, 2);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -812,9 +744,9 @@ static void test_select_cancel(void **state)
     sc.u0 = chan_new(sizeof(int), 0);
     sc.b1 = chan_new(sizeof(int), 1);
     sc.u2 = chan_new(sizeof(int), 0);
-    assert_int_equal(iop_go(loop, sc_selector, NULL, NULL, &sc.selector), 0);
-    go(sc_canceller, NULL);
-    run_until_finished(1);
+    assert_int_equal(iop_go(st_loop, sc_selector, NULL, NULL, &sc.selector), 0);
+    st_go(sc_canceller, NULL, NULL);
+    st_run_until_done(1, 10000);
     void *result = (void *)1;
     assert_int_equal(iop_join(sc.selector, &result, 0), 0);
     assert_null(result);
@@ -850,7 +782,7 @@ static void *hp_sender(void *arg)
     hp.allocs = b.allocs - a.allocs;
     int last = PINGS;
     CHECK_EQ(iop_chan_send(hp.ch, &last, 0), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -863,7 +795,7 @@ static void *hp_receiver(void *arg)
         CHECK_EQ(v, i);
         hp.sum += v;
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -873,9 +805,9 @@ static void test_handoff_no_alloc(void **state)
     (void)state;
     memset(&hp, 0, sizeof hp);
     hp.ch = chan_new(sizeof(int), 0);
-    go(hp_receiver, NULL);
-    go(hp_sender, NULL);
-    run_until_finished(2);
+    st_go(hp_receiver, NULL, NULL);
+    st_go(hp_sender, NULL, NULL);
+    st_run_until_done(2, 10000);
     assert_int_equal(hp.sum, PINGS * (PINGS + 1) / 2);
     assert_int_equal(hp.allocs, 0);
     iop_chan_free(hp.ch);
@@ -889,17 +821,17 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_and_outside_coroutine),
-        cmocka_unit_test_setup_teardown(test_bounded_fifo, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bounded_mpmc_close, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_receivers_fifo, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unbuffered_rendezvous, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_select_ready, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_select_parks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_select_fair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_select_deadline, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_select_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_handoff_no_alloc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bounded_fifo, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_bounded_mpmc_close, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_receivers_fifo, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_unbuffered_rendezvous, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_close, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_select_ready, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_select_parks, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_select_fair, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_select_deadline, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_select_cancel, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_no_alloc, st_setup, st_teardown),
     };
     return cmocka_run_group_tests_name("coro.chan", tests, NULL, NULL);
 }

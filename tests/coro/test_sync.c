@@ -6,74 +6,7 @@
  * Coroutines do not call cmocka's asserts (a failure would longjmp off their stack):
  * CHECK records the first failure and the test asserts there was none once the loop
  * has run. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <errno.h>
-#include <stdio.h>
-#include <string.h>
-#include "ioplex.h"
-#include "ioplex/coro.h"
-#include "test_util.h"
-
-#define MS 1000000ull
-
-static iop_loop_t *loop;
-static int finished;
-static char failure[256];
-
-#define CHECK(cond) check_at((cond), #cond, __LINE__)
-#define CHECK_EQ(a, b) check_eq_at((long long)(a), (long long)(b), #a " == " #b, __LINE__)
-
-static void check_at(int ok, const char *what, int line)
-{
-    if (!ok && !failure[0])
-        snprintf(failure, sizeof failure, "line %d: %s", line, what);
-}
-
-static void check_eq_at(long long a, long long b, const char *what, int line)
-{
-    if (a != b && !failure[0])
-        snprintf(failure, sizeof failure, "line %d: %s (%lld != %lld)", line, what, a, b);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    loop = tu_loop_new();
-    finished = 0;
-    failure[0] = '\0';
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    iop_loop_destroy(loop);
-    loop = NULL;
-    return 0;
-}
-
-static void go(iop_coro_fn fn, void *arg)
-{
-    assert_int_equal(iop_go(loop, fn, arg, NULL, NULL), 0);
-}
-
-static void run_until_finished(int n)
-{
-    int ok = tu_run_until_count(loop, &finished, n, 10000);
-    if (failure[0])
-        fail_msg("%s", failure);
-    assert_true(ok);
-    assert_int_equal(finished, n);
-}
-
-static uint64_t after_ms(uint64_t ms)
-{
-    return iop_now(loop) + ms * MS;
-}
+#include "sched_test.h"
 
 /* Yields until *v >= want, at most max times; returns whether it got there. */
 static int yield_until_at_least(const int *v, int want, int max)
@@ -146,7 +79,7 @@ static void *ex_worker(void *arg)
         CHECK_EQ(iop_mutex_unlock(&ex.m), 0);
         iop_yield();
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -156,8 +89,8 @@ static void test_mutex_exclusion(void **state)
     memset(&ex, 0, sizeof ex);
     iop_mutex_init(&ex.m);
     for (int i = 0; i < EXCL_WORKERS; i++)
-        go(ex_worker, NULL);
-    run_until_finished(EXCL_WORKERS);
+        st_go(ex_worker, NULL, NULL);
+    st_run_until_done(EXCL_WORKERS, 10000);
     assert_int_equal(ex.max_inside, 1);
     assert_int_equal(ex.total, EXCL_WORKERS * EXCL_ROUNDS);
     assert_null(ex.m.owner);
@@ -184,7 +117,7 @@ static void *fo_waiter(void *arg)
     fo.order[fo.norder++] = id;
     iop_yield();
     CHECK_EQ(iop_mutex_unlock(&fo.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -199,7 +132,7 @@ static void *fo_holder(void *arg)
     CHECK_EQ(iop_mutex_lock(&fo.m, 0), 0);        /* behind waiters 1 and 2 */
     fo.order[fo.norder++] = 3;
     CHECK_EQ(iop_mutex_unlock(&fo.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -210,9 +143,9 @@ static void test_mutex_fifo(void **state)
     iop_mutex_init(&fo.m);
     /* spawned in reverse: the order comes from the queue, not the spawn order */
     for (int i = 2; i >= 0; i--)
-        go(fo_waiter, (void *)(intptr_t)i);
-    go(fo_holder, NULL);
-    run_until_finished(4);
+        st_go(fo_waiter, (void *)(intptr_t)i, NULL);
+    st_go(fo_holder, NULL, NULL);
+    st_run_until_done(4, 10000);
     assert_int_equal(fo.norder, 4);
     for (int i = 0; i < 4; i++)
         assert_int_equal(fo.order[i], i);
@@ -237,7 +170,7 @@ static void *me_owner(void *arg)
     CHECK(me.m.owner == iop_self());   /* the timed-out waiter did not get it */
     CHECK_EQ(iop_mutex_unlock(&me.m), 0);
     CHECK(me.m.owner == NULL);         /* nor does it get it now */
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -248,10 +181,10 @@ static void *me_other(void *arg)
     CHECK_EQ(iop_mutex_unlock(&me.m), -EPERM);   /* not the owner */
     CHECK_EQ(iop_mutex_trylock(&me.m), -EBUSY);
     uint64_t t0 = tu_clock_ns();
-    CHECK_EQ(iop_mutex_lock(&me.m, after_ms(20)), -ETIMEDOUT);
+    CHECK_EQ(iop_mutex_lock(&me.m, st_after_ms(20)), -ETIMEDOUT);
     CHECK(tu_clock_ns() - t0 >= 15 * MS);
     me.timed_out = 1;
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -260,9 +193,9 @@ static void test_mutex_errors_and_deadline(void **state)
     (void)state;
     memset(&me, 0, sizeof me);
     iop_mutex_init(&me.m);
-    go(me_owner, NULL);
-    go(me_other, NULL);
-    run_until_finished(2);
+    st_go(me_owner, NULL, NULL);
+    st_go(me_other, NULL, NULL);
+    st_run_until_done(2, 10000);
 }
 
 /* ---- condition -------------------------------------------------------------------------------- */
@@ -291,7 +224,7 @@ static void *cv_waiter(void *arg)
     cv.tickets--;
     cv.served++;
     CHECK_EQ(iop_mutex_unlock(&cv.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -319,7 +252,7 @@ static void *cv_controller(void *arg)
     CHECK_EQ(cv.wakeups, 3);
     iop_cond_signal(&cv.c);        /* no one waits: nothing happens */
     iop_cond_broadcast(&cv.c);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -330,9 +263,9 @@ static void test_cond_signal_broadcast(void **state)
     iop_mutex_init(&cv.m);
     iop_cond_init(&cv.c);
     for (int i = 0; i < 3; i++)
-        go(cv_waiter, NULL);
-    go(cv_controller, NULL);
-    run_until_finished(4);
+        st_go(cv_waiter, NULL, NULL);
+    st_go(cv_controller, NULL, NULL);
+    st_run_until_done(4, 10000);
     assert_int_equal(cv.served, 3);
     assert_int_equal(cv.tickets, 0);
     assert_null(cv.m.owner);
@@ -354,12 +287,12 @@ static void *cd_timed_waiter(void *arg)
     CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);
     cd.waiting = 1;
     uint64_t t0 = tu_clock_ns();
-    CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, after_ms(20)), -ETIMEDOUT);
+    CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, st_after_ms(20)), -ETIMEDOUT);
     CHECK(tu_clock_ns() - t0 >= 15 * MS);
     CHECK(cd.m.owner == iop_self());
     CHECK_EQ(cd.holder_done, 1);   /* it waited for the holder to let go */
     CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -371,7 +304,7 @@ static void *cd_holder(void *arg)
     iop_sleep(40 * MS);            /* past the waiter's deadline */
     cd.holder_done = 1;
     CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -398,7 +331,7 @@ static void *cd_canceller(void *arg)
     iop_sleep(5 * MS);             /* the victim must wait for the mutex meanwhile */
     cd.holder_done = 1;
     CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -409,13 +342,13 @@ static void *cd_scoped_waiter(void *arg)
     (void)arg;
     CHECK_EQ(iop_mutex_lock(&cd.m, 0), 0);
     cd.waiting = 1;
-    iop_deadline_push(after_ms(20));
+    iop_deadline_push(st_after_ms(20));
     CHECK_EQ(iop_cond_wait(&cd.c, &cd.m, 0), -ETIMEDOUT);
     iop_deadline_pop();
     CHECK(cd.m.owner == iop_self());
     CHECK_EQ(cd.holder_done, 1);
     CHECK_EQ(iop_mutex_unlock(&cd.m), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -425,27 +358,26 @@ static void test_cond_deadline_and_cancel(void **state)
     memset(&cd, 0, sizeof cd);
     iop_mutex_init(&cd.m);
     iop_cond_init(&cd.c);
-    go(cd_timed_waiter, NULL);
-    go(cd_holder, NULL);
-    run_until_finished(2);
+    st_go(cd_timed_waiter, NULL, NULL);
+    st_go(cd_holder, NULL, NULL);
+    st_run_until_done(2, 10000);
 
     memset(&cd, 0, sizeof cd);
     iop_mutex_init(&cd.m);
     iop_cond_init(&cd.c);
-    assert_int_equal(iop_go(loop, cd_cancelled_waiter, NULL, NULL, &cd.victim), 0);
-    go(cd_canceller, NULL);
-    run_until_finished(3);
+    assert_int_equal(iop_go(st_loop, cd_cancelled_waiter, NULL, NULL, &cd.victim), 0);
+    st_go(cd_canceller, NULL, NULL);
+    st_run_until_done(3, 10000);
     assert_int_equal(iop_join(cd.victim, NULL, 0), 0);
-    if (failure[0])
-        fail_msg("%s", failure);
+    st_assert_ok();
     assert_null(cd.m.owner);
 
     memset(&cd, 0, sizeof cd);
     iop_mutex_init(&cd.m);
     iop_cond_init(&cd.c);
-    go(cd_scoped_waiter, NULL);
-    go(cd_holder, NULL);
-    run_until_finished(5);
+    st_go(cd_scoped_waiter, NULL, NULL);
+    st_go(cd_holder, NULL, NULL);
+    st_run_until_done(5, 10000);
     assert_null(cd.m.owner);
 }
 
@@ -471,7 +403,7 @@ static void *se_worker(void *arg)
         se.total++;
         iop_sem_release(&se.s);
     }
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -480,17 +412,17 @@ static void *se_timeout(void *arg)
     (void)arg;
     iop_sem_t s;
     iop_sem_init(&s, 0);
-    CHECK_EQ(iop_sem_acquire(&s, after_ms(10)), -ETIMEDOUT);
+    CHECK_EQ(iop_sem_acquire(&s, st_after_ms(10)), -ETIMEDOUT);
     iop_sem_release(&s);
     CHECK_EQ(s.count, 1);          /* the unit was not given to the one that left */
     CHECK_EQ(iop_sem_acquire(&s, 0), 0);
     CHECK_EQ(s.count, 0);
     iop_sem_init(&s, -1);          /* a debt: two releases before one acquire */
     iop_sem_release(&s);
-    CHECK_EQ(iop_sem_acquire(&s, after_ms(5)), -ETIMEDOUT);
+    CHECK_EQ(iop_sem_acquire(&s, st_after_ms(5)), -ETIMEDOUT);
     iop_sem_release(&s);
     CHECK_EQ(iop_sem_acquire(&s, 0), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -500,9 +432,9 @@ static void test_semaphore(void **state)
     memset(&se, 0, sizeof se);
     iop_sem_init(&se.s, 2);
     for (int i = 0; i < 5; i++)
-        go(se_worker, NULL);
-    go(se_timeout, NULL);
-    run_until_finished(6);
+        st_go(se_worker, NULL, NULL);
+    st_go(se_timeout, NULL, NULL);
+    st_run_until_done(6, 10000);
     assert_int_equal(se.max_inside, 2);   /* two at a time, never more */
     assert_int_equal(se.total, 50);
     assert_int_equal(se.s.count, 2);
@@ -524,7 +456,7 @@ static void *wg_worker(void *arg)
     iop_sleep((uint64_t)(id + 1) * MS);
     wgs.done++;
     iop_wg_done(&wgs.wg);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -534,7 +466,7 @@ static void *wg_waiter(void *arg)
     CHECK_EQ(iop_wg_wait(&wgs.wg, 0), 0);
     CHECK_EQ(wgs.done, WG_N);      /* not before the last one */
     wgs.waited++;
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -545,11 +477,11 @@ static void *wg_edges(void *arg)
     iop_wg_init(&wg);
     CHECK_EQ(iop_wg_wait(&wg, 0), 0);            /* 0: at once */
     iop_wg_add(&wg, 1);
-    CHECK_EQ(iop_wg_wait(&wg, after_ms(5)), -ETIMEDOUT);
+    CHECK_EQ(iop_wg_wait(&wg, st_after_ms(5)), -ETIMEDOUT);
     iop_wg_add(&wg, -3);                          /* below zero: clamped */
     CHECK_EQ(wg.count, 0);
     CHECK_EQ(iop_wg_wait(&wg, 0), 0);
-    finished++;
+    st_done++;
     return NULL;
 }
 
@@ -559,12 +491,12 @@ static void test_wait_group(void **state)
     memset(&wgs, 0, sizeof wgs);
     iop_wg_init(&wgs.wg);
     iop_wg_add(&wgs.wg, WG_N);
-    go(wg_waiter, NULL);
-    go(wg_waiter, NULL);
+    st_go(wg_waiter, NULL, NULL);
+    st_go(wg_waiter, NULL, NULL);
     for (int i = 0; i < WG_N; i++)
-        go(wg_worker, (void *)(intptr_t)i);
-    go(wg_edges, NULL);
-    run_until_finished(WG_N + 3);
+        st_go(wg_worker, (void *)(intptr_t)i, NULL);
+    st_go(wg_edges, NULL, NULL);
+    st_run_until_done(WG_N + 3, 10000);
     assert_int_equal(wgs.waited, 2);
     assert_int_equal(wgs.wg.count, 0);
 }
@@ -577,13 +509,13 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outside_coroutine),
-        cmocka_unit_test_setup_teardown(test_mutex_exclusion, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mutex_fifo, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mutex_errors_and_deadline, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cond_signal_broadcast, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cond_deadline_and_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_semaphore, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mutex_exclusion, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_mutex_fifo, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_mutex_errors_and_deadline, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_signal_broadcast, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_deadline_and_cancel, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_semaphore, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_group, st_setup, st_teardown),
     };
     return cmocka_run_group_tests_name("coro.sync", tests, NULL, NULL);
 }
