@@ -1,5 +1,5 @@
-/* Shared by the coroutine tests (sched, coro_io, chan, sync): one loop per test on the backend under
- * test, and checks usable inside coroutines.
+/* Shared by the coroutine tests (sched, coro_io, chan, sync): one loop per test on
+ * the backend under test, and checks usable inside coroutines.
  *
  * Coroutines do not call cmocka's asserts (a failure would longjmp off their stack):
  * CHECK records the first failure, and the test fails on it once back on the main
