@@ -1,10 +1,12 @@
-/* iop-echo-client: sends data through an echo server and reads it back, with the
- * loop's proactor ops (connect, send, recv).
+/* iop-echo-client: sends data through an echo server and reads it back; one
+ * coroutine per connection.
  *
- * Each connection carries one message at a time: the send op and the recv op run
- * side by side (a large message would deadlock if we sent it all before reading),
- * and the message is done when both finished. Messages come from stdin (echoed to
- * stdout) or, with --check, are random and verified byte for byte. */
+ * Each connection carries one message at a time. A message is sent by the
+ * connection's sender coroutine while the connection's own coroutine receives it
+ * back (a large message would deadlock if we sent it all before reading); two
+ * semaphores hand each message over and back. Messages come from stdin (echoed to
+ * stdout) or, with --check, are random and verified byte for byte. The first
+ * failure cancels every other coroutine, so the client ends at once. */
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -35,12 +37,13 @@ typedef struct cconn {
     client_t *cl;
     unsigned id;
     int fd;
-    const struct addrinfo *ai;   /* the address being tried */
-    iop_op_t connect_op, send_op, recv_op;
+    iop_coro_t *coro, *sender;
+    iop_sem_t to_send, sent;     /* message handed to the sender, and back */
+    int quit;                    /* tells the sender there is nothing more */
+    ssize_t send_res;            /* bytes sent, or -errno */
     unsigned char *out, *in;     /* the message, and what came back */
-    size_t len, sent, got;
+    size_t len;
     uint64_t msg_no;             /* 1-based, over all connections */
-    int send_done;
 } cconn_t;
 
 struct client {
@@ -68,10 +71,12 @@ static uint64_t next_rand(client_t *cl)
 
 static void fail(client_t *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Reports the first failure and cancels every coroutine but the caller's: what
+ * they fail with after that is only the cancel, not worth reading. */
 static void fail(client_t *cl, const char *fmt, ...)
 {
     if (cl->failed)
-        return;              /* the first failure is the one worth reading */
+        return;
     cl->failed = 1;
     va_list ap;
     va_start(ap, fmt);
@@ -81,18 +86,22 @@ static void fail(client_t *cl, const char *fmt, ...)
     if (cl->check)
         fprintf(stderr, " (seed %llu)", (unsigned long long)cl->seed);
     fputc('\n', stderr);
-    iop_loop_stop(cl->loop);
+    iop_coro_t *self = iop_self();
+    for (unsigned i = 0; i < cl->nconns; i++) {
+        cconn_t *c = &cl->conns[i];
+        if (c->coro && c->coro != self)
+            iop_cancel(c->coro);
+        if (c->sender && c->sender != self)
+            iop_cancel(c->sender);
+    }
 }
 
-static void deadline(cconn_t *c, iop_op_t *op)
+static uint64_t deadline(const client_t *cl)
 {
-    iop_op_set_deadline(op, iop_now(c->cl->loop) + c->cl->timeout_ns);
+    return iop_now(cl->loop) + cl->timeout_ns;
 }
 
-/* ---- the message cycle --------------------------------------------------------- */
-
-static void on_send(iop_op_t *op, int res);
-static void on_recv(iop_op_t *op, int res);
+/* ---- one connection --------------------------------------------------------------- */
 
 /* Fills c->out with the next message; 0 when there is none left. */
 static int next_message(cconn_t *c)
@@ -109,158 +118,150 @@ static int next_message(cconn_t *c)
         }
         return 1;
     }
-    ssize_t n;
-    do
-        n = read(STDIN_FILENO, c->out, cl->bufsize);
-    while (n < 0 && errno == EINTR);
-    iop_update_time(cl->loop);   /* we may have waited on a person typing */
+    ssize_t n = iop_read(STDIN_FILENO, c->out, cl->bufsize, 0);   /* no deadline: a person may type */
     if (n < 0) {
-        fail(cl, "reading stdin: %s", strerror(errno));
+        if (n != -ECANCELED)
+            fail(cl, "reading stdin: %s", iop_strerror((int)n));
         return 0;
     }
     c->len = (size_t)n;
     return n > 0;
 }
 
-static void submit_send(cconn_t *c)
+/* The connection's sender: sends each message it is handed, whole. */
+static void *sender_main(void *arg)
 {
-    iop_prep_send(&c->send_op, c->fd, c->out + c->sent, c->len - c->sent, 0, on_send, c);
-    deadline(c, &c->send_op);
-    int r = iop_submit(c->cl->loop, &c->send_op);
-    if (r < 0)
-        fail(c->cl, "connection %u: cannot submit send: %s", c->id, iop_strerror(r));
+    cconn_t *c = arg;
+    client_t *cl = c->cl;
+    for (;;) {
+        if (iop_sem_acquire(&c->to_send, 0) < 0 || c->quit)
+            return NULL;
+        size_t sent = 0;
+        while (sent < c->len) {
+            ssize_t n = iop_send(c->fd, c->out + sent, c->len - sent, 0, deadline(cl));
+            if (n < 0) {
+                if (n != -ECANCELED)
+                    fail(cl, "connection %u: send after %zu of %zu bytes: %s", c->id, sent,
+                         c->len, iop_strerror((int)n));
+                return NULL;
+            }
+            sent += (size_t)n;
+        }
+        iop_sem_release(&c->sent);
+    }
 }
 
-static void submit_recv(cconn_t *c)
+/* Receives the message coming back and checks it against what went out. */
+static int receive_echo(cconn_t *c)
 {
-    iop_prep_recv(&c->recv_op, c->fd, c->in + c->got, c->len - c->got, 0, on_recv, c);
-    deadline(c, &c->recv_op);
-    int r = iop_submit(c->cl->loop, &c->recv_op);
-    if (r < 0)
-        fail(c->cl, "connection %u: cannot submit recv: %s", c->id, iop_strerror(r));
+    client_t *cl = c->cl;
+    size_t got = 0;
+    while (got < c->len) {
+        ssize_t n = iop_recv(c->fd, c->in + got, c->len - got, 0, deadline(cl));
+        if (n == -ECANCELED)
+            return -1;
+        if (n < 0) {
+            fail(cl, "connection %u: recv after %zu of %zu bytes came back: %s", c->id, got,
+                 c->len, iop_strerror((int)n));
+            return -1;
+        }
+        if (n == 0) {
+            fail(cl, "connection %u: the server closed the connection after %zu of %zu bytes came back",
+                 c->id, got, c->len);
+            return -1;
+        }
+        if (memcmp(c->in + got, c->out + got, (size_t)n) != 0) {
+            size_t i = got;
+            while (c->in[i] == c->out[i])
+                i++;
+            fail(cl, "connection %u: message %llu (%zu bytes) differs at byte %zu: sent 0x%02x, got 0x%02x",
+                 c->id, (unsigned long long)c->msg_no, c->len, i, c->out[i], c->in[i]);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return 0;
 }
 
-static void start_message(cconn_t *c)
+/* Connects to the first address that answers (a name may resolve to several). */
+static int connect_any(cconn_t *c)
 {
-    if (!next_message(c)) {
-        iop_fd_close(c->cl->loop, c->fd);   /* nothing in flight: done with it */
+    client_t *cl = c->cl;
+    int r = -EADDRNOTAVAIL;
+    const struct addrinfo *ai;
+    for (ai = cl->addrs; ai; ai = ai->ai_next) {
+        c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (c->fd < 0) {
+            fail(cl, "socket: %s", strerror(errno));
+            return -1;
+        }
+        int one = 1;   /* a message's short tail must not wait for a delayed ACK */
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        r = iop_connect(c->fd, ai->ai_addr, ai->ai_addrlen, deadline(cl));
+        if (r == 0)
+            return 0;
+        iop_close(c->fd);
         c->fd = -1;
-        return;
-    }
-    c->sent = c->got = 0;
-    c->send_done = 0;
-    submit_send(c);
-    submit_recv(c);
-}
-
-static void message_done(cconn_t *c)
-{
-    client_t *cl = c->cl;
-    cl->completed++;
-    cl->bytes += c->len;
-    if (!cl->check && (fwrite(c->in, 1, c->len, stdout) != c->len || fflush(stdout) != 0)) {
-        fail(cl, "writing stdout: %s", strerror(errno));
-        return;
-    }
-    start_message(c);
-}
-
-static void on_send(iop_op_t *op, int res)
-{
-    cconn_t *c = op->data;
-    if (c->cl->failed)
-        return;
-    if (res < 0) {
-        fail(c->cl, "connection %u: send after %zu of %zu bytes: %s", c->id, c->sent, c->len,
-             iop_strerror(res));
-        return;
-    }
-    c->sent += (size_t)res;
-    if (c->sent < c->len) {
-        submit_send(c);
-        return;
-    }
-    c->send_done = 1;
-    if (c->got == c->len)
-        message_done(c);
-}
-
-static void on_recv(iop_op_t *op, int res)
-{
-    cconn_t *c = op->data;
-    client_t *cl = c->cl;
-    if (cl->failed)
-        return;
-    if (res < 0) {
-        fail(cl, "connection %u: recv after %zu of %zu bytes came back: %s", c->id, c->got,
-             c->len, iop_strerror(res));
-        return;
-    }
-    if (res == 0) {
-        fail(cl, "connection %u: the server closed the connection after %zu of %zu bytes came back",
-             c->id, c->got, c->len);
-        return;
-    }
-    size_t n = (size_t)res;
-    if (memcmp(c->in + c->got, c->out + c->got, n) != 0) {
-        size_t i = c->got;
-        while (c->in[i] == c->out[i])
-            i++;
-        fail(cl, "connection %u: message %llu (%zu bytes) differs at byte %zu: sent 0x%02x, got 0x%02x",
-             c->id, (unsigned long long)c->msg_no, c->len, i, c->out[i], c->in[i]);
-        return;
-    }
-    c->got += n;
-    if (c->got < c->len)
-        submit_recv(c);
-    else if (c->send_done)
-        message_done(c);
-}
-
-/* ---- connecting ------------------------------------------------------------------ */
-
-static void on_connect(iop_op_t *op, int res);
-
-static void try_connect(cconn_t *c)
-{
-    client_t *cl = c->cl;
-    const struct addrinfo *ai = c->ai;
-    c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (c->fd < 0) {
-        fail(cl, "socket: %s", strerror(errno));
-        return;
-    }
-    int one = 1;   /* a message's short tail must not wait for a delayed ACK */
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    iop_prep_connect(&c->connect_op, c->fd, ai->ai_addr, ai->ai_addrlen, on_connect, c);
-    deadline(c, &c->connect_op);
-    int r = iop_submit(cl->loop, &c->connect_op);
-    if (r < 0)
-        fail(cl, "connection %u: cannot submit connect: %s", c->id, iop_strerror(r));
-}
-
-static void on_connect(iop_op_t *op, int res)
-{
-    cconn_t *c = op->data;
-    client_t *cl = c->cl;
-    if (cl->failed)
-        return;
-    if (res == 0) {
-        start_message(c);
-        return;
-    }
-    iop_fd_close(cl->loop, c->fd);
-    c->fd = -1;
-    if (c->ai->ai_next) {        /* a name may resolve to several addresses */
-        c->ai = c->ai->ai_next;
-        try_connect(c);
-        return;
+        if (r == -ECANCELED)
+            return -1;
+        if (!ai->ai_next)
+            break;
     }
     char where[128];
-    iop_app_format_addr(c->ai->ai_addr, c->ai->ai_addrlen, where, sizeof where);
+    iop_app_format_addr(ai->ai_addr, ai->ai_addrlen, where, sizeof where);
     int same = strcmp(where, cl->target) == 0;   /* name the address only if it adds something */
     fail(cl, "connection %u: cannot connect to %s%s%s%s: %s", c->id, cl->target,
-         same ? "" : " (", same ? "" : where, same ? "" : ")", iop_strerror(res));
+         same ? "" : " (", same ? "" : where, same ? "" : ")", iop_strerror(r));
+    return -1;
+}
+
+static void *conn_main(void *arg)
+{
+    cconn_t *c = arg;
+    client_t *cl = c->cl;
+    if (connect_any(c) < 0)
+        return NULL;
+    while (next_message(c)) {
+        iop_sem_release(&c->to_send);
+        if (receive_echo(c) < 0 || iop_sem_acquire(&c->sent, 0) < 0)
+            break;
+        cl->completed++;
+        cl->bytes += c->len;
+        if (!cl->check && (fwrite(c->in, 1, c->len, stdout) != c->len || fflush(stdout) != 0)) {
+            fail(cl, "writing stdout: %s", strerror(errno));
+            break;
+        }
+    }
+    c->quit = 1;                 /* the sender ends, unless it is sending: then cancel */
+    iop_sem_release(&c->to_send);
+    iop_close(c->fd);
+    c->fd = -1;
+    return NULL;
+}
+
+/* Starts every connection, then waits for all of them and their senders. */
+static void *client_main(void *arg)
+{
+    client_t *cl = arg;
+    static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "conn" };
+    static const iop_coro_opts_t send_opts = { .size = sizeof send_opts, .name = "sender" };
+    for (unsigned i = 0; i < cl->nconns && !cl->failed; i++) {
+        cconn_t *c = &cl->conns[i];
+        int r = iop_go(cl->loop, sender_main, c, &send_opts, &c->sender);
+        if (r == 0)
+            r = iop_go(cl->loop, conn_main, c, &conn_opts, &c->coro);
+        if (r < 0)
+            fail(cl, "cannot start connection %u: %s", i, iop_last_error());
+    }
+    for (unsigned i = 0; i < cl->nconns; i++) {
+        cconn_t *c = &cl->conns[i];
+        if (c->coro)
+            iop_join(c->coro, NULL, 0);
+        if (c->sender)
+            iop_join(c->sender, NULL, 0);
+        c->coro = c->sender = NULL;
+    }
+    return NULL;
 }
 
 /* ---- command line ---------------------------------------------------------------- */
@@ -298,11 +299,8 @@ static int bad_value(const char *opt, const char *val)
 
 static void client_free(client_t *cl)
 {
-    for (unsigned i = 0; i < cl->nconns; i++)
-        if (cl->conns[i].fd >= 0)
-            iop_fd_close(cl->loop, cl->conns[i].fd);
-    iop_loop_destroy(cl->loop);   /* drops ops still in flight after a failure */
-    for (unsigned i = 0; i < cl->nconns; i++) {
+    iop_loop_destroy(cl->loop);
+    for (unsigned i = 0; cl->conns && i < cl->nconns; i++) {
         iop_free(cl->conns[i].out);
         iop_free(cl->conns[i].in);
     }
@@ -413,7 +411,9 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < cl.nconns; i++) {
         cconn_t *c = &cl.conns[i];
-        *c = (cconn_t){ .cl = &cl, .id = i, .fd = -1, .ai = cl.addrs };
+        *c = (cconn_t){ .cl = &cl, .id = i, .fd = -1 };
+        iop_sem_init(&c->to_send, 0);
+        iop_sem_init(&c->sent, 0);
         c->out = iop_malloc(cl.bufsize);
         c->in = iop_malloc(cl.bufsize);
         if (!c->out || !c->in) {
@@ -422,17 +422,16 @@ int main(int argc, char **argv)
             return EXIT_FAILURE;
         }
     }
-    for (unsigned i = 0; i < cl.nconns && !cl.failed; i++)
-        try_connect(&cl.conns[i]);
-
-    if (!cl.failed) {
-        r = iop_loop_run(cl.loop, IOP_RUN_DEFAULT);
-        if (r < 0)
-            fail(&cl, "the event loop failed: %s", iop_last_error());
-        else if (cl.check && cl.completed != cl.total)
-            fail(&cl, "only %llu of %llu messages came back",
-                 (unsigned long long)cl.completed, (unsigned long long)cl.total);
-    }
+    iop_coro_t *main_coro;
+    static const iop_coro_opts_t main_opts = { .size = sizeof main_opts, .name = "client" };
+    r = iop_go(cl.loop, client_main, &cl, &main_opts, &main_coro);
+    if (r == 0)
+        r = iop_join(main_coro, NULL, 0);   /* runs the loop until every connection ends */
+    if (r < 0)
+        fail(&cl, "the event loop failed: %s", iop_last_error());
+    else if (cl.check && cl.completed != cl.total && !cl.failed)
+        fail(&cl, "only %llu of %llu messages came back",
+             (unsigned long long)cl.completed, (unsigned long long)cl.total);
     if (!cl.failed && cl.check)
         printf("ok: %llu messages, %llu bytes verified, backend %s\n",
                (unsigned long long)cl.completed, (unsigned long long)cl.bytes,

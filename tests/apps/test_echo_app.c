@@ -1,5 +1,6 @@
-/* The echo apps as a user runs them: the real iop-echo-server and iop-echo-client
- * binaries, started with fork/exec on 127.0.0.1 port 0.
+/* The echo apps as a user runs them: the real server (iop-echo-server, in
+ * coroutines, or iop-echo-proactor, with callbacks: one build of this file each)
+ * and iop-echo-client binaries, started with fork/exec on 127.0.0.1 port 0.
  *
  * usage: test_echo_app BACKEND   the echo tests on one backend
  *        test_echo_app --cli     command-line behaviour (help, errors, addresses) */
@@ -25,7 +26,10 @@
 #include "proc.h"
 
 #ifndef ECHO_SERVER_PATH
-#error "ECHO_SERVER_PATH must name the iop-echo-server binary"
+#error "ECHO_SERVER_PATH must name the echo server binary"
+#endif
+#ifndef ECHO_SERVER_NAME
+#define ECHO_SERVER_NAME "iop-echo-server"
 #endif
 #ifndef ECHO_CLIENT_PATH
 #error "ECHO_CLIENT_PATH must name the iop-echo-client binary"
@@ -75,7 +79,7 @@ static int start_server(fixture_t *f, const char *be, const char *listen, long n
                 proc_stderr(&f->srv, err, sizeof err));
         return r;
     }
-    static const char prefix[] = "iop-echo-server: listening on ";
+    static const char prefix[] = ECHO_SERVER_NAME ": listening on ";
     const char *comma = strstr(f->line, ", backend ");
     if (strncmp(f->line, prefix, sizeof prefix - 1) != 0 || !comma) {
         fprintf(stderr, "unexpected server line: %s\n", f->line);
@@ -308,8 +312,8 @@ static void test_raw_echo_and_close(void **state)
 
 /* The hot path allocates nothing: over 2,000 round trips on one connection the
  * server's heap allocations stay at what accepting one connection may cost (a chunk
- * of connection records, the fd tables growing to reach its fd), far below one per
- * message. */
+ * of connection records or a coroutine, the fd tables growing to reach its fd), far
+ * below one per message. */
 static void test_no_allocation_per_message(void **state)
 {
     fixture_t *f = *state;
@@ -467,7 +471,7 @@ static void test_help(void **state)
     char *srv[] = { ECHO_SERVER_PATH, "--help", NULL };
     run_server_argv(&r, srv);
     assert_ran_ok(&r);
-    assert_non_null(strstr(r.out, "usage: iop-echo-server"));
+    assert_non_null(strstr(r.out, "usage: " ECHO_SERVER_NAME));
     run_client(&r, NULL, 0, "--help", (char *)NULL);
     assert_ran_ok(&r);
     assert_non_null(strstr(r.out, "usage: iop-echo-client"));
