@@ -7,17 +7,22 @@
 
 It walks the scheduler's list of live coroutines (struct iop__sched.all, linked
 through all_next), which needs the library's debug info (RelWithDebInfo builds
-have it). The backtrace works in a live process on x86_64 with the assembly
-switch: it loads the registers saved by iop__ctx_switch (see ctx_x86_64.S),
-prints the backtrace and puts the registers back. A running coroutine is shown
-with plain `bt`.
+have it). The backtrace works in a live process: it loads the registers the
+coroutine will resume with — from iop__ctx_switch's frame with the assembly
+switch on x86_64 and aarch64 (ctx_x86_64.S, ctx_aarch64.S), from its ucontext_t
+with the fallback (ctx_ucontext.c) — prints the backtrace and puts the registers
+back. A running coroutine is shown with plain `bt`. Tested by ctest tools.gdb.
 """
 import gdb
 
 STATES = ["new", "ready", "running", "parked", "switched", "done"]
 
 # iop__ctx_switch's frame, from the saved sp (ctx_x86_64.S)
-F_RBX, F_RBP, F_R12, F_R13, F_R14, F_R15, F_RIP, F_SIZE = 0x08, 0x10, 0x18, 0x20, 0x28, 0x30, 0x38, 0x40
+X86_64_FRAME = {"rbx": 0x08, "rbp": 0x10, "r12": 0x18, "r13": 0x20, "r14": 0x28, "r15": 0x30}
+F_RIP, F_SIZE = 0x38, 0x40
+# ctx_aarch64.S: x19..x30 in pairs from sp + 0; the frame is 0xb0 bytes
+AARCH64_FRAME = {"x%d" % r: (r - 19) * 8 for r in range(19, 31)}
+A64_F_SIZE = 0xb0
 
 
 def _schedulers(arg):
@@ -106,31 +111,64 @@ class CoroutineBt(gdb.Command):
         if st == 2:
             print("coroutine %d is running: use bt" % n)
             return
-        sp = int(c["ctx"]["sp"])
-        if sp == 0:
+        arch = gdb.selected_inferior().architecture().name()
+        regs = _saved_registers(c, arch)
+        if regs is None:
             raise gdb.GdbError("coroutine %d has no saved context" % n)
-        if gdb.selected_inferior().architecture().name() != "i386:x86-64":
-            raise gdb.GdbError("coroutine bt knows the x86_64 switch frame only")
-        u64 = gdb.lookup_type("unsigned long").pointer()
-
-        def at(off):
-            return int(gdb.Value(sp + off).cast(u64).dereference())
-
-        regs = {"rbx": F_RBX, "rbp": F_RBP, "r12": F_R12, "r13": F_R13,
-                "r14": F_R14, "r15": F_R15}
         gdb.execute("frame 0", to_string=True)
-        saved = {r: int(gdb.parse_and_eval("$" + r)) for r in list(regs) + ["rsp", "rip"]}
+        saved = {r: int(gdb.parse_and_eval("$" + r)) for r in regs}
         try:
-            for r, off in regs.items():
-                gdb.execute("set $%s = %d" % (r, at(off)))
-            gdb.execute("set $rip = %d" % at(F_RIP))
-            gdb.execute("set $rsp = %d" % (sp + F_SIZE))
+            for r, v in regs.items():
+                gdb.execute("set $%s = %d" % (r, v))
             print("coroutine %d '%s' (%s):" % (n, c["name"].string(), _state(c)))
             gdb.execute("bt")
         finally:
             gdb.execute("frame 0", to_string=True)
             for r, v in saved.items():
                 gdb.execute("set $%s = %d" % (r, v))
+
+
+def _word(addr):
+    u64 = gdb.lookup_type("unsigned long").pointer()
+    return int(gdb.Value(addr).cast(u64).dereference())
+
+
+def _saved_registers(c, arch):
+    """The registers a suspended coroutine resumes with, as {gdb name: value}."""
+    sp = int(c["ctx"]["sp"])
+    impl = int(c["ctx"]["impl"])
+    if sp == 0 and impl != 0:
+        return _ucontext_registers(impl, arch)
+    if sp == 0:
+        return None
+    if arch == "i386:x86-64":
+        regs = {r: _word(sp + off) for r, off in X86_64_FRAME.items()}
+        regs["rip"] = _word(sp + F_RIP)
+        regs["rsp"] = sp + F_SIZE
+        return regs
+    if arch.startswith("aarch64"):
+        regs = {r: _word(sp + off) for r, off in AARCH64_FRAME.items()}
+        regs["pc"] = regs["x30"]           # resumed with br x30
+        regs["sp"] = sp + A64_F_SIZE
+        return regs
+    raise gdb.GdbError("coroutine bt knows the x86_64 and aarch64 switch frames, not %s" % arch)
+
+
+def _ucontext_registers(impl, arch):
+    """The ucontext_t fallback (IOPLEX_CORO_UCONTEXT): registers in uc_mcontext."""
+    uc = gdb.Value(impl).cast(gdb.lookup_type("ucontext_t").pointer()).dereference()
+    m = uc["uc_mcontext"]
+    if arch == "i386:x86-64":
+        g = m["gregs"]     # indices: REG_R12..REG_R15 = 4..7, RBP 10, RBX 11, RSP 15, RIP 16
+        names = {"r12": 4, "r13": 5, "r14": 6, "r15": 7, "rbp": 10, "rbx": 11,
+                 "rsp": 15, "rip": 16}
+        return {r: int(g[i]) & 0xffffffffffffffff for r, i in names.items()}
+    if arch.startswith("aarch64"):
+        regs = {"x%d" % i: int(m["regs"][i]) for i in range(19, 31)}
+        regs["sp"] = int(m["sp"])
+        regs["pc"] = int(m["pc"])
+        return regs
+    raise gdb.GdbError("coroutine bt does not know ucontext_t on %s" % arch)
 
 
 InfoCoroutines()
