@@ -1,23 +1,44 @@
 /* The allocator seam: jemalloc's non-standard API when built with it (sized frees,
  * no malloc interposition needed), libc otherwise. Counts are per thread so that a
- * benchmark can read its own thread's allocations without contention. */
+ * benchmark can read its own thread's allocations without contention.
+ *
+ * Under valgrind, or with IOPLEX_ALLOC=libc, a jemalloc build uses libc too:
+ * memcheck sees malloc/free but not mallocx/dallocx, so it could neither check
+ * nor leak-track our blocks. Decided once at load time, before any allocation. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include "ioplex/alloc.h"
 #ifdef IOPLEX_USE_JEMALLOC
 #include <jemalloc/jemalloc.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 #endif
 
 static _Thread_local iop_alloc_stats_t tl_stats;
+
+#ifdef IOPLEX_USE_JEMALLOC
+static int use_libc;
+
+__attribute__((constructor)) static void alloc_choose(void)
+{
+    const char *e = getenv("IOPLEX_ALLOC");
+    use_libc = RUNNING_ON_VALGRIND || (e && strcmp(e, "libc") == 0);
+}
+#define JE (!use_libc)
+#endif
 
 void *iop_malloc(size_t size)
 {
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
-    return mallocx(size ? size : 1, 0);
-#else
-    return malloc(size ? size : 1);
+    if (JE)
+        return mallocx(size ? size : 1, 0);
 #endif
+    return malloc(size ? size : 1);
 }
 
 void *iop_calloc(size_t n, size_t size)
@@ -28,11 +49,12 @@ void *iop_calloc(size_t n, size_t size)
     }
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
-    size_t bytes = n * size;
-    return mallocx(bytes ? bytes : 1, MALLOCX_ZERO);
-#else
-    return calloc(n ? n : 1, size ? size : 1);
+    if (JE) {
+        size_t bytes = n * size;
+        return mallocx(bytes ? bytes : 1, MALLOCX_ZERO);
+    }
 #endif
+    return calloc(n ? n : 1, size ? size : 1);
 }
 
 void *iop_realloc(void *ptr, size_t size)
@@ -41,10 +63,10 @@ void *iop_realloc(void *ptr, size_t size)
         return iop_malloc(size);
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
-    return rallocx(ptr, size ? size : 1, 0);
-#else
-    return realloc(ptr, size ? size : 1);
+    if (JE)
+        return rallocx(ptr, size ? size : 1, 0);
 #endif
+    return realloc(ptr, size ? size : 1);
 }
 
 void iop_free(void *ptr)
@@ -53,10 +75,12 @@ void iop_free(void *ptr)
         return;
     tl_stats.frees++;
 #ifdef IOPLEX_USE_JEMALLOC
-    dallocx(ptr, 0);
-#else
-    free(ptr);
+    if (JE) {
+        dallocx(ptr, 0);
+        return;
+    }
 #endif
+    free(ptr);
 }
 
 void iop_alloc_stats(iop_alloc_stats_t *out) { *out = tl_stats; }
@@ -64,8 +88,8 @@ void iop_alloc_stats(iop_alloc_stats_t *out) { *out = tl_stats; }
 const char *iop_alloc_name(void)
 {
 #ifdef IOPLEX_USE_JEMALLOC
-    return "jemalloc";
-#else
-    return "libc";
+    if (JE)
+        return "jemalloc";
 #endif
+    return "libc";
 }

@@ -6,6 +6,8 @@
 # usage: gdb-test.sh TARGET SCRIPT
 target=$1 script=$2
 command -v gdb >/dev/null 2>&1 || { echo "gdb not installed: skipped"; exit 77; }
+# LeakSanitizer cannot run under ptrace (sanitizer builds).
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 out=$(gdb -q -batch -nx -ex 'set debuginfod enabled off' -ex 'break gdb_all_parked' -ex run \
     -ex "source $script" -ex 'info coroutines' \
     -ex 'coroutine bt 0' -ex 'coroutine bt 1' -ex 'coroutine bt 2' \
