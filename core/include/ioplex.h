@@ -11,6 +11,7 @@
 #include "ioplex/loop.h"
 #include "ioplex/plugin.h"
 #include "ioplex/coro.h"
+#include "ioplex/service.h"
 
 #define IOPLEX_VERSION_MAJOR 0
 #define IOPLEX_VERSION_MINOR 1

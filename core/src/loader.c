@@ -175,10 +175,7 @@ static int find_module(const char *kind, const char *name, const char *dirs, cha
 
 /* ---- listing what is on the search path --------------------------------------- */
 
-typedef struct found {
-    char name[NAME_LEN];
-    char path[PATH_LEN];
-} found_t;
+typedef iop__found_t found_t;
 
 static int by_name(const void *a, const void *b)
 {
@@ -459,6 +456,21 @@ void iop__module_close(iop__module_t *mod)
     ltdl_close(mod->handle);
     mod->handle = NULL;
     mod->desc = NULL;
+}
+
+int iop__module_list(const char *kind, const char *plugin_path, iop__found_t **out, size_t *count)
+{
+    char dirs[DIRS_LEN];
+    int r = search_dirs(kind, plugin_path, dirs, sizeof dirs);
+    if (r < 0)
+        return r;
+    return list_modules(kind, dirs, out, count);
+}
+
+int iop__module_load(const char *kind, const iop__found_t *f, const char *symbol,
+                     iop__module_t *mod, char *why, size_t whylen)
+{
+    return module_load(kind, f->name, f->path, symbol, mod, why, whylen);
 }
 
 /* ---- choosing a loop's backend ------------------------------------------------ */

@@ -21,6 +21,21 @@ int iop__module_open(const char *kind, const char *name, const char *plugin_path
                      const char *symbol, iop__module_t *mod, char *why, size_t whylen);
 void iop__module_close(iop__module_t *mod);
 
+/* A module file found on the search path. */
+typedef struct iop__found {
+    char name[64];
+    char path[4096];
+} iop__found_t;
+
+/* Every iop_<kind>_*.so on the search path (the first of each name), sorted by
+ * name; *out is freed with iop_free. 0 or -errno. */
+int iop__module_list(const char *kind, const char *plugin_path, iop__found_t **out, size_t *count);
+
+/* Opens the module found at f->path and looks up symbol (no probe, and no
+ * descriptor check for kinds other than backend). 0 or -errno with why. */
+int iop__module_load(const char *kind, const iop__found_t *f, const char *symbol,
+                     iop__module_t *mod, char *why, size_t whylen);
+
 /* Called by the chooser for each candidate that loaded and probed: 0 when an
  * instance was made, -errno (reason in why) to pass it over. */
 typedef int (*iop__try_fn)(void *ctx, iop__module_t *mod, char *why, size_t whylen);

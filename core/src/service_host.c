@@ -1,0 +1,155 @@
+/* Serving a listener with a service plugin: an acceptor coroutine, one coroutine
+ * per connection in a nursery. Each connection's record lives on its coroutine's
+ * stack and sits in the host's list while it is served, so that a drain can cancel
+ * the idle ones at once and leave the busy ones until the deadline. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "ioplex.h"
+#include "error_internal.h"
+
+#define BACKOFF_MIN_NS (50ull * 1000 * 1000)
+#define BACKOFF_MAX_NS (1000ull * 1000 * 1000)
+
+typedef struct host_conn {
+    iop_service_conn_t pub;
+    struct host_conn *prev, *next;
+    iop_coro_t *coro;
+    struct sockaddr_storage peer;
+} host_conn_t;
+
+/* What the acceptor hands a new connection coroutine; read before the acceptor runs
+ * again (it yields right after the spawn, and the ready queue is FIFO). */
+typedef struct handoff {
+    iop_service_host_t *h;
+    int fd;
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+} handoff_t;
+
+static void *conn_main(void *arg)
+{
+    const handoff_t *ho = arg;
+    iop_service_host_t *h = ho->h;
+    host_conn_t c;
+    memset(&c, 0, sizeof c);
+    c.peer = ho->peer;
+    c.pub.fd = ho->fd;
+    c.pub.peer = (const struct sockaddr *)&c.peer;
+    c.pub.peerlen = ho->peerlen;
+    c.pub.worker = h->worker;
+    c.pub.stats = h->stats;
+    c.pub.draining = &h->draining;
+    c.coro = iop_self();
+    c.next = h->live;
+    if (c.next)
+        c.next->prev = &c;
+    h->live = &c;
+
+    int r = h->desc->serve(h->state, &c.pub);
+    if (r < 0 && r != -ECANCELED && h->stats)
+        h->stats->errors++;
+
+    if (c.prev)
+        c.prev->next = c.next;
+    else
+        h->live = c.next;
+    if (c.next)
+        c.next->prev = c.prev;
+    iop_close(c.pub.fd);
+    if (h->stats)
+        h->stats->open--;
+    return NULL;
+}
+
+static void *acceptor_main(void *arg)
+{
+    iop_service_host_t *h = arg;
+    uint64_t backoff = BACKOFF_MIN_NS;
+    static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "service-conn" };
+    while (!h->draining) {
+        handoff_t ho = { .h = h, .peerlen = sizeof ho.peer };
+        int fd = iop_accept(h->listen_fd, (struct sockaddr *)&ho.peer, &ho.peerlen, 0);
+        if (fd >= 0) {
+            if (h->shed) {
+                fprintf(stderr, "ioplex: service %s: accepting again\n", h->desc->name);
+                h->shed = 0;
+            }
+            backoff = BACKOFF_MIN_NS;
+            ho.fd = fd;
+            if (iop_nursery_go(&h->conns, conn_main, &ho, &conn_opts) < 0) {
+                fprintf(stderr, "ioplex: service %s: cannot start a connection coroutine: %s\n",
+                        h->desc->name, iop_last_error());
+                close(fd);
+                if (h->stats)
+                    h->stats->errors++;
+                continue;
+            }
+            if (h->stats) {
+                h->stats->connections++;
+                h->stats->open++;
+            }
+            iop_yield();         /* the new coroutine copies ho before we reuse it */
+            continue;
+        }
+        switch (-fd) {
+        case ECANCELED:
+            return NULL;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+            /* Out of fds or memory: the pending connections wait in the backlog
+             * until some close; sleep instead of spinning on a readable listener. */
+            if (!h->shed++)
+                fprintf(stderr, "ioplex: service %s: accept: %s; new connections wait "
+                        "until some close\n", h->desc->name, iop_strerror(fd));
+            if (iop_sleep(backoff) < 0)
+                return NULL;
+            backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
+            break;
+        case ECONNABORTED:
+        case EINTR:
+        case EAGAIN:
+        case EPROTO:
+        case EPERM:
+        case ETIMEDOUT:
+            break;               /* that connection is gone; take the next */
+        default:
+            fprintf(stderr, "ioplex: service %s: accept failed: %s\n", h->desc->name,
+                    iop_strerror(fd));
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+int iop_service_host_start(iop_service_host_t *h)
+{
+    if (!h || !h->desc || !h->loop || h->listen_fd < 0)
+        return iop__fail(-EINVAL, "iop_service_host_start: incomplete host record");
+    h->draining = 0;
+    h->live = NULL;
+    h->shed = 0;
+    iop_nursery_init(&h->conns, h->loop);
+    static const iop_coro_opts_t opts = { .size = sizeof opts, .name = "service-accept" };
+    return iop_go(h->loop, acceptor_main, h, &opts, &h->acceptor);
+}
+
+int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline)
+{
+    if (!h)
+        return iop__fail(-EINVAL, "iop_service_host_drain: NULL host");
+    h->draining = 1;
+    h->drain_deadline = deadline;
+    if (h->acceptor) {
+        iop_cancel(h->acceptor);
+        iop_join(h->acceptor, NULL, 0);
+        h->acceptor = NULL;
+    }
+    for (host_conn_t *c = h->live; c; c = c->next)
+        if (c->pub.idle)
+            iop_cancel(c->coro);
+    return iop_nursery_close(&h->conns, deadline ? deadline : iop_now(h->loop));
+}

@@ -1,0 +1,29 @@
+/* A service module for the tests, built several times with defines that break it
+ * in one way each: SVC_NAME (what the descriptor says), SVC_ABI, SVC_NO_SERVE,
+ * SVC_NO_DESCRIPTOR. */
+#include <ioplex/service.h>
+
+#ifndef SVC_ABI
+#define SVC_ABI IOP_SERVICE_ABI_VERSION
+#endif
+
+__attribute__((unused)) static int serve(void *state, iop_service_conn_t *conn)
+{
+    (void)state;
+    (void)conn;
+    return 0;
+}
+
+#ifndef SVC_NO_DESCRIPTOR
+IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
+    .abi_version = SVC_ABI,
+    .desc_size = sizeof(iop_service_desc_t),
+    .name = SVC_NAME,
+    .summary = "a test service",
+#ifndef SVC_NO_SERVE
+    .serve = serve,
+#endif
+};
+#else
+IOP_SERVICE_EXPORT int not_a_descriptor = 1;
+#endif

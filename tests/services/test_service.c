@@ -1,0 +1,303 @@
+/* Service plugins.
+ *
+ * usage: test_service --loader   loading good and broken modules, listing, options
+ *        test_service BACKEND    the echo service behind iop_service_host on BACKEND:
+ *                                many clients, counters, and a drain that cancels
+ *                                idle connections at once */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#ifndef SVC_MODULE_DIR
+#error "SVC_MODULE_DIR must name the dir of the test service modules"
+#endif
+
+/* ---- loading ------------------------------------------------------------------------ */
+
+static void test_open_echo(void **state)
+{
+    (void)state;
+    iop_service_t *s;
+    assert_int_equal(iop_service_open(&s, "echo", NULL), 0);
+    const iop_service_desc_t *d = iop_service_desc(s);
+    assert_string_equal(d->name, "echo");
+    assert_non_null(d->serve);
+    assert_non_null(strstr(iop_service_path(s), "iop_service_echo.so"));
+    iop_service_close(s);
+}
+
+static void test_missing_lists_available(void **state)
+{
+    (void)state;
+    iop_service_t *s = (iop_service_t *)1;
+    assert_int_equal(iop_service_open(&s, "nosuchservice", NULL), -ENOENT);
+    assert_null(s);
+    assert_non_null(strstr(iop_last_error(), "nosuchservice"));
+    assert_non_null(strstr(iop_last_error(), "echo"));   /* what there is instead */
+}
+
+/* Each broken module is refused with its reason and the file named. */
+static void test_broken_modules_refused(void **state)
+{
+    (void)state;
+    static const struct { const char *name; int err; const char *why; } cases[] = {
+        { "wrongabi", -EPROTO, "service ABI 99" },
+        { "noserve", -EPROTO, "no serve" },
+        { "misnamed", -EPROTO, "names itself 'other'" },
+        { "nosym", -ENOEXEC, "no descriptor symbol" },
+        { "garbage", -ENOEXEC, "not a loadable module" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        iop_service_t *s;
+        int r = iop_service_open(&s, cases[i].name, SVC_MODULE_DIR);
+        if (r != cases[i].err || !strstr(iop_last_error(), cases[i].why))
+            fprintf(stderr, "%s: %d, '%s'\n", cases[i].name, r, iop_last_error());
+        assert_int_equal(r, cases[i].err);
+        assert_non_null(strstr(iop_last_error(), cases[i].why));
+        assert_non_null(strstr(iop_last_error(), SVC_MODULE_DIR));
+    }
+    iop_service_t *s;
+    assert_int_equal(iop_service_open(&s, "good", SVC_MODULE_DIR), 0);
+    iop_service_close(s);
+}
+
+static void test_list(void **state)
+{
+    (void)state;
+    iop_service_info_t *list;
+    size_t n;
+    assert_int_equal(iop_service_list(SVC_MODULE_DIR, &list, &n), 0);
+    int seen_echo = 0, seen_good = 0, refused = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i].name, "echo") == 0 && list[i].desc)
+            seen_echo = 1;
+        if (strcmp(list[i].name, "good") == 0 && list[i].desc && list[i].load_err == 0)
+            seen_good = 1;
+        if (list[i].load_err < 0) {
+            assert_null(list[i].desc);
+            assert_true(strlen(list[i].why) > 0);
+            refused++;
+        }
+    }
+    iop_service_list_free(list);
+    assert_true(seen_echo);
+    assert_true(seen_good);
+    assert_int_equal(refused, 5);
+}
+
+static void test_parse_opts(void **state)
+{
+    (void)state;
+    iop_service_opt_t o[4];
+    char a[] = "root=./www,index=index.html,verbose";
+    assert_int_equal(iop_service_parse_opts(a, o, 4), 3);
+    assert_string_equal(o[0].key, "root");
+    assert_string_equal(o[0].value, "./www");
+    assert_string_equal(o[1].value, "index.html");
+    assert_string_equal(o[2].key, "verbose");
+    assert_string_equal(o[2].value, "");
+    iop_service_cfg_t cfg = { .size = sizeof cfg, .opts = o, .nopts = 3 };
+    assert_string_equal(iop_service_opt(&cfg, "index"), "index.html");
+    assert_null(iop_service_opt(&cfg, "nope"));
+    char b[] = "a=1,,b=2";
+    assert_int_equal(iop_service_parse_opts(b, o, 4), -EINVAL);
+    char c[] = "a,b,c,d,e";
+    assert_int_equal(iop_service_parse_opts(c, o, 4), -E2BIG);
+    char d[] = "";
+    assert_int_equal(iop_service_parse_opts(d, o, 4), 0);
+}
+
+/* ---- the host ------------------------------------------------------------------------ */
+
+#define NCLIENTS 40
+#define ROUNDS 25
+
+typedef struct fixture {
+    iop_loop_t *loop;
+    iop_service_t *svc;
+    iop_service_host_t host;
+    iop_service_stats_t stats;
+    struct sockaddr_in addr;
+    int ok_clients;
+    int idle_eof, busy_done;
+    int drain_result;
+    int done;
+} fixture_t;
+
+static fixture_t *fx;
+
+static int client_socket(void)
+{
+    int fd = tu_tcp_socket();
+    if (iop_connect(fd, (struct sockaddr *)&fx->addr, sizeof fx->addr, iop_now(fx->loop) + 5000000000ull) < 0) {
+        iop_close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ROUNDS messages of growing size, each checked when it comes back. */
+static void *echo_client(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    int fd = client_socket();
+    if (fd < 0)
+        return NULL;
+    char out[2048], in[2048];
+    int good = 1;
+    for (int r = 0; r < ROUNDS && good; r++) {
+        size_t len = 1 + (size_t)((id * 131 + r * 71) % (int)sizeof out);
+        tu_fill_pattern(out, len, (uint32_t)(id * 1000 + r + 1));
+        uint64_t dl = iop_now(fx->loop) + 5000000000ull;
+        if (iop_send(fd, out, len, 0, dl) != (ssize_t)len) {
+            good = 0;
+            break;
+        }
+        for (size_t got = 0; got < len;) {
+            ssize_t n = iop_recv(fd, in + got, len - got, 0, dl);
+            if (n <= 0) {
+                good = 0;
+                break;
+            }
+            got += (size_t)n;
+        }
+        good = good && memcmp(in, out, len) == 0;
+    }
+    iop_close(fd);
+    fx->ok_clients += good;
+    return NULL;
+}
+
+static void *run_clients(void *arg)
+{
+    (void)arg;
+    iop_nursery_t n;
+    iop_nursery_init(&n, fx->loop);
+    for (int i = 0; i < NCLIENTS; i++)
+        iop_nursery_go(&n, echo_client, (void *)(intptr_t)i, NULL);
+    iop_nursery_close(&n, iop_now(fx->loop) + 20000000000ull);
+    fx->done = 1;
+    return NULL;
+}
+
+static int fixture_up(void **state)
+{
+    static fixture_t f;
+    memset(&f, 0, sizeof f);
+    fx = &f;
+    f.loop = tu_loop_new();
+    assert_int_equal(iop_service_open(&f.svc, "echo", NULL), 0);
+    f.host.desc = iop_service_desc(f.svc);
+    f.host.loop = f.loop;
+    f.host.listen_fd = tu_tcp_listener(&f.addr, 128);
+    f.host.stats = &f.stats;
+    assert_int_equal(iop_service_host_start(&f.host), 0);
+    *state = &f;
+    return 0;
+}
+
+static int fixture_down(void **state)
+{
+    fixture_t *f = *state;
+    close(f->host.listen_fd);
+    iop_service_close(f->svc);
+    iop_loop_destroy(f->loop);
+    return 0;
+}
+
+static int done(void *arg) { return *(int *)arg; }
+
+static void test_many_clients(void **state)
+{
+    fixture_t *f = *state;
+    iop_go(f->loop, run_clients, NULL, NULL, NULL);
+    assert_true(tu_run_until(f->loop, done, &f->done, 30000));
+    assert_int_equal(f->ok_clients, NCLIENTS);
+    /* Counters: every connection counted and closed, every message a request at least. */
+    tu_run_for(f->loop, 50);
+    assert_int_equal(f->stats.connections, NCLIENTS);
+    assert_int_equal(f->stats.open, 0);
+    assert_true(f->stats.requests >= (uint64_t)NCLIENTS * ROUNDS);
+    assert_int_equal(f->stats.bytes_in, f->stats.bytes_out);
+    assert_int_equal(f->stats.errors, 0);
+}
+
+/* An idle connection is closed at once by a drain, well before the drain's
+ * deadline; after the drain, nothing new is served. */
+static void *idle_client(void *arg)
+{
+    (void)arg;
+    int fd = client_socket();
+    char c;
+    if (fd >= 0 && iop_recv(fd, &c, 1, 0, iop_now(fx->loop) + 10000000000ull) == 0)
+        fx->idle_eof = 1;
+    if (fd >= 0)
+        iop_close(fd);
+    return NULL;
+}
+
+static void *drainer(void *arg)
+{
+    (void)arg;
+    iop_sleep(200000000ull);      /* both clients connected and parked */
+    uint64_t t0 = iop_now(fx->loop);
+    fx->drain_result = iop_service_host_drain(&fx->host, t0 + 3000000000ull);
+    fx->done = 1;
+    /* The idle one went at once, so the drain took well under its deadline. */
+    if (iop_now(fx->loop) - t0 > 2000000000ull)
+        fx->drain_result = -ETIME;
+    return NULL;
+}
+
+static void test_drain(void **state)
+{
+    fixture_t *f = *state;
+    iop_go(f->loop, idle_client, NULL, NULL, NULL);
+    iop_go(f->loop, drainer, NULL, NULL, NULL);
+    assert_true(tu_run_until(f->loop, done, &f->done, 10000));
+    tu_run_for(f->loop, 100);
+    assert_int_equal(f->drain_result, 0);
+    assert_int_equal(f->idle_eof, 1);
+    assert_int_equal(f->stats.open, 0);
+    /* No longer accepting: a new connection is not served. */
+    int fd = tu_tcp_socket();
+    int r = connect(fd, (struct sockaddr *)&f->addr, sizeof f->addr);
+    (void)r;                      /* queued in the backlog, but nobody reads it */
+    char c = 'x';
+    send(fd, &c, 1, MSG_NOSIGNAL);
+    tu_run_for(f->loop, 200);
+    assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--loader") == 0) {
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_open_echo),
+            cmocka_unit_test(test_missing_lists_available),
+            cmocka_unit_test(test_broken_modules_refused),
+            cmocka_unit_test(test_list),
+            cmocka_unit_test(test_parse_opts),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+    }
+    tu_backend = tu_backend_from_args(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_many_clients, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_drain, fixture_up, fixture_down),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
