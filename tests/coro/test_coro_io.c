@@ -327,6 +327,66 @@ static void test_close_when_cancelled(void **state)
     st_assert_ok();
 }
 
+/* ---- waiting for readiness (iop_wait_fd) ------------------------------------------------ */
+
+static int wf_fds[2];
+static iop_coro_t *wf_waiter;
+
+static void *wait_fd_calls(void *arg)
+{
+    (void)arg;
+    /* Nothing to read: the deadline. Then a second waiter on the same fd is refused. */
+    CHECK_EQ(iop_wait_fd(wf_fds[0], IOP_READ, st_after_ms(20)), -ETIMEDOUT);
+    /* Writable at once; readable once the other end writes (see wait_fd_writer). */
+    CHECK(iop_wait_fd(wf_fds[1], IOP_WRITE, st_after_ms(1000)) & IOP_WRITE);
+    int r = iop_wait_fd(wf_fds[0], IOP_READ, st_after_ms(5000));
+    CHECK(r > 0 && (r & IOP_READ));
+    char c;
+    CHECK_EQ(read(wf_fds[0], &c, 1), 1);
+    /* Cancelled while waiting (wait_fd_canceller): -ECANCELED, and the watch is gone. */
+    CHECK_EQ(iop_wait_fd(wf_fds[0], IOP_READ, 0), -ECANCELED);
+    CHECK_EQ(iop_wait_fd(wf_fds[0], IOP_READ, 0), -ECANCELED);   /* sticky */
+    st_done++;
+    return NULL;
+}
+
+static void *wait_fd_rival(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_wait_fd(wf_fds[0], IOP_READ, st_after_ms(5)), -EEXIST);
+    st_done++;
+    return NULL;
+}
+
+static void *wait_fd_writer(void *arg)
+{
+    (void)arg;
+    iop_sleep(50 * MS);
+    CHECK_EQ(write(wf_fds[1], "x", 1), 1);
+    iop_sleep(50 * MS);
+    CHECK_EQ(iop_cancel(wf_waiter), 0);
+    iop_sleep(10 * MS);
+    /* The fd's watch was released by the cancelled wait: a new one may start. */
+    CHECK_EQ(write(wf_fds[1], "y", 1), 1);
+    CHECK(iop_wait_fd(wf_fds[0], IOP_READ, st_after_ms(1000)) & IOP_READ);
+    st_done++;
+    return NULL;
+}
+
+static void test_wait_fd(void **state)
+{
+    (void)state;
+    tu_pipe(wf_fds);
+    CHECK_EQ(iop_go(st_loop, wait_fd_calls, NULL, NULL, &wf_waiter), 0);
+    st_go(wait_fd_rival, NULL, "rival");
+    st_go(wait_fd_writer, NULL, "writer");
+    st_run_until_done(3, 10000);
+    assert_int_equal(iop_join(wf_waiter, NULL, 0), 0);
+    assert_int_equal(iop_wait_fd(wf_fds[0], IOP_READ, 0), -EPERM);   /* outside a coroutine */
+    close(wf_fds[0]);
+    close(wf_fds[1]);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -346,6 +406,7 @@ int main(int argc, char **argv)
         T(test_cancel_recv_from_coroutine),
         T(test_close_fails_parked_reader),
         T(test_close_when_cancelled),
+        T(test_wait_fd),
     };
     char name[64];
     snprintf(name, sizeof name, "coro.io.%s", spec ? spec : "default");

@@ -97,10 +97,18 @@ IOP_EXPORT ssize_t iop_recv(int fd, void *buf, size_t len, int flags, uint64_t d
 IOP_EXPORT ssize_t iop_send(int fd, const void *buf, size_t len, int flags, uint64_t deadline);
 IOP_EXPORT ssize_t iop_read(int fd, void *buf, size_t len, uint64_t deadline);
 IOP_EXPORT ssize_t iop_write(int fd, const void *buf, size_t len, uint64_t deadline);
+/* With ancillary data (SCM_RIGHTS): msg and what it points at stay the caller's. */
+IOP_EXPORT ssize_t iop_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline);
+IOP_EXPORT ssize_t iop_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadline);
 IOP_EXPORT int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline);
 IOP_EXPORT int iop_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline);
 IOP_EXPORT int iop_close(int fd);               /* through the loop, failing waiters */
 IOP_EXPORT int iop_sleep(uint64_t ns);          /* relative; 0 = yield */
+/* Parks until fd is ready for events (IOP_READ / IOP_WRITE), for calls the proactor
+ * does not cover (sendfile, splice ...) on a non-blocking fd. Returns the readiness
+ * seen (> 0, may include IOP_ERR / IOP_HUP), -ETIMEDOUT, -ECANCELED, or -EEXIST when
+ * the fd already has a watch in this loop (another coroutine waiting on it). */
+IOP_EXPORT int iop_wait_fd(int fd, unsigned events, uint64_t deadline);
 IOP_EXPORT int iop_sleep_until(uint64_t deadline);
 
 /* ---- scoped deadlines (gevent's Timeout) ------------------------------------------------ */

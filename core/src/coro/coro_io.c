@@ -117,6 +117,28 @@ ssize_t iop_write(int fd, const void *buf, size_t len, uint64_t deadline)
     return io_run(c, &w, deadline);
 }
 
+ssize_t iop_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_recvmsg", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_recvmsg(&w.op, fd, msg, flags, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
+ssize_t iop_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = io_begin("iop_sendmsg", &r);
+    if (!c)
+        return r;
+    iop__io_wait_t w;
+    iop_prep_sendmsg(&w.op, fd, msg, flags, io_done, &w);
+    return io_run(c, &w, deadline);
+}
+
 int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline)
 {
     int r;
