@@ -1,5 +1,6 @@
 /* iop-plugins: lists the backend modules on the search path, whether each loads and
- * passes its probe here, and which one `auto` would take.
+ * passes its probe here, and which one `auto` would take; then the service plugins
+ * and their options.
  *
  *   iop-plugins [--plugin-path DIRS] [--json] [--help]
  *
@@ -16,7 +17,8 @@ static void usage(FILE *f)
             "usage: iop-plugins [--plugin-path DIRS] [--json] [--help]\n"
             "Lists the backend modules found on the search path (DIRS, then\n"
             "$IOPLEX_PLUGIN_PATH, then the build tree, then the install dir): file, model,\n"
-            "capabilities, and whether each loads and passes its probe here.\n"
+            "capabilities, and whether each loads and passes its probe here; then the\n"
+            "service plugins (for ioplexd --service) with their options.\n"
             "  --plugin-path DIRS  ':'-separated dirs searched first\n"
             "  --json              one JSON object instead of text\n"
             "exit: 0 some backend is usable, 1 none is, 2 usage error\n");
@@ -66,6 +68,22 @@ static const iop_backend_info_t *auto_pick(const iop_backend_info_t *list, size_
 }
 
 /* ---- text ------------------------------------------------------------------- */
+
+static void print_services_text(const iop_service_info_t *svc, size_t ns)
+{
+    printf("services:%s\n", ns ? "" : " none found");
+    for (size_t i = 0; i < ns; i++) {
+        const iop_service_info_t *s = &svc[i];
+        if (s->desc) {
+            printf("%-10s service    %s\n", s->name, s->desc->summary ? s->desc->summary : "");
+            if (s->desc->options_help)
+                printf("%s", s->desc->options_help);
+        } else {
+            printf("%-10s refused (%s): %s\n", s->name, iop_strerror(s->load_err), s->why);
+        }
+        printf("  %-8s %s\n", "file", s->path);
+    }
+}
 
 static void print_text(const iop_backend_info_t *list, size_t n, const char *search,
                        const iop_backend_info_t *pick)
@@ -168,7 +186,30 @@ static void print_json(const iop_backend_info_t *list, size_t n, const char *sea
     }
     printf("%s],\"auto\":", n ? "\n" : "");
     json_string(pick ? pick->name : NULL);
-    printf("}\n");
+}
+
+static void print_services_json(const iop_service_info_t *svc, size_t ns)
+{
+    printf(",\"services\":[");
+    for (size_t i = 0; i < ns; i++) {
+        const iop_service_info_t *s = &svc[i];
+        printf("%s\n{\"name\":", i ? "," : "");
+        json_string(s->name);
+        printf(",\"path\":");
+        json_string(s->path);
+        printf(",\"loaded\":%s", s->desc ? "true" : "false");
+        if (s->desc) {
+            printf(",\"summary\":");
+            json_string(s->desc->summary);
+            printf(",\"options\":");
+            json_string(s->desc->options_help);
+        } else {
+            printf(",\"error\":");
+            json_string(s->why);
+        }
+        printf("}");
+    }
+    printf("%s]}\n", ns ? "\n" : "");
 }
 
 int main(int argc, char **argv)
@@ -202,10 +243,18 @@ int main(int argc, char **argv)
     char search[8192];
     iop_plugin_search_path(plugin_path, search, sizeof search);
     const iop_backend_info_t *pick = auto_pick(list, n);
-    if (json)
+    iop_service_info_t *svc = NULL;
+    size_t ns = 0;
+    if (iop_service_list(plugin_path, &svc, &ns) < 0)
+        fprintf(stderr, "iop-plugins: cannot list services: %s\n", iop_last_error());
+    if (json) {
         print_json(list, n, search, pick);
-    else
+        print_services_json(svc, ns);
+    } else {
         print_text(list, n, search, pick);
+        print_services_text(svc, ns);
+    }
+    iop_service_list_free(svc);
 
     int any = 0;
     for (size_t i = 0; i < n; i++)

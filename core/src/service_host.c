@@ -70,7 +70,8 @@ static void *acceptor_main(void *arg)
     static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "service-conn" };
     while (!h->draining) {
         handoff_t ho = { .h = h, .peerlen = sizeof ho.peer };
-        int fd = iop_accept(h->listen_fd, (struct sockaddr *)&ho.peer, &ho.peerlen, 0);
+        int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho.peer, &ho.peerlen)
+                           : iop_accept(h->listen_fd, (struct sockaddr *)&ho.peer, &ho.peerlen, 0);
         if (fd >= 0) {
             if (h->shed) {
                 fprintf(stderr, "ioplex: service %s: accepting again\n", h->desc->name);
@@ -127,7 +128,7 @@ static void *acceptor_main(void *arg)
 
 int iop_service_host_start(iop_service_host_t *h)
 {
-    if (!h || !h->desc || !h->loop || h->listen_fd < 0)
+    if (!h || !h->desc || !h->loop || (h->listen_fd < 0 && !h->accept))
         return iop__fail(-EINVAL, "iop_service_host_start: incomplete host record");
     h->draining = 0;
     h->live = NULL;

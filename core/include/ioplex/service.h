@@ -131,6 +131,11 @@ typedef struct iop_service_host {
     int listen_fd;             /* non-blocking listener */
     int worker;
     iop_service_stats_t *stats;   /* this worker's counters (may be shared memory) */
+    /* Optional: how to accept (a coroutine call returning an fd or -errno, and
+     * -ECANCELED once no more should be accepted), e.g. iop_shard_accept; NULL =
+     * iop_accept on listen_fd. */
+    int (*accept)(void *arg, struct sockaddr *addr, socklen_t *addrlen);
+    void *accept_arg;
     /* private */
     volatile int draining;
     uint64_t drain_deadline;
