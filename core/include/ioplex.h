@@ -12,6 +12,7 @@
 #include "ioplex/plugin.h"
 #include "ioplex/coro.h"
 #include "ioplex/service.h"
+#include "ioplex/shard.h"
 
 #define IOPLEX_VERSION_MAJOR 0
 #define IOPLEX_VERSION_MINOR 1

@@ -1,0 +1,208 @@
+/* Supervisor behaviour that does not depend on the backend (run on the default
+ * one): the crash-loop limit, a drain that times out, a worker whose setup fails,
+ * options refused before any fork, CPU pinning and reuseport steering by the
+ * receiving CPU. */
+#include "test_shard_harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Worker 1 aborts at once, every time; worker 0 serves. */
+static int crashing_worker(iop_shard_worker_t *w)
+{
+    if (iop_shard_index(w) == 1) {
+        struct rlimit none = { 0, 0 };
+        setrlimit(RLIMIT_CORE, &none);   /* no core file from the test */
+        raise(SIGABRT);
+    }
+    return sh_echo_worker(w);
+}
+
+static void test_crash_loop_limit(void **state)
+{
+    (void)state;
+    sh_config_t c = { .worker = crashing_worker, .crash_limit = 3, .crash_window_ns = 10000 * SH_MS,
+                      .backoff_min_ns = 20 * SH_MS };
+    uint64_t t0 = tu_clock_ms();
+    sh_start(&c);
+    int r = sh_stop(0, 15000);     /* it stops by itself */
+    fprintf(stderr, "# crash loop stopped after %llu ms: %s\n", (unsigned long long)(tu_clock_ms() - t0), sh->error);
+    assert_int_equal(r, -ECHILD);
+    assert_non_null(strstr(sh->error, "worker 1"));
+    assert_non_null(strstr(sh->error, "SIGABRT"));
+    assert_non_null(strstr(sh->error, "crash-loop limit"));
+    iop_shard_worker_stats_t ws;
+    assert_int_equal(iop_shard_stats_read(sh_stats, 1, &ws), 0);
+    assert_int_equal(ws.crashes, 4);   /* limit 3: the fourth stops it */
+    assert_int_equal(iop_shard_stats_read(sh_stats, 0, &ws), 0);
+    assert_int_equal(ws.crashes, 0);
+    pid_t kids[8];
+    assert_int_equal(sh_children(kids, 8), 0);
+}
+
+/* Ignores draining and never ends by itself. */
+static int stubborn_worker(iop_shard_worker_t *w)
+{
+    iop_shard_ready(w);
+    for (;;)
+        iop_sleep(10 * SH_MS);
+    return 0;
+}
+
+static void test_drain_timeout_kills(void **state)
+{
+    (void)state;
+    sh_config_t c = { .worker = stubborn_worker, .drain_timeout_ns = 300 * SH_MS };
+    sh_start(&c);
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    uint64_t t0 = tu_clock_ms();
+    int r = sh_stop(SIGTERM, 10000);
+    uint64_t took = tu_clock_ms() - t0;
+    fprintf(stderr, "# drain timeout 300 ms: stopped after %llu ms: %s\n", (unsigned long long)took, sh->error);
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_non_null(strstr(sh->error, "drain timeout"));
+    assert_true(took >= 300 && took < 3000);
+}
+
+static void test_second_sigterm_kills_at_once(void **state)
+{
+    (void)state;
+    sh_config_t c = { .worker = stubborn_worker, .drain_timeout_ns = 20000 * SH_MS };
+    sh_start(&c);
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    uint64_t t0 = tu_clock_ms();
+    kill(sh_sup, SIGTERM);
+    tu_sleep_ms(100);
+    int r = sh_stop(SIGINT, 5000);
+    assert_int_equal(r, -EINTR);
+    assert_true(tu_clock_ms() - t0 < 3000);
+}
+
+static void test_worker_setup_failure(void **state)
+{
+    (void)state;
+    sh_config_t c = { .backend = "no-such-backend" };
+    sh_start(&c);
+    int r = sh_stop(0, 10000);
+    fprintf(stderr, "# setup failure: %d %s\n", r, sh->error);
+    assert_true(r < 0 && r != 1000 && r != -ECHILD);
+    assert_non_null(strstr(sh->error, "could not start"));
+    assert_non_null(strstr(sh->error, "no-such-backend"));
+}
+
+static int never_called(iop_shard_worker_t *w)
+{
+    (void)w;
+    return 99;
+}
+
+/* Refused before any fork, in this very process, leaving the signal mask alone. */
+static void test_bad_options(void **state)
+{
+    (void)state;
+    sigset_t before, after;
+    sigprocmask(SIG_SETMASK, NULL, &before);
+    const char *bad_addr[] = { "nonsense", NULL };
+    iop_shard_opts_t o = { .size = sizeof o, .worker = never_called, .listen = bad_addr, .workers = 1 };
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+    assert_non_null(strstr(iop_last_error(), "nonsense"));
+
+    const char *v6_no_brackets[] = { "::1:80", NULL };
+    o.listen = v6_no_brackets;
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+
+    o.listen = NULL;
+    o.flags = IOP_SHARD_STEER_CPU;      /* without PIN_CPU */
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+    o.flags = 0;
+    o.worker = NULL;
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+
+    /* a port someone else holds (no SO_REUSEPORT on theirs) */
+    struct sockaddr_in a;
+    int busy = tu_tcp_listener(&a, 4);
+    char spec[64];
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", ntohs(a.sin_port));
+    const char *taken[] = { spec, NULL };
+    o.worker = never_called;
+    o.listen = taken;
+    assert_int_equal(iop_shard_run(&o), -EADDRINUSE);
+    assert_non_null(strstr(iop_last_error(), spec));
+    close(busy);
+
+    sigprocmask(SIG_SETMASK, NULL, &after);
+    assert_int_equal(sigismember(&before, SIGTERM), sigismember(&after, SIGTERM));
+    assert_int_equal(sigismember(&before, SIGHUP), sigismember(&after, SIGHUP));
+    pid_t kids[8];
+    assert_int_equal(sh_children(kids, 8), 0);
+}
+
+static int allowed_cpus(int *ids, int max)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) < 0)
+        return 0;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+        if (CPU_ISSET(c, &set))
+            ids[n++] = c;
+    return n;
+}
+
+static void test_pinning_and_steering(void **state)
+{
+    (void)state;
+    int cpus[2];
+    cpu_set_t mine;
+    sched_getaffinity(0, sizeof mine, &mine);
+    if (allowed_cpus(cpus, 2) < 2) {
+        fprintf(stderr, "# one CPU only: steering cannot be told apart from chance\n");
+        skip();
+    }
+    sh_config_t c = { .workers = 2, .flags = IOP_SHARD_PIN_CPU | IOP_SHARD_STEER_CPU };
+    sh_start(&c);                  /* attaching the program failed otherwise */
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    for (int i = 0; i < 2; i++) {  /* worker i runs on the i-th CPU only */
+        cpu_set_t set;
+        assert_int_equal(sched_getaffinity(sh_worker_pid((uint32_t)i), sizeof set, &set), 0);
+        assert_int_equal(CPU_COUNT(&set), 1);
+        assert_true(CPU_ISSET(cpus[i], &set));
+    }
+    /* On loopback the SYN is received on the sender's CPU: a client pinned to CPU k
+     * is served by worker k. */
+    int wrong = 0;
+    for (int k = 0; k < 2; k++) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpus[k], &one);
+        assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+        for (int i = 0; i < 20; i++) {
+            int w = -1;
+            assert_int_equal(sh_request(0, "steer", &w, NULL), 0);
+            wrong += w != k;
+        }
+    }
+    sched_setaffinity(0, sizeof mine, &mine);
+    fprintf(stderr, "# steering: %d of 40 connections went to another CPU's worker\n", wrong);
+    assert_int_equal(wrong, 0);
+    assert_int_equal(sh_stop(SIGTERM, 10000), 0);
+}
+
+int main(int argc, char **argv)
+{
+    sh_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_bad_options, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_crash_loop_limit, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_timeout_kills, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_worker_setup_failure, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_pinning_and_steering, sh_setup, sh_teardown),
+    };
+    return cmocka_run_group_tests_name("shard.misc", tests, NULL, NULL);
+}
