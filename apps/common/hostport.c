@@ -1,6 +1,7 @@
 #include "hostport.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -105,4 +106,24 @@ char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, s
         snprintf(buf, buflen, "(address family %d)", sa->sa_family);
     }
     return buf;
+}
+
+int iop_app_listen(const struct addrinfo *ai)
+{
+    int err = -EADDRNOTAVAIL;
+    for (; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            err = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+            return fd;
+        err = -errno;
+        close(fd);
+    }
+    return err;
 }

@@ -1,5 +1,5 @@
-/* Shared by the sample apps: HOST:PORT parsing, resolution and printing, plus the
- * strict number parsing their command lines need. */
+/* Shared by the sample apps: HOST:PORT parsing, resolution, listening and printing,
+ * plus the strict number parsing their command lines need. */
 #ifndef IOP_APP_HOSTPORT_H
 #define IOP_APP_HOSTPORT_H
 
@@ -22,6 +22,10 @@ int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
 
 /* Writes "1.2.3.4:80" or "[::1]:80" into buf; returns buf. */
 char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
+
+/* A non-blocking, close-on-exec TCP listener (SO_REUSEADDR, backlog SOMAXCONN) on
+ * the first address of ai that binds. The fd, or -errno of the last failure. */
+int iop_app_listen(const struct addrinfo *ai);
 
 /* Parses a whole decimal number in [min, max]. 0 or -EINVAL. */
 int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);

@@ -457,26 +457,6 @@ static int signals_open(void)
 
 /* ---- listening ------------------------------------------------------------------ */
 
-/* Binds the first resolved address that works. The fd, or -errno (last error). */
-static int listen_on(const struct addrinfo *ai)
-{
-    int err = -EADDRNOTAVAIL;
-    for (; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        if (fd < 0) {
-            err = -errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
-            return fd;
-        err = -errno;
-        close(fd);
-    }
-    return err;
-}
 
 /* ---- start, run, stop ----------------------------------------------------------- */
 
@@ -684,7 +664,7 @@ int main(int argc, char **argv)
     }
 
     int status = EXIT_FAILURE;
-    r = listen_on(addrs);
+    r = iop_app_listen(addrs);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
         goto out;

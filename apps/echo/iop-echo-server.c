@@ -1,11 +1,14 @@
-/* iop-echo-server: echoes every byte back; one coroutine per connection.
+/* iop-echo-server: echoes every byte back; one coroutine per connection, in one
+ * process or (--workers N) in N worker processes under a supervisor (shard.h).
  *
  * Written as blocking code: an acceptor coroutine loops on iop_accept and starts a
  * coroutine per connection in a nursery; each loops iop_recv → iop_send into a
  * buffer on its own stack, so a message costs no allocation. A third coroutine
  * reads SIGTERM / SIGINT from a signalfd and wakes the server's main coroutine,
  * which stops the acceptor and closes the nursery: every connection coroutine is
- * cancelled, closes its socket and ends before the process exits.
+ * cancelled, closes its socket and ends before the process exits. With workers, the
+ * supervisor takes the signals and drains them: each stops accepting and lets its
+ * connections finish until the drain deadline.
  *
  * iop-echo-proactor is the same service written with callbacks on the proactor
  * interface, with the loop's fast-path modes (multishot, provided buffers). */
@@ -25,6 +28,7 @@
 #include <unistd.h>
 
 #include <ioplex.h>
+#include <ioplex/shard.h>
 #include "hostport.h"
 
 #define PROG "iop-echo-server"
@@ -41,6 +45,8 @@ typedef struct server {
     int spare_fd;                /* given up to accept-and-drop under EMFILE */
     int sig_fd;
     int fixed_files;
+    int want_stats;
+    iop_shard_worker_t *worker;  /* with --workers: this worker, else NULL */
     iop_nursery_t conns;         /* one coroutine per connection */
     iop_sem_t stop;              /* released by a signal or a fatal accept error */
     size_t nlive;
@@ -135,7 +141,8 @@ static void *acceptor(void *arg)
     server_t *s = arg;
     uint64_t backoff = BACKOFF_MIN_NS;
     for (;;) {
-        int fd = iop_accept(s->listen_fd, NULL, NULL, 0);
+        int fd = s->worker ? iop_shard_accept(s->worker, 0, NULL, NULL, 0)
+                           : iop_accept(s->listen_fd, NULL, NULL, 0);
         if (fd >= 0) {
             if (s->shedding) {
                 s->shedding = 0;
@@ -148,7 +155,8 @@ static void *acceptor(void *arg)
             continue;
         }
         switch (-fd) {
-        case ECANCELED:          /* shutting down */
+        case ECANCELED:          /* shutting down, or a worker's drain began */
+            iop_sem_release(&s->stop);
             return NULL;
         case EMFILE:
         case ENFILE:
@@ -226,7 +234,7 @@ static void *server_main(void *arg)
     static const iop_coro_opts_t acc_opts = { .size = sizeof acc_opts, .name = "acceptor" };
     static const iop_coro_opts_t sig_opts = { .size = sizeof sig_opts, .name = "signals" };
     int r = iop_go(s->loop, acceptor, s, &acc_opts, &acc);
-    if (r == 0)
+    if (r == 0 && !s->worker)    /* a worker learns of the stop from its accept */
         r = iop_go(s->loop, signal_waiter, s, &sig_opts, &sig);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot start: %s\n", iop_last_error());
@@ -245,32 +253,14 @@ static void *server_main(void *arg)
         iop_cancel(sig);
         iop_join(sig, NULL, 0);
     }
-    iop_nursery_close(&s->conns, iop_now(s->loop));
+    /* One process: close every connection now. A worker: let them finish until the
+     * supervisor's drain deadline. */
+    iop_nursery_close(&s->conns, s->worker ? iop_shard_drain_deadline(s->worker) : iop_now(s->loop));
     return NULL;
 }
 
 /* ---- listening ------------------------------------------------------------------------ */
 
-/* Binds the first resolved address that works. The fd, or -errno (last error). */
-static int listen_on(const struct addrinfo *ai)
-{
-    int err = -EADDRNOTAVAIL;
-    for (; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        if (fd < 0) {
-            err = -errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
-            return fd;
-        err = -errno;
-        close(fd);
-    }
-    return err;
-}
 
 /* What serving cost, between the listening line and the stop signal. Allocations
  * are counted on this thread by the ioplex allocator seam (coroutine records and
@@ -279,12 +269,102 @@ static void print_stats(const server_t *s)
 {
     iop_loop_stats_t st;
     iop_loop_get_stats(s->loop, &st);
+    char who[32] = "";
+    if (s->worker)
+        snprintf(who, sizeof who, "worker %u: ", iop_shard_index(s->worker));
     fprintf(stderr,
-            PROG ": stats: %" PRIu64 " reads echoed, %" PRIu64 " connections, %" PRIu64
+            PROG ": %sstats: %" PRIu64 " reads echoed, %" PRIu64 " connections, %" PRIu64
             " heap allocations while serving; loop: %" PRIu64 " iterations, %" PRIu64
             " ops submitted, %" PRIu64 " completed, %" PRIu64 " syscalls, %" PRIu64 " waits\n",
-            s->echoes, s->conns_accepted, s->a1.allocs - s->a0.allocs, st.iterations,
+            who, s->echoes, s->conns_accepted, s->a1.allocs - s->a0.allocs, st.iterations,
             st.ops_submitted, st.ops_completed, st.syscalls, st.polls);
+}
+
+/* ---- --workers N: a supervisor and worker processes ----------------------------------- */
+
+typedef struct sharded {
+    const char *backend_line;    /* "backend X (why)", learnt before the fork */
+    int fixed_files, want_stats;
+} sharded_t;
+
+static void on_listen(void *arg, uint32_t index, const struct sockaddr *addr, socklen_t len)
+{
+    sharded_t *sh = arg;
+    (void)index;
+    char where[128];
+    iop_app_format_addr(addr, len, where, sizeof where);
+    printf(PROG ": listening on %s, %s\n", where, sh->backend_line);
+    fflush(stdout);
+}
+
+static void on_event(void *arg, int level, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, PROG ": %s%s\n", level == IOP_SHARD_WARN ? "warning: " : "", line);
+}
+
+/* One worker: the same server as in one process, on the worker's loop and listener. */
+static int echo_worker(iop_shard_worker_t *w)
+{
+    sharded_t *sh = iop_shard_arg(w);
+    server_t s = { .loop = iop_shard_loop(w), .listen_fd = iop_shard_listener(w, 0), .spare_fd = -1,
+                   .sig_fd = -1, .fixed_files = sh->fixed_files, .want_stats = sh->want_stats,
+                   .worker = w };
+    server = &s;
+    iop_nursery_init(&s.conns, s.loop);
+    iop_sem_init(&s.stop, 0);
+    s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    server_main(&s);             /* a worker function runs as a coroutine already */
+    if (s.want_stats)
+        print_stats(&s);
+    if (s.spare_fd >= 0)
+        close(s.spare_fd);
+    return s.failed;
+}
+
+static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop_opts_t *lo,
+                       int fixed_files, int want_stats)
+{
+    /* Each worker makes its own loop after the fork; ask once here which backend that
+     * will be, to say so in the listening line and to fail early. */
+    iop_loop_t *probe;
+    if (iop_loop_create(&probe, lo) < 0) {
+        fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
+        return EXIT_USAGE;
+    }
+    char line[600];
+    const char *report = iop_loop_backend_report(probe);
+    snprintf(line, sizeof line, "backend %s%s%s%s, %u workers", iop_loop_backend(probe),
+             report[0] ? " (" : "", report, report[0] ? ")" : "", workers);
+    iop_loop_destroy(probe);
+
+    iop_shard_stats_t *stats = NULL;
+    if (iop_shard_stats_create(&stats, workers) < 0) {
+        fprintf(stderr, PROG ": %s\n", iop_last_error());
+        return EXIT_FAILURE;
+    }
+    sharded_t sh = { .backend_line = line, .fixed_files = fixed_files, .want_stats = want_stats };
+    const char *listen[] = { listen_addr, NULL };
+    iop_shard_opts_t so = {
+        .size = sizeof so, .workers = workers, .listen = listen, .loop_opts = lo,
+        .backend = lo->backend, .worker = echo_worker, .arg = &sh, .on_listen = on_listen,
+        .on_event = on_event, .event_arg = &sh, .stats = stats,
+        .drain_timeout_ns = 2000000000ull,
+    };
+    int r = iop_shard_run(&so);
+    /* How the connections were spread over the workers. */
+    fprintf(stderr, PROG ": connections per worker:");
+    for (uint32_t i = 0; i < workers; i++) {
+        iop_shard_worker_stats_t ws;
+        if (iop_shard_stats_read(stats, i, &ws) == 0)
+            fprintf(stderr, " %u: %llu%s", i, (unsigned long long)ws.accepted, i + 1 < workers ? "," : "");
+    }
+    fputc('\n', stderr);
+    iop_shard_stats_free(stats);
+    if (r == 0 || r == -ETIMEDOUT)
+        return EXIT_SUCCESS;
+    fprintf(stderr, PROG ": %s\n", iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
+    return r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL ? EXIT_USAGE : EXIT_FAILURE;
 }
 
 static void usage(FILE *f)
@@ -301,6 +381,9 @@ static void usage(FILE *f)
         "  --listen HOST:PORT   HOST is IPv4, [IPv6] or a name; PORT 0 picks a free\n"
         "                       port (default 127.0.0.1:7000)\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
+        "  --workers N          serve in N worker processes (SO_REUSEPORT listeners) under\n"
+        "                       a supervisor that respawns them; SIGTERM drains them\n"
+        "                       (default 0: serve in this process)\n"
         "  --busy-poll US       spin up to US microseconds before sleeping in the kernel\n"
         "  --fixed-files        register connections with the backend (io_uring fixed files)\n"
         "  --uring-sqpoll       io_uring: a kernel thread polls the submission queue\n"
@@ -322,7 +405,7 @@ int main(int argc, char **argv)
 {
     const char *backend = NULL, *listen_addr = "127.0.0.1:7000", *plugin_path = NULL;
     int want_stats = 0, fixed_files = 0;
-    unsigned long busy_poll = 0, sq_idle = 0, sq_cpu1 = 0, flags = 0;
+    unsigned long busy_poll = 0, sq_idle = 0, sq_cpu1 = 0, flags = 0, workers = 0;
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "listen", required_argument, NULL, 'l' },
@@ -333,6 +416,7 @@ int main(int argc, char **argv)
         { "uring-sqpoll", no_argument, NULL, 'Q' },
         { "sqpoll-idle", required_argument, NULL, 'I' },
         { "sqpoll-cpu", required_argument, NULL, 'C' },
+        { "workers", required_argument, NULL, 'W' },
         { "multishot", no_argument, NULL, 'X' },
         { "provided-buffers", no_argument, NULL, 'X' },
         { "pool", required_argument, NULL, 'X' },
@@ -341,7 +425,7 @@ int main(int argc, char **argv)
     };
     int ch;
     opterr = 0;                  /* one line of our own instead of getopt's */
-    while ((ch = getopt_long(argc, argv, ":b:l:p:shB:FQI:C:", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":b:l:p:shB:FQI:C:W:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'b': backend = optarg; break;
         case 'l': listen_addr = optarg; break;
@@ -349,13 +433,14 @@ int main(int argc, char **argv)
         case 's': want_stats = 1; break;
         case 'F': fixed_files = 1; break;
         case 'Q': flags |= IOP_LOOP_SQPOLL; break;
-        case 'B': case 'I': case 'C': {
+        case 'B': case 'I': case 'C': case 'W': {
             uint64_t v;
-            if (iop_app_parse_u64(optarg, 0, 1000000000ull, &v) < 0) {
+            if (iop_app_parse_u64(optarg, 0, ch == 'W' ? 256 : 1000000000ull, &v) < 0) {
                 fprintf(stderr, PROG ": %s wants a number, not '%s'\n", argv[optind - 1], optarg);
                 return EXIT_USAGE;
             }
             if (ch == 'B') busy_poll = v;
+            else if (ch == 'W') workers = v;
             else if (ch == 'I') sq_idle = v;
             else sq_cpu1 = v + 1;
             break;
@@ -387,13 +472,17 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);    /* a peer that resets must not kill the server */
 
-    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .fixed_files = fixed_files };
-    server = &s;
     iop_loop_opts_t opts = {
         .size = sizeof opts, .backend = backend, .plugin_path = plugin_path,
         .flags = (uint32_t)flags, .busy_poll_us = (uint32_t)busy_poll,
         .sqpoll_idle_ms = (uint32_t)sq_idle, .sqpoll_cpu1 = (uint32_t)sq_cpu1,
     };
+    if (workers) {
+        freeaddrinfo(addrs);     /* the supervisor binds (SO_REUSEPORT, one per worker) */
+        return run_workers((uint32_t)workers, listen_addr, &opts, fixed_files, want_stats);
+    }
+    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .fixed_files = fixed_files };
+    server = &s;
     int r = iop_loop_create(&s.loop, &opts);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
@@ -405,7 +494,7 @@ int main(int argc, char **argv)
     iop_sem_init(&s.stop, 0);
 
     int status = EXIT_FAILURE;
-    r = listen_on(addrs);
+    r = iop_app_listen(addrs);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
         goto out;

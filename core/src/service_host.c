@@ -1,7 +1,8 @@
 /* Serving a listener with a service plugin: an acceptor coroutine, one coroutine
  * per connection in a nursery. Each connection's record lives on its coroutine's
  * stack and sits in the host's list while it is served, so that a drain can cancel
- * the idle ones at once and leave the busy ones until the deadline. */
+ * the idle ones at once (request/response services) and leave the others until the
+ * deadline. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -149,8 +150,9 @@ int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline)
         iop_join(h->acceptor, NULL, 0);
         h->acceptor = NULL;
     }
-    for (host_conn_t *c = h->live; c; c = c->next)
-        if (c->pub.idle)
-            iop_cancel(c->coro);
+    if (h->desc->flags & IOP_SERVICE_DRAIN_IDLE)
+        for (host_conn_t *c = h->live; c; c = c->next)
+            if (c->pub.idle)
+                iop_cancel(c->coro);
     return iop_nursery_close(&h->conns, deadline ? deadline : iop_now(h->loop));
 }

@@ -2,8 +2,8 @@
  *
  * usage: test_service --loader   loading good and broken modules, listing, options
  *        test_service BACKEND    the echo service behind iop_service_host on BACKEND:
- *                                many clients, counters, and a drain that cancels
- *                                idle connections at once */
+ *                                many clients, counters, and drains (a session
+ *                                service vs one whose idle connections go at once) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -130,7 +130,7 @@ typedef struct fixture {
     iop_service_stats_t stats;
     struct sockaddr_in addr;
     int ok_clients;
-    int idle_eof, busy_done;
+    int idle_eof;
     int drain_result;
     int done;
 } fixture_t;
@@ -233,8 +233,10 @@ static void test_many_clients(void **state)
     assert_int_equal(f->stats.errors, 0);
 }
 
-/* An idle connection is closed at once by a drain, well before the drain's
- * deadline; after the drain, nothing new is served. */
+/* A drain: echo is a session service, so its idle connection is served until the
+ * drain deadline and only then cancelled; the same service flagged
+ * IOP_SERVICE_DRAIN_IDLE has it closed at once. Either way nothing new is served
+ * afterwards. */
 static void *idle_client(void *arg)
 {
     (void)arg;
@@ -247,27 +249,26 @@ static void *idle_client(void *arg)
     return NULL;
 }
 
+static uint64_t drain_took;
+
 static void *drainer(void *arg)
 {
     (void)arg;
-    iop_sleep(200000000ull);      /* both clients connected and parked */
+    iop_sleep(200000000ull);      /* the client connected and parked */
     uint64_t t0 = iop_now(fx->loop);
-    fx->drain_result = iop_service_host_drain(&fx->host, t0 + 3000000000ull);
+    fx->drain_result = iop_service_host_drain(&fx->host, t0 + 500000000ull);
+    drain_took = iop_now(fx->loop) - t0;
     fx->done = 1;
-    /* The idle one went at once, so the drain took well under its deadline. */
-    if (iop_now(fx->loop) - t0 > 2000000000ull)
-        fx->drain_result = -ETIME;
     return NULL;
 }
 
-static void test_drain(void **state)
+static void drain_with(fixture_t *f, const iop_service_desc_t *desc)
 {
-    fixture_t *f = *state;
+    f->host.desc = desc;          /* before any connection: the acceptor reads it later */
     iop_go(f->loop, idle_client, NULL, NULL, NULL);
     iop_go(f->loop, drainer, NULL, NULL, NULL);
     assert_true(tu_run_until(f->loop, done, &f->done, 10000));
     tu_run_for(f->loop, 100);
-    assert_int_equal(f->drain_result, 0);
     assert_int_equal(f->idle_eof, 1);
     assert_int_equal(f->stats.open, 0);
     /* No longer accepting: a new connection is not served. */
@@ -280,6 +281,25 @@ static void test_drain(void **state)
     assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), -1);
     assert_int_equal(errno, EAGAIN);
     close(fd);
+}
+
+static void test_drain_session(void **state)
+{
+    fixture_t *f = *state;
+    drain_with(f, iop_service_desc(f->svc));
+    assert_int_equal(f->drain_result, -ETIMEDOUT);
+    assert_true(drain_took >= 450000000ull);
+}
+
+static void test_drain_idle(void **state)
+{
+    fixture_t *f = *state;
+    static iop_service_desc_t quick;
+    quick = *iop_service_desc(f->svc);
+    quick.flags |= IOP_SERVICE_DRAIN_IDLE;
+    drain_with(f, &quick);
+    assert_int_equal(f->drain_result, 0);
+    assert_true(drain_took < 300000000ull);
 }
 
 int main(int argc, char **argv)
@@ -297,7 +317,8 @@ int main(int argc, char **argv)
     tu_backend = tu_backend_from_args(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_many_clients, fixture_up, fixture_down),
-        cmocka_unit_test_setup_teardown(test_drain, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_drain_session, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up, fixture_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

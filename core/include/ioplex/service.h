@@ -64,16 +64,25 @@ typedef struct iop_service_conn {
     int worker;                /* 0 .. nworkers - 1 */
     iop_service_stats_t *stats;   /* this worker's counters */
     /* Set by the service: 1 while it waits for the next request (between requests
-     * of a keep-alive connection), 0 while it works on one. When the host drains,
-     * it cancels idle connections at once and busy ones at the drain deadline. */
+     * of a keep-alive connection), 0 while it works on one. With
+     * IOP_SERVICE_DRAIN_IDLE, a drain cancels idle connections at once; every other
+     * connection is cancelled at the drain deadline if it has not ended by then. */
     int idle;
     const volatile int *draining; /* 1 once the host drains: finish the request at
                                    * hand and return instead of reading another */
 } iop_service_conn_t;
 
+/* iop_service_desc_t.flags */
+#define IOP_SERVICE_DRAIN_IDLE 0x1u   /* request/response protocols (HTTP keep-alive):
+                                       * at a drain the host cancels connections that
+                                       * are idle (conn->idle) at once; without it, every
+                                       * connection keeps being served until it ends or
+                                       * the drain deadline (sessions like echo, chat) */
+
 typedef struct iop_service_desc {
     uint32_t abi_version;      /* IOP_SERVICE_ABI_VERSION, always first */
     uint32_t desc_size;        /* sizeof(iop_service_desc_t) */
+    uint32_t flags;            /* IOP_SERVICE_* */
     const char *name;
     const char *summary;       /* one line for iop-plugins and --help */
     const char *options_help;  /* "key=VALUE   what it does" lines, or NULL */
@@ -147,8 +156,8 @@ typedef struct iop_service_host {
 
 /* Starts the accept loop (from a coroutine or not): 0 or -errno. */
 IOP_EXPORT int iop_service_host_start(iop_service_host_t *h);
-/* Stops accepting, cancels idle connections now and busy ones at deadline (0 =
- * now), and waits for every connection coroutine to end. Call it from a coroutine
+/* Stops accepting, cancels idle connections now (IOP_SERVICE_DRAIN_IDLE) and the
+ * others at deadline (0 = now), and waits for every connection coroutine to end. Call it from a coroutine
  * of h->loop. 0, or -ETIMEDOUT when some connections had to be cancelled busy. */
 IOP_EXPORT int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline);
 

@@ -1,0 +1,445 @@
+/* iop-client: a client for ioplexd's services, in coroutines.
+ *
+ *   iop-client echo HOST:PORT           stdin → server → stdout
+ *   iop-client chat HOST:PORT NICK      a chat room session: your lines go out,
+ *                                       everybody's come in
+ *   iop-client load echo|http HOST:PORT [options]
+ *                                       closed-loop load: C connections, each with
+ *                                       one request in flight; a result line with
+ *                                       rate, p50, p99 and errors
+ *
+ * The interactive modes run two coroutines: one copies stdin to the socket, one the
+ * socket to stdout, so that lines arriving from others show while you type. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ioplex.h>
+#include "hostport.h"
+#include "latency_hist.h"
+
+#define PROG "iop-client"
+#define SEC 1000000000ull
+#define MAX_CONNS 10000
+#define IO_BUF 16384
+
+enum { EXIT_USAGE = 2 };
+
+static iop_loop_t *loop;
+static struct addrinfo *addrs;
+static const char *target;
+static uint64_t timeout_ns = 10 * SEC;
+
+/* Connects to the first address that answers. The fd, or -errno (printed). */
+static int dial(int quiet)
+{
+    int r = -EADDRNOTAVAIL;
+    for (const struct addrinfo *ai = addrs; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            return -errno;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        r = iop_connect(fd, ai->ai_addr, ai->ai_addrlen, iop_now(loop) + timeout_ns);
+        if (r == 0)
+            return fd;
+        iop_close(fd);
+    }
+    if (!quiet)
+        fprintf(stderr, PROG ": cannot connect to %s: %s\n", target, iop_strerror(r));
+    return r;
+}
+
+/* ---- echo and chat: two coroutines per session --------------------------------------- */
+
+typedef struct session {
+    int fd;
+    const char *hello;           /* sent first (chat: the nick), or NULL */
+    iop_coro_t *up, *down;
+    int failed;
+} session_t;
+
+static int write_all_fd(int fd, const char *p, size_t n, int use_send)
+{
+    while (n) {
+        ssize_t w = use_send ? iop_send(fd, p, n, 0, iop_now(loop) + timeout_ns)
+                             : iop_write(fd, p, n, 0);
+        if (w < 0)
+            return (int)w;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* stdin → socket; at end of input, half-close so the server knows. */
+static void *upstream(void *arg)
+{
+    session_t *s = arg;
+    char buf[IO_BUF];
+    if (s->hello && write_all_fd(s->fd, s->hello, strlen(s->hello), 1) < 0) {
+        s->failed = 1;
+        return NULL;
+    }
+    for (;;) {
+        ssize_t n = iop_read(STDIN_FILENO, buf, sizeof buf, 0);
+        if (n == -ECANCELED)
+            return NULL;
+        if (n < 0) {
+            fprintf(stderr, PROG ": reading stdin: %s\n", iop_strerror((int)n));
+            s->failed = 1;
+            break;
+        }
+        if (n == 0)
+            break;
+        int r = write_all_fd(s->fd, buf, (size_t)n, 1);
+        if (r < 0) {
+            if (r != -ECANCELED)
+                fprintf(stderr, PROG ": sending: %s\n", iop_strerror(r));
+            s->failed = r != -ECANCELED;
+            return NULL;
+        }
+    }
+    shutdown(s->fd, SHUT_WR);
+    return NULL;
+}
+
+/* socket → stdout, until the server closes; then the session is over. */
+static void *downstream(void *arg)
+{
+    session_t *s = arg;
+    char buf[IO_BUF];
+    for (;;) {
+        ssize_t n = iop_recv(s->fd, buf, sizeof buf, 0, 0);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (n != -ECANCELED) {
+                fprintf(stderr, PROG ": receiving: %s\n", iop_strerror((int)n));
+                s->failed = 1;
+            }
+            break;
+        }
+        if (write_all_fd(STDOUT_FILENO, buf, (size_t)n, 0) < 0) {
+            fprintf(stderr, PROG ": writing stdout failed\n");
+            s->failed = 1;
+            break;
+        }
+    }
+    iop_cancel(s->up);           /* a person may still be typing: stop reading stdin */
+    return NULL;
+}
+
+static void *session_main(void *arg)
+{
+    session_t *s = arg;
+    s->fd = dial(0);
+    if (s->fd < 0) {
+        s->failed = 1;
+        return NULL;
+    }
+    iop_go(loop, upstream, s, NULL, &s->up);
+    iop_go(loop, downstream, s, NULL, &s->down);
+    iop_join(s->down, NULL, 0);
+    iop_join(s->up, NULL, 0);
+    iop_close(s->fd);
+    return NULL;
+}
+
+/* ---- load ------------------------------------------------------------------------------ */
+
+typedef struct load {
+    int http;
+    const char *path;            /* http: the request path */
+    char request[1024];          /* http: the request, sent as is */
+    size_t reqlen;
+    size_t size;                 /* echo: message size */
+    uint64_t start_ns, measure_ns, end_ns;
+    uint64_t done, errors, bytes;
+    char first_error[200];       /* what the first error was, for the result */
+    latency_hist_t hist;
+} load_t;
+
+static load_t *ld;
+
+static void load_error(const char *what, int err)
+{
+    if (!ld->errors++)
+        snprintf(ld->first_error, sizeof ld->first_error, "%s: %s", what, iop_strerror(err));
+}
+
+
+/* An HTTP response's end in buf[0..len): its total length, 0 if incomplete, -1 if
+ * malformed. Enough for keep-alive responses with Content-Length. */
+static long http_response_len(const char *buf, size_t len)
+{
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end)
+        return len > 16384 ? -1 : 0;
+    size_t head = (size_t)(end - buf) + 4;
+    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0)
+        return -1;
+    long clen = 0;
+    for (const char *p = buf; p < end; p++) {
+        if ((p == buf || p[-1] == '\n') && strncasecmp(p, "content-length:", 15) == 0) {
+            clen = strtol(p + 15, NULL, 10);
+            break;
+        }
+    }
+    if (clen < 0)
+        return -1;
+    return head + (size_t)clen <= len ? (long)(head + (size_t)clen) : 0;
+}
+
+static void *load_conn(void *arg)
+{
+    (void)arg;
+    /* Per connection, not per request; too big for a coroutine stack. */
+    enum { BUF = 65536 };
+    char *out = iop_malloc(BUF), *in = iop_malloc(BUF);
+    int fd = out && in ? dial(1) : -ENOMEM;
+    if (fd < 0) {
+        load_error("connect", fd);
+        iop_free(out);
+        iop_free(in);
+        return NULL;
+    }
+    size_t len = ld->http ? ld->reqlen : ld->size;
+    if (ld->http)
+        memcpy(out, ld->request, len);
+    else
+        memset(out, 'x', len);
+    const char *what = "send";
+    int err = 0;
+    while (iop_now(loop) < ld->end_ns) {
+        uint64_t t0 = iop_now(loop);
+        uint64_t dl = t0 + timeout_ns;
+        what = "send";
+        err = write_all_fd(fd, out, len, 1);
+        if (err < 0)
+            goto fail;
+        size_t got = 0;
+        long want = ld->http ? 0 : (long)len;
+        what = "receive";
+        while (want == 0 || got < (size_t)want) {
+            ssize_t n = iop_recv(fd, in + got, BUF - got, 0, dl);
+            if (n <= 0) {
+                err = n ? (int)n : -ECONNRESET;
+                goto fail;
+            }
+            got += (size_t)n;
+            if (ld->http) {
+                want = http_response_len(in, got);
+                if (want < 0 || (want == 0 && got == BUF)) {
+                    what = "response";
+                    err = -EBADMSG;
+                    goto fail;
+                }
+            }
+        }
+        if (ld->http && (size_t)want != got) {
+            what = "response (more than one came back)";
+            err = -EBADMSG;
+            goto fail;           /* closed-loop: nothing else may be in flight */
+        }
+
+        iop_update_time(loop);
+        uint64_t t1 = iop_now(loop);
+        if (t0 >= ld->measure_ns) {
+            ld->done++;
+            ld->bytes += got;
+            latency_hist_add(&ld->hist, t1 - t0);
+        }
+    }
+    iop_close(fd);
+    iop_free(out);
+    iop_free(in);
+    return NULL;
+fail:
+    if (iop_now(loop) < ld->end_ns && err != -ECANCELED)
+        load_error(what, err);
+    iop_close(fd);
+    iop_free(out);
+    iop_free(in);
+    return NULL;
+}
+
+static void *load_main(void *arg)
+{
+    uint64_t nconns = (uint64_t)(uintptr_t)arg;
+    iop_nursery_t n;
+    iop_nursery_init(&n, loop);
+    for (uint64_t i = 0; i < nconns; i++)
+        if (iop_nursery_go(&n, load_conn, NULL, NULL) < 0) {
+            load_error("starting a connection coroutine", -ENOMEM);
+            break;
+        }
+    iop_nursery_close(&n, ld->end_ns + timeout_ns);
+    return NULL;
+}
+
+/* ---- the command line -------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: " PROG " echo HOST:PORT\n"
+        "       " PROG " chat HOST:PORT NICK\n"
+        "       " PROG " load echo|http HOST:PORT [--connections C] [--size BYTES]\n"
+        "                  [--duration S] [--warmup S] [--path PATH]\n"
+        "\n"
+        "echo: sends stdin to an echo service and prints what comes back.\n"
+        "chat: joins a chat service as NICK: your lines go to everybody, theirs show\n"
+        "      here (commands: /who, /quit).\n"
+        "load: a closed-loop load generator: C connections (default 50), each with one\n"
+        "      request in flight, for S seconds (default 5) after a warm-up (default 1);\n"
+        "      echo sends BYTES-byte messages (default 64), http sends GET PATH (default\n"
+        "      /hello) with keep-alive. Prints one line: requests/s, p50 and p99 latency,\n"
+        "      errors.\n"
+        "\n"
+        "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
+        "  --timeout S          connect and per-request timeout (default 10)\n"
+        "  --help               this text\n"
+        "\n"
+        "Exit status: 0 on success, 1 on a failure (load: any error), 2 on a usage error.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *backend = NULL;
+    uint64_t conns = 50, size = 64, duration = 5, warmup = 1, tmo = 10;
+    const char *path = "/hello";
+    static const struct option longopts[] = {
+        { "connections", required_argument, NULL, 'c' },
+        { "size", required_argument, NULL, 's' },
+        { "duration", required_argument, NULL, 'd' },
+        { "warmup", required_argument, NULL, 'w' },
+        { "path", required_argument, NULL, 'P' },
+        { "backend", required_argument, NULL, 'b' },
+        { "timeout", required_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":c:s:d:w:P:b:t:h", longopts, NULL)) != -1) {
+        uint64_t *dst = NULL, lo = 0, hi = 0;
+        switch (ch) {
+        case 'c': dst = &conns; lo = 1; hi = MAX_CONNS; break;
+        case 's': dst = &size; lo = 1; hi = 65536; break;
+        case 'd': dst = &duration; lo = 1; hi = 3600; break;
+        case 'w': dst = &warmup; lo = 0; hi = 600; break;
+        case 't': dst = &tmo; lo = 1; hi = 3600; break;
+        case 'P': path = optarg; break;
+        case 'b': backend = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case ':':
+            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+        if (dst && iop_app_parse_u64(optarg, lo, hi, dst) < 0) {
+            fprintf(stderr, PROG ": %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
+                    argv[optind - 1], lo, hi, optarg);
+            return EXIT_USAGE;
+        }
+    }
+    /* getopt has moved the operands to the end: options may come anywhere. */
+    char *ops[4];
+    int nops = 0;
+    while (optind < argc) {
+        if (nops == 4) {
+            fprintf(stderr, PROG ": too many arguments (try --help)\n");
+            return EXIT_USAGE;
+        }
+        ops[nops++] = argv[optind++];
+    }
+    const char *mode = nops ? ops[0] : "";
+    int want = !strcmp(mode, "echo") ? 2 : !strcmp(mode, "chat") ? 3 : !strcmp(mode, "load") ? 3 : 0;
+    if (!want) {
+        fprintf(stderr, PROG ": %s (try --help)\n", nops ? "unknown mode: say echo, chat or load" : "no mode given");
+        return EXIT_USAGE;
+    }
+    if (nops != want) {
+        fprintf(stderr, PROG ": %s wants %d argument%s (try --help)\n", mode, want - 1, want > 2 ? "s" : "");
+        return EXIT_USAGE;
+    }
+    int is_load = !strcmp(mode, "load");
+    if (is_load && strcmp(ops[1], "echo") && strcmp(ops[1], "http")) {
+        fprintf(stderr, PROG ": load echo or load http, not '%s'\n", ops[1]);
+        return EXIT_USAGE;
+    }
+    target = is_load ? ops[2] : ops[1];
+    char err[512];
+    if (iop_app_resolve(target, 0, &addrs, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return EXIT_USAGE;
+    }
+    timeout_ns = tmo * SEC;
+    signal(SIGPIPE, SIG_IGN);
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend };
+    if (iop_loop_create(&loop, &lo) < 0) {
+        fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
+        freeaddrinfo(addrs);
+        return EXIT_USAGE;
+    }
+    int status = EXIT_SUCCESS;
+    iop_coro_t *c;
+    if (!is_load) {
+        static session_t s;
+        char hello[256];
+        if (!strcmp(mode, "chat")) {
+            snprintf(hello, sizeof hello, "/nick %s\n", ops[2]);
+            s.hello = hello;
+        }
+        if (iop_go(loop, session_main, &s, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
+            fprintf(stderr, PROG ": %s\n", iop_last_error());
+            s.failed = 1;
+        }
+        status = s.failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    } else {
+        static load_t l;         /* the histogram is large */
+        ld = &l;
+        l.http = !strcmp(ops[1], "http");
+        l.size = (size_t)size;
+        if (l.http) {
+            int n = snprintf(l.request, sizeof l.request,
+                             "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " PROG "\r\n\r\n", path, target);
+            if (n < 0 || (size_t)n >= sizeof l.request) {
+                fprintf(stderr, PROG ": --path is too long\n");
+                iop_loop_destroy(loop);
+                freeaddrinfo(addrs);
+                return EXIT_USAGE;
+            }
+            l.reqlen = (size_t)n;
+        }
+        l.start_ns = iop_now(loop);
+        l.measure_ns = l.start_ns + warmup * SEC;
+        l.end_ns = l.measure_ns + duration * SEC;
+        if (iop_go(loop, load_main, (void *)(uintptr_t)conns, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
+            fprintf(stderr, PROG ": %s\n", iop_last_error());
+            l.errors++;
+        }
+        if (l.errors)
+            fprintf(stderr, PROG ": first error: %s\n", l.first_error);
+        double secs = (double)(l.end_ns - l.measure_ns) / 1e9;
+        printf("load %s %s: %" PRIu64 " connections, %" PRIu64 " s: %.0f req/s, p50 %.1f us, "
+               "p99 %.1f us, %" PRIu64 " errors, backend %s\n", ops[1], target, conns,
+               duration, (double)l.done / secs,
+               (double)latency_hist_quantile(&l.hist, 0.50) / 1000.0,
+               (double)latency_hist_quantile(&l.hist, 0.99) / 1000.0, l.errors, iop_loop_backend(loop));
+        status = l.errors || !l.done ? EXIT_FAILURE : EXIT_SUCCESS;
+    }
+    iop_loop_destroy(loop);
+    freeaddrinfo(addrs);
+    return status;
+}

@@ -1,0 +1,374 @@
+/* ioplexd: the sample server. Hosts service plugins (echo, http, chat, or your own)
+ * on the listeners the command line names, with one coroutine per connection, in
+ * one process (--workers 0) or in N worker processes under a supervisor that
+ * respawns them, drains them on SIGTERM and restarts them one by one on SIGHUP.
+ *
+ *   ioplexd --backend epoll --workers 2 --service echo=127.0.0.1:7000 \
+ *           --service http=127.0.0.1:8080,root=./www --stats */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "hostport.h"
+#include "ioplexd.h"
+
+#define DEFAULT_DRAIN_S 10
+
+/* ---- the command line -------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: " PROG " --service NAME=HOST:PORT[,KEY=VALUE...] [--service ...]\n"
+        "               [--backend NAME] [--workers N] [--stats] [--drain-timeout S]\n"
+        "               [--plugin-path DIRS]\n"
+        "\n"
+        "Serves each --service on its address with the service plugin of that name\n"
+        "(iop_service_NAME.so on the plugin path), one coroutine per connection. Stays in\n"
+        "the foreground; prints the backend it took and where each service listens.\n"
+        "SIGTERM / SIGINT: stop accepting, let open connections finish (up to the drain\n"
+        "timeout), exit 0. SIGHUP: restart the workers one by one.\n"
+        "\n"
+        "  --service SPEC       NAME=HOST:PORT followed by the service's options, e.g.\n"
+        "                       echo=127.0.0.1:7000  http=127.0.0.1:8080,root=./www\n"
+        "                       (HOST: IPv4, [IPv6] or a name; PORT 0 picks a free port)\n"
+        "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
+        "                       (default: $IOPLEX_BACKEND, then auto)\n"
+        "  --workers N          worker processes, one loop each (default 1; 0 = serve in\n"
+        "                       this process, without a supervisor)\n"
+        "  --stats              print a line per second: connections, requests/s,\n"
+        "                       bytes/s, errors, backend, per worker\n"
+        "  --drain-timeout S    how long open connections may take at a stop (default %d)\n"
+        "  --plugin-path DIRS   ':'-separated dirs searched first for backend and service\n"
+        "                       modules\n"
+        "  --list               list the service plugins found, with their options\n"
+        "  --help               this text\n"
+        "\n"
+        "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage error,\n"
+        "an unknown service or backend, or an address that cannot be bound.\n",
+        DEFAULT_DRAIN_S);
+}
+
+static int add_service(daemon_t *d, const char *arg)
+{
+    if (d->nsvc == MAX_SERVICES) {
+        fprintf(stderr, PROG ": at most %d services\n", MAX_SERVICES);
+        return -1;
+    }
+    service_slot_t *s = &d->svc[d->nsvc];
+    s->spec = strdup(arg);
+    s->listen_fd = -1;
+    char *eq = s->spec ? strchr(s->spec, '=') : NULL;
+    if (!eq || eq == s->spec || !eq[1]) {
+        fprintf(stderr, PROG ": --service wants NAME=HOST:PORT[,KEY=VALUE...], not '%s'\n", arg);
+        free(s->spec);
+        return -1;
+    }
+    *eq = '\0';
+    s->name = s->spec;
+    s->listen = eq + 1;
+    char *comma = strchr(eq + 1, ',');
+    if (comma) {
+        *comma = '\0';
+        int n = iop_service_parse_opts(comma + 1, s->opts, MAX_SERVICE_OPTS);
+        if (n < 0) {
+            fprintf(stderr, PROG ": --service %s: %s\n", arg,
+                    n == -E2BIG ? "too many options" : "an option without a name");
+            free(s->spec);
+            return -1;
+        }
+        s->nopts = (size_t)n;
+    }
+    d->nsvc++;
+    return 0;
+}
+
+static int list_services(const char *plugin_path)
+{
+    iop_service_info_t *list;
+    size_t n;
+    if (iop_service_list(plugin_path, &list, &n) < 0) {
+        fprintf(stderr, PROG ": %s\n", iop_last_error());
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!list[i].desc) {
+            printf("%-10s refused: %s (%s)\n", list[i].name, list[i].why, list[i].path);
+            continue;
+        }
+        printf("%-10s %s (%s)\n", list[i].name, list[i].desc->summary ? list[i].desc->summary : "",
+               list[i].path);
+        if (list[i].desc->options_help)
+            printf("%s", list[i].desc->options_help);
+    }
+    if (!n)
+        printf("no service plugins on the search path\n");
+    iop_service_list_free(list);
+    return 0;
+}
+
+/* ---- setting up ---------------------------------------------------------------------- */
+
+/* Loads each service and creates its state (before any fork: workers inherit it). */
+static int services_create(daemon_t *d)
+{
+    for (size_t i = 0; i < d->nsvc; i++) {
+        service_slot_t *s = &d->svc[i];
+        if (iop_service_open(&s->module, s->name, d->plugin_path) < 0) {
+            fprintf(stderr, PROG ": --service %s: %s\n", s->name, iop_last_error());
+            return -1;
+        }
+        s->desc = iop_service_desc(s->module);
+        iop_service_cfg_t cfg = {
+            .size = sizeof cfg, .name = s->name, .listen = s->listen, .opts = s->opts,
+            .nopts = s->nopts, .nworkers = d->workers ? (int)d->workers : 1,
+        };
+        if (s->desc->create) {
+            char err[512] = "";
+            int r = s->desc->create(&s->state, &cfg, err, sizeof err);
+            if (r < 0) {
+                fprintf(stderr, PROG ": --service %s: %s\n", s->name, err[0] ? err : iop_strerror(r));
+                return -1;
+            }
+        } else if (s->nopts) {
+            fprintf(stderr, PROG ": --service %s: this service takes no options (got '%s')\n",
+                    s->name, s->opts[0].key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void services_destroy(daemon_t *d)
+{
+    for (size_t i = 0; i < d->nsvc; i++) {
+        service_slot_t *s = &d->svc[i];
+        if (s->desc && s->desc->destroy && s->state)
+            s->desc->destroy(s->state);
+        iop_service_close(s->module);
+        if (s->listen_fd >= 0)
+            close(s->listen_fd);
+        free(s->spec);
+    }
+}
+
+/* Counters for every worker and service, shared with the workers when there are. */
+static int counters_create(daemon_t *d)
+{
+    d->ncounters = (size_t)(d->workers ? d->workers : 1) * d->nsvc;
+    size_t bytes = d->ncounters * sizeof *d->counters;
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, PROG ": cannot map the stats counters: %s\n", strerror(errno));
+        return -1;
+    }
+    d->counters = p;
+    return 0;
+}
+
+static int listen_on(const char *where, char *shown, size_t shownlen)
+{
+    char err[512];
+    struct addrinfo *ai;
+    if (iop_app_resolve(where, 1, &ai, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -EINVAL;
+    }
+    int fd = iop_app_listen(ai);
+    freeaddrinfo(ai);
+    if (fd < 0) {
+        fprintf(stderr, PROG ": cannot listen on %s: %s\n", where, strerror(-fd));
+        return fd;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    iop_app_format_addr((struct sockaddr *)&ss, len, shown, shownlen);
+    return fd;
+}
+
+void print_service_line(const service_slot_t *s, const char *where)
+{
+    printf(PROG ": %s listening on %s", s->name, where);
+    for (size_t k = 0; k < s->nopts; k++)
+        printf("%s%s%s%s", k ? "," : " (", s->opts[k].key, s->opts[k].value[0] ? "=" : "",
+               s->opts[k].value);
+    printf("%s\n", s->nopts ? ")" : "");
+}
+
+/* ---- one process: --workers 0 ------------------------------------------------------ */
+
+typedef struct solo {
+    daemon_t *d;
+    iop_loop_t *loop;
+    int sig_fd;
+    int fds[MAX_SERVICES];
+    int result;
+} solo_t;
+
+static int solo_wait_stop(void *arg)
+{
+    solo_t *so = arg;
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t n = iop_read(so->sig_fd, &si, sizeof si, 0);
+        if (n != (ssize_t)sizeof si)
+            return n < 0 ? (int)n : -EIO;
+        if (si.ssi_signo == SIGHUP) {
+            fprintf(stderr, PROG ": SIGHUP: no workers to restart (--workers 0)\n");
+            continue;
+        }
+        fprintf(stderr, PROG ": %s: draining\n", strsignal((int)si.ssi_signo));
+        return 0;
+    }
+}
+
+static uint64_t solo_drain_deadline(void *arg)
+{
+    solo_t *so = arg;
+    return iop_now(so->loop) + so->d->drain_ns;
+}
+
+static void *solo_main(void *arg)
+{
+    solo_t *so = arg;
+    worker_run_t wr = {
+        .d = so->d, .loop = so->loop, .index = 0, .fds = so->fds,
+        .wait_stop = solo_wait_stop, .stop_arg = so, .drain_deadline = solo_drain_deadline,
+    };
+    so->result = worker_serve(&wr);
+    return NULL;
+}
+
+static int signals_block(sigset_t *mask)
+{
+    sigemptyset(mask);
+    sigaddset(mask, SIGTERM);
+    sigaddset(mask, SIGINT);
+    sigaddset(mask, SIGHUP);
+    /* A shell starts background jobs with SIGINT ignored, and an ignored signal never
+     * reaches a signalfd: take them back to the default first. */
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    sigaction(SIGTERM, &dfl, NULL);
+    sigaction(SIGINT, &dfl, NULL);
+    sigaction(SIGHUP, &dfl, NULL);
+    return sigprocmask(SIG_BLOCK, mask, NULL);
+}
+
+static int run_solo(daemon_t *d)
+{
+    solo_t so = { .d = d, .sig_fd = -1 };
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = d->backend, .plugin_path = d->plugin_path };
+    if (iop_loop_create(&so.loop, &lo) < 0) {
+        fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
+        return EXIT_USAGE;
+    }
+    const char *report = iop_loop_backend_report(so.loop);
+    printf(PROG ": backend %s%s%s%s\n", iop_loop_backend(so.loop), report[0] ? " (" : "",
+           report, report[0] ? ")" : "");
+    int status = EXIT_USAGE;
+    for (size_t i = 0; i < d->nsvc; i++) {
+        char where[128];
+        int fd = listen_on(d->svc[i].listen, where, sizeof where);
+        if (fd < 0)
+            goto out;
+        d->svc[i].listen_fd = so.fds[i] = fd;
+        print_service_line(&d->svc[i], where);
+    }
+    printf(PROG ": serving in this process (--workers 0)\n");
+    fflush(stdout);
+    sigset_t mask;
+    status = EXIT_FAILURE;
+    if (signals_block(&mask) < 0 || (so.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+        fprintf(stderr, PROG ": cannot set up signal handling: %s\n", strerror(errno));
+        goto out;
+    }
+    iop_coro_t *c;
+    if (iop_go(so.loop, solo_main, &so, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
+        fprintf(stderr, PROG ": %s\n", iop_last_error());
+        goto out;
+    }
+    status = so.result < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+out:
+    if (so.sig_fd >= 0)
+        close(so.sig_fd);
+    iop_loop_destroy(so.loop);
+    return status;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    static daemon_t d = { .workers = 1, .drain_ns = DEFAULT_DRAIN_S * 1000000000ull };
+    int list = 0;
+    static const struct option longopts[] = {
+        { "service", required_argument, NULL, 'S' },
+        { "backend", required_argument, NULL, 'b' },
+        { "workers", required_argument, NULL, 'w' },
+        { "stats", no_argument, NULL, 's' },
+        { "drain-timeout", required_argument, NULL, 'D' },
+        { "plugin-path", required_argument, NULL, 'p' },
+        { "list", no_argument, NULL, 'L' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    uint64_t v;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":S:b:w:sD:p:Lh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'S':
+            if (add_service(&d, optarg) < 0)
+                return EXIT_USAGE;
+            break;
+        case 'b': d.backend = optarg; break;
+        case 'p': d.plugin_path = optarg; break;
+        case 's': d.stats = 1; break;
+        case 'L': list = 1; break;
+        case 'w':
+            if (iop_app_parse_u64(optarg, 0, 256, &v) < 0) {
+                fprintf(stderr, PROG ": --workers wants a number from 0 to 256, not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            d.workers = (uint32_t)v;
+            break;
+        case 'D':
+            if (iop_app_parse_u64(optarg, 0, 3600, &v) < 0) {
+                fprintf(stderr, PROG ": --drain-timeout wants seconds (0 to 3600), not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            d.drain_ns = v * 1000000000ull;
+            break;
+        case 'h': usage(stdout); return 0;
+        case ':':
+            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG ": unexpected argument '%s' (try --help)\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (list)
+        return list_services(d.plugin_path);
+    if (!d.nsvc) {
+        fprintf(stderr, PROG ": nothing to serve: give at least one --service (try --help)\n");
+        return EXIT_USAGE;
+    }
+    signal(SIGPIPE, SIG_IGN);    /* a peer that resets must not kill a worker */
+    int status = EXIT_USAGE;
+    if (services_create(&d) == 0 && counters_create(&d) == 0)
+        status = d.workers ? run_workers(&d) : run_solo(&d);
+    services_destroy(&d);
+    return status;
+}

@@ -1,0 +1,73 @@
+/* ioplexd: what its files share. ioplexd.c parses the command line and runs either
+ * one process (--workers 0) or a supervisor with workers (shard.h); worker.c is
+ * what each serving process does: start the services on its loop, serve their
+ * listeners until a drain, print stats. */
+#ifndef IOPLEXD_H
+#define IOPLEXD_H
+
+#include <ioplex.h>
+#include <ioplex/shard.h>
+
+#define PROG "ioplexd"
+#define MAX_SERVICES 16
+#define MAX_SERVICE_OPTS 32
+
+enum { EXIT_USAGE = 2 };
+
+typedef struct service_slot {
+    char *spec;                  /* "NAME=ADDR,k=v" as given (owned copy, split in place) */
+    const char *name, *listen;
+    iop_service_opt_t opts[MAX_SERVICE_OPTS];
+    size_t nopts;
+    iop_service_t *module;
+    const iop_service_desc_t *desc;
+    void *state;                 /* from desc->create, inherited by the workers */
+    int listen_fd;               /* --workers 0: our own listener */
+} service_slot_t;
+
+typedef struct daemon {
+    const char *backend, *plugin_path;
+    uint32_t workers;            /* 0 = serve in this process */
+    int stats;                   /* print a stats line every second */
+    uint64_t drain_ns;
+    service_slot_t svc[MAX_SERVICES];
+    size_t nsvc;
+    /* Counters: [worker][service], in shared memory when there are workers. */
+    iop_service_stats_t *counters;
+    size_t ncounters;
+} daemon_t;
+
+static inline iop_service_stats_t *daemon_counters(daemon_t *d, uint32_t worker, size_t svc)
+{
+    return &d->counters[(size_t)worker * d->nsvc + svc];
+}
+
+/* Serves every service on loop (listener fds in fds[]) until *stop is set (by the
+ * caller's signal handling or a supervisor's drain), then drains by deadline_ns
+ * from then. 0, or -errno after printing why. */
+typedef struct worker_run {
+    daemon_t *d;
+    iop_loop_t *loop;
+    uint32_t index;
+    const int *fds;              /* one listener per service */
+    int (*wait_stop)(void *arg); /* parks until the drain starts (coroutine call) */
+    void *stop_arg;
+    uint64_t (*drain_deadline)(void *arg);
+    /* Optional: accept for service i (see iop_service_host_t.accept). */
+    int (*accept)(void *arg, struct sockaddr *addr, socklen_t *addrlen);
+    void *accept_args[MAX_SERVICES];
+} worker_run_t;
+
+int worker_serve(worker_run_t *wr);
+
+/* "ioplexd: NAME listening on WHERE (options)" on stdout. */
+void print_service_line(const service_slot_t *s, const char *where);
+
+/* --workers N: the supervisor (supervise.c). An exit status. */
+int run_workers(daemon_t *d);
+
+/* One stats line over all workers (every second with --stats); secs 0 only takes
+ * the starting point of the rates. */
+void stats_line(daemon_t *d, const char *backend, double secs);
+
+#endif

@@ -1,0 +1,173 @@
+/* What a serving process of ioplexd does: start every service on its loop, serve
+ * each listener with a service host (one coroutine per connection), and when told
+ * to stop, drain them all at once: no more accepting, idle connections closed now,
+ * busy ones given until the drain deadline. Worker 0 also prints the stats line. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include "ioplexd.h"
+
+#define SEC 1000000000ull
+
+typedef struct drain_job {
+    iop_service_host_t *host;
+    uint64_t deadline;
+    int res;
+} drain_job_t;
+
+static void *drain_one(void *arg)
+{
+    drain_job_t *j = arg;
+    j->res = iop_service_host_drain(j->host, j->deadline);
+    return NULL;
+}
+
+typedef struct ticker {
+    daemon_t *d;
+    iop_loop_t *loop;
+} ticker_t;
+
+static void *stats_ticker(void *arg)
+{
+    ticker_t *t = arg;
+    uint64_t last = iop_now(t->loop);
+    stats_line(t->d, NULL, 0);    /* counters of earlier generations are not this second's */
+    while (iop_sleep_until(last + SEC) == 0) {
+        uint64_t now = iop_now(t->loop);
+        stats_line(t->d, iop_loop_backend(t->loop), (double)(now - last) / 1e9);
+        last = now;
+    }
+    return NULL;
+}
+
+int worker_serve(worker_run_t *wr)
+{
+    daemon_t *d = wr->d;
+    iop_service_host_t hosts[MAX_SERVICES];
+    size_t started = 0;
+    int r = 0;
+    memset(hosts, 0, sizeof hosts);
+    for (size_t i = 0; i < d->nsvc; i++) {
+        service_slot_t *s = &d->svc[i];
+        if (s->desc->worker_start) {
+            char err[256] = "";
+            r = s->desc->worker_start(s->state, wr->loop, (int)wr->index, err, sizeof err);
+            if (r < 0) {
+                fprintf(stderr, PROG ": worker %u: service %s cannot start: %s\n", wr->index,
+                        s->name, err[0] ? err : iop_strerror(r));
+                break;
+            }
+        }
+        iop_service_host_t *h = &hosts[i];
+        h->desc = s->desc;
+        h->state = s->state;
+        h->loop = wr->loop;
+        h->listen_fd = wr->fds[i];
+        h->worker = (int)wr->index;
+        h->stats = daemon_counters(d, wr->index, i);
+        h->accept = wr->accept;
+        h->accept_arg = wr->accept_args[i];
+        r = iop_service_host_start(h);
+        if (r < 0) {
+            fprintf(stderr, PROG ": worker %u: service %s: %s\n", wr->index, s->name, iop_last_error());
+            break;
+        }
+        started++;
+    }
+
+    iop_coro_t *tick = NULL;
+    ticker_t t = { .d = d, .loop = wr->loop };
+    if (r == 0 && d->stats && wr->index == 0)
+        iop_go(wr->loop, stats_ticker, &t, NULL, &tick);
+    if (r == 0)
+        wr->wait_stop(wr->stop_arg);
+
+    /* Drain every service at once, each in its own coroutine, to one deadline. */
+    uint64_t deadline = wr->drain_deadline(wr->stop_arg);
+    drain_job_t jobs[MAX_SERVICES];
+    iop_coro_t *drainers[MAX_SERVICES];
+    for (size_t i = 0; i < started; i++) {
+        jobs[i] = (drain_job_t){ .host = &hosts[i], .deadline = deadline };
+        if (iop_go(wr->loop, drain_one, &jobs[i], NULL, &drainers[i]) < 0) {
+            drainers[i] = NULL;
+            drain_one(&jobs[i]);
+        }
+    }
+    int late = 0;
+    for (size_t i = 0; i < started; i++) {
+        if (drainers[i])
+            iop_join(drainers[i], NULL, 0);
+        late |= jobs[i].res == -ETIMEDOUT;
+    }
+    if (tick) {
+        iop_cancel(tick);
+        iop_join(tick, NULL, 0);
+    }
+    for (size_t i = 0; i < d->nsvc; i++)
+        if (d->svc[i].desc->worker_stop && (i < started || r == 0))
+            d->svc[i].desc->worker_stop(d->svc[i].state);
+    if (late)
+        fprintf(stderr, PROG ": worker %u: some connections were still busy at the drain deadline "
+                "and were closed\n", wr->index);
+    return r;
+}
+
+/* ---- the stats line ------------------------------------------------------------------ */
+
+static void human_bytes(double v, char *buf, size_t len)
+{
+    static const char *const unit[] = { "B", "KB", "MB", "GB" };
+    int u = 0;
+    while (v >= 1000 && u < 3) {
+        v /= 1000;
+        u++;
+    }
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+void stats_line(daemon_t *d, const char *backend, double secs)
+{
+    /* Previous totals per worker, to turn counters into rates. */
+    static uint64_t prev_req[256], prev_in, prev_out;
+    uint32_t nw = d->workers ? d->workers : 1;
+    uint64_t conns = 0, open = 0, req = 0, in = 0, out = 0, errs = 0;
+    char per[1024] = "";
+    size_t off = 0;
+    for (uint32_t w = 0; w < nw; w++) {
+        uint64_t wreq = 0, wopen = 0;
+        for (size_t s = 0; s < d->nsvc; s++) {
+            const volatile iop_service_stats_t *c = daemon_counters(d, w, s);
+            conns += c->connections;
+            wopen += c->open;
+            wreq += c->requests;
+            in += c->bytes_in;
+            out += c->bytes_out;
+            errs += c->errors;
+        }
+        open += wopen;
+        req += wreq;
+        if (secs > 0 && nw > 1 && w < 256 && off < sizeof per - 64)
+            off += (size_t)snprintf(per + off, sizeof per - off, "%s%u: %.0f req/s, %" PRIu64 " open",
+                                    w ? "; " : "", w, (double)(wreq - prev_req[w]) / secs, wopen);
+        if (w < 256)
+            prev_req[w] = wreq;
+    }
+    static uint64_t prev_total;
+    if (secs <= 0) {             /* only take the starting point */
+        prev_total = req;
+        prev_in = in;
+        prev_out = out;
+        return;
+    }
+    char rin[32], rout[32];
+    human_bytes((double)(in - prev_in) / secs, rin, sizeof rin);
+    human_bytes((double)(out - prev_out) / secs, rout, sizeof rout);
+    fprintf(stderr, PROG ": stats: %" PRIu64 " connections, %" PRIu64 " open, %.0f req/s, in %s/s, "
+            "out %s/s, %" PRIu64 " errors, backend %s%s%s%s\n", conns, open,
+            (double)(req - prev_total) / secs, rin, rout, errs, backend,
+            per[0] ? "; workers: " : "", per, "");
+    prev_total = req;
+    prev_in = in;
+    prev_out = out;
+}

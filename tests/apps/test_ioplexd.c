@@ -1,0 +1,229 @@
+/* ioplexd and iop-client as a user runs them: the real binaries over loopback.
+ *
+ * usage: test_ioplexd BACKEND   serving, stats, a rolling restart under load with no
+ *                               failed request, a drain, and the command line */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proc.h"
+
+#ifndef IOPLEXD_PATH
+#error "IOPLEXD_PATH must name the ioplexd binary"
+#endif
+#ifndef CLIENT_PATH
+#error "CLIENT_PATH must name the iop-client binary"
+#endif
+
+static const char *backend;
+
+typedef struct daemon_proc {
+    proc_t p;
+    char addr[128];               /* the echo service's address as printed */
+    char out[4096];               /* its stdout lines so far */
+} daemon_proc_t;
+
+/* Starts ioplexd with an echo service on a free port and waits for its lines. */
+static void start_daemon(daemon_proc_t *d, const char *workers, const char *extra)
+{
+    char *argv[12];
+    int i = 0;
+    argv[i++] = IOPLEXD_PATH;
+    argv[i++] = "--backend";
+    argv[i++] = (char *)backend;
+    argv[i++] = "--workers";
+    argv[i++] = (char *)workers;
+    argv[i++] = "--service";
+    argv[i++] = "echo=127.0.0.1:0";
+    argv[i++] = "--drain-timeout";
+    argv[i++] = "3";
+    if (extra)
+        argv[i++] = (char *)extra;
+    argv[i] = NULL;
+    assert_int_equal(proc_start(&d->p, argv, 0), 0);
+    d->out[0] = d->addr[0] = '\0';
+    char line[512];
+    while (!d->addr[0]) {
+        int r = proc_read_line(&d->p, line, sizeof line, 10000);
+        if (r < 0) {
+            char err[4096];
+            fprintf(stderr, "ioplexd gave no address (%s); stderr:\n%s\n", strerror(-r),
+                    proc_stderr(&d->p, err, sizeof err));
+            fail();
+        }
+        strncat(d->out, line, sizeof d->out - strlen(d->out) - 2);
+        strcat(d->out, "\n");
+        const char *at = strstr(line, "echo listening on ");
+        if (at)
+            sscanf(at + strlen("echo listening on "), "%127s", d->addr);
+    }
+    char want[64];
+    snprintf(want, sizeof want, "ioplexd: backend %s", backend);
+    assert_non_null(strstr(d->out, want));
+}
+
+static int stop_daemon(daemon_proc_t *d, int sig, int timeout_ms)
+{
+    kill(d->p.pid, sig);
+    int r = proc_wait(&d->p, timeout_ms);
+    if (r < 0)
+        return r;
+    return WIFEXITED(d->p.status) ? WEXITSTATUS(d->p.status) : 128 + WTERMSIG(d->p.status);
+}
+
+/* iop-client load echo against addr: its result line in out; its exit code. */
+static int run_load(const char *addr, const char *conns, const char *secs, char *out, size_t outlen)
+{
+    char err[2048];
+    char *argv[] = { CLIENT_PATH, "load", "echo", (char *)addr, "--connections", (char *)conns,
+                     "--duration", (char *)secs, "--warmup", "0", "--backend", (char *)backend, NULL };
+    int st = proc_run(argv, NULL, 0, out, outlen, err, sizeof err, 60000);
+    if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fprintf(stderr, "iop-client load: status 0x%x\nstdout: %s\nstderr: %s\n", st, out, err);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The interactive echo mode: lines through the service and back. */
+static void test_echo_session(void **state)
+{
+    (void)state;
+    daemon_proc_t d;
+    start_daemon(&d, "0", NULL);
+    static const char in[] = "first line\nsecond line\n";
+    char out[256], err[1024];
+    char *argv[] = { CLIENT_PATH, "echo", d.addr, "--backend", (char *)backend, NULL };
+    int st = proc_run(argv, in, sizeof in - 1, out, sizeof out, err, sizeof err, 20000);
+    assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_string_equal(out, in);
+    assert_int_equal(stop_daemon(&d, SIGTERM, 5000), 0);
+    proc_cleanup(&d.p);
+}
+
+/* Two workers: load goes through without errors, both workers take connections,
+ * the stats line shows them, SIGTERM drains and exits 0. */
+static void test_workers_serve_and_drain(void **state)
+{
+    (void)state;
+    daemon_proc_t d;
+    start_daemon(&d, "2", "--stats");
+    char out[1024];
+    assert_int_equal(run_load(d.addr, "40", "2", out, sizeof out), 0);
+    assert_non_null(strstr(out, " 0 errors"));
+    poll(NULL, 0, 1200);          /* at least one stats line */
+    assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
+    char err[16384];
+    proc_stderr(&d.p, err, sizeof err);
+    assert_non_null(strstr(err, "stats: "));
+    assert_non_null(strstr(err, "workers: 0: "));
+    unsigned long long c0 = 0, c1 = 0;
+    const char *per = strstr(err, "connections per worker: ");
+    assert_non_null(per);
+    assert_int_equal(sscanf(per, "connections per worker: 0: %llu, 1: %llu", &c0, &c1), 2);
+    fprintf(stderr, "connections per worker: %llu, %llu\n", c0, c1);
+    assert_int_equal(c0 + c1, 40);
+    assert_true(c0 > 0 && c1 > 0);
+    proc_cleanup(&d.p);
+}
+
+/* SIGHUP during load: the workers are replaced one by one, and not one request of
+ * the load fails (connections open at the restart finish on the old workers, new
+ * ones go to the new ones, none is refused). */
+static void test_rolling_restart_under_load(void **state)
+{
+    (void)state;
+    daemon_proc_t d;
+    start_daemon(&d, "2", NULL);
+    pid_t load = fork();
+    assert_true(load >= 0);
+    if (load == 0) {
+        char out[1024];
+        _exit(run_load(d.addr, "20", "3", out, sizeof out) == 0 && strstr(out, " 0 errors") ? 0 : 1);
+    }
+    poll(NULL, 0, 1000);
+    kill(d.p.pid, SIGHUP);
+    int st;
+    long long t0 = now_ms();
+    while (waitpid(load, &st, WNOHANG) == 0 && now_ms() - t0 < 30000)
+        poll(NULL, 0, 50);
+    if (now_ms() - t0 >= 30000) {
+        kill(load, SIGKILL);
+        waitpid(load, &st, 0);
+    }
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
+    char err[16384];
+    proc_stderr(&d.p, err, sizeof err);
+    assert_non_null(strstr(err, "rolling restart done"));
+    proc_cleanup(&d.p);
+}
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+static int run_daemon_argv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
+{
+    int st = proc_run(argv, NULL, 0, out, outlen, err, errlen, 20000);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state)
+{
+    (void)state;
+    char out[8192], err[8192];
+    char *help[] = { IOPLEXD_PATH, "--help", NULL };
+    assert_int_equal(run_daemon_argv(help, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "usage: ioplexd"));
+    char *list[] = { IOPLEXD_PATH, "--list", NULL };
+    assert_int_equal(run_daemon_argv(list, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "echo"));
+    char *none[] = { IOPLEXD_PATH, NULL };
+    assert_int_equal(run_daemon_argv(none, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--service"));
+    char *unknown[] = { IOPLEXD_PATH, "--service", "nosuch=127.0.0.1:0", NULL };
+    assert_int_equal(run_daemon_argv(unknown, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "nosuch"));
+    assert_non_null(strstr(err, "echo"));      /* what there is instead */
+    char *badspec[] = { IOPLEXD_PATH, "--service", "echo", NULL };
+    assert_int_equal(run_daemon_argv(badspec, out, sizeof out, err, sizeof err), 2);
+    char *badopt[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0", NULL };
+    assert_int_equal(run_daemon_argv(badopt, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "takes no options"));
+    char *badaddr[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0", NULL };
+    assert_int_equal(run_daemon_argv(badaddr, out, sizeof out, err, sizeof err), 2);
+    char *badbackend[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch", NULL };
+    assert_int_equal(run_daemon_argv(badbackend, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "nosuch"));
+    char *chelp[] = { CLIENT_PATH, "--help", NULL };
+    assert_int_equal(run_daemon_argv(chelp, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "usage: iop-client"));
+    char *cbad[] = { CLIENT_PATH, "load", "ftp", "127.0.0.1:1", NULL };
+    assert_int_equal(run_daemon_argv(cbad, out, sizeof out, err, sizeof err), 2);
+    char *crefused[] = { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--duration", "1", "--warmup", "0", NULL };
+    assert_int_equal(run_daemon_argv(crefused, out, sizeof out, err, sizeof err), 1);
+    assert_non_null(strstr(err, "Connection refused"));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--cli") == 0) {
+        const struct CMUnitTest tests[] = { cmocka_unit_test(test_cli) };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+    }
+    backend = argc > 1 ? argv[1] : "epoll";
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_echo_session),
+        cmocka_unit_test(test_workers_serve_and_drain),
+        cmocka_unit_test(test_rolling_restart_under_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
