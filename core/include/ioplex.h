@@ -13,6 +13,8 @@
 #include "ioplex/coro.h"
 #include "ioplex/service.h"
 #include "ioplex/shard.h"
+#include "ioplex/plock.h"
+#include "ioplex/shdict.h"
 
 #define IOPLEX_VERSION_MAJOR 0
 #define IOPLEX_VERSION_MINOR 1
