@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# sdk: installs this build into a scratch prefix, builds the two template plugins
+# (backends/template, plugins/template) out of tree against it, with CMake's
+# find_package and with pkg-config, and runs them: the installed ioplexd serves the
+# template service on the template backend, and the installed iop-client talks to it.
+# usage: sdk-test.sh SOURCE_DIR BUILD_DIR
+set -euo pipefail
+src=$1 build=$2
+tmp=$(mktemp -d)
+daemon=""
+cleanup() {
+    [ -n "$daemon" ] && kill -KILL "$daemon" 2>/dev/null || true
+    [ -n "$daemon" ] && wait "$daemon" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+prefix=$tmp/prefix
+fail() { echo "sdk: FAIL: $*"; exit 1; }
+
+echo "== install into $prefix"
+cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/install.log"; fail "install"; }
+export LD_LIBRARY_PATH=$prefix/lib:$prefix/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+pcdir=$(dirname "$(find "$prefix" -name ioplex.pc | head -n1)")
+[ -n "$pcdir" ] || fail "no ioplex.pc installed"
+
+echo "== CMake: find_package(ioplex)"
+for t in backends/template plugins/template; do
+    name=$(basename "$(dirname "$t")")
+    cmake -S "$src/$t" -B "$tmp/cm-$name" -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cm-$name.log" 2>&1 &&
+        cmake --build "$tmp/cm-$name" >>"$tmp/cm-$name.log" 2>&1 || { cat "$tmp/cm-$name.log"; fail "cmake build of $t"; }
+done
+ls "$tmp/cm-backends/iop_backend_mine.so" "$tmp/cm-plugins/iop_service_upper.so" >/dev/null
+
+echo "== pkg-config ioplex"
+pc() { PKG_CONFIG_PATH=$pcdir pkg-config --define-prefix "$@" ioplex; }
+mkdir -p "$tmp/pc"
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden $(pc --cflags) \
+    "$src/backends/template/mine.c" -o "$tmp/pc/iop_backend_mine.so" -Wl,-z,defs || fail "pkg-config build of the backend"
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden $(pc --cflags) \
+    "$src/plugins/template/upper.c" -o "$tmp/pc/iop_service_upper.so" $(pc --libs) -Wl,-z,defs ||
+    fail "pkg-config build of the service"
+
+for dir in "$tmp/cm-backends:$tmp/cm-plugins" "$tmp/pc"; do
+    echo "== run from $dir"
+    out=$("$prefix/bin/iop-plugins" --plugin-path "$dir")
+    grep -q '^mine .*probe: ok' <<<"$out" || { echo "$out"; fail "iop-plugins does not show mine as usable"; }
+    grep -q '^upper .*service' <<<"$out" || { echo "$out"; fail "iop-plugins does not list upper"; }
+    "$prefix/bin/ioplexd" --workers 0 --backend mine --plugin-path "$dir" \
+        --service 'upper=127.0.0.1:0,prefix=>' >"$tmp/d.out" 2>"$tmp/d.err" &
+    daemon=$!
+    addr=""
+    for _ in $(seq 1 100); do
+        addr=$(sed -n 's/^ioplexd: upper listening on \([^ ]*\).*/\1/p' "$tmp/d.out")
+        [ -n "$addr" ] && break
+        kill -0 "$daemon" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$tmp/d.out" "$tmp/d.err"; fail "ioplexd did not come up"; }
+    grep -q '^ioplexd: backend mine' "$tmp/d.out" || { cat "$tmp/d.out"; fail "ioplexd is not on the template backend"; }
+    got=$(printf 'hello, sdk\n' | "$prefix/bin/iop-client" echo "$addr" --timeout 5)
+    [ "$got" = ">HELLO, SDK" ] || fail "the template service answered '$got'"
+    kill -TERM "$daemon"
+    wait "$daemon" || fail "ioplexd exited with status $?"
+    daemon=""
+    echo "   ok: '$got' from the template service on the template backend"
+done
+echo "sdk: ok"
