@@ -15,6 +15,8 @@
 #include "ioplex/shard.h"
 #include "ioplex/plock.h"
 #include "ioplex/shdict.h"
+#include "ioplex/ppipe.h"
+#include "ioplex/pool.h"
 
 #define IOPLEX_VERSION_MAJOR 0
 #define IOPLEX_VERSION_MINOR 1

@@ -190,6 +190,12 @@ static void stack_unmap(iop__stack_t *s)
 {
     if (s->slot != NO_SLOT)
         iop__guard_remove(s->slot);
+#if IOP__ASAN
+    /* ASan keeps its shadow of these pages after munmap: the next mapping at the same
+     * address (an io_uring ring, say) would inherit a dead frame's redzones and be
+     * reported as a stack-buffer-underflow. */
+    ASAN_UNPOISON_MEMORY_REGION(s->lo, s->size);
+#endif
     munmap(s->map, s->map_size);
     atomic_fetch_sub_explicit(&g_regions, (s->flags & IOP_CORO_CANARY) ? 1 : 2,
                               memory_order_relaxed);
