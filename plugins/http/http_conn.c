@@ -1,0 +1,312 @@
+/* One HTTP connection: read into a fixed buffer, answer every complete request in
+ * it in order (pipelining) into the out buffer, send the batch with one send, read
+ * again. A request split across reads waits in the buffer; a head that fills the
+ * whole buffer is 431. Errors that leave the request stream in doubt close the
+ * connection after their response. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include "http_internal.h"
+
+#define LINGER_NS (2000ull * 1000 * 1000)   /* reading what a client still sends after our close */
+#define LINGER_BYTES (1u << 20)
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Internal Server Error";
+    }
+}
+
+const char *http_date_now(http_conn_t *c)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);   /* vDSO: no system call */
+    if (ts.tv_sec != c->date_sec) {
+        c->date_sec = ts.tv_sec;
+        http_format_date(ts.tv_sec, c->date);
+    }
+    return c->date;
+}
+
+uint64_t http_send_deadline(const http_conn_t *c)
+{
+    return iop_now(c->loop) + c->st->send_timeout_ns;
+}
+
+int http_send_all(http_conn_t *c, const char *p, size_t n, int flags)
+{
+    while (n) {
+        ssize_t w = iop_send(c->svc->fd, p, n, flags, http_send_deadline(c));
+        if (w < 0)
+            return (int)w;
+        c->stats->bytes_out += (uint64_t)w;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int http_flush(http_conn_t *c, int flags)
+{
+    if (!c->out_len)
+        return 0;
+    int r = http_send_all(c, c->out, c->out_len, flags);
+    c->out_len = 0;
+    return r;
+}
+
+int http_out_room(http_conn_t *c, size_t need)
+{
+    return HTTP_OUT_CAP - c->out_len < need ? http_flush(c, 0) : 0;
+}
+
+const char *http_connection_header(const http_conn_t *c, int keep)
+{
+    if (!keep)
+        return "Connection: close\r\n";
+    return c->minor == 0 ? "Connection: keep-alive\r\n" : "";
+}
+
+int http_error(http_conn_t *c, int status, int keep, const char *extra)
+{
+    int r = http_out_room(c, 1024);
+    if (r < 0)
+        return r;
+    const char *reason = http_reason(status);
+    int body = (int)strlen(reason) + 5;    /* "404 Not Found\n" */
+    int n = snprintf(c->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+                     "HTTP/1.1 %d %s\r\nServer: ioplex\r\nDate: %s\r\n"
+                     "Content-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n",
+                     status, reason, http_date_now(c), body, extra ? extra : "",
+                     http_connection_header(c, keep));
+    if (!c->head)
+        n += snprintf(c->out + c->out_len + n, HTTP_OUT_CAP - c->out_len - n, "%d %s\n", status, reason);
+    c->out_len += (size_t)n;
+    c->stats->errors++;
+    return keep;
+}
+
+/* The built-in benchmark route: memcpy of fixed parts and the cached Date. */
+static int hello(http_conn_t *c, int keep)
+{
+    static const char head[] = "HTTP/1.1 200 OK\r\nServer: ioplex\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 13\r\nDate: ";
+    static const char body[] = "Hello, World!";
+    int r = http_out_room(c, sizeof head + HTTP_DATE_LEN + 32 + sizeof body);
+    if (r < 0)
+        return r;
+    char *p = c->out + c->out_len;
+    memcpy(p, head, sizeof head - 1);
+    p += sizeof head - 1;
+    memcpy(p, http_date_now(c), HTTP_DATE_LEN);
+    p += HTTP_DATE_LEN;
+    const char *conn = http_connection_header(c, keep);
+    size_t cl = strlen(conn);
+    memcpy(p, "\r\n", 2);
+    memcpy(p + 2, conn, cl);
+    memcpy(p + 2 + cl, "\r\n", 2);
+    p += 4 + cl;
+    if (!c->head) {
+        memcpy(p, body, sizeof body - 1);
+        p += sizeof body - 1;
+    }
+    c->out_len = (size_t)(p - c->out);
+    return keep;
+}
+
+static int wants_keepalive(const http_request_t *rq)
+{
+    if (rq->connection & HTTP_CONN_CLOSE)
+        return 0;
+    return rq->minor >= 1 || (rq->connection & HTTP_CONN_KEEPALIVE);
+}
+
+static int answer(http_conn_t *c, const http_request_t *rq)
+{
+    const http_state_t *st = c->st;
+    c->minor = rq->minor;
+    c->head = rq->method == HTTP_HEAD;
+    int keep = wants_keepalive(rq) && !*c->svc->draining;
+    int64_t body = rq->content_length > 0 ? rq->content_length : 0;
+    if (rq->method == HTTP_OTHER) {
+        /* A body we cannot frame or do not want to read: close instead of skipping it. */
+        if (rq->transfer_encoding || body > st->max_body)
+            keep = 0;
+        else
+            c->discard = (uint64_t)body;
+        return http_error(c, 405, keep, "Allow: GET, HEAD\r\n");
+    }
+    if (rq->transfer_encoding)
+        return http_error(c, 501, 0, NULL);    /* a chunked body on GET/HEAD: not supported */
+    if (body > st->max_body)
+        return http_error(c, 413, 0, NULL);
+    c->discard = (uint64_t)body;
+    if (rq->path.p[0] != '/')
+        return http_error(c, 400, keep, NULL); /* "*" is for OPTIONS */
+    if (rq->path.n == 6 && memcmp(rq->path.p, "/hello", 6) == 0)
+        return hello(c, keep);
+    if (st->root_fd < 0)
+        return http_error(c, 404, keep, NULL);
+    return http_static(c, rq, keep);
+}
+
+/* Answers the complete requests in the buffer: 1 (read more), 0 (close), -errno. */
+static int answer_buffered(http_conn_t *c)
+{
+    for (;;) {
+        if (c->discard) {
+            size_t take = c->in_len - c->in_pos;
+            if (take > c->discard)
+                take = (size_t)c->discard;
+            c->in_pos += take;
+            c->discard -= take;
+            if (c->discard)
+                return 1;
+            c->req_deadline = 0;           /* the next request gets its own time */
+        }
+        if (c->scan == 0)
+            c->in_pos += http_skip_empty_lines(c->in + c->in_pos, c->in_len - c->in_pos);
+        if (c->in_pos == c->in_len) {
+            c->in_pos = c->in_len = 0;
+            return 1;
+        }
+        const char *start = c->in + c->in_pos;
+        size_t avail = c->in_len - c->in_pos;
+        size_t head = http_head_end(start, avail, &c->scan);
+        http_request_t rq;
+        if (!head) {
+            if (c->in_pos > 0 || c->in_len < HTTP_IN_CAP)
+                return 1;
+            /* The buffer is full of one head: its start may say why (414, 400). */
+            c->head = 0;
+            c->stats->requests++;
+            int e = http_parse_request(start, avail, &rq);
+            return http_error(c, e < 0 ? -e : 431, 0, NULL);
+        }
+        int e = http_parse_request(start, head, &rq);
+        c->in_pos += head;
+        c->scan = 0;
+        c->req_deadline = 0;
+        c->stats->requests++;
+        if (e <= 0) {
+            c->head = 0;
+            return http_error(c, e < 0 ? -e : 400, 0, NULL);
+        }
+        int r = answer(c, &rq);
+        if (r <= 0)
+            return r;
+    }
+}
+
+/* More bytes of a request: 1, 0 (closed, or timed out), -errno. */
+static int read_more(http_conn_t *c)
+{
+    if (c->in_pos > 0) {
+        memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+        c->in_len -= c->in_pos;
+        c->in_pos = 0;
+    }
+    if (!c->req_deadline)
+        c->req_deadline = iop_now(c->loop) + c->st->header_timeout_ns;
+    c->svc->idle = c->in_len == 0 && !c->discard;
+    ssize_t n = iop_recv(c->svc->fd, c->in + c->in_len, HTTP_IN_CAP - c->in_len, 0, c->req_deadline);
+    c->svc->idle = 0;
+    if (n == -ETIMEDOUT) {
+        if (c->in_len == 0 && !c->discard)
+            return 0;                      /* an idle keep-alive connection: close quietly */
+        c->head = 0;
+        c->minor = 1;
+        c->stats->requests++;
+        int r = http_error(c, 408, 0, NULL);
+        return r < 0 ? r : 0;
+    }
+    if (n <= 0) {
+        c->peer_gone = 1;
+        return (int)n;
+    }
+    c->stats->bytes_in += (uint64_t)n;
+    c->in_len += (size_t)n;
+    return 1;
+}
+
+/* Closing while the client may still be sending (a rejected body, pipelined
+ * requests after a close) would make the kernel answer with RST and the client
+ * could lose our response: send FIN, then read and drop for a moment. */
+static void linger(http_conn_t *c)
+{
+    if (shutdown(c->svc->fd, SHUT_WR) < 0)
+        return;
+    uint64_t deadline = iop_now(c->loop) + LINGER_NS;
+    for (size_t total = 0; total < LINGER_BYTES;) {
+        ssize_t n = iop_recv(c->svc->fd, c->in, HTTP_IN_CAP, 0, deadline);
+        if (n <= 0)
+            return;
+        total += (size_t)n;
+    }
+}
+
+static int quiet(int r)
+{
+    /* The peer left or the host cancelled us: not an error of this service. */
+    return r == -ECONNRESET || r == -EPIPE || r == -ECANCELED ? 0 : r;
+}
+
+int http_serve(void *state, iop_service_conn_t *conn)
+{
+    http_conn_t *c = iop_malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->st = state;
+    c->svc = conn;
+    c->stats = conn->stats ? conn->stats : &c->own_stats;
+    c->loop = iop_coro_loop(iop_self());
+    c->in_pos = c->in_len = c->scan = c->out_len = 0;
+    c->discard = c->req_deadline = 0;
+    c->minor = 1;
+    c->head = 0;
+    c->peer_gone = 0;
+    c->date_sec = -1;
+    int r;
+    for (;;) {
+        r = answer_buffered(c);
+        int f = http_flush(c, 0);
+        if (r > 0 && f < 0)
+            r = f;
+        if (r <= 0)
+            break;
+        if (*conn->draining && c->in_pos == c->in_len && !c->discard) {
+            r = 0;                         /* nothing begun: stop before reading another */
+            break;
+        }
+        r = read_more(c);
+        if (r <= 0) {
+            int g = http_flush(c, 0);      /* the 408, if any */
+            if (r == 0 && g < 0)
+                r = g;
+            break;
+        }
+    }
+    if (r == 0 && !c->peer_gone)
+        linger(c);
+    iop_free(c);
+    return quiet(r);
+}

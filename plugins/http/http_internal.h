@@ -1,0 +1,68 @@
+/* The http service's shared pieces: its state (made once per host by create), one
+ * connection's buffers, and the helpers the connection loop and the static file
+ * code share. */
+#ifndef IOPLEX_HTTP_INTERNAL_H
+#define IOPLEX_HTTP_INTERNAL_H
+
+#include <limits.h>
+#include <ioplex.h>
+#include "http_date.h"
+#include "http_parse.h"
+
+#define HTTP_IN_CAP 16384            /* receive buffer: a longer head is 431 */
+#define HTTP_OUT_CAP 16384           /* a batch of responses, or a small file with its headers */
+#define HTTP_SMALL_FILE 8192         /* bodies up to this go through the out buffer */
+#define HTTP_INDEX_MAX 255           /* longest index file name */
+
+typedef struct http_state {
+    int root_fd;                     /* O_PATH dir, -1: no root (only /hello) */
+    int use_openat2;                 /* else realpath + prefix check */
+    uint64_t header_timeout_ns;      /* for a whole request head (and its body) */
+    uint64_t send_timeout_ns;        /* for each step of a response's progress */
+    int64_t max_body;                /* a larger request body: 413 */
+    char index[HTTP_INDEX_MAX + 1];
+    char root_real[PATH_MAX];        /* realpath of the root, for the fallback */
+} http_state_t;
+
+/* One connection: allocated once when it opens, nothing per request. */
+typedef struct http_conn {
+    const http_state_t *st;
+    iop_service_conn_t *svc;
+    iop_service_stats_t *stats;      /* svc->stats, or own_stats for a host without */
+    iop_loop_t *loop;
+    size_t in_pos, in_len;           /* unparsed bytes: in[in_pos .. in_len) */
+    size_t scan;                     /* http_head_end's progress, relative to in_pos */
+    uint64_t discard;                /* request body bytes still to skip */
+    uint64_t req_deadline;           /* for the request being received, 0 = not started */
+    size_t out_len;
+    int minor;                       /* the request at hand: HTTP/1.<minor> */
+    int head;                        /* ... is a HEAD */
+    int peer_gone;                   /* EOF or an error from recv: no lingering */
+    int64_t date_sec;                /* Date, formatted once a second */
+    char date[HTTP_DATE_LEN + 1];
+    iop_service_stats_t own_stats;
+    char in[HTTP_IN_CAP];
+    char out[HTTP_OUT_CAP];
+    char path[HTTP_MAX_TARGET + 2 + HTTP_INDEX_MAX];   /* decoded path (+ index name) */
+    char full[PATH_MAX], real[PATH_MAX];               /* realpath fallback scratch */
+} http_conn_t;
+
+/* The handlers return 1 (keep the connection), 0 (close it once the response is
+ * out) or -errno (it failed: drop it). */
+
+/* http_conn.c */
+int http_serve(void *state, iop_service_conn_t *conn);
+const char *http_date_now(http_conn_t *c);
+uint64_t http_send_deadline(const http_conn_t *c);
+int http_send_all(http_conn_t *c, const char *p, size_t n, int flags);
+int http_flush(http_conn_t *c, int flags);
+int http_out_room(http_conn_t *c, size_t need);     /* flushes when less is free */
+const char *http_connection_header(const http_conn_t *c, int keep);
+/* A small text/plain error response; extra: more header lines ("K: V\r\n...") or NULL. */
+int http_error(http_conn_t *c, int status, int keep, const char *extra);
+const char *http_reason(int status);
+
+/* http_static.c */
+int http_static(http_conn_t *c, const http_request_t *rq, int keep);
+
+#endif

@@ -1,0 +1,725 @@
+/* The http service on one backend (argv[1]), over raw loopback sockets: the hello
+ * route, pipelining, split requests, keep-alive, HEAD, every error status, the
+ * header timeout, path traversal and symlinks (with openat2 and with the realpath
+ * fallback), Range, If-Modified-Since, index files and redirects, a 5 MiB file
+ * through sendfile, the counters and a drain. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_date.h"
+#include "http_fixture.h"
+#include "http_harness.h"
+
+static const char *backend;
+static hf_root_t root;
+static hh_server_t srv;                /* root=www, the default resolve (openat2 here) */
+
+#define H11 " HTTP/1.1\r\nHost: t\r\n"
+
+static void start(hh_server_t *s, const char *opts)
+{
+    if (hh_start(s, backend, opts, 0) < 0)
+        fail_msg("http server (%s): %s", opts, s->err);
+}
+
+static int group_up(void **state)
+{
+    (void)state;
+    if (hf_make(&root) < 0)
+        return -1;
+    char opts[256];
+    snprintf(opts, sizeof opts, "root=%s", root.www);
+    if (hh_start(&srv, backend, opts, 0) < 0) {
+        fprintf(stderr, "http server: %s\n", srv.err);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_down(void **state)
+{
+    (void)state;
+    hh_stop(&srv);
+    hf_remove(&root);
+    return 0;
+}
+
+/* One request on its own connection; the response must parse. */
+static void get(const hh_server_t *s, const char *req, hh_resp_t *r)
+{
+    if (hh_get(s, req, r, strncmp(req, "HEAD ", 5) == 0) < 0)
+        fail_msg("no response to %.60s", req);
+}
+
+static void expect_header(const hh_resp_t *r, const char *name, const char *value)
+{
+    char v[512];
+    if (!hh_header(r, name, v, sizeof v))
+        fail_msg("no %s in\n%s", name, r->head);
+    if (strcmp(v, value) != 0)
+        fail_msg("%s: '%s', want '%s'", name, v, value);
+}
+
+static hh_conn_t *conn_new(const hh_server_t *s)
+{
+    hh_conn_t *c = malloc(sizeof *c);
+    assert_non_null(c);
+    assert_int_equal(hh_connect(c, s), 0);
+    return c;
+}
+
+static void conn_free(hh_conn_t *c)
+{
+    hh_close(c);
+    free(c);
+}
+
+/* ---- basics ------------------------------------------------------------------------- */
+
+static void test_hello(void **state)
+{
+    (void)state;
+    hh_resp_t r;
+    get(&srv, "GET /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 13);
+    assert_string_equal(r.body, "Hello, World!");
+    expect_header(&r, "Content-Type", "text/plain");
+    expect_header(&r, "Content-Length", "13");
+    expect_header(&r, "Server", "ioplex");
+    char date[64];
+    assert_non_null(hh_header(&r, "Date", date, sizeof date));
+    int64_t t;
+    assert_int_equal(http_parse_date(date, strlen(date), &t), 0);
+    assert_true(llabs((long long)(t - time(NULL))) <= 5);
+    assert_null(hh_header(&r, "Connection", date, sizeof date));   /* 1.1 keeps it open */
+    hh_resp_free(&r);
+}
+
+static void test_pipelining(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\nGET /hello.txt" H11 "\r\nHEAD /index.html" H11 "\r\n"), 0);
+    hh_resp_t r;
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "Hello, World!");
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_HELLO_TXT);
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(c, &r, 1), 0);
+    assert_int_equal(r.status, 200);
+    char v[32];
+    snprintf(v, sizeof v, "%zu", strlen(HF_INDEX));
+    expect_header(&r, "Content-Length", v);
+    expect_header(&r, "Content-Type", "text/html; charset=utf-8");
+    hh_resp_free(&r);
+    /* Nothing stray after the HEAD: the next response starts cleanly. */
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_string_equal(r.body, "Hello, World!");
+    hh_resp_free(&r);
+    conn_free(c);
+}
+
+static void test_split_requests(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    const char *req = "GET /hello.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: byte-by-byte\r\n\r\n";
+    for (const char *p = req; *p; p++) {
+        assert_int_equal(hh_send(c, p, 1), 0);
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    hh_resp_t r;
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_HELLO_TXT);
+    hh_resp_free(&r);
+    /* One request and a half, then the rest: both answered in order. */
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\nGET /index.ht"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_string_equal(r.body, "Hello, World!");
+    hh_resp_free(&r);
+    assert_int_equal(hh_sends(c, "ml HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_string_equal(r.body, HF_INDEX);
+    hh_resp_free(&r);
+    /* Empty lines before a request are ignored (RFC 9112 2.2), bare LF ends lines. */
+    assert_int_equal(hh_sends(c, "\r\n\r\nGET /hello HTTP/1.1\nHost: t\n\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    conn_free(c);
+}
+
+static void test_keepalive(void **state)
+{
+    (void)state;
+    hh_resp_t r;
+    char v[64];
+    /* HTTP/1.1: reused until asked to close. */
+    hh_conn_t *c = conn_new(&srv);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+        assert_int_equal(hh_read_response(c, &r, 0), 0);
+        assert_int_equal(r.status, 200);
+        hh_resp_free(&r);
+    }
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "Connection: close\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    expect_header(&r, "Connection", "close");
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
+    /* HTTP/1.0: closed unless keep-alive is asked for. */
+    c = conn_new(&srv);
+    assert_int_equal(hh_sends(c, "GET /hello HTTP/1.0\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "Connection", "close");
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
+    c = conn_new(&srv);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(hh_sends(c, "GET /hello.txt HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"), 0);
+        assert_int_equal(hh_read_response(c, &r, 0), 0);
+        assert_int_equal(r.status, 200);
+        expect_header(&r, "Connection", "keep-alive");
+        hh_resp_free(&r);
+    }
+    assert_false(hh_wait_eof(c, 100));
+    conn_free(c);
+    (void)v;
+}
+
+static void test_head(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    hh_resp_t r;
+    assert_int_equal(hh_sends(c, "HEAD /hello.txt" H11 "\r\nHEAD /hello" H11 "\r\nGET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 1), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "Content-Length", "11");
+    expect_header(&r, "Last-Modified", HF_MTIME_TEXT);
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(c, &r, 1), 0);
+    expect_header(&r, "Content-Length", "13");
+    hh_resp_free(&r);
+    /* Had a HEAD sent a body, this would start in the middle of it. */
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "Hello, World!");
+    hh_resp_free(&r);
+    conn_free(c);
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+/* Sends req on a new connection; the response must have status and, if closes, say
+ * Connection: close and be followed by EOF. */
+static void expect_status(const hh_server_t *s, const char *req, size_t len, int status, int closes)
+{
+    hh_conn_t *c = conn_new(s);
+    assert_int_equal(hh_send(c, req, len), 0);
+    hh_resp_t r;
+    if (hh_read_response(c, &r, 0) < 0)
+        fail_msg("no response to %.60s", req);
+    if (r.status != status)
+        fail_msg("%d for %.60s (want %d)", r.status, req, status);
+    char v[64];
+    const char *conn = hh_header(&r, "Connection", v, sizeof v);
+    if (closes) {
+        assert_non_null(conn);
+        assert_string_equal(conn, "close");
+        assert_true(hh_wait_eof(c, 3000));
+    } else {
+        assert_true(!conn || strcmp(conn, "close") != 0);
+    }
+    assert_true(r.body_len > 0);           /* a small text body */
+    hh_resp_free(&r);
+    conn_free(c);
+}
+
+static void expect_status_s(const char *req, int status, int closes)
+{
+    expect_status(&srv, req, strlen(req), status, closes);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    expect_status_s("GARBAGE\r\n\r\n", 400, 1);
+    expect_status_s("GET /hello HTTP/1.1\r\n\r\n", 400, 1);                    /* no Host */
+    expect_status_s("GET /hello" H11 "Host: u\r\n\r\n", 400, 1);              /* two Hosts */
+    expect_status_s("GET /hello" H11 "X-A: 1\r\n folded\r\n\r\n", 400, 1);   /* obs-fold */
+    expect_status_s("GET /hello" H11 "X-A: a\rb\r\n\r\n", 400, 1);           /* bare CR */
+    expect_status_s("GET /hello" H11 "Bad Name: 1\r\n\r\n", 400, 1);
+    expect_status_s("GET /hello" H11 "X-A : 1\r\n\r\n", 400, 1);
+    expect_status_s("GET  /hello HTTP/1.1\r\nHost: t\r\n\r\n", 400, 1);
+    expect_status_s("GET /hello" H11 "Content-Length: 1x\r\n\r\n", 400, 1);
+    expect_status_s("GET /hello" H11 "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", 400, 1);
+    expect_status_s("GET /hello HTTP/2.0\r\nHost: t\r\n\r\n", 505, 1);
+    expect_status_s("GET /hello" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501, 1);
+    expect_status_s("GET /nothing-here" H11 "\r\n", 404, 0);
+    expect_status_s("GET /hello" H11 "Content-Length: 99999999999999999999999\r\n\r\n", 413, 1);
+    expect_status_s("GET /hello" H11 "Content-Length: 20000\r\n\r\n", 413, 1);
+    /* 405 with Allow; a body it can frame is skipped and the connection kept. */
+    hh_resp_t r;
+    get(&srv, "POST /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 405);
+    expect_header(&r, "Allow", "GET, HEAD");
+    hh_resp_free(&r);
+    hh_conn_t *c = conn_new(&srv);
+    assert_int_equal(hh_sends(c, "PUT /x" H11 "Content-Length: 5\r\n\r\nhelloGET /hello" H11
+                                 "Content-Length: 3\r\n\r\nabcGET /hello.txt" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 405);
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_string_equal(r.body, "Hello, World!");
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_string_equal(r.body, HF_HELLO_TXT);
+    hh_resp_free(&r);
+    conn_free(c);
+    /* 414: a target over 8 KiB, complete or filling the buffer. */
+    size_t big = 20000;
+    char *req = malloc(big + 64);
+    assert_non_null(req);
+    int n = sprintf(req, "GET /");
+    memset(req + n, 'a', 9000);
+    n += 9000;
+    n += sprintf(req + n, H11 "\r\n");
+    expect_status(&srv, req, (size_t)n, 414, 1);
+    n = sprintf(req, "GET /");
+    memset(req + n, 'a', big - (size_t)n);
+    expect_status(&srv, req, big, 414, 1);
+    /* 431: a head larger than the 16 KiB buffer, or too many header lines. */
+    n = sprintf(req, "GET /hello" H11 "X-Big: ");
+    memset(req + n, 'b', big - (size_t)n);
+    expect_status(&srv, req, big, 431, 1);
+    n = sprintf(req, "GET /hello" H11);
+    for (int i = 0; i < 101; i++)
+        n += sprintf(req + n, "X-%d: y\r\n", i);
+    n += sprintf(req + n, "\r\n");
+    expect_status(&srv, req, (size_t)n, 431, 1);
+    free(req);
+}
+
+/* A request head that does not arrive within header_timeout_ms: 408, then closed;
+ * a connection that sends nothing is closed without a response. */
+static void test_header_timeout(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    start(&s, "header_timeout_ms=300");
+    hh_conn_t *c = conn_new(&s);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(hh_sends(c, "GET /hello HTTP/1.1\r\nHo"), 0);
+    hh_resp_t r;
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_int_equal(r.status, 408);
+    expect_header(&r, "Connection", "close");
+    assert_true(ms >= 250 && ms < 3000);
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
+    /* Idle after a request: closed quietly. */
+    c = conn_new(&s);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
+    hh_stop(&s);
+    assert_int_equal(s.stats.errors, 1);
+}
+
+/* ---- the root's boundary -------------------------------------------------------------- */
+
+static void no_escape(const hh_server_t *s)
+{
+    static const char *paths[] = {
+        "/../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E/secret.txt", "/.%2e/secret.txt",
+        "/sub/../../secret.txt", "/sub/%2e%2e/%2e%2e/secret.txt", "/..%2fsecret.txt",
+        "/%2e%2e%2fsecret.txt", "/..\\secret.txt", "/..%5csecret.txt", "/sub%5c..%5c..%5csecret.txt",
+        "/hello.txt%00", "/%00/../secret.txt", "/link_out", "/link_abs", "/dir_out/secret.txt",
+        "/./hello.txt", "http://t/../secret.txt", "/sub/..", "/%", "/%zz",
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        char req[256];
+        snprintf(req, sizeof req, "GET %s" H11 "\r\n", paths[i]);
+        hh_resp_t r;
+        get(s, req, &r);
+        if ((r.status != 400 && r.status != 404) || strstr(r.body, "SECRET"))
+            fail_msg("%s: %d '%s'", paths[i], r.status, r.body);
+        hh_resp_free(&r);
+    }
+    /* A symlink that stays inside is fine; a FIFO is not a file (and must not hang). */
+    hh_resp_t r;
+    get(s, "GET /link_in" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_HELLO_TXT);
+    hh_resp_free(&r);
+    get(s, "GET /fifo" H11 "\r\n", &r);
+    assert_int_equal(r.status, 404);
+    hh_resp_free(&r);
+}
+
+static void test_traversal(void **state)
+{
+    (void)state;
+    no_escape(&srv);
+}
+
+static void test_traversal_realpath(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    char opts[256];
+    snprintf(opts, sizeof opts, "root=%s,resolve=realpath", root.www);
+    start(&s, opts);
+    no_escape(&s);
+    hh_stop(&s);
+}
+
+/* ---- conditional and partial requests --------------------------------------------------- */
+
+static void expect_range(const char *range, int status, const char *content_range, const char *body)
+{
+    char req[512];
+    snprintf(req, sizeof req, "GET /hello.txt" H11 "Range: %s\r\n\r\n", range);
+    hh_resp_t r;
+    get(&srv, req, &r);
+    if (r.status != status)
+        fail_msg("Range %s: %d, want %d", range, r.status, status);
+    char v[128];
+    if (content_range)
+        expect_header(&r, "Content-Range", content_range);
+    else
+        assert_null(hh_header(&r, "Content-Range", v, sizeof v));
+    if (body)
+        assert_string_equal(r.body, body);
+    hh_resp_free(&r);
+}
+
+static void test_range(void **state)
+{
+    (void)state;
+    expect_range("bytes=0-4", 206, "bytes 0-4/11", "hello");
+    expect_range("bytes=-5", 206, "bytes 6-10/11", "file\n");
+    expect_range("bytes=6-", 206, "bytes 6-10/11", "file\n");
+    expect_range("bytes=6-999", 206, "bytes 6-10/11", "file\n");
+    expect_range("bytes=-99", 206, "bytes 0-10/11", HF_HELLO_TXT);
+    expect_range("bytes=11-", 416, "bytes */11", NULL);
+    expect_range("bytes=-0", 416, "bytes */11", NULL);
+    expect_range("bytes=0-1,3-4", 200, NULL, HF_HELLO_TXT);     /* several: the whole file */
+    expect_range("bytes=5-2", 200, NULL, HF_HELLO_TXT);         /* invalid: ignored */
+    expect_range("lines=1-2", 200, NULL, HF_HELLO_TXT);
+    /* If-Range: the range only if the file is still the version the client has. */
+    hh_resp_t r;
+    get(&srv, "GET /hello.txt" H11 "Range: bytes=0-4\r\nIf-Range: " HF_MTIME_TEXT "\r\n\r\n", &r);
+    assert_int_equal(r.status, 206);
+    hh_resp_free(&r);
+    get(&srv, "GET /hello.txt" H11 "Range: bytes=0-4\r\nIf-Range: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    /* A range of the large file: sendfile from an offset. */
+    get(&srv, "GET /big.bin" H11 "Range: bytes=1000000-3999999\r\n\r\n", &r);
+    assert_int_equal(r.status, 206);
+    assert_int_equal(r.body_len, 3000000);
+    for (size_t i = 0; i < r.body_len; i++)
+        if ((unsigned char)r.body[i] != hf_big_byte(1000000 + i))
+            fail_msg("big.bin range: wrong byte at %zu", i);
+    hh_resp_free(&r);
+}
+
+static void test_if_modified_since(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    hh_resp_t r;
+    assert_int_equal(hh_sends(c, "GET /hello.txt" H11 "If-Modified-Since: " HF_MTIME_TEXT "\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 304);
+    expect_header(&r, "Last-Modified", HF_MTIME_TEXT);
+    hh_resp_free(&r);
+    /* The same connection goes on: a 304 has no body. Older, asctime, RFC 850. */
+    assert_int_equal(hh_sends(c, "GET /hello.txt" H11 "If-Modified-Since: Tue, 31 Dec 2019 12:00:00 GMT\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_HELLO_TXT);
+    hh_resp_free(&r);
+    assert_int_equal(hh_sends(c, "GET /hello.txt" H11 "If-Modified-Since: Sat Feb  1 00:00:00 2020\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 304);
+    hh_resp_free(&r);
+    assert_int_equal(hh_sends(c, "GET /hello.txt" H11 "If-Modified-Since: Saturday, 01-Feb-20 00:00:00 GMT\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 304);
+    hh_resp_free(&r);
+    /* Invalid or in the future: ignored. */
+    assert_int_equal(hh_sends(c, "GET /hello.txt" H11 "If-Modified-Since: yesterday\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    assert_int_equal(hh_sends(c, "GET /hello.txt" H11 "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    conn_free(c);
+}
+
+/* ---- directories and types ----------------------------------------------------------------- */
+
+static void test_index_and_redirect(void **state)
+{
+    (void)state;
+    hh_resp_t r;
+    get(&srv, "GET /" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_INDEX);
+    expect_header(&r, "Content-Type", "text/html; charset=utf-8");
+    hh_resp_free(&r);
+    get(&srv, "GET /sub/" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_SUB_INDEX);
+    hh_resp_free(&r);
+    get(&srv, "GET /sub" H11 "\r\n", &r);
+    assert_int_equal(r.status, 301);
+    expect_header(&r, "Location", "/sub/");
+    hh_resp_free(&r);
+    get(&srv, "GET //sub?x=1" H11 "\r\n", &r);     /* never a "//host" Location */
+    assert_int_equal(r.status, 301);
+    expect_header(&r, "Location", "/sub/?x=1");
+    hh_resp_free(&r);
+    get(&srv, "HEAD /sub" H11 "\r\n", &r);
+    assert_int_equal(r.status, 301);
+    hh_resp_free(&r);
+    get(&srv, "GET /empty/" H11 "\r\n", &r);       /* no index file: 404, never a listing */
+    assert_int_equal(r.status, 404);
+    hh_resp_free(&r);
+    get(&srv, "GET /sub/index.html?v=2" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_SUB_INDEX);
+    hh_resp_free(&r);
+    /* Another index name. */
+    hh_server_t s;
+    char opts[256];
+    snprintf(opts, sizeof opts, "root=%s,index=hello.txt", root.www);
+    start(&s, opts);
+    get(&s, "GET /" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, HF_HELLO_TXT);
+    hh_resp_free(&r);
+    hh_stop(&s);
+}
+
+static void test_content_types(void **state)
+{
+    (void)state;
+    static const struct { const char *path, *type; } cases[] = {
+        { "/style.css", "text/css" }, { "/hello.txt", "text/plain; charset=utf-8" },
+        { "/data.bin", "application/octet-stream" }, { "/a%20b.txt", "text/plain; charset=utf-8" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char req[256];
+        snprintf(req, sizeof req, "GET %s" H11 "\r\n", cases[i].path);
+        hh_resp_t r;
+        get(&srv, req, &r);
+        assert_int_equal(r.status, 200);
+        expect_header(&r, "Content-Type", cases[i].type);
+        expect_header(&r, "Accept-Ranges", "bytes");
+        hh_resp_free(&r);
+    }
+}
+
+/* 5 MiB through sendfile arrive intact, twice on one connection. */
+static void test_big_file(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    assert_int_equal(hh_sends(c, "GET /big.bin" H11 "\r\nHEAD /big.bin" H11 "\r\nGET /big.bin" H11 "\r\n"), 0);
+    for (int k = 0; k < 3; k++) {
+        hh_resp_t r;
+        assert_int_equal(hh_read_response(c, &r, k == 1), 0);
+        assert_int_equal(r.status, 200);
+        expect_header(&r, "Content-Length", "5242880");
+        assert_int_equal(r.body_len, k == 1 ? 0 : HF_BIG_SIZE);
+        for (size_t i = 0; i < r.body_len; i++)
+            if ((unsigned char)r.body[i] != hf_big_byte(i))
+                fail_msg("big.bin: wrong byte at %zu", i);
+        hh_resp_free(&r);
+    }
+    conn_free(c);
+}
+
+/* A client that does not read blocks only its own response (sendfile waits in
+ * iop_wait_fd, the loop goes on); one that resets in the middle of a sendfile
+ * does not kill the server with SIGPIPE (this program does not ignore it). */
+static void test_slow_and_vanishing_readers(void **state)
+{
+    (void)state;
+    hh_conn_t *slow = conn_new(&srv);
+    assert_int_equal(hh_sends(slow, "GET /big.bin" H11 "\r\n"), 0);
+    struct timespec ts = { 0, 200000000 };
+    nanosleep(&ts, NULL);                  /* its socket buffers fill up */
+    hh_resp_t r;
+    get(&srv, "GET /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(slow, &r, 0), 0);
+    assert_int_equal(r.body_len, HF_BIG_SIZE);
+    for (size_t i = 0; i < r.body_len; i += 4093)
+        if ((unsigned char)r.body[i] != hf_big_byte(i))
+            fail_msg("big.bin: wrong byte at %zu", i);
+    hh_resp_free(&r);
+    conn_free(slow);
+    for (int k = 0; k < 3; k++) {
+        hh_conn_t *gone = conn_new(&srv);
+        assert_int_equal(hh_sends(gone, "GET /big.bin" H11 "\r\n"), 0);
+        char some[1000];
+        assert_true(recv(gone->fd, some, sizeof some, 0) > 0);
+        struct linger lg = { 1, 0 };       /* close with RST */
+        setsockopt(gone->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        conn_free(gone);
+    }
+    nanosleep(&ts, NULL);
+    get(&srv, "GET /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+}
+
+static void test_no_root(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    start(&s, "");
+    hh_resp_t r;
+    get(&s, "GET /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    get(&s, "GET /index.html" H11 "\r\n", &r);
+    assert_int_equal(r.status, 404);
+    hh_resp_free(&r);
+    hh_stop(&s);
+}
+
+/* ---- counters and drain -------------------------------------------------------------------- */
+
+static void test_stats(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    start(&s, "");
+    hh_conn_t *c = conn_new(&s);
+    const char *reqs = "GET /hello" H11 "\r\nGET /hello" H11 "\r\nGET /nope" H11 "\r\n";
+    assert_int_equal(hh_sends(c, reqs), 0);
+    size_t out = 0;
+    for (int i = 0; i < 3; i++) {
+        hh_resp_t r;
+        assert_int_equal(hh_read_response(c, &r, 0), 0);
+        out += strlen(r.head) + r.body_len;
+        hh_resp_free(&r);
+    }
+    conn_free(c);
+    expect_status(&s, "BAD\r\n\r\n", 7, 400, 1);
+    hh_stop(&s);
+    assert_int_equal(s.stats.connections, 2);
+    assert_int_equal(s.stats.open, 0);
+    assert_int_equal(s.stats.requests, 4);
+    assert_int_equal(s.stats.errors, 2);
+    assert_int_equal(s.stats.bytes_in, strlen(reqs) + 7);
+    assert_true(s.stats.bytes_out > out);  /* and the 400 */
+}
+
+/* A drain closes an idle keep-alive connection at once; a request under way is
+ * finished, with Connection: close, and then the connection closes. */
+static void test_drain(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    start(&s, "");
+    hh_conn_t *idle = conn_new(&s), *busy = conn_new(&s);
+    hh_resp_t r;
+    assert_int_equal(hh_sends(idle, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(idle, &r, 0), 0);
+    hh_resp_free(&r);
+    assert_int_equal(hh_sends(busy, "GET /hello HTTP/1.1\r\n"), 0);
+    struct timespec ts = { 0, 100000000 };
+    nanosleep(&ts, NULL);
+    hh_drain(&s, 5000);
+    assert_true(hh_wait_eof(idle, 2000));
+    assert_int_equal(hh_sends(busy, "Host: t\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(busy, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "Connection", "close");
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(busy, 3000));
+    conn_free(idle);
+    conn_free(busy);
+    assert_int_equal(hh_stop(&s), 0);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    static const char *bad[] = {
+        "root=/nonexistent/ioplex", "index=a/b", "index=..", "header_timeout_ms=0",
+        "max_body=-1", "resolve=magic", "colour=blue",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        hh_server_t s;
+        assert_int_equal(hh_start(&s, backend, bad[i], 0), -1);
+        assert_non_null(strstr(s.err, "http"));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    backend = argc > 1 ? argv[1] : NULL;
+    alarm(120);                            /* a hung test dies instead of hanging ctest */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_pipelining),
+        cmocka_unit_test(test_split_requests),
+        cmocka_unit_test(test_keepalive),
+        cmocka_unit_test(test_head),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_header_timeout),
+        cmocka_unit_test(test_traversal),
+        cmocka_unit_test(test_traversal_realpath),
+        cmocka_unit_test(test_range),
+        cmocka_unit_test(test_if_modified_since),
+        cmocka_unit_test(test_index_and_redirect),
+        cmocka_unit_test(test_content_types),
+        cmocka_unit_test(test_big_file),
+        cmocka_unit_test(test_slow_and_vanishing_readers),
+        cmocka_unit_test(test_no_root),
+        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, group_up, group_down);
+}
