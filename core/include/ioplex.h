@@ -15,6 +15,7 @@
 #include "ioplex/shard.h"
 #include "ioplex/plock.h"
 #include "ioplex/shdict.h"
+#include "ioplex/pqueue.h"
 #include "ioplex/ppipe.h"
 #include "ioplex/pool.h"
 
