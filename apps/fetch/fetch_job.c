@@ -16,14 +16,15 @@
 #define DISCARD_MAX (256 * 1024)     /* a redirect or error body longer than this:
                                       * close the connection instead of reading it */
 
-static int job_fail(fetch_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int job_fail(fetch_job_t *j, const char *fmt, ...)
+/* Says why the job failed; returns r. */
+static int job_fail(fetch_job_t *j, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int job_fail(fetch_job_t *j, int r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(j->err, sizeof j->err, fmt, ap);
     va_end(ap);
-    return -1;
+    return r;
 }
 
 static const char *io_error(ssize_t r)
@@ -43,7 +44,7 @@ static int send_request(fetch_conn_t *c, const fetch_url_t *u, uint64_t deadline
     size_t cap = strlen(u->target) + strlen(host) + 160;
     char *req = malloc(cap);
     if (!req)
-        return job_fail(j, "out of memory"), -ENOMEM;
+        return job_fail(j, -ENOMEM, "out of memory");
     size_t len = (size_t)snprintf(req, cap,
         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " PROG "/" IOPLEX_VERSION "\r\n"
         "Accept: */*\r\nAccept-Encoding: identity\r\n\r\n", u->target, host);
@@ -54,9 +55,7 @@ static int send_request(fetch_conn_t *c, const fetch_url_t *u, uint64_t deadline
             break;
     }
     free(req);
-    if (r < 0)
-        job_fail(j, "sending the request: %s", io_error(r));
-    return r < 0 ? (int)r : 0;
+    return r < 0 ? job_fail(j, (int)r, "sending the request: %s", io_error(r)) : 0;
 }
 
 /* Receives more into c's buffer. The bytes read, 0 at end of stream, or -errno. */
@@ -89,19 +88,17 @@ static int read_head(fetch_conn_t *c, http_resp_t *resp, uint64_t deadline, int 
         if (r == 1)
             return 0;
         if (r < 0)
-            return job_fail(j, "bad response: %s", resp->err), -EPROTO;
+            return job_fail(j, -EPROTO, "bad response: %s", resp->err);
         ssize_t n = conn_fill(c, deadline);
         if (n > 0) {
             received += (uint64_t)n;
             continue;
         }
         *silent = received == 0 && (n == 0 || n == -ECONNRESET);
-        if (n == 0)
-            job_fail(j, "the server closed the connection %s", received ? "inside the response head"
-                                                                   : "without a response");
-        else
-            job_fail(j, "waiting for the response head: %s", io_error(n));
-        return n == 0 ? -ECONNRESET : (int)n;
+        if (n < 0)
+            return job_fail(j, (int)n, "waiting for the response head: %s", io_error(n));
+        return job_fail(j, -ECONNRESET, "the server closed the connection %s",
+                        received ? "inside the response head" : "without a response");
     }
 }
 
@@ -153,7 +150,7 @@ static int read_body(fetch_t *f, fetch_job_t *j, fetch_conn_t *c, http_resp_t *r
         if (r == 1)
             return 0;
         if (r < 0)
-            return job_fail(j, "bad response body: %s", resp->err), -EPROTO;
+            return job_fail(j, -EPROTO, "bad response body: %s", resp->err);
         if (used > 0)
             continue;
         if (discard && resp->body_bytes > DISCARD_MAX)
@@ -163,11 +160,11 @@ static int read_body(fetch_t *f, fetch_job_t *j, fetch_conn_t *c, http_resp_t *r
             *at_eof = 1;
             if (http_resp_eof(resp) == 1)
                 return 0;
-            return job_fail(j, "%s", resp->err), -EPROTO;
+            return job_fail(j, -EPROTO, "%s", resp->err);
         }
         if (n < 0)
-            return job_fail(j, "receiving the body after %llu bytes: %s",
-                            (unsigned long long)resp->body_bytes, io_error(n)), (int)n;
+            return job_fail(j, (int)n, "receiving the body after %llu bytes: %s",
+                            (unsigned long long)resp->body_bytes, io_error(n));
     }
 }
 
@@ -207,8 +204,8 @@ static int fetch_once(fetch_t *f, fetch_job_t *j, const char *url, char **next)
     char why[160];
     if (url_parse(url, &u, why, sizeof why) < 0) {
         if (j->redirects)
-            return job_fail(j, "redirected to '%.120s': %s", url, why);
-        return job_fail(j, "%s", why);
+            return job_fail(j, -1, "redirected to '%.120s': %s", url, why);
+        return job_fail(j, -1, "%s", why);
     }
     http_resp_t resp;
     fetch_conn_t *c = NULL;
@@ -219,11 +216,11 @@ static int fetch_once(fetch_t *f, fetch_job_t *j, const char *url, char **next)
     j->status = resp.status;
     if (is_redirect(resp.status)) {
         if (!resp.location)
-            r = job_fail(j, "HTTP %d %s without a Location header", resp.status, resp.reason);
+            r = job_fail(j, -1, "HTTP %d %s without a Location header", resp.status, resp.reason);
         else if (j->redirects >= f->o.max_redirects)
-            r = job_fail(j, "too many redirects (more than %u)", f->o.max_redirects);
+            r = job_fail(j, -1, "too many redirects (more than %u)", f->o.max_redirects);
         else if (!(*next = url_resolve(url, resp.location)))
-            r = job_fail(j, "cannot follow the redirect to '%.120s'", resp.location);
+            r = job_fail(j, -1, "cannot follow the redirect to '%.120s'", resp.location);
         else
             r = 1;
         skip_body(f, j, c, &resp);
@@ -231,7 +228,7 @@ static int fetch_once(fetch_t *f, fetch_job_t *j, const char *url, char **next)
         return r;
     }
     if (resp.status >= 400) {
-        job_fail(j, "HTTP %d %s", resp.status, resp.reason);
+        job_fail(j, -1, "HTTP %d %s", resp.status, resp.reason);
         skip_body(f, j, c, &resp);
         http_resp_free(&resp);
         return -1;
@@ -256,7 +253,7 @@ void fetch_job_run(fetch_t *f, fetch_job_t *j)
     j->state = JOB_RUNNING;
     j->t_start = iop_update_time(f->loop);
     char *url = strdup(j->url);
-    int r = url ? 1 : job_fail(j, "out of memory");
+    int r = url ? 1 : job_fail(j, -1, "out of memory");
     while (r == 1) {
         char *next = NULL;
         r = fetch_once(f, j, url, &next);

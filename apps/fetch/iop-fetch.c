@@ -126,7 +126,10 @@ static int list_add(url_list_t *l, const char *s)
         l->v = v;
         l->cap = cap;
     }
-    return (l->v[l->n] = strdup(s)) ? (int)++l->n * 0 : -1;
+    if (!(l->v[l->n] = strdup(s)))
+        return -1;
+    l->n++;
+    return 0;
 }
 
 static void list_free(url_list_t *l)

@@ -37,7 +37,7 @@ static void *resolve_thread(void *arg)
     resolve_job_t *j = arg;
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP,
-        .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG,
+        .ai_flags = AI_NUMERICSERV,   /* no AI_ADDRCONFIG: it hides localhost when only lo is up */
     };
     j->gai = getaddrinfo(j->host, j->port, &hints, &j->res);
     j->sys_errno = errno;
