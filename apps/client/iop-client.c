@@ -6,7 +6,9 @@
  *   iop-client load echo|http HOST:PORT [options]
  *                                       closed-loop load: C connections, each with
  *                                       one request in flight; a result line with
- *                                       rate, p50, p99 and errors
+ *                                       rate, p50, p99 and errors (--churn: a new
+ *                                       connection per request; --idle N: N more
+ *                                       connections held open and silent; --json)
  *
  * The interactive modes run two coroutines: one copies stdin to the socket, one the
  * socket to stdout, so that lines arriving from others show while you type. */
@@ -18,16 +20,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <ioplex.h>
+#include "bench_common.h"
 #include "hostport.h"
 #include "latency_hist.h"
 
 #define PROG "iop-client"
 #define SEC 1000000000ull
 #define MAX_CONNS 10000
+#define MAX_IDLE 100000
+#define IDLE_DIALERS 32          /* coroutines opening the idle connections */
 #define IO_BUF 16384
 
 enum { EXIT_USAGE = 2 };
@@ -157,12 +163,20 @@ static void *session_main(void *arg)
 
 typedef struct load {
     int http;
+    int churn;                   /* a new connection for every request */
     const char *path;            /* http: the request path */
     char request[1024];          /* http: the request, sent as is */
     size_t reqlen;
     size_t size;                 /* echo: message size */
-    uint64_t start_ns, measure_ns, end_ns;
+    uint64_t conns;              /* active connections */
+    uint64_t warmup_ns, duration_ns;
+    uint64_t start_ns, measure_ns, end_ns;   /* set once the idle ones are open */
     uint64_t done, errors, bytes;
+    uint64_t done_all;           /* requests completed, warmup included */
+    uint64_t connects;           /* connections opened by the active side */
+    int *idle_fds;               /* the idle connections (-1: not opened) */
+    uint64_t idle, idle_next, idle_dropped;
+    uint64_t idle_setup_ns;      /* opening them, their first requests included */
     char first_error[200];       /* what the first error was, for the result */
     latency_hist_t hist;
 } load_t;
@@ -198,91 +212,259 @@ static long http_response_len(const char *buf, size_t len)
     return head + (size_t)clen <= len ? (long)(head + (size_t)clen) : 0;
 }
 
-static void *load_conn(void *arg)
+/* Per connection, not per request; too big for a coroutine stack. */
+enum { LOAD_BUF = 65536 };
+
+/* The request a load connection sends, into out: its length. */
+static size_t load_request(char *out)
 {
-    (void)arg;
-    /* Per connection, not per request; too big for a coroutine stack. */
-    enum { BUF = 65536 };
-    char *out = iop_malloc(BUF), *in = iop_malloc(BUF);
-    int fd = out && in ? dial(1) : -ENOMEM;
-    if (fd < 0) {
-        load_error("connect", fd);
-        iop_free(out);
-        iop_free(in);
-        return NULL;
-    }
     size_t len = ld->http ? ld->reqlen : ld->size;
     if (ld->http)
         memcpy(out, ld->request, len);
     else
         memset(out, 'x', len);
+    return len;
+}
+
+/* One request on fd and its whole response into in (LOAD_BUF bytes), by deadline
+ * dl: the response's length, or -errno with what failed in *what. */
+static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_t dl, const char **what)
+{
+    *what = "send";
+    int err = write_all_fd(fd, out, len, 1);
+    if (err < 0)
+        return err;
+    size_t got = 0;
+    long want = ld->http ? 0 : (long)len;
+    *what = "receive";
+    while (want == 0 || got < (size_t)want) {
+        ssize_t n = iop_recv(fd, in + got, LOAD_BUF - got, 0, dl);
+        if (n <= 0)
+            return n ? n : -ECONNRESET;
+        got += (size_t)n;
+        if (ld->http) {
+            want = http_response_len(in, got);
+            if (want < 0 || (want == 0 && got == LOAD_BUF)) {
+                *what = "response";
+                return -EBADMSG;
+            }
+        }
+    }
+    if (ld->http && (size_t)want != got) {
+        *what = "response (more than one came back)";
+        return -EBADMSG;         /* closed-loop: nothing else may be in flight */
+    }
+    return (ssize_t)got;
+}
+
+static void *load_conn(void *arg)
+{
+    (void)arg;
+    char *out = iop_malloc(LOAD_BUF), *in = iop_malloc(LOAD_BUF);
+    int fd = -1;
+    int err = out && in ? 0 : -ENOMEM;
+    if (!err && !ld->churn) {    /* --churn dials for each request, below */
+        fd = dial(1);
+        err = fd < 0 ? fd : 0;
+    }
+    if (err < 0) {
+        load_error("connect", err);
+        iop_free(out);
+        iop_free(in);
+        return NULL;
+    }
+    if (fd >= 0)
+        ld->connects++;
+    size_t len = load_request(out);
     const char *what = "send";
-    int err = 0;
     while (iop_now(loop) < ld->end_ns) {
         uint64_t t0 = iop_now(loop);
         uint64_t dl = t0 + timeout_ns;
-        what = "send";
-        err = write_all_fd(fd, out, len, 1);
-        if (err < 0)
-            goto fail;
-        size_t got = 0;
-        long want = ld->http ? 0 : (long)len;
-        what = "receive";
-        while (want == 0 || got < (size_t)want) {
-            ssize_t n = iop_recv(fd, in + got, BUF - got, 0, dl);
-            if (n <= 0) {
-                err = n ? (int)n : -ECONNRESET;
+        if (fd < 0) {            /* --churn: the connect is part of the request */
+            what = "connect";
+            fd = dial(1);
+            if (fd < 0) {
+                err = fd;
                 goto fail;
             }
-            got += (size_t)n;
-            if (ld->http) {
-                want = http_response_len(in, got);
-                if (want < 0 || (want == 0 && got == BUF)) {
-                    what = "response";
-                    err = -EBADMSG;
-                    goto fail;
-                }
-            }
+            ld->connects++;
         }
-        if (ld->http && (size_t)want != got) {
-            what = "response (more than one came back)";
-            err = -EBADMSG;
-            goto fail;           /* closed-loop: nothing else may be in flight */
+        ssize_t got = round_trip(fd, out, len, in, dl, &what);
+        if (got < 0) {
+            err = (int)got;
+            goto fail;
         }
-
+        if (ld->churn) {
+            iop_close(fd);
+            fd = -1;
+        }
         iop_update_time(loop);
         uint64_t t1 = iop_now(loop);
+        ld->done_all++;
         if (t0 >= ld->measure_ns) {
             ld->done++;
-            ld->bytes += got;
+            ld->bytes += (uint64_t)got;
             latency_hist_add(&ld->hist, t1 - t0);
         }
     }
-    iop_close(fd);
+    if (fd >= 0)
+        iop_close(fd);
     iop_free(out);
     iop_free(in);
     return NULL;
 fail:
     if (iop_now(loop) < ld->end_ns && err != -ECANCELED)
         load_error(what, err);
-    iop_close(fd);
+    if (fd >= 0)
+        iop_close(fd);
     iop_free(out);
     iop_free(in);
     return NULL;
 }
 
-static void *load_main(void *arg)
+/* --idle: one of the coroutines opening the idle connections, taking the next
+ * slot until all are open or one fails. Each makes one request first: its answer
+ * says the server has taken the connection in (accepted it, given it a thread or
+ * a coroutine), so the measurement starts with all of them being served, not with
+ * a backlog still to accept. */
+static void *idle_dialer(void *arg)
 {
-    uint64_t nconns = (uint64_t)(uintptr_t)arg;
+    (void)arg;
+    char *out = iop_malloc(LOAD_BUF), *in = iop_malloc(LOAD_BUF);
+    if (!out || !in) {
+        load_error("idle connections", -ENOMEM);
+        goto out;
+    }
+    size_t len = load_request(out);
+    while (ld->idle_next < ld->idle && !ld->errors) {
+        uint64_t i = ld->idle_next++;
+        int fd = dial(1);
+        if (fd < 0) {
+            load_error("idle connect", fd);
+            break;
+        }
+        ld->idle_fds[i] = fd;
+        const char *what;
+        ssize_t r = round_trip(fd, out, len, in, iop_now(loop) + timeout_ns, &what);
+        if (r < 0) {
+            char w[64];
+            snprintf(w, sizeof w, "idle connection's first request: %s", what);
+            load_error(w, (int)r);
+            break;
+        }
+    }
+out:
+    iop_free(out);
+    iop_free(in);
+    return NULL;
+}
+
+/* Opens the idle connections before the load starts (they never send a byte).
+ * 0, or -1 when one could not be opened. */
+static int idle_open(void)
+{
     iop_nursery_t n;
     iop_nursery_init(&n, loop);
-    for (uint64_t i = 0; i < nconns; i++)
+    for (uint64_t i = 0; i < IDLE_DIALERS && i < ld->idle; i++)
+        if (iop_nursery_go(&n, idle_dialer, NULL, NULL) < 0) {
+            load_error("starting an idle connection coroutine", -ENOMEM);
+            break;
+        }
+    iop_nursery_close(&n, 0);
+    return ld->errors ? -1 : 0;
+}
+
+/* Closes the idle connections, counting those the server closed or reset while
+ * they waited: a server that drops idle connections has not served them. */
+static void idle_close(void)
+{
+    for (uint64_t i = 0; i < ld->idle; i++) {
+        int fd = ld->idle_fds[i];
+        if (fd < 0)
+            continue;
+        char c;
+        ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            ld->idle_dropped++;
+        iop_close(fd);
+    }
+}
+
+static void *load_main(void *arg)
+{
+    (void)arg;
+    uint64_t t0 = iop_now(loop);
+    if (ld->idle && idle_open() < 0) {
+        idle_close();
+        return NULL;
+    }
+    iop_update_time(loop);
+    ld->start_ns = iop_now(loop);
+    ld->idle_setup_ns = ld->start_ns - t0;
+    if (ld->idle) {
+        /* tools measuring the server from here on wait for this line */
+        fprintf(stderr, PROG ": %" PRIu64 " idle connections open in %.3f s; load starting\n", ld->idle,
+                (double)ld->idle_setup_ns / 1e9);
+        fflush(stderr);
+    }
+    ld->measure_ns = ld->start_ns + ld->warmup_ns;
+    ld->end_ns = ld->measure_ns + ld->duration_ns;
+    iop_nursery_t n;
+    iop_nursery_init(&n, loop);
+    for (uint64_t i = 0; i < ld->conns; i++)
         if (iop_nursery_go(&n, load_conn, NULL, NULL) < 0) {
             load_error("starting a connection coroutine", -ENOMEM);
             break;
         }
     iop_nursery_close(&n, ld->end_ns + timeout_ns);
+    idle_close();
+    if (ld->idle_dropped)
+        load_error("idle connections", -ECONNRESET);
     return NULL;
+}
+
+/* Room for the connections: the soft RLIMIT_NOFILE raised towards the hard one.
+ * 0, or -1 (printed) when the hard limit is too low. */
+static int raise_fd_limit(uint64_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        fprintf(stderr, PROG ": %" PRIu64 " connections need %" PRIu64 " file descriptors; the "
+                "hard limit is %llu (ulimit -Hn)\n", want - 32, want, (unsigned long long)rl.rlim_max);
+        return -1;
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        fprintf(stderr, PROG ": cannot raise RLIMIT_NOFILE to %" PRIu64 ": %s\n", want, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The result as one JSON line (after the text line), for tools. */
+static void print_json(const load_t *l, const char *kind, double warmup_s, double duration_s)
+{
+    char err[sizeof l->first_error * 2];
+    size_t k = 0;
+    for (const char *p = l->errors ? l->first_error : ""; *p && k + 2 < sizeof err; p++) {
+        if (*p == '"' || *p == '\\')
+            err[k++] = '\\';
+        err[k++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+    }
+    err[k] = '\0';
+    printf("{\"mode\":\"%s\",\"target\":\"%s\",\"connections\":%" PRIu64 ",\"idle\":%" PRIu64
+           ",\"churn\":%s,\"size\":%zu,\"warmup_s\":%g,\"duration_s\":%g,\"requests\":%" PRIu64
+           ",\"req_per_s\":%.1f,\"requests_incl_warmup\":%" PRIu64 ",\"connects\":%" PRIu64
+           ",\"bytes\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"errors\":%" PRIu64
+           ",\"first_error\":\"%s\",\"idle_dropped\":%" PRIu64 ",\"idle_setup_s\":%.3f"
+           ",\"backend\":\"%s\"}\n",
+           kind, target, l->conns, l->idle, l->churn ? "true" : "false", l->http ? 0 : l->size,
+           warmup_s, duration_s, l->done, (double)l->done / duration_s, l->done_all, l->connects,
+           l->bytes, (double)latency_hist_quantile(&l->hist, 0.50) / 1000.0,
+           (double)latency_hist_quantile(&l->hist, 0.99) / 1000.0, l->errors, err, l->idle_dropped,
+           (double)l->idle_setup_ns / 1e9, iop_loop_backend(loop));
 }
 
 /* ---- the command line -------------------------------------------------------------------- */
@@ -293,7 +475,8 @@ static void usage(FILE *f)
         "usage: " PROG " echo HOST:PORT\n"
         "       " PROG " chat HOST:PORT NICK\n"
         "       " PROG " load echo|http HOST:PORT [--connections C] [--size BYTES]\n"
-        "                  [--duration S] [--warmup S] [--path PATH]\n"
+        "                  [--duration S] [--warmup S] [--path PATH] [--churn]\n"
+        "                  [--idle N] [--json]\n"
         "\n"
         "echo: sends stdin to an echo service and prints what comes back.\n"
         "chat: joins a chat service as NICK: your lines go to everybody, theirs show\n"
@@ -302,7 +485,13 @@ static void usage(FILE *f)
         "      request in flight, for S seconds (default 5) after a warm-up (default 1);\n"
         "      echo sends BYTES-byte messages (default 64), http sends GET PATH (default\n"
         "      /hello) with keep-alive. Prints one line: requests/s, p50 and p99 latency,\n"
-        "      errors.\n"
+        "      errors. S may have a fraction (0.5).\n"
+        "      --churn    a new connection for every request, closed after the answer\n"
+        "                 (the connect counts in the latency): the accept rate\n"
+        "      --idle N   first open N more connections, each making one request, then\n"
+        "                 silent until the end (one dropped by the server is an error);\n"
+        "                 a line on stderr says when they are open and the load starts\n"
+        "      --json     also print the result as one JSON line\n"
         "\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "  --timeout S          connect and per-request timeout (default 10)\n"
@@ -314,7 +503,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *backend = NULL;
-    uint64_t conns = 50, size = 64, duration = 5, warmup = 1, tmo = 10;
+    uint64_t conns = 50, size = 64, tmo = 10, idle = 0;
+    double duration = 5, warmup = 1;
+    int churn = 0, json = 0;
     const char *path = "/hello";
     static const struct option longopts[] = {
         { "connections", required_argument, NULL, 'c' },
@@ -324,19 +515,26 @@ int main(int argc, char **argv)
         { "path", required_argument, NULL, 'P' },
         { "backend", required_argument, NULL, 'b' },
         { "timeout", required_argument, NULL, 't' },
+        { "idle", required_argument, NULL, 'i' },
+        { "churn", no_argument, NULL, 'C' },
+        { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":c:s:d:w:P:b:t:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:s:d:w:P:b:t:i:Cjh", longopts, NULL)) != -1) {
         uint64_t *dst = NULL, lo = 0, hi = 0;
+        double *secs = NULL, smax = 0;
         switch (ch) {
         case 'c': dst = &conns; lo = 1; hi = MAX_CONNS; break;
         case 's': dst = &size; lo = 1; hi = 65536; break;
-        case 'd': dst = &duration; lo = 1; hi = 3600; break;
-        case 'w': dst = &warmup; lo = 0; hi = 600; break;
+        case 'd': secs = &duration; smax = 3600; break;
+        case 'w': secs = &warmup; smax = 600; break;
         case 't': dst = &tmo; lo = 1; hi = 3600; break;
+        case 'i': dst = &idle; lo = 0; hi = MAX_IDLE; break;
+        case 'C': churn = 1; break;
+        case 'j': json = 1; break;
         case 'P': path = optarg; break;
         case 'b': backend = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -350,6 +548,11 @@ int main(int argc, char **argv)
         if (dst && iop_app_parse_u64(optarg, lo, hi, dst) < 0) {
             fprintf(stderr, PROG ": %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
                     argv[optind - 1], lo, hi, optarg);
+            return EXIT_USAGE;
+        }
+        if (secs && (bench_parse_seconds(optarg, smax, secs) < 0 || (secs == &duration && duration < 0.001))) {
+            fprintf(stderr, PROG ": %s wants seconds (up to %g; fractions allowed), not '%s'\n",
+                    argv[optind - 1], smax, optarg);
             return EXIT_USAGE;
         }
     }
@@ -385,6 +588,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     timeout_ns = tmo * SEC;
+    if (is_load && raise_fd_limit(conns + idle + 32) < 0) {
+        freeaddrinfo(addrs);
+        return EXIT_FAILURE;
+    }
     signal(SIGPIPE, SIG_IGN);
     iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend };
     if (iop_loop_create(&loop, &lo) < 0) {
@@ -411,6 +618,19 @@ int main(int argc, char **argv)
         ld = &l;
         l.http = !strcmp(ops[1], "http");
         l.size = (size_t)size;
+        l.conns = conns;
+        l.churn = churn;
+        l.idle = idle;
+        l.warmup_ns = (uint64_t)(warmup * 1e9);
+        l.duration_ns = (uint64_t)(duration * 1e9);
+        if (idle && !(l.idle_fds = calloc(idle, sizeof *l.idle_fds))) {
+            fprintf(stderr, PROG ": out of memory for %" PRIu64 " idle connections\n", idle);
+            iop_loop_destroy(loop);
+            freeaddrinfo(addrs);
+            return EXIT_FAILURE;
+        }
+        for (uint64_t i = 0; i < idle; i++)
+            l.idle_fds[i] = -1;
         if (l.http) {
             int n = snprintf(l.request, sizeof l.request,
                              "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " PROG "\r\n\r\n", path, target);
@@ -422,21 +642,21 @@ int main(int argc, char **argv)
             }
             l.reqlen = (size_t)n;
         }
-        l.start_ns = iop_now(loop);
-        l.measure_ns = l.start_ns + warmup * SEC;
-        l.end_ns = l.measure_ns + duration * SEC;
-        if (iop_go(loop, load_main, (void *)(uintptr_t)conns, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
+        if (iop_go(loop, load_main, NULL, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
             fprintf(stderr, PROG ": %s\n", iop_last_error());
             l.errors++;
         }
         if (l.errors)
             fprintf(stderr, PROG ": first error: %s\n", l.first_error);
-        double secs = (double)(l.end_ns - l.measure_ns) / 1e9;
-        printf("load %s %s: %" PRIu64 " connections, %" PRIu64 " s: %.0f req/s, p50 %.1f us, "
+        double secs = (double)l.duration_ns / 1e9;
+        printf("load %s %s: %" PRIu64 " connections, %g s: %.0f req/s, p50 %.1f us, "
                "p99 %.1f us, %" PRIu64 " errors, backend %s\n", ops[1], target, conns,
                duration, (double)l.done / secs,
                (double)latency_hist_quantile(&l.hist, 0.50) / 1000.0,
                (double)latency_hist_quantile(&l.hist, 0.99) / 1000.0, l.errors, iop_loop_backend(loop));
+        if (json)
+            print_json(&l, ops[1], warmup, duration);
+        free(l.idle_fds);
         status = l.errors || !l.done ? EXIT_FAILURE : EXIT_SUCCESS;
     }
     iop_loop_destroy(loop);

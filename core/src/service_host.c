@@ -20,8 +20,12 @@ typedef struct host_conn {
     struct sockaddr_storage peer;
 } host_conn_t;
 
-/* What the acceptor hands a new connection coroutine; read before the acceptor runs
- * again (it yields right after the spawn, and the ready queue is FIFO). */
+/* What the acceptor hands a new connection coroutine, which copies it when it first
+ * runs. The acceptor keeps HANDOFFS of them in a ring and yields every HANDOFFS / 2
+ * accepts, so a slot is never reused before its coroutine has run (the ready queue
+ * is FIFO) while a burst of accepts costs no loop turn each. */
+#define HANDOFFS 64
+
 typedef struct handoff {
     iop_service_host_t *h;
     int fd;
@@ -69,18 +73,21 @@ static void *acceptor_main(void *arg)
     iop_service_host_t *h = arg;
     uint64_t backoff = BACKOFF_MIN_NS;
     static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "service-conn" };
+    handoff_t ring[HANDOFFS];
+    unsigned next = 0;
     while (!h->draining) {
-        handoff_t ho = { .h = h, .peerlen = sizeof ho.peer };
-        int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho.peer, &ho.peerlen)
-                           : iop_accept(h->listen_fd, (struct sockaddr *)&ho.peer, &ho.peerlen, 0);
+        handoff_t *ho = &ring[next % HANDOFFS];
+        *ho = (handoff_t){ .h = h, .peerlen = sizeof ho->peer };
+        int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho->peer, &ho->peerlen)
+                           : iop_accept(h->listen_fd, (struct sockaddr *)&ho->peer, &ho->peerlen, 0);
         if (fd >= 0) {
             if (h->shed) {
                 fprintf(stderr, "ioplex: service %s: accepting again\n", h->desc->name);
                 h->shed = 0;
             }
             backoff = BACKOFF_MIN_NS;
-            ho.fd = fd;
-            if (iop_nursery_go(&h->conns, conn_main, &ho, &conn_opts) < 0) {
+            ho->fd = fd;
+            if (iop_nursery_go(&h->conns, conn_main, ho, &conn_opts) < 0) {
                 fprintf(stderr, "ioplex: service %s: cannot start a connection coroutine: %s\n",
                         h->desc->name, iop_last_error());
                 close(fd);
@@ -92,7 +99,8 @@ static void *acceptor_main(void *arg)
                 h->stats->connections++;
                 h->stats->open++;
             }
-            iop_yield();         /* the new coroutine copies ho before we reuse it */
+            if (++next % (HANDOFFS / 2) == 0)
+                iop_yield();     /* the coroutines started so far copy their slots */
             continue;
         }
         switch (-fd) {
