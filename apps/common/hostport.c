@@ -1,6 +1,7 @@
 #include "hostport.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -126,4 +127,25 @@ int iop_app_listen(const struct addrinfo *ai)
         close(fd);
     }
     return err;
+}
+
+unsigned iop_app_shed(int listen_fd, int *spare_fd, unsigned max)
+{
+    unsigned dropped = 0;
+    if (*spare_fd >= 0) {
+        close(*spare_fd);
+        *spare_fd = -1;
+    }
+    for (unsigned i = 0; i < max; i++) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break;
+        }
+        close(fd);
+        dropped++;
+    }
+    *spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return dropped;
 }

@@ -27,6 +27,12 @@ char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, s
  * the first address of ai that binds. The fd, or -errno of the last failure. */
 int iop_app_listen(const struct addrinfo *ai);
 
+/* Out of fds (EMFILE / ENFILE): the pending connections would keep the listener
+ * readable forever. Frees the spare fd (*spare_fd, opened on /dev/null, reopened
+ * afterwards), accepts and closes up to max queued connections, and returns how many
+ * it dropped; the caller then waits before accepting again instead of spinning. */
+unsigned iop_app_shed(int listen_fd, int *spare_fd, unsigned max);
+
 /* Parses a whole decimal number in [min, max]. 0 or -EINVAL. */
 int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 

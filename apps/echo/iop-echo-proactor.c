@@ -366,21 +366,7 @@ static void shed(server_t *s, int err)
         fprintf(stderr, PROG ": warning: accept: %s with %zu connections open; "
                 "dropping new connections until some close\n", iop_strerror(err), s->nlive);
     }
-    if (s->spare_fd >= 0) {
-        close(s->spare_fd);
-        s->spare_fd = -1;
-    }
-    for (int i = 0; i < SHED_MAX_PER_ATTEMPT; i++) {
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            break;
-        }
-        close(fd);
-        s->shed_count++;
-    }
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->shed_count += iop_app_shed(s->listen_fd, &s->spare_fd, SHED_MAX_PER_ATTEMPT);
     back_off(s);
 }
 
