@@ -2,7 +2,7 @@
 # Both suites take the backend as argv[1] and reuse the coroutine test harness.
 foreach(t plock shdict)
   ioplex_test_executable(test_${t} "${CMAKE_CURRENT_LIST_DIR}/test_${t}.c"
-    "${PROJECT_SOURCE_DIR}/tests/coro/sched_test.c" "${PROJECT_SOURCE_DIR}/tests/common/test_util.c")
+    "${CMAKE_CURRENT_LIST_DIR}/kids.c" "${PROJECT_SOURCE_DIR}/tests/coro/sched_test.c" "${PROJECT_SOURCE_DIR}/tests/common/test_util.c")
   target_include_directories(test_${t} PRIVATE "${PROJECT_SOURCE_DIR}/tests/coro")
   foreach(b epoll poll uring)
     add_dependencies(test_${t} iop_backend_${b})

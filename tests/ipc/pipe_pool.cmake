@@ -1,7 +1,7 @@
 # The process pipe and the process pool (core/src/ipc/ppipe*.c, pool*.c).
 # argv[1] = "plain" runs the plain-process group; a backend name the coroutine group.
 foreach(t ppipe pool)
-  ioplex_test_executable(test_${t} "${CMAKE_CURRENT_LIST_DIR}/test_${t}.c"
+  ioplex_test_executable(test_${t} "${CMAKE_CURRENT_LIST_DIR}/test_${t}.c" "${CMAKE_CURRENT_LIST_DIR}/kids.c"
     "${PROJECT_SOURCE_DIR}/tests/coro/sched_test.c" "${PROJECT_SOURCE_DIR}/tests/common/test_util.c")
   # test_ppipe forges fragments on the wire (core/src/ipc/ppipe_wire.h).
   target_include_directories(test_${t} PRIVATE "${PROJECT_SOURCE_DIR}/tests/coro"

@@ -6,7 +6,7 @@
 add_executable(test_pqueue
   "${CMAKE_CURRENT_LIST_DIR}/test_pqueue.c"
   "${CMAKE_CURRENT_LIST_DIR}/test_pqueue_chaos.c"
-  "${PROJECT_SOURCE_DIR}/tests/coro/sched_test.c"
+  "${CMAKE_CURRENT_LIST_DIR}/kids.c" "${PROJECT_SOURCE_DIR}/tests/coro/sched_test.c"
   "${PROJECT_SOURCE_DIR}/tests/common/test_util.c")
 target_link_libraries(test_pqueue PRIVATE ioplex_static cmocka)
 target_include_directories(test_pqueue PRIVATE "${PROJECT_SOURCE_DIR}/tests/common"

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "ioplex/plock.h"
+#include "kids.h"
 
 /* ---- processes --------------------------------------------------------------------- */
 
@@ -27,81 +28,11 @@ typedef struct shared {
     _Atomic uint64_t released_at;  /* when a holder unlocked (CLOCK_MONOTONIC ns) */
     _Atomic uint64_t parked_at;    /* when a child's coroutine began to wait */
     _Atomic uint64_t waited[8];    /* a child's measured hand-off latencies */
-    char failure[256];             /* a child's first failed check */
 } shared_t;
 
 static shared_t *sh;
 static iop_plock_t *lk;            /* the lock under test: &sh->lock, or a created one */
-static pid_t kids[8];
-static int nkids;
 
-#define KID_CHECK(cond) kid_check((cond), #cond, __LINE__)
-
-static void kid_check(int ok, const char *what, int line)
-{
-    if (ok)
-        return;
-    if (!sh->failure[0])
-        snprintf(sh->failure, sizeof sh->failure, "child %d, line %d: %s", (int)getpid(), line, what);
-    _exit(1);
-}
-
-/* Forks a child that runs fn(arg) and exits; it dies with us and after 20 s. */
-static pid_t spawn(void (*fn)(void *), void *arg)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(3);
-        alarm(20);
-        fn(arg);
-        _exit(0);
-    }
-    kids[nkids++] = pid;
-    return pid;
-}
-
-/* Waits up to limit_ms for pid; kills it if it is still running. Its wait status,
- * or -1 if it had to be killed. */
-static int reap(pid_t pid, unsigned limit_ms)
-{
-    int status = 0;
-    for (unsigned waited = 0;; waited++) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (waited >= limit_ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            status = -1;
-            break;
-        }
-        tu_sleep_ms(1);
-    }
-    for (int i = 0; i < nkids; i++)
-        if (kids[i] == pid)
-            kids[i] = kids[--nkids];
-    return status;
-}
-
-static void assert_exited_ok(pid_t pid, unsigned limit_ms)
-{
-    int st = reap(pid, limit_ms);
-    if (sh->failure[0])
-        fail_msg("%s", sh->failure);
-    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("child %d did not exit cleanly (status %d)", (int)pid, st);
-}
-
-static void kill_and_reap(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    int st = reap(pid, 5000);
-    assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-}
 
 static int wait_flag(_Atomic int *flag, int want, unsigned limit_ms)
 {
@@ -118,17 +49,14 @@ static int setup(void **state)
     memset(sh, 0, sizeof *sh);
     lk = &sh->lock;
     assert_int_equal(iop_plock_init(lk), 0);
-    nkids = 0;
+    kids_begin();
     alarm(40);
     return st_setup(state);
 }
 
 static int teardown(void **state)
 {
-    while (nkids > 0) {
-        kill(kids[0], SIGKILL);
-        reap(kids[0], 5000);
-    }
+    kids_end();
     int r = st_teardown(state);    /* the loop first: it may hold the eventfd */
     iop_plock_fini(&sh->lock);
     munmap(sh, sizeof *sh);
@@ -217,12 +145,12 @@ static void test_mutual_exclusion(void **state)
 {
     (void)state;
     pid_t p[4];
-    p[0] = spawn(plain_incrementer, NULL);
-    p[1] = spawn(plain_incrementer, NULL);
-    p[2] = spawn(coroutine_incrementer, NULL);
-    p[3] = spawn(coroutine_incrementer, NULL);
+    p[0] = kids_spawn(plain_incrementer, NULL);
+    p[1] = kids_spawn(plain_incrementer, NULL);
+    p[2] = kids_spawn(coroutine_incrementer, NULL);
+    p[3] = kids_spawn(coroutine_incrementer, NULL);
     for (int i = 0; i < 4; i++)
-        assert_exited_ok(p[i], 20000);
+        kids_assert_exited_ok(p[i], 20000);
     assert_int_equal(sh->counter, 4 * EXCL_ROUNDS);
     assert_int_equal(iop_plock_trylock(lk), 0);   /* left unlocked, no death */
     assert_int_equal(iop_plock_unlock(lk), 0);
@@ -252,10 +180,10 @@ static void test_holder_killed(void **state)
     iop_plock_t *own = NULL;
     assert_int_equal(iop_plock_create(&own), 0);   /* a page of its own this time */
     lk = own;
-    pid_t pid = spawn(holder, NULL);
+    pid_t pid = kids_spawn(holder, NULL);
     assert_true(wait_flag(&sh->holding, 1, 5000));
     assert_int_equal(iop_plock_trylock(lk), -EBUSY);
-    kill_and_reap(pid);
+    kids_kill_and_reap(pid);
     assert_int_equal(iop_plock_lock(lk, tu_clock_ns() + 2000 * MS), IOP_PLOCK_OWNER_DIED);
     assert_int_equal(sh->counter, -1);            /* what the holder left half-done */
     sh->counter = 0;                              /* "repaired" */
@@ -273,14 +201,14 @@ static void test_holder_killed_while_waiting_plain(void **state)
 {
     (void)state;
     static int die_after = 150;
-    pid_t pid = spawn(holder, &die_after);
+    pid_t pid = kids_spawn(holder, &die_after);
     assert_true(wait_flag(&sh->holding, 1, 5000));
     uint64_t t0 = tu_clock_ns();
     assert_int_equal(iop_plock_lock(lk, t0 + 5000 * MS), IOP_PLOCK_OWNER_DIED);
     uint64_t waited = tu_clock_ns() - t0;
     assert_true(waited < 3000 * MS);
     assert_int_equal(iop_plock_unlock(lk), 0);
-    int st = reap(pid, 5000);
+    int st = kids_reap(pid, 5000);
     assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 }
 
@@ -330,7 +258,7 @@ static void polite_holder(void *arg)
 static void test_coroutines_wait_while_timer_fires(void **state)
 {
     (void)state;
-    pid_t pid = spawn(polite_holder, NULL);
+    pid_t pid = kids_spawn(polite_holder, NULL);
     assert_true(wait_flag(&sh->holding, 1, 5000));
     iop_timer_t timer = { 0 };
     assert_int_equal(iop_timer_start(st_loop, &timer, 2 * MS, 2 * MS, tick), 0);
@@ -348,7 +276,7 @@ static void test_coroutines_wait_while_timer_fires(void **state)
         assert_int_equal(w[i].res, 0);
         assert_true(w[i].waited_ns >= 250 * MS);
     }
-    assert_exited_ok(pid, 5000);
+    kids_assert_exited_ok(pid, 5000);
 }
 
 /* A coroutine waiting when the holder dies gets OWNER_DIED within about a slice. */
@@ -358,7 +286,7 @@ static void test_holder_killed_while_waiting_coroutine(void **state)
     static int die_after = 200;
     iop_timer_t timer = { 0 };
     assert_int_equal(iop_timer_start(st_loop, &timer, 2 * MS, 2 * MS, tick), 0);
-    pid_t pid = spawn(holder, &die_after);
+    pid_t pid = kids_spawn(holder, &die_after);
     assert_true(wait_flag(&sh->holding, 1, 5000));
     waiter_result_t w = { 0 };
     ticks = 0;
@@ -368,7 +296,7 @@ static void test_holder_killed_while_waiting_coroutine(void **state)
     assert_int_equal(w.res, IOP_PLOCK_OWNER_DIED);
     assert_true(w.waited_ns < 2000 * MS);
     assert_true(ticks >= 20);
-    int st = reap(pid, 5000);
+    int st = kids_reap(pid, 5000);
     assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 }
 
@@ -404,7 +332,7 @@ static void handoff_child(void *arg)
 static void test_token_handoff_across_processes(void **state)
 {
     (void)state;
-    pid_t pid = spawn(handoff_child, NULL);
+    pid_t pid = kids_spawn(handoff_child, NULL);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(iop_plock_lock(lk, 0), 0);
         atomic_store(&sh->parked_at, 0);
@@ -420,7 +348,7 @@ static void test_token_handoff_across_processes(void **state)
             tu_sleep_ms(1);
         assert_true(atomic_load(&sh->waited[i]) != 0);
     }
-    assert_exited_ok(pid, 5000);
+    kids_assert_exited_ok(pid, 5000);
     uint64_t best = UINT64_MAX;
     for (int i = 0; i < 5; i++)
         best = sh->waited[i] < best ? sh->waited[i] : best;
@@ -452,12 +380,12 @@ static void test_killed_waiter_leaves_no_token_pile(void **state)
 {
     (void)state;
     assert_int_equal(iop_plock_lock(lk, 0), 0);
-    pid_t pid = spawn(parked_child, NULL);
+    pid_t pid = kids_spawn(parked_child, NULL);
     uint64_t end = tu_clock_ms() + 5000;
     while (atomic_load(&sh->parked_at) == 0 && tu_clock_ms() < end)
         tu_sleep_ms(1);
     tu_sleep_ms(10);               /* in iop_read by now */
-    kill_and_reap(pid);
+    kids_kill_and_reap(pid);
     assert_int_equal(iop_plock_unlock(lk), 0);
     for (int i = 0; i < 1000; i++) {
         assert_int_equal(iop_plock_lock(lk, 0), 0);
@@ -500,7 +428,7 @@ static void *coro_deadline(void *arg)
 static void test_deadline(void **state)
 {
     (void)state;
-    pid_t pid = spawn(holder, NULL);
+    pid_t pid = kids_spawn(holder, NULL);
     assert_true(wait_flag(&sh->holding, 1, 5000));
     uint64_t t0 = tu_clock_ns();
     assert_int_equal(iop_plock_lock(lk, t0 + 100 * MS), -ETIMEDOUT);
@@ -508,7 +436,7 @@ static void test_deadline(void **state)
     assert_true(waited >= 90 * MS && waited < 2000 * MS);
     st_go(coro_deadline, NULL, "deadline");
     st_run_until_done(1, 5000);
-    kill_and_reap(pid);
+    kids_kill_and_reap(pid);
     assert_int_equal(iop_plock_lock(lk, tu_clock_ns() + 2000 * MS), IOP_PLOCK_OWNER_DIED);
     assert_int_equal(iop_plock_unlock(lk), 0);
 }
@@ -523,19 +451,19 @@ static void test_unlock_by_non_holder(void **state)
     assert_int_equal(iop_plock_unlock(lk), 0);
     assert_int_equal(iop_plock_unlock(lk), -EPERM);   /* twice */
 
-    pid_t pid = spawn(polite_holder, NULL);                   /* held by another process */
+    pid_t pid = kids_spawn(polite_holder, NULL);                   /* held by another process */
     assert_true(wait_flag(&sh->holding, 1, 5000));
     assert_int_equal(iop_plock_unlock(lk), -EPERM);
     assert_int_equal(iop_plock_trylock(lk), -EBUSY);  /* still the child's */
     atomic_store(&sh->go, 1);
-    assert_exited_ok(pid, 5000);
+    kids_assert_exited_ok(pid, 5000);
     assert_int_equal(iop_plock_lock(lk, 0), 0);       /* released normally */
     assert_int_equal(iop_plock_unlock(lk), 0);
 
     atomic_store(&sh->holding, 0);                           /* held by a dead process */
-    pid = spawn(holder, NULL);
+    pid = kids_spawn(holder, NULL);
     assert_true(wait_flag(&sh->holding, 1, 5000));
-    kill_and_reap(pid);
+    kids_kill_and_reap(pid);
     assert_int_equal(iop_plock_unlock(lk), -EPERM);
     /* the death is still reported, to the next real locker */
     assert_int_equal(iop_plock_lock(lk, 0), IOP_PLOCK_OWNER_DIED);

@@ -17,60 +17,46 @@
 #include <unistd.h>
 #include "sched_test.h"
 #include "ioplex/ppipe.h"
+#include "kids.h"
 #include "ipc/ppipe_wire.h"
 
 #define MIB (1024 * 1024)
 #define FRAG_PAYLOAD (IOP__PPIPE_FRAG_BYTES - (int)sizeof(iop__ppipe_frag_t))
 
-static pid_t kids[8];
-static int nkids;
-
-/* ---- children ------------------------------------------------------------------------- */
+/* ---- children (kids.h) ----------------------------------------------------------------- */
 
 typedef int (*child_fn)(iop_ppipe_t *end, void *arg);
 
-/* Forks fn(ends[1], arg) in a child (exit code = its return); the parent keeps ends[0]. */
+typedef struct child_start {
+    iop_ppipe_t **ends;
+    child_fn fn;
+    void *arg;
+} child_start_t;
+
+static void child_main(void *arg)
+{
+    child_start_t *cs = arg;
+    iop_ppipe_close(cs->ends[0]);
+    _exit(cs->fn(cs->ends[1], cs->arg));    /* exit code = its return */
+}
+
+/* Forks fn(ends[1], arg) in a child; the parent keeps ends[0]. */
 static pid_t spawn_child(iop_ppipe_t *ends[2], child_fn fn, void *arg)
 {
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    assert_true(pid >= 0);         /* every kill in this file is of a pid returned here */
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(99);
-        alarm(20);
-        iop_ppipe_close(ends[0]);
-        _exit(fn(ends[1], arg));
-    }
+    child_start_t cs = { .ends = ends, .fn = fn, .arg = arg };
+    pid_t pid = kids_spawn(child_main, &cs);
     iop_ppipe_close(ends[1]);
     ends[1] = NULL;
-    kids[nkids++] = pid;
     return pid;
 }
 
-static void forget_kid(pid_t pid)
-{
-    for (int i = 0; i < nkids; i++)
-        if (kids[i] == pid)
-            kids[i] = kids[--nkids];
-}
-
-/* Waits up to limit_ms for the child to end; kills it past that. Its wait status. */
+/* Waits up to limit_ms for the child to end (fails the test past that). Its wait
+ * status. */
 static int reap_child(pid_t pid, unsigned limit_ms)
 {
-    int status = 0;
-    uint64_t end = tu_clock_ms() + limit_ms;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (tu_clock_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            forget_kid(pid);
-            fail_msg("child %d did not end within %u ms", (int)pid, limit_ms);
-        }
-        tu_sleep_ms(2);
-    }
-    forget_kid(pid);
+    int status = kids_reap(pid, limit_ms);
+    if (status == -1)
+        fail_msg("child %d did not end within %u ms", (int)pid, limit_ms);
     return status;
 }
 
@@ -85,11 +71,7 @@ static void expect_child_ok(pid_t pid)
 static int teardown_kids(void **state)
 {
     (void)state;
-    while (nkids > 0) {
-        pid_t pid = kids[--nkids];
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
+    kids_end();
     return 0;
 }
 

@@ -19,78 +19,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ---- children, shared memory ------------------------------------------------------------- */
+/* ---- shared memory, setup ------------------------------------------------------------- */
 
-pq_report_t *pq_report;
 iop_pqueue_t *pq;
-static pid_t kids[PQ_MAX_KIDS];
-static int nkids;
 static struct { void *p; size_t n; } maps[8];
 static int nmaps;
 
-void pq_kid_check(int ok, const char *what, int line)
-{
-    if (ok)
-        return;
-    if (!pq_report->failure[0])
-        snprintf(pq_report->failure, sizeof pq_report->failure, "child %d, line %d: %s",
-                 (int)getpid(), line, what);
-    _exit(1);
-}
-
-pid_t pq_spawn(void (*fn)(void *), void *arg)
-{
-    pid_t parent = getpid();
-    assert_true(nkids < PQ_MAX_KIDS);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(3);
-        alarm(30);
-        fn(arg);
-        _exit(0);
-    }
-    kids[nkids++] = pid;
-    return pid;
-}
-
-void pq_forget(pid_t pid)
-{
-    for (int i = 0; i < nkids; i++) {
-        if (kids[i] == pid) {
-            kids[i] = kids[--nkids];
-            return;
-        }
-    }
-}
-
-int pq_reap(pid_t pid, unsigned limit_ms)
-{
-    int status = 0;
-    uint64_t end = tu_clock_ms() + limit_ms;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR))
-            break;
-        if (tu_clock_ms() >= end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            status = -1;
-            break;
-        }
-        tu_sleep_ms(1);
-    }
-    pq_forget(pid);
-    return status;
-}
-
-void pq_assert_kids_ok(void)
-{
-    if (pq_report->failure[0])
-        fail_msg("%s", pq_report->failure);
-}
 
 void *pq_shared(size_t size)
 {
@@ -117,9 +51,8 @@ int pq_setup(void **state)
 {
     (void)state;
     alarm(50);
-    nkids = 0;
+    kids_begin();
     nmaps = 0;
-    pq_report = pq_shared(sizeof *pq_report);
     pq = NULL;
     pq_recreate(8, 256);
     st_done = 0;
@@ -130,10 +63,7 @@ int pq_setup(void **state)
 int pq_teardown(void **state)
 {
     (void)state;
-    while (nkids > 0) {
-        kill(kids[0], SIGKILL);
-        pq_reap(kids[0], 5000);
-    }
+    kids_end();
     if (st_loop && pq)              /* the loop lives on: it must forget the eventfds */
         iop_pqueue_forget(pq, st_loop);
     iop_pqueue_destroy(pq);
@@ -201,15 +131,15 @@ static void fifo_producer(void *arg)
 static void test_fifo_from_one_producer(void **state)
 {
     (void)state;
-    pid_t p = pq_spawn(fifo_producer, NULL);
+    pid_t p = kids_spawn(fifo_producer, NULL);
     unsigned char buf[256];
     for (uint32_t i = 0; i < FIFO_N; i++) {
         ssize_t n = iop_pqueue_get(pq, buf, sizeof buf, pq_after_ms(10000));
         if (n < 0 || !msg_ok(buf, (size_t)n, i))
             fail_msg("message %u: got %zd bytes starting %02x%02x%02x%02x", i, n, buf[0], buf[1], buf[2], buf[3]);
     }
-    assert_int_equal(pq_reap(p, 5000), 0);
-    pq_assert_kids_ok();
+    assert_int_equal(kids_reap(p, 5000), 0);
+    kids_assert_ok();
     assert_int_equal(iop_pqueue_try_get(pq, buf, sizeof buf), -EAGAIN);
 }
 
@@ -316,7 +246,7 @@ static void test_put_wakes_a_sleeping_getter(void **state)
 {
     (void)state;
     probe = pq_shared(sizeof *probe);
-    pid_t p = pq_spawn(blocked_getter, NULL);
+    pid_t p = kids_spawn(blocked_getter, NULL);
     while (!probe->parked_at)
         tu_sleep_ms(1);
     /* Long past its spin, asleep in poll, half-way through its third slice: the
@@ -324,7 +254,7 @@ static void test_put_wakes_a_sleeping_getter(void **state)
     tu_sleep_ms(125);
     uint64_t t0 = tu_clock_ns();
     assert_int_equal(iop_pqueue_put(pq, "hi", 2, 0), 0);
-    assert_int_equal(pq_reap(p, 5000), 0);
+    assert_int_equal(kids_reap(p, 5000), 0);
     assert_int_equal(probe->result, 2);
     uint64_t lag = (probe->woke_at - t0) / 1000;
     if (lag > pq_wake_bound_ms() * 1000)
@@ -360,25 +290,25 @@ static void test_close(void **state)
     /* Sleepers in other processes wake with -EPIPE: a getter on an empty queue... */
     probe = pq_shared(sizeof *probe);
     pq_recreate(1, 8);
-    pid_t p = pq_spawn(blocked_getter, NULL);
+    pid_t p = kids_spawn(blocked_getter, NULL);
     while (!probe->parked_at)
         tu_sleep_ms(1);
     tu_sleep_ms(100);
     iop_pqueue_close(pq);
-    assert_int_equal(pq_reap(p, 5000), 0);
+    assert_int_equal(kids_reap(p, 5000), 0);
     assert_int_equal(probe->result, -EPIPE);
 
     /* ...and a putter on a full one. */
     memset(probe, 0, sizeof *probe);
     pq_recreate(1, 8);
     assert_int_equal(iop_pqueue_put(pq, "a", 1, 0), 0);
-    p = pq_spawn(blocked_putter, NULL);
+    p = kids_spawn(blocked_putter, NULL);
     while (!probe->parked_at)
         tu_sleep_ms(1);
     tu_sleep_ms(125);                /* mid-slice, as above */
     uint64_t t0 = tu_clock_ns();
     iop_pqueue_close(pq);
-    assert_int_equal(pq_reap(p, 5000), 0);
+    assert_int_equal(kids_reap(p, 5000), 0);
     assert_int_equal(probe->result, -EPIPE);
     assert_true(probe->woke_at - t0 < pq_wake_bound_ms() * MS);
     assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, 0), 1);   /* "a" is still there */
@@ -446,15 +376,15 @@ static void test_many_producers_many_consumers(void **state)
     mp = pq_shared(sizeof *mp);
     pid_t prod[MP_PRODUCERS], cons[MP_CONSUMERS];
     for (int i = 0; i < MP_CONSUMERS; i++)
-        cons[i] = pq_spawn(mp_consumer, NULL);
+        cons[i] = kids_spawn(mp_consumer, NULL);
     for (int i = 0; i < MP_PRODUCERS; i++)
-        prod[i] = pq_spawn(mp_producer, (void *)(intptr_t)i);
+        prod[i] = kids_spawn(mp_producer, (void *)(intptr_t)i);
     for (int i = 0; i < MP_PRODUCERS; i++)
-        assert_int_equal(pq_reap(prod[i], 25000), 0);
+        assert_int_equal(kids_reap(prod[i], 25000), 0);
     iop_pqueue_close(pq);           /* the consumers drain it, then see -EPIPE */
     for (int i = 0; i < MP_CONSUMERS; i++)
-        assert_int_equal(pq_reap(cons[i], 10000), 0);
-    pq_assert_kids_ok();
+        assert_int_equal(kids_reap(cons[i], 10000), 0);
+    kids_assert_ok();
     assert_int_equal(mp->got, MP_PRODUCERS * MP_PER_PRODUCER);
     assert_int_equal(mp->dups, 0);
     assert_int_equal(mp->disorder, 0);
@@ -515,12 +445,12 @@ static void test_coro_gets_park_while_loop_runs(void **state)
     ticks = 0;
     iop_timer_start(st_loop, &t, 5 * MS, 5 * MS, tick);
     uint64_t t0 = tu_clock_ns(), cpu0 = cpu_ns();
-    pid_t p = pq_spawn(late_putter, (void *)(intptr_t)3);
+    pid_t p = kids_spawn(late_putter, (void *)(intptr_t)3);
     st_run_until_done(3, 5000);
     uint64_t took = (tu_clock_ns() - t0) / MS, cpu = (cpu_ns() - cpu0) / MS;
     iop_timer_stop(&t);
-    assert_int_equal(pq_reap(p, 5000), 0);
-    pq_assert_kids_ok();
+    assert_int_equal(kids_reap(p, 5000), 0);
+    kids_assert_ok();
     uint32_t seen = 0;
     for (int i = 0; i < 3; i++) {
         assert_int_equal(g[i].n, sizeof(uint32_t));
@@ -577,11 +507,11 @@ static void test_coro_puts_park_on_full_queue(void **state)
     iop_timer_t t = { 0 };
     ticks = 0;
     iop_timer_start(st_loop, &t, 5 * MS, 5 * MS, tick);
-    pid_t k = pq_spawn(late_getter, NULL);
+    pid_t k = kids_spawn(late_getter, NULL);
     st_run_until_done(2, 5000);
     iop_timer_stop(&t);
-    assert_int_equal(pq_reap(k, 5000), 0);
-    pq_assert_kids_ok();
+    assert_int_equal(kids_reap(k, 5000), 0);
+    kids_assert_ok();
     assert_int_equal(p[0].r, 0);
     assert_int_equal(p[1].r, 0);
     assert_true(ticks >= 10);
@@ -658,11 +588,11 @@ static void test_coro_close_wakes(void **state)
     coro_get_t g[2] = { { .deadline_ms = 5000 }, { .deadline_ms = 0 } };
     st_go(getter, &g[0], "getter");
     st_go(getter, &g[1], "getter");
-    pid_t k = pq_spawn(late_closer, NULL);
+    pid_t k = kids_spawn(late_closer, NULL);
     uint64_t t0 = tu_clock_ns();
     st_run_until_done(2, 5000);
     assert_true(tu_clock_ns() - t0 < 1000 * MS);
-    assert_int_equal(pq_reap(k, 5000), 0);
+    assert_int_equal(kids_reap(k, 5000), 0);
     assert_int_equal(g[0].n, -EPIPE);
     assert_int_equal(g[1].n, -EPIPE);
 }
@@ -716,10 +646,10 @@ static void test_coro_drain(void **state)
     memset(&drain, 0, sizeof drain);
     for (int i = 0; i < 3; i++)
         st_go(drainer, NULL, "drainer");
-    pid_t k = pq_spawn(drain_producer, NULL);
+    pid_t k = kids_spawn(drain_producer, NULL);
     st_run_until_done(3, 20000);
-    assert_int_equal(pq_reap(k, 5000), 0);
-    pq_assert_kids_ok();
+    assert_int_equal(kids_reap(k, 5000), 0);
+    kids_assert_ok();
     assert_int_equal(drain.bad, 0);
     assert_int_equal(drain.total, DRAIN_N);
     for (int i = 0; i < DRAIN_N; i++)

@@ -1,7 +1,5 @@
-/* Shared by the process queue tests (test_pqueue.c, test_pqueue_chaos.c): child
- * processes that die with the test, are killed and reaped by PID in the teardown
- * even when an assertion failed, and report through shared memory, never through
- * cmocka. */
+/* Shared by the process queue tests (test_pqueue.c, test_pqueue_chaos.c): the
+ * queue under test and its setup; child processes come from kids.h. */
 #ifndef TEST_PQUEUE_H
 #define TEST_PQUEUE_H
 
@@ -11,32 +9,9 @@
 #include <string.h>
 #include <sys/types.h>
 #include "ioplex/pqueue.h"
+#include "kids.h"
 
-#define PQ_MAX_KIDS 16
-
-/* State every child can write: the first failed check. */
-typedef struct pq_report {
-    char failure[256];
-} pq_report_t;
-
-extern pq_report_t *pq_report;
 extern iop_pqueue_t *pq;             /* the queue under test, made by the setup */
-
-#define KID_CHECK(cond) pq_kid_check((cond), #cond, __LINE__)
-void pq_kid_check(int ok, const char *what, int line);
-
-/* Forks a child that runs fn(arg) and exits 0; it dies with us and after 30 s. */
-pid_t pq_spawn(void (*fn)(void *), void *arg);
-
-/* Waits up to limit_ms for pid (a child from pq_spawn), killing it after that.
- * Its wait status, or -1 if it had to be killed. */
-int pq_reap(pid_t pid, unsigned limit_ms);
-
-/* Forgets pid after the caller killed and reaped it itself. */
-void pq_forget(pid_t pid);
-
-/* Fails the test if a child reported a failure. */
-void pq_assert_kids_ok(void);
 
 /* Anonymous shared memory, zeroed; freed by the teardown. */
 void *pq_shared(size_t size);

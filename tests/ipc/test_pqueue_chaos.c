@@ -189,9 +189,9 @@ void test_kill_chaos(void **state)
     pid_t prod[CH_PRODUCERS], cons[CH_CONSUMERS];
     uint32_t next_inc = 0;
     for (int i = 0; i < CH_PRODUCERS; i++)
-        prod[i] = pq_spawn(ch_producer, (void *)(intptr_t)next_inc++);
+        prod[i] = kids_spawn(ch_producer, (void *)(intptr_t)next_inc++);
     for (int i = 0; i < CH_CONSUMERS; i++)
-        cons[i] = pq_spawn(ch_consumer, NULL);
+        cons[i] = kids_spawn(ch_consumer, NULL);
 
     uint32_t rng = 12345;
     int producer_kills = 0, consumer_kills = 0;
@@ -202,20 +202,20 @@ void test_kill_chaos(void **state)
         pid_t *slot = victim < CH_PRODUCERS ? &prod[victim] : &cons[victim - CH_PRODUCERS];
         kill(*slot, SIGKILL);
         waitpid(*slot, NULL, 0);     /* reaped at once: the pid is gone */
-        pq_forget(*slot);
+        kids_forget(*slot);
         if (victim < CH_PRODUCERS) {
             producer_kills++;
-            *slot = pq_spawn(ch_producer, (void *)(intptr_t)next_inc++);
+            *slot = kids_spawn(ch_producer, (void *)(intptr_t)next_inc++);
         } else {
             consumer_kills++;
-            *slot = pq_spawn(ch_consumer, NULL);
+            *slot = kids_spawn(ch_consumer, NULL);
         }
     }
 
     /* Producers finish, consumers drain what is left, then stop. */
     ch->stop_producers = 1;
     for (int i = 0; i < CH_PRODUCERS; i++)
-        assert_int_equal(pq_reap(prod[i], 5000), 0);
+        assert_int_equal(kids_reap(prod[i], 5000), 0);
     uint64_t before = (uint64_t)-1, drain_end = tu_clock_ms() + 5000;
     while (tu_clock_ms() < drain_end && ch->got != before) {
         before = ch->got;
@@ -223,8 +223,8 @@ void test_kill_chaos(void **state)
     }
     ch->stop_consumers = 1;
     for (int i = 0; i < CH_CONSUMERS; i++)
-        assert_int_equal(pq_reap(cons[i], 5000), 0);
-    pq_assert_kids_ok();
+        assert_int_equal(kids_reap(cons[i], 5000), 0);
+    kids_assert_ok();
     static ch_msg_t m;
     for (;;) {                       /* anything still queued, by us */
         ssize_t n = iop_pqueue_get(pq, &m, sizeof m, pq_after_ms(300));

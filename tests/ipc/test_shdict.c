@@ -17,78 +17,18 @@
 #include <unistd.h>
 #include "ioplex/plock.h"
 #include "ioplex/shdict.h"
+#include "kids.h"
 
 /* ---- processes --------------------------------------------------------------------- */
 
 typedef struct shared {
     _Atomic int64_t progress;      /* a writer's completed counter increments */
     _Atomic int started;
-    char failure[256];
 } shared_t;
 
 static shared_t *sh;
 static iop_shdict_t *dict;
-static pid_t kids[8];
-static int nkids;
 
-#define KID_CHECK(cond) kid_check((cond), #cond, __LINE__)
-
-static void kid_check(int ok, const char *what, int line)
-{
-    if (ok)
-        return;
-    if (!sh->failure[0])
-        snprintf(sh->failure, sizeof sh->failure, "child %d, line %d: %s (%s)", (int)getpid(), line,
-                 what, iop_last_error());
-    _exit(1);
-}
-
-static pid_t spawn(void (*fn)(void *), void *arg)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(3);
-        alarm(20);
-        fn(arg);
-        _exit(0);
-    }
-    kids[nkids++] = pid;
-    return pid;
-}
-
-/* Waits up to limit_ms for pid (killing it after); its status, or -1 if killed. */
-static int reap(pid_t pid, unsigned limit_ms)
-{
-    int status = 0;
-    for (unsigned waited = 0;; waited++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        if (waited >= limit_ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            status = -1;
-            break;
-        }
-        tu_sleep_ms(1);
-    }
-    for (int i = 0; i < nkids; i++)
-        if (kids[i] == pid)
-            kids[i] = kids[--nkids];
-    return status;
-}
-
-static void assert_exited_ok(pid_t pid, unsigned limit_ms)
-{
-    int st = reap(pid, limit_ms);
-    if (sh->failure[0])
-        fail_msg("%s", sh->failure);
-    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("child %d did not exit cleanly (status %d)", (int)pid, st);
-}
 
 static void assert_valid(void)
 {
@@ -112,17 +52,14 @@ static int setup(void **state)
     assert_true(sh != MAP_FAILED);
     memset(sh, 0, sizeof *sh);
     dict = NULL;
-    nkids = 0;
+    kids_begin();
     alarm(45);
     return st_setup(state);
 }
 
 static int teardown(void **state)
 {
-    while (nkids > 0) {
-        kill(kids[0], SIGKILL);
-        reap(kids[0], 5000);
-    }
+    kids_end();
     int r = st_teardown(state);    /* the loop first: it may hold the lock's eventfd */
     iop_shdict_free(dict);
     munmap(sh, sizeof *sh);
@@ -433,10 +370,10 @@ static void test_concurrent_increments(void **state)
     pid_t p[4];
     for (int i = 0; i < 4; i++) {
         snprintf(own[i], sizeof own[i], "own%d", i);
-        p[i] = spawn(i < 2 ? plain_writer : coroutine_writer, own[i]);
+        p[i] = kids_spawn(i < 2 ? plain_writer : coroutine_writer, own[i]);
     }
     for (int i = 0; i < 4; i++)
-        assert_exited_ok(p[i], 20000);
+        kids_assert_exited_ok(p[i], 20000);
     int64_t v, total = 0;
     for (int k = 0; k < SHARED_KEYS; k++) {
         char key[16];
@@ -603,8 +540,8 @@ static void test_writer_killed(void **state)
          * repairs after it), then the second is killed too. */
         atomic_store(&sh->started, 0);
         atomic_store(&sh->progress, progress);
-        pid_t a = spawn(frantic_writer, (void *)(uintptr_t)(2 * round + 1));
-        pid_t b = spawn(frantic_writer, (void *)(uintptr_t)(2 * round + 2));
+        pid_t a = kids_spawn(frantic_writer, (void *)(uintptr_t)(2 * round + 1));
+        pid_t b = kids_spawn(frantic_writer, (void *)(uintptr_t)(2 * round + 2));
         uint64_t end = tu_clock_ms() + 5000;
         while (atomic_load(&sh->started) < 2 && tu_clock_ms() < end)
             tu_sleep_ms(1);
@@ -612,9 +549,8 @@ static void test_writer_killed(void **state)
             tu_sleep_ms(1 + tu_rand(&rng) % 10);
             pid_t pid = i == 0 ? a : b;
             kill(pid, SIGKILL);
-            int st = reap(pid, 5000);
-            if (sh->failure[0])
-                fail_msg("%s", sh->failure);
+            int st = kids_reap(pid, 5000);
+            kids_assert_ok();
             assert_true(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         }
         progress = atomic_load(&sh->progress);
