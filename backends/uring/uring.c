@@ -223,6 +223,7 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     st->host = host;
     st->poll_seq = 1;
     st->sqpoll = (cfg->flags & IOP_LOOP_SQPOLL) != 0;
+    st->kdl = (cfg->flags & IOP_LOOP_KERNEL_DEADLINES) != 0;
     int r = ring_init(st, cfg);
     if (r < 0 && st->sqpoll && r != -ENOMEM) {
         /* No SQPOLL here (privilege, kernel): run without it, and say so in caps. */
@@ -243,6 +244,8 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     st->feat = find_features(&st->ring);
     if (!st->sqpoll)
         *host->caps &= ~IOP_CAP_SQPOLL;   /* the cap says "running with SQPOLL" */
+    if (!st->kdl)
+        *host->caps &= ~IOP_CAP_KERNEL_DEADLINES;   /* the core's timer heap keeps them */
     if (!(st->feat & F_MULTISHOT_ACCEPT))
         *host->caps &= ~IOP_CAP_MULTISHOT_ACCEPT;
     if (!(st->feat & F_MULTISHOT_RECV))
@@ -608,7 +611,8 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .model = IOP_MODEL_COMPLETION,
     .caps = IOP_CAP_UNLIMITED_FDS | IOP_CAP_O1_POLL | IOP_CAP_NATIVE_OPS | IOP_CAP_MULTISHOT_ACCEPT |
             IOP_CAP_MULTISHOT_RECV | IOP_CAP_PROVIDED_BUFFERS | IOP_CAP_ZEROCOPY_SEND |
-            IOP_CAP_REGISTERED_FILES | IOP_CAP_SQPOLL | IOP_CAP_BUSY_POLL | IOP_CAP_NEED_REINIT,
+            IOP_CAP_REGISTERED_FILES | IOP_CAP_SQPOLL | IOP_CAP_BUSY_POLL | IOP_CAP_NEED_REINIT |
+            IOP_CAP_KERNEL_DEADLINES,
     .fd_state_size = sizeof(uring_fd_t),
     .probe = backend_probe,
     .create = backend_create,

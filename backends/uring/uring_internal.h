@@ -52,6 +52,7 @@ typedef struct uring_state {
     const iop_backend_host_t *host;
     unsigned feat;           /* F_* */
     int sqpoll;
+    int kdl;                 /* IOP_LOOP_KERNEL_DEADLINES: deadlines as linked timeouts */
     int defer;               /* DEFER_TASKRUN: completions run only when we ask for events */
     int disabled;            /* created R_DISABLED: enabled by the first entry, on the loop's thread */
     uint64_t inflight;       /* ops whose last CQE has not come */

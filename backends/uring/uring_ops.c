@@ -28,7 +28,8 @@ static int native_multishot(const uring_state_t *st, const iop_op_t *op, unsigne
     return (op->opts & IOP_OPT_MULTISHOT) && (st->feat & need) && !op->deadline;
 }
 
-/* Links a timeout that cancels op at its absolute deadline. The SQE slot indexes
+/* IOP_LOOP_KERNEL_DEADLINES: links a timeout that cancels op at its absolute
+ * deadline (otherwise the core's timer heap keeps deadlines). The SQE slot indexes
  * the timespec so that it lives until io_uring_enter reads it. */
 static int link_deadline(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *op)
 {
@@ -282,7 +283,7 @@ static int issue(uring_state_t *st, iop_op_t *op)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     use_fd(st, sqe, fd);
     io_uring_sqe_set_data(sqe, op);
-    if (op->deadline)
+    if (op->deadline && st->kdl)
         return link_deadline(st, sqe, op);
     return 0;
 }

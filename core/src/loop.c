@@ -115,6 +115,10 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
     loop->wake_fd = -1;
     loop->pid = getpid();
     loop->busy_poll_us = opts->busy_poll_us;
+    for (int i = 0; i < IOP__DL_CANCELS; i++) {
+        loop->dl_cancel[i].next = loop->dl_free;
+        loop->dl_free = &loop->dl_cancel[i];
+    }
     loop->host = (iop_backend_host_t){
         .core = loop, .syscalls = &loop->stats.syscalls,
         .alloc = iop_malloc, .realloc = iop_realloc, .free = iop_free,

@@ -26,6 +26,11 @@
 #define IOP__OPF_IN_MORE   0x20u  /* running a callback with IOP_CF_MORE */
 #define IOP__OPF_STOP      0x40u  /* cancelled or forgotten during that callback */
 #define IOP__OPF_CORE_BUF  0x80u  /* recv_buf on a completion backend, buffer lent by the core */
+#define IOP__OPF_TIMED_OUT 0x100u /* its deadline passed: the core cancelled it (op.c) */
+
+/* Cancel records for the deadlines the core keeps for a completion backend: this
+ * many may be in flight at once, the rest wait a moment (op.c). */
+#define IOP__DL_CANCELS 16
 
 /* iop_timer_t.flags */
 #define IOP__TF_INTERNAL 0x1u     /* an op's timer: not counted as a user handle */
@@ -70,6 +75,9 @@ struct iop_loop {
     int pool_native;               /* the backend lends the buffers */
 
     void *sched;                   /* the coroutine scheduler (coro/sched.c), made on first use */
+
+    iop_op_t dl_cancel[IOP__DL_CANCELS];   /* op.c: deadlines of backend ops */
+    iop_op_t *dl_free;
 
     iop_loop_stats_t stats;
     iop_event_t events[IOP__MAX_EVENTS];

@@ -70,10 +70,53 @@ static int multishot_goes_on(const iop_op_t *op, int res)
     return op->kind == IOP_OP_ACCEPT ? res >= 0 : res > 0;
 }
 
+/* ---- deadlines of backend ops ------------------------------------------------
+ * Unless the backend keeps IOP_CAP_KERNEL_DEADLINES, the core enforces a backend
+ * op's deadline with a loop timer that, when it fires, cancels the op through the
+ * backend; the -ECANCELED that follows becomes -ETIMEDOUT, and a result that beats
+ * the cancel is delivered as it is. Deadlines rarely fire, and a heap entry costs
+ * far less than a kernel timer per op (an io_uring linked timeout is a second SQE,
+ * a second CQE and an hrtimer armed and cancelled). */
+#define DL_RETRY_NS 100000u   /* every cancel record busy: try again this much later */
+
+static void dl_cancel_done(iop_op_t *rec, int res)
+{
+    (void)res;   /* 0, or -EALREADY / -ENOENT: the op finished first */
+    iop_loop_t *loop = rec->loop;
+    rec->next = loop->dl_free;
+    loop->dl_free = rec;
+}
+
+static void dl_fired(iop_timer_t *t)
+{
+    iop_op_t *op = op_of_timer(t), *rec;
+    iop_loop_t *loop = t->loop;
+    op->flags |= IOP__OPF_TIMED_OUT;
+    if ((rec = loop->dl_free)) {
+        loop->dl_free = rec->next;
+        iop_prep_cancel(rec, op, dl_cancel_done, NULL);
+        if (iop_submit(loop, rec) == 0)
+            return;
+        rec->next = loop->dl_free;
+        loop->dl_free = rec;
+    }
+    iop__timer_arm(loop, &op->timer, loop->now + DL_RETRY_NS, dl_fired);   /* a slot was just freed */
+}
+
 static int start(iop_loop_t *loop, iop_op_t *op)
 {
     if (!loop->be->submit)
         return iop__emu_submit(loop, op);
+    if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CANCEL &&
+        op->kind != IOP_OP_CLOSE) {
+        if (op->deadline <= loop->now) {
+            iop__defer(loop, op, -ETIMEDOUT);
+            return 0;
+        }
+        int r = iop__timer_arm(loop, &op->timer, op->deadline, dl_fired);
+        if (r < 0)
+            return r;
+    }
     if (op->kind == IOP_OP_RECV_BUF && !loop->pool_native) {
         /* No provided buffers: lend one now; it comes back if nothing arrives. */
         uint32_t bid;
@@ -87,7 +130,10 @@ static int start(iop_loop_t *loop, iop_op_t *op)
         op->flags |= IOP__OPF_CORE_BUF;
     }
     op->flags |= IOP__OPF_BACKEND;
-    return loop->be->submit(loop->be_state, op);
+    int r = loop->be->submit(loop->be_state, op);
+    if (r < 0 && op->timer.heap_idx)
+        iop__heap_remove(&loop->timers, &op->timer);
+    return r;
 }
 
 /* A callback after which the op stays in flight. An op the core rearms (rearm set)
@@ -115,6 +161,8 @@ static void run_more(iop_op_t *op, int res, unsigned cflags, int rearm)
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
 {
     unsigned cf = 0;
+    if ((op->flags & IOP__OPF_TIMED_OUT) && res == -ECANCELED)
+        res = -ETIMEDOUT;
     if ((op->flags & IOP__OPF_CORE_BUF) && res <= 0) {
         iop_buf_release(loop, op->u.pooled.bid);
         op->u.pooled.buf = NULL;

@@ -221,3 +221,100 @@ void test_deadline_already_past(void **state)
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
 }
+
+/* More deadlines passing at once than the core keeps cancel records for (a
+ * completion backend's deadlines are the core's): every one times out, none is
+ * lost, and the ones whose data came first get their data. */
+void test_deadline_many(void **state)
+{
+    (void)state;
+    enum { N = 60 };
+    iop_loop_t *loop = tu_loop_new();
+    int s[N][2];
+    char buf[N][8];
+    rec_t r[N];
+    int calls = 0;
+    memset(r, 0, sizeof r);
+    uint64_t deadline = iop_update_time(loop) + 30 * MS;
+    for (int i = 0; i < N; i++) {
+        tu_tcp_pair(s[i]);
+        iop_prep_recv(&r[i].op, s[i][1], buf[i], sizeof buf[i], 0, rec_cb, &r[i]);
+        iop_op_set_deadline(&r[i].op, deadline);
+        assert_int_equal(iop_submit(loop, &r[i].op), 0);
+    }
+    tu_run_nowait(loop, 1);
+    for (int i = 0; i < N; i += 10)
+        assert_int_equal(send(s[i][0], "early", 5, 0), 5);
+    for (int i = 0; i < N; i++) {
+        assert_true(tu_run_until_count(loop, &r[i].calls, 1, 3000));
+        calls += r[i].calls;
+        if (i % 10 == 0) {
+            assert_int_equal(r[i].res, 5);
+            assert_memory_equal(buf[i], "early", 5);
+        } else {
+            assert_int_equal(r[i].res, -ETIMEDOUT);
+        }
+    }
+    assert_int_equal(calls, N);
+    /* Each socket still works: data sent now reaches a new recv. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(send(s[i][0], "later", 5, 0), 5);
+        iop_prep_recv(&r[i].op, s[i][1], buf[i], sizeof buf[i], 0, rec_cb, &r[i]);
+        assert_int_equal(iop_submit(loop, &r[i].op), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_true(tu_run_until_count(loop, &r[i].calls, 2, 3000));
+        assert_int_equal(r[i].res, 5);
+        assert_memory_equal(buf[i], "later", 5);
+    }
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);   /* no timer or cancel left */
+    for (int i = 0; i < N; i++) {
+        conf_close(loop, s[i][0]);
+        conf_close(loop, s[i][1]);
+    }
+    iop_loop_destroy(loop);
+}
+
+/* Data and the deadline both due when the loop next looks: the op ends either with
+ * the data or with -ETIMEDOUT, and then the data waits in the socket; it is read
+ * exactly once either way. */
+void test_deadline_races_data(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    for (int round = 0; round < 6; round++) {
+        char buf[16] = { 0 };
+        rec_t r = { 0 };
+        iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+        iop_op_set_deadline(&r.op, iop_update_time(loop) + 5 * MS);
+        assert_int_equal(iop_submit(loop, &r.op), 0);
+        tu_run_nowait(loop, 1);
+        assert_int_equal(send(s[0], "race", 4, 0), 4);
+        tu_sleep_ms(10);
+        assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+        if (r.res == -ETIMEDOUT) {
+            iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+            assert_int_equal(iop_submit(loop, &r.op), 0);
+            assert_true(tu_run_until_count(loop, &r.calls, 2, 2000));
+        }
+        assert_int_equal(r.res, 4);
+        assert_memory_equal(buf, "race", 4);
+        int calls = r.calls;
+        tu_run_nowait(loop, 2);
+        assert_int_equal(r.calls, calls);   /* one result per submit, no late second one */
+    }
+    /* Nothing left over: a probe recv sees only what is sent now. */
+    char buf[16];
+    rec_t p = { 0 };
+    assert_int_equal(send(s[0], "end", 3, 0), 3);
+    iop_prep_recv(&p.op, s[1], buf, sizeof buf, 0, rec_cb, &p);
+    assert_int_equal(iop_submit(loop, &p.op), 0);
+    assert_true(tu_run_until_count(loop, &p.calls, 1, 2000));
+    assert_int_equal(p.res, 3);
+    assert_memory_equal(buf, "end", 3);
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}

@@ -70,6 +70,8 @@ void test_cancel_timeout_op(void **state);
 void test_deadline_expires(void **state);
 void test_deadline_not_reached(void **state);
 void test_deadline_already_past(void **state);
+void test_deadline_many(void **state);
+void test_deadline_races_data(void **state);
 
 /* conf_timers.c */
 void test_timers_fire_in_order(void **state);

@@ -1,4 +1,4 @@
-/* Runs the conformance suite on one backend: `test_conformance NAME[+sqpoll] [FILTER]`
+/* Runs the conformance suite on one backend: `test_conformance NAME[+sqpoll|+kernel-deadlines] [FILTER]`
  * (NAME may come from $IOPLEX_BACKEND instead; FILTER is a cmocka test-name glob). */
 #include <stdio.h>
 #include "conformance.h"
@@ -25,7 +25,7 @@ int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
     if (!spec || tu_backend_set(spec) < 0) {
-        fprintf(stderr, "usage: %s BACKEND[+sqpoll] [FILTER]  (or set IOPLEX_BACKEND)\n", argv[0]);
+        fprintf(stderr, "usage: %s BACKEND[+sqpoll|+kernel-deadlines] [FILTER]  (or set IOPLEX_BACKEND)\n", argv[0]);
         return 2;
     }
     if (argc > 2)
@@ -68,6 +68,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_deadline_expires),
         cmocka_unit_test(test_deadline_not_reached),
         cmocka_unit_test(test_deadline_already_past),
+        cmocka_unit_test(test_deadline_many),
+        cmocka_unit_test(test_deadline_races_data),
 
         cmocka_unit_test(test_timers_fire_in_order),
         cmocka_unit_test(test_timer_repeat_then_stop),

@@ -35,12 +35,17 @@ int tu_backend_set(const char *spec)
         tu_backend = spec;
         return 0;
     }
-    if (strcmp(plus + 1, "sqpoll") != 0 || (size_t)(plus - spec) >= sizeof name)
+    if ((size_t)(plus - spec) >= sizeof name)
+        return -1;
+    if (strcmp(plus + 1, "sqpoll") == 0)
+        tu_loop_flags |= IOP_LOOP_SQPOLL;
+    else if (strcmp(plus + 1, "kernel-deadlines") == 0)
+        tu_loop_flags |= IOP_LOOP_KERNEL_DEADLINES;
+    else
         return -1;
     memcpy(name, spec, (size_t)(plus - spec));
     name[plus - spec] = '\0';
     tu_backend = name;
-    tu_loop_flags |= IOP_LOOP_SQPOLL;
     return 0;
 }
 
@@ -66,6 +71,8 @@ iop_loop_t *tu_loop_new_opts(iop_loop_opts_t *opts_in)
         assert_string_equal(iop_loop_backend(loop), tu_backend);
     if (opts.flags & IOP_LOOP_SQPOLL)   /* the mode under test, not a silent fallback */
         assert_true(iop_loop_caps(loop) & IOP_CAP_SQPOLL);
+    if (opts.flags & IOP_LOOP_KERNEL_DEADLINES)
+        assert_true(iop_loop_caps(loop) & IOP_CAP_KERNEL_DEADLINES);
     return loop;
 }
 

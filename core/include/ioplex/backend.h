@@ -89,11 +89,12 @@ typedef struct iop_backend_desc {
      * either may be 0). fd_state is fd's per-fd storage. */
     int (*watch)(void *state, int fd, unsigned old_mask, unsigned new_mask, void *fd_state);
     /* Completion model: start op natively. NULL for readiness backends. Gets every
-     * kind but nop and timeout, and the op options the caps say it has; op->deadline
-     * (absolute CLOCK_MONOTONIC ns) is the backend's to enforce, a deadline that
-     * passes completing the op with -ETIMEDOUT. A cancel completes with 0, -ENOENT
-     * or -EALREADY for its target; a close first fails every op on the fd with
-     * -ECANCELED. */
+     * kind but nop and timeout, and the op options the caps say it has. op->deadline
+     * (absolute CLOCK_MONOTONIC ns) is the backend's to enforce only if the instance
+     * keeps IOP_CAP_KERNEL_DEADLINES (a deadline that passes completes the op with
+     * -ETIMEDOUT); otherwise the core cancels the op when it passes. A cancel
+     * completes with 0, -ENOENT or -EALREADY for its target; a close first fails
+     * every op on the fd with -ECANCELED. */
     int (*submit)(void *state, iop_op_t *op);
     /* Waits up to timeout_ns (-1 = forever, 0 = don't block) and fills up to max
      * events. Returns the count, or -errno (-EINTR counts as 0 events). */

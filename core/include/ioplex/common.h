@@ -34,10 +34,14 @@ typedef struct iop_op iop_op_t;
 #define IOP_CAP_BUSY_POLL        (1u << 9)
 #define IOP_CAP_EXCLUSIVE_WAKE   (1u << 10) /* EPOLLEXCLUSIVE-style shared listeners */
 #define IOP_CAP_NEED_REINIT      (1u << 11) /* instance must be rebuilt after fork */
+#define IOP_CAP_KERNEL_DEADLINES (1u << 12) /* the backend enforces op deadlines itself */
 
 /* Loop creation flags (iop_loop_opts_t.flags), passed on to the backend. */
 #define IOP_LOOP_SQPOLL (1u << 0)  /* completion backends: a kernel thread polls the
                                     * submission queue (burns a CPU; opt-in) */
+#define IOP_LOOP_KERNEL_DEADLINES (1u << 1) /* completion backends: op deadlines as kernel
+                                    * timers (io_uring linked timeouts) instead of the
+                                    * loop's timer heap; slower, see core/README.md */
 
 /* Writes a space-separated list of capability names into buf; returns buf. */
 IOP_EXPORT char *iop_caps_str(uint32_t caps, char *buf, size_t len);
