@@ -1,6 +1,7 @@
 /* The loop: creation, the iteration (timers → done callbacks → posts → flush →
  * backend wait → dispatch), timers, cross-thread wake-ups, fd forgetting. */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -98,6 +99,14 @@ uint32_t iop_buf_size(const iop_loop_t *loop) { return loop->pool_size; }
 
 static void wake_cb(iop_watch_t *w, unsigned revents);
 
+/* Fork detection without a getpid syscall per run (glibc does not cache the pid):
+ * fork(2) runs this child handler, and only when the count moved does run ask
+ * getpid. */
+static atomic_uint fork_gen;
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed); }
+static void fork_hook(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
 int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
 {
     iop_loop_opts_t dflt = { .size = sizeof dflt };
@@ -113,6 +122,8 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
     if (!loop)
         return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
     loop->wake_fd = -1;
+    pthread_once(&fork_hook_once, fork_hook);
+    loop->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     loop->pid = getpid();
     loop->busy_poll_us = opts->busy_poll_us;
     for (int i = 0; i < IOP__DL_CANCELS; i++) {
@@ -444,7 +455,7 @@ static void dispatch(iop_loop_t *loop, int n)
 
 int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
 {
-    if (loop->pid != getpid())
+    if (loop->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed) && loop->pid != getpid())
         return iop__fail(-ECHILD, "iop_loop_run: this loop belongs to process %d; a forked child must create its own loop",
                          (int)loop->pid);
     if (loop->running)

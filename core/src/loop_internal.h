@@ -66,6 +66,7 @@ struct iop_loop {
     pthread_t thread;              /* the thread inside iop_loop_run */
     int running;
     pid_t pid;                     /* creator: a forked child must make its own */
+    unsigned fork_gen;             /* loop.c's fork count when created */
     uint32_t busy_poll_us;
 
     /* receive pool (recv_buf): base, count x size; free stack when the core serves it */
