@@ -415,19 +415,23 @@ static unsigned from_poll(int res, unsigned asked)
     return r & (asked | IOP_ERR | IOP_HUP);
 }
 
-/* An op with a linked timeout completes when both CQEs are in: -ECANCELED caused by
- * the timeout becomes -ETIMEDOUT. Returns 1 when the op is done. */
-static int deadline_part(iop_op_t *op, int from_timeout, int res, int *final)
+/* An op with a linked timeout completes when both CQEs are in, with the result and
+ * buffer of its own CQE (*flags in and out): -ECANCELED caused by the timeout
+ * becomes -ETIMEDOUT. Returns 1 when the op is done. */
+static int deadline_part(iop_op_t *op, int from_timeout, int res, unsigned *flags, int *final)
 {
     if (from_timeout) {
         if (res == -ETIME)
             op->backend_u32 |= LT_FIRED;
     } else {
         op->backend_ptr = (uintptr_t)(intptr_t)res;
+        if (*flags & IOP_EVF_BUFFER)
+            op->backend_u32 |= LT_BUFFER | (*flags & 0xffff0000u);
     }
     op->backend_u32--;
     if (op->backend_u32 & LT_PENDING_MASK)
         return 0;
+    *flags = (op->backend_u32 & LT_BUFFER) ? IOP_EVF_BUFFER | (op->backend_u32 & 0xffff0000u) : 0;
     *final = (int)(intptr_t)op->backend_ptr;
     if (*final == -ECANCELED && (op->backend_u32 & LT_FIRED))
         *final = -ETIMEDOUT;
@@ -465,7 +469,7 @@ static int translate(uring_state_t *st, const struct io_uring_cqe *cqe, iop_even
         if (cqe->flags & IORING_CQE_F_BUFFER)
             flags |= IOP_EVF_BUFFER | (cqe->flags >> IORING_CQE_BUFFER_SHIFT) << 16;
         if (op->backend_u32 & LT_PENDING_MASK) {
-            if (!deadline_part(op, UD_TAG(ud) == UD_LINK_TO, res, &res))
+            if (!deadline_part(op, UD_TAG(ud) == UD_LINK_TO, res, &flags, &res))
                 return 0;
         } else if (UD_TAG(ud) == UD_LINK_TO) {
             return 0;

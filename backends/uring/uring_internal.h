@@ -32,10 +32,12 @@ typedef struct uring_fd {
     uring_dir_t dir[2];      /* 0: accept, recv*, read; 1: connect, send*, write */
 } uring_fd_t;
 
-/* op->backend_u32 while a deadline's linked timeout is out: CQEs still to come and
- * whether the timeout fired. op->backend_ptr: the op's own result so far. */
+/* op->backend_u32 while a deadline's linked timeout is out: CQEs still to come,
+ * whether the timeout fired, and the pool buffer of the op's own CQE (its id in the
+ * top 16 bits). op->backend_ptr: the op's own result so far. */
 #define LT_PENDING_MASK 0x3u
 #define LT_FIRED        0x4u
+#define LT_BUFFER       0x10u
 #define OP_WAITING      0x8u   /* in a uring_dir_t queue, not in the kernel */
 
 /* Native features found by the probe. */

@@ -25,7 +25,7 @@ static void fail_waiting(uring_state_t *st, uring_fd_t *f, int res);
 
 static int native_multishot(const uring_state_t *st, const iop_op_t *op, unsigned need)
 {
-    return (op->opts & IOP_OPT_MULTISHOT) && (st->feat & need) && !op->deadline;
+    return (op->opts & IOP_OPT_MULTISHOT) && (st->feat & need) && !(op->deadline && st->kdl);
 }
 
 /* IOP_LOOP_KERNEL_DEADLINES: links a timeout that cancels op at its absolute
@@ -251,7 +251,7 @@ static int issue(uring_state_t *st, iop_op_t *op)
         sqe->buf_group = 0;
         break;
     case IOP_OP_SEND:
-        if ((op->opts & IOP_OPT_ZEROCOPY) && (st->feat & F_SEND_ZC) && !op->deadline)
+        if ((op->opts & IOP_OPT_ZEROCOPY) && (st->feat & F_SEND_ZC) && !(op->deadline && st->kdl))
             io_uring_prep_send_zc(sqe, fd, op->u.io.buf, op->u.io.len,
                                   op->u.io.msg_flags | MSG_NOSIGNAL, 0);
         else

@@ -251,7 +251,8 @@ static int settle_opts(iop_loop_t *loop, iop_op_t *op)
             return iop__fail(-EINVAL, "iop_submit: multishot is for accept and recv_buf, not %s",
                              iop_op_kind_name(op->kind));
         uint32_t need = op->kind == IOP_OP_ACCEPT ? IOP_CAP_MULTISHOT_ACCEPT : IOP_CAP_MULTISHOT_RECV;
-        if (!(caps & need) || op->deadline)
+        /* A deadline the kernel keeps (linked timeout) binds one shot: rearm each. */
+        if (!(caps & need) || (op->deadline && (caps & IOP_CAP_KERNEL_DEADLINES)))
             op->flags |= IOP__OPF_REARM;   /* one shot at a time, rearmed by the core */
     }
     if (op->opts & IOP_OPT_ZEROCOPY) {

@@ -162,6 +162,7 @@ static void deadline_fired(iop_timer_t *t)
 {
     iop_op_t *op = (iop_op_t *)((char *)t - offsetof(iop_op_t, timer));
     iop__emu_unqueue(t->loop, op);
+    op->cflags = 0;   /* a multishot op between shots: this is its last callback */
     iop__complete(t->loop, op, -ETIMEDOUT);
 }
 

@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include "conformance.h"
 
+#define MS 1000000ull
+
 /* Remembers every callback of a multi-callback op. */
 typedef struct multi {
     iop_op_t op;
@@ -374,5 +376,88 @@ void test_completion_burst_tiny_queue(void **state)
         conf_close(loop, pairs[i][1]);
         close(pairs[i][0]);
     }
+    iop_loop_destroy(loop);
+}
+
+/* A deadline on a multishot op ends the series: results before it come with
+ * "more", then one last callback with -ETIMEDOUT; bytes that arrive later wait
+ * in the socket. A zero-copy send with a deadline that does not pass completes
+ * as usual. */
+void test_multishot_deadline(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = pool_loop(8, 64);
+    struct sockaddr_in addr;
+    int lfd = tu_tcp_listener(&addr, 16);
+    multi_t a = { .loop = loop };
+    iop_prep_accept(&a.op, lfd, NULL, NULL, multi_cb, &a);
+    iop_op_set_multishot(&a.op);
+    iop_op_set_deadline(&a.op, iop_update_time(loop) + 150 * MS);
+    assert_int_equal(iop_submit(loop, &a.op), 0);
+    int clients[2];
+    for (int i = 0; i < 2; i++) {
+        clients[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(clients[i], (struct sockaddr *)&addr, sizeof addr), 0);
+    }
+    assert_true(tu_run_until_count(loop, &a.calls, 2, 3000));
+    assert_true(a.more[0] && a.more[1]);
+    assert_true(a.res[0] >= 0 && a.res[1] >= 0);
+    assert_true(tu_run_until(loop, finals_reached, &a, 3000));
+    assert_int_equal(a.calls, 3);
+    assert_int_equal(a.res[2], -ETIMEDOUT);
+    assert_false(a.more[2]);
+
+    int srv = a.res[0];
+    multi_t r = { .loop = loop, .release = 1 };
+    iop_prep_recv_buf(&r.op, srv, 0, multi_cb, &r);
+    iop_op_set_multishot(&r.op);
+    iop_op_set_deadline(&r.op, iop_update_time(loop) + 150 * MS);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_int_equal(send(clients[0], "one", 3, 0), 3);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 3000));
+    assert_int_equal(r.res[0], 3);
+    assert_memory_equal(r.data[0], "one", 3);
+    assert_true(r.more[0]);
+    assert_true(tu_run_until(loop, finals_reached, &r, 3000));
+    assert_int_equal(r.calls, 2);
+    assert_int_equal(r.res[1], -ETIMEDOUT);
+    assert_int_equal(send(clients[0], "two", 3, 0), 3);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(r.calls, 2);             /* over: nothing more delivered */
+    char buf[8];
+    rec_t p = { 0 };
+    iop_prep_recv(&p.op, srv, buf, sizeof buf, 0, rec_cb, &p);
+    assert_int_equal(iop_submit(loop, &p.op), 0);
+    assert_true(tu_run_until_count(loop, &p.calls, 1, 3000));
+    assert_int_equal(p.res, 3);
+    assert_memory_equal(buf, "two", 3);
+
+    static char out[32 * 1024];
+    tu_fill_pattern(out, sizeof out, 3);
+    multi_t z = { .loop = loop };
+    iop_prep_send(&z.op, srv, out, sizeof out, 0, multi_cb, &z);
+    iop_op_set_zerocopy(&z.op);
+    iop_op_set_deadline(&z.op, iop_update_time(loop) + 2000 * MS);
+    assert_int_equal(iop_submit(loop, &z.op), 0);
+    assert_true(tu_run_until(loop, finals_reached, &z, 3000));
+    assert_true(z.res[0] > 0);
+    assert_int_equal(z.res[z.calls - 1], z.calls == 2 ? 0 : z.res[0]);
+    size_t got = 0;
+    static char in[32 * 1024];
+    for (int tries = 0; got < (size_t)z.res[0] && tries < 2000; tries++) {
+        ssize_t n = recv(clients[0], in + got, sizeof in - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        else
+            tu_sleep_ms(1);
+    }
+    assert_int_equal(got, (size_t)z.res[0]);
+    assert_memory_equal(in, out, got);
+
+    for (int i = 0; i < 2; i++) {
+        close(clients[i]);
+        conf_close(loop, a.res[i]);
+    }
+    conf_close(loop, lfd);
     iop_loop_destroy(loop);
 }

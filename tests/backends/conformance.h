@@ -106,6 +106,7 @@ void test_recv_buf_single(void **state);
 void test_recv_buf_multishot(void **state);
 void test_recv_buf_pool_exhausted(void **state);
 void test_multishot_cancel_in_callback(void **state);
+void test_multishot_deadline(void **state);
 void test_zerocopy_send(void **state);
 void test_options_misplaced(void **state);
 void test_registered_fd(void **state);

@@ -98,6 +98,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_recv_buf_pool_exhausted),
         cmocka_unit_test(test_multishot_cancel_in_callback),
         cmocka_unit_test(test_zerocopy_send),
+        cmocka_unit_test(test_multishot_deadline),
         cmocka_unit_test(test_options_misplaced),
         cmocka_unit_test(test_registered_fd),
         cmocka_unit_test(test_completion_burst_tiny_queue),
