@@ -34,13 +34,15 @@ static int timeout_ms(int64_t ns)
  * persistent HUP would make the core retry writes on a half-closed socket. */
 static uint32_t to_epoll(unsigned mask)
 {
-    return ((mask & IOP_READ) ? EPOLLIN : 0u) | ((mask & IOP_WRITE) ? EPOLLOUT : 0u);
+    return ((mask & IOP_READ) ? EPOLLIN : 0u) | ((mask & IOP_WRITE) ? EPOLLOUT : 0u) |
+           ((mask & IOP_WATCH_EXCLUSIVE) ? EPOLLEXCLUSIVE : 0u);
 }
 
 /* Reports only what was asked for, plus ERR/HUP. On ERR/HUP the core retries the
  * syscall of both directions, so the asked-for directions are set too. */
 static unsigned from_epoll(uint32_t ev, unsigned asked)
 {
+    asked &= IOP_READ | IOP_WRITE;
     unsigned r = ((ev & EPOLLIN) ? IOP_READ : 0u) | ((ev & EPOLLOUT) ? IOP_WRITE : 0u);
     if (ev & EPOLLERR)
         r |= IOP_ERR;
@@ -131,8 +133,8 @@ static int backend_watch(void *state, int fd, unsigned old_mask, unsigned new_ma
 {
     epoll_state_t *st = state;
     (void)fd_state;
-    old_mask &= IOP_READ | IOP_WRITE;
-    new_mask &= IOP_READ | IOP_WRITE;
+    old_mask &= IOP_READ | IOP_WRITE | IOP_WATCH_EXCLUSIVE;
+    new_mask &= IOP_READ | IOP_WRITE | IOP_WATCH_EXCLUSIVE;
     if (old_mask == new_mask)
         return 0;
     if (!new_mask) {
@@ -142,7 +144,18 @@ static int backend_watch(void *state, int fd, unsigned old_mask, unsigned new_ma
     }
     if (!old_mask) {
         int r = ctl(st, EPOLL_CTL_ADD, fd, new_mask);
-        return r == -EEXIST ? ctl(st, EPOLL_CTL_MOD, fd, new_mask) : r;
+        if (r != -EEXIST)
+            return r;
+        if (new_mask & IOP_WATCH_EXCLUSIVE)
+            ctl(st, EPOLL_CTL_DEL, fd, 0);
+        return ctl(st, new_mask & IOP_WATCH_EXCLUSIVE ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, new_mask);
+    }
+    if ((old_mask | new_mask) & IOP_WATCH_EXCLUSIVE) {
+        /* Only EPOLL_CTL_ADD takes (or drops) EPOLLEXCLUSIVE: register anew. */
+        int r = ctl(st, EPOLL_CTL_DEL, fd, 0);
+        if (r < 0 && r != -ENOENT)
+            return r;
+        return ctl(st, EPOLL_CTL_ADD, fd, new_mask);
     }
     int r = ctl(st, EPOLL_CTL_MOD, fd, new_mask);
     /* ENOENT: closed and reopened under the same number; register the new file. */

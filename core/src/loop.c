@@ -392,7 +392,7 @@ static void flush_changes(iop_loop_t *loop)
         int fd = loop->changes[i];
         iop__fd_t *e = &loop->fds.v[fd];
         e->flags &= ~IOP__FD_IN_CHANGES;
-        unsigned want = iop__fd_want(e);
+        unsigned want = iop__fd_want(e, loop->caps);
         if (want == e->reg)
             continue;
         int r = loop->be->watch(loop->be_state, fd, e->reg, want, iop__fdtable_bstate(&loop->fds, fd));

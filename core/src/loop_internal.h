@@ -113,13 +113,18 @@ int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,
 /* timer: start an internal timer without counting it as a user handle */
 int iop__timer_arm(iop_loop_t *loop, iop_timer_t *t, uint64_t when, iop_timer_cb cb);
 
-static inline unsigned iop__fd_want(const iop__fd_t *e)
+static inline unsigned iop__fd_want(const iop__fd_t *e, uint32_t caps)
 {
     unsigned want = 0;
     if (e->rd_head || (e->watch && (e->watch->events & IOP_READ)))
         want |= IOP_READ;
     if (e->wr_head || (e->watch && (e->watch->events & IOP_WRITE)))
         want |= IOP_WRITE;
+    /* Only an accept waits: a listener that other processes' loops may wait on
+     * too (shared across workers); one wake-up per connection is enough. */
+    if (want == IOP_READ && !e->watch && e->rd_head->kind == IOP_OP_ACCEPT &&
+        (caps & IOP_CAP_EXCLUSIVE_WAKE))
+        want |= IOP_WATCH_EXCLUSIVE;
     return want;
 }
 

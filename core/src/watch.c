@@ -24,7 +24,7 @@ int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,
     w->active = IOP__W_ACTIVE | (internal ? IOP__W_INTERNAL : 0);
     e->watch = w;
 
-    unsigned want = iop__fd_want(e);
+    unsigned want = iop__fd_want(e, loop->caps);
     if (want != e->reg) {
         r = loop->be->watch(loop->be_state, fd, e->reg, want, iop__fdtable_bstate(&loop->fds, fd));
         if (r < 0) {

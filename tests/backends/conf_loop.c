@@ -1,7 +1,14 @@
 /* The loop itself: statistics, iop_loop_run's return values and RUN_DEFAULT's end. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include "conformance.h"
 
@@ -286,4 +293,172 @@ void test_fork_child_makes_own_loop(void **state)
     conf_close(loop, s[0]);
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
+}
+
+/* ---- one listener, several processes (shard's shared-listener mode) ---------- */
+
+enum { SHARE_KIDS = 3, SHARE_CONNS = 30 };
+
+typedef struct share_kid {
+    iop_loop_t *loop;
+    iop_op_t accept, stop;
+    char stop_buf[1];
+    int lfd, out;        /* out: the pipe each connection's id byte goes to */
+    int fails, done;
+} share_kid_t;
+
+/* Does this process's epoll set hold lfd with EPOLLEXCLUSIVE? From /proc's fdinfo
+ * of every epoll fd: 1 yes, 0 registered without it, -1 not found. */
+static int epoll_exclusive(int lfd)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int found = -1;
+    struct dirent *de;
+    while ((de = readdir(d)) && found < 1) {
+        char path[300], link[64], line[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        if (strcmp(link, "anon_inode:[eventpoll]") != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f)) {
+            int tfd;
+            unsigned events;
+            if (sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && tfd == lfd)
+                found = (events & EPOLLEXCLUSIVE) ? 1 : 0;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+static void share_accepted(iop_op_t *op, int res)
+{
+    share_kid_t *k = op->data;
+    if (res >= 0) {
+        char id;
+        struct timeval tv = { .tv_sec = 2 };
+        setsockopt(res, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        int fl = fcntl(res, F_GETFL);
+        fcntl(res, F_SETFL, fl & ~O_NONBLOCK);
+        if (read(res, &id, 1) != 1 || write(k->out, &id, 1) != 1)
+            k->fails++;
+        close(res);
+    } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
+        k->fails++;
+    }
+    iop_prep_accept(&k->accept, k->lfd, NULL, NULL, share_accepted, k);
+    if (iop_submit(k->loop, &k->accept) < 0)
+        k->fails++;
+}
+
+static void share_stopped(iop_op_t *op, int res)
+{
+    (void)res;
+    ((share_kid_t *)op->data)->done = 1;
+}
+
+static void share_kid_tick(iop_timer_t *t) { (void)t; }
+
+/* Serves lfd in a forked child until the parent closes `stop` (20 s at most): exit
+ * 0, or a bit per failure. */
+static void share_kid_main(int lfd, int out, int stop)
+{
+    share_kid_t k = { .lfd = lfd, .out = out };
+    iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .flags = tu_loop_flags };
+    if (iop_loop_create(&k.loop, &o) < 0)
+        _exit(1);
+    iop_prep_accept(&k.accept, lfd, NULL, NULL, share_accepted, &k);
+    if (iop_submit(k.loop, &k.accept) < 0)
+        _exit(2);
+    iop_loop_run(k.loop, IOP_RUN_NOWAIT);   /* the accept now waits, registered */
+    int code = 0;
+    /* A backend that claims exclusive wake-ups must use them for a waiting accept. */
+    if ((iop_loop_caps(k.loop) & IOP_CAP_EXCLUSIVE_WAKE) && strcmp(iop_loop_backend(k.loop), "epoll") == 0 &&
+        epoll_exclusive(lfd) != 1)
+        code |= 4;
+    iop_prep_read(&k.stop, stop, k.stop_buf, 1, -1, share_stopped, &k);   /* 0 at the close */
+    iop_timer_t tick = { 0 };
+    if (iop_submit(k.loop, &k.stop) < 0 || iop_timer_start(k.loop, &tick, 100 * MS, 100 * MS, share_kid_tick) < 0)
+        _exit(16);
+    uint64_t end = tu_clock_ms() + 20000;
+    while (!k.done && tu_clock_ms() < end)
+        iop_loop_run(k.loop, IOP_RUN_ONCE);
+    if (k.fails)
+        code |= 8;
+    _exit(code);
+}
+
+/* waitpid with a bound: the child's pid, or -1 after SIGKILL at the limit. */
+static pid_t reap_ms(pid_t pid, int *status, unsigned ms)
+{
+    for (unsigned waited = 0; waited < ms; waited += 10) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r != 0)
+            return r;
+        tu_sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return -1;
+}
+
+/* Three processes, three loops, one listening socket: every connection is accepted
+ * by exactly one of them, none is lost; on epoll the accept waits with
+ * EPOLLEXCLUSIVE, so a connection wakes one process instead of all three. */
+void test_shared_listener_processes(void **state)
+{
+    (void)state;
+    struct sockaddr_in addr;
+    int lfd = tu_tcp_listener(&addr, 64);
+    int out[2], stop[SHARE_KIDS][2];   /* a stop pipe each: sigio owns one file per process */
+    assert_int_equal(pipe(out), 0);
+    pid_t kids[SHARE_KIDS];
+    for (int i = 0; i < SHARE_KIDS; i++) {
+        assert_int_equal(pipe(stop[i]), 0);
+        kids[i] = fork();
+        assert_true(kids[i] >= 0);
+        if (kids[i] == 0) {
+            close(out[0]);
+            close(stop[i][1]);
+            share_kid_main(lfd, out[1], stop[i][0]);
+        }
+        close(stop[i][0]);
+    }
+    close(out[1]);
+    int seen[SHARE_CONNS] = { 0 };
+    for (int i = 0; i < SHARE_CONNS; i++) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(c, (struct sockaddr *)&addr, sizeof addr), 0);
+        char id = (char)i;
+        assert_int_equal(write(c, &id, 1), 1);
+        char id_back;
+        struct pollfd p = { .fd = out[0], .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 5000), 1);   /* one at a time: each wakes someone */
+        assert_int_equal(read(out[0], &id_back, 1), 1);
+        assert_true((unsigned char)id_back < SHARE_CONNS);
+        seen[(unsigned char)id_back]++;
+        close(c);
+    }
+    for (int i = 0; i < SHARE_CONNS; i++)
+        assert_int_equal(seen[i], 1);
+    for (int i = 0; i < SHARE_KIDS; i++)
+        close(stop[i][1]);
+    for (int i = 0; i < SHARE_KIDS; i++) {
+        int status = 0;
+        assert_int_equal(reap_ms(kids[i], &status, 5000), kids[i]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    close(out[0]);
+    close(lfd);
 }

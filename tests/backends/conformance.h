@@ -98,6 +98,7 @@ void test_loop_stats(void **state);
 void test_loop_run_return_values(void **state);
 void test_loop_run_default_until_idle(void **state);
 
+void test_shared_listener_processes(void **state);
 void test_fork_child_makes_own_loop(void **state);
 
 /* conf_features.c */

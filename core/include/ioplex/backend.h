@@ -53,6 +53,9 @@ typedef struct iop_backend_config {
     uint32_t sqpoll_cpu1;      /* CPU + 1, 0 = unpinned */
 } iop_backend_config_t;
 
+/* watch masks: see watch() below */
+#define IOP_WATCH_EXCLUSIVE 0x10u
+
 /* iop_event_t.flags (completions) */
 #define IOP_EVF_MORE   0x1u    /* the op stays in flight: more completions follow */
 #define IOP_EVF_NOTIF  0x2u    /* zero-copy send: buffer released */
@@ -86,7 +89,10 @@ typedef struct iop_backend_desc {
                   const iop_backend_config_t *cfg, char *why, size_t whylen);
     void (*destroy)(void *state);
     /* Changes fd's registered interest from old_mask to new_mask (IOP_READ|IOP_WRITE,
-     * either may be 0). fd_state is fd's per-fd storage. */
+     * either may be 0). fd_state is fd's per-fd storage. A backend with
+     * IOP_CAP_EXCLUSIVE_WAKE may also get IOP_WATCH_EXCLUSIVE with IOP_READ: only
+     * accepts wait on fd, a listener other processes may wait on too, so waking one
+     * waiter per connection is enough (EPOLLEXCLUSIVE). */
     int (*watch)(void *state, int fd, unsigned old_mask, unsigned new_mask, void *fd_state);
     /* Completion model: start op natively. NULL for readiness backends. Gets every
      * kind but nop and timeout, and the op options the caps say it has. op->deadline
