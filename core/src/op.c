@@ -107,6 +107,13 @@ static int start(iop_loop_t *loop, iop_op_t *op)
 {
     if (!loop->be->submit)
         return iop__emu_submit(loop, op);
+    /* The backend keeps per-fd state (the order of ops in each direction, a fixed
+     * slot) in the core's table: make sure fd has an entry. */
+    if (op->kind != IOP_OP_CANCEL) {
+        int r = iop__fd_reserve(loop, op->fd);
+        if (r < 0)
+            return r;
+    }
     if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CANCEL &&
         op->kind != IOP_OP_CLOSE) {
         if (op->deadline <= loop->now) {

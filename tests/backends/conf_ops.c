@@ -446,3 +446,90 @@ void test_op_large_transfer(void **state)
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
 }
+
+/* Ops of one direction on one fd run in submission order, whatever the fd number
+ * (fds above the core's first table size included): three sends in flight at once
+ * put their bytes on the stream one after the other, and three recvs in flight get
+ * consecutive pieces of it in their order. */
+void test_op_fifo_per_direction(void **state)
+{
+    (void)state;
+    enum { N = 3, SEND_LEN = 512 * 1024, RECV_LEN = 1000 };
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_tcp_pair(p);
+    int s[2];
+    for (int i = 0; i < 2; i++) {
+        s[i] = fcntl(p[i], F_DUPFD_CLOEXEC, 300);   /* well past the first 64 table slots */
+        assert_true(s[i] >= 300);
+        close(p[i]);
+    }
+    int small = 16384;
+    assert_int_equal(setsockopt(s[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    assert_int_equal(setsockopt(s[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+
+    static char out[N][SEND_LEN], in[N * SEND_LEN];
+    rec_t snd[N];
+    memset(snd, 0, sizeof snd);
+    for (int i = 0; i < N; i++) {
+        tu_fill_pattern(out[i], SEND_LEN, (uint32_t)(11 + i));
+        iop_prep_send(&snd[i].op, s[0], out[i], SEND_LEN, 0, rec_cb, &snd[i]);
+        assert_int_equal(iop_submit(loop, &snd[i].op), 0);
+    }
+    size_t got = 0;
+    int done = 0;
+    for (int spins = 0; spins < 20000 && done < N; spins++) {
+        tu_run_nowait(loop, 1);
+        ssize_t n = recv(s[1], in + got, sizeof in - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        done = 0;
+        for (int i = 0; i < N; i++)
+            done += snd[i].calls;
+        if (n <= 0 && done < N)
+            tu_sleep_ms(1);
+    }
+    assert_int_equal(done, N);
+    size_t want = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(snd[i].calls, 1);
+        assert_true(snd[i].res > 0);
+        want += (size_t)snd[i].res;
+    }
+    for (int tries = 0; got < want && tries < 2000; tries++) {
+        ssize_t n = recv(s[1], in + got, sizeof in - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        else
+            tu_sleep_ms(1);
+    }
+    assert_int_equal(got, want);
+    size_t at = 0;
+    for (int i = 0; i < N; i++) {   /* each send's bytes whole, in submission order */
+        assert_memory_equal(in + at, out[i], (size_t)snd[i].res);
+        at += (size_t)snd[i].res;
+    }
+
+    /* Three recvs in flight, then the data: consecutive pieces, in order. */
+    static char piece[N][RECV_LEN];
+    rec_t rcv[N];
+    memset(rcv, 0, sizeof rcv);
+    for (int i = 0; i < N; i++) {
+        iop_prep_recv(&rcv[i].op, s[1], piece[i], RECV_LEN, 0, rec_cb, &rcv[i]);
+        assert_int_equal(iop_submit(loop, &rcv[i].op), 0);
+    }
+    tu_run_nowait(loop, 2);
+    static char stream[N * RECV_LEN];
+    tu_fill_pattern(stream, sizeof stream, 99);
+    assert_int_equal(send(s[0], stream, sizeof stream, 0), (ssize_t)sizeof stream);
+    at = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(tu_run_until_count(loop, &rcv[i].calls, 1, 3000));
+        assert_true(rcv[i].res > 0);
+        assert_memory_equal(piece[i], stream + at, (size_t)rcv[i].res);
+        at += (size_t)rcv[i].res;
+    }
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}

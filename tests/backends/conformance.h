@@ -49,6 +49,7 @@ void test_op_close(void **state);
 void test_op_close_fails_waiting_ops(void **state);
 void test_op_timeout(void **state);
 void test_op_recv_waits_for_data(void **state);
+void test_op_fifo_per_direction(void **state);
 void test_op_large_transfer(void **state);
 
 /* conf_errors.c */

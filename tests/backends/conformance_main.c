@@ -50,6 +50,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_op_timeout),
         cmocka_unit_test(test_op_recv_waits_for_data),
         cmocka_unit_test(test_op_large_transfer),
+        cmocka_unit_test(test_op_fifo_per_direction),
 
         cmocka_unit_test(test_eof_after_peer_close),
         cmocka_unit_test(test_peer_reset),
