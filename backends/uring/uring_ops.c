@@ -279,7 +279,9 @@ static int issue(uring_state_t *st, iop_op_t *op)
         io_uring_sqe_set_data64(sqe, UD_IGNORE);
         return -EINVAL;
     }
-    if (op->kind != IOP_OP_RECV_BUF && (op->opts & IOP_OPT_POLL_FIRST))
+    /* ioprio is the recv/send flags only for those kinds (accept's are others). */
+    if ((op->opts & IOP_OPT_POLL_FIRST) && (op->kind == IOP_OP_RECV || op->kind == IOP_OP_SEND ||
+                                            op->kind == IOP_OP_RECVMSG || op->kind == IOP_OP_SENDMSG))
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     use_fd(st, sqe, fd);
     io_uring_sqe_set_data(sqe, op);

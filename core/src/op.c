@@ -113,6 +113,11 @@ static int start(iop_loop_t *loop, iop_op_t *op)
         int r = iop__fd_reserve(loop, op->fd);
         if (r < 0)
             return r;
+        /* The last recv drained the socket: this one would most likely find it
+         * empty too, so skip that first try (what the emulation does for readiness
+         * backends, see iop__emu_submit). */
+        if (op->kind == IOP_OP_RECV && (loop->fds.v[op->fd].flags & IOP__FD_RD_EMPTY))
+            op->opts |= IOP_OPT_POLL_FIRST;
     }
     if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CANCEL &&
         op->kind != IOP_OP_CLOSE) {
@@ -165,9 +170,23 @@ static void run_more(iop_op_t *op, int res, unsigned cflags, int rearm)
  * zero-copy series (evflags from the backend's event). A multishot op the backend
  * does not keep going by itself (emulated, or ended by the kernel after a good
  * result) is started again here, after its callback. */
+/* A recv through a completion backend that came back short drained its socket. */
+static void note_drained(iop_loop_t *loop, const iop_op_t *op, int res)
+{
+    if (res <= 0 || (uint32_t)op->fd >= loop->fds.cap)
+        return;
+    iop__fd_t *e = &loop->fds.v[op->fd];
+    if ((size_t)res < op->u.io.len)
+        e->flags |= IOP__FD_RD_EMPTY;
+    else
+        e->flags &= (uint8_t)~IOP__FD_RD_EMPTY;
+}
+
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
 {
     unsigned cf = 0;
+    if (op->kind == IOP_OP_RECV && (op->flags & IOP__OPF_BACKEND))
+        note_drained(loop, op, res);
     if ((op->flags & IOP__OPF_TIMED_OUT) && res == -ECANCELED)
         res = -ETIMEDOUT;
     if ((op->flags & IOP__OPF_CORE_BUF) && res <= 0) {
