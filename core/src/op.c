@@ -148,6 +148,18 @@ static int start(iop_loop_t *loop, iop_op_t *op)
     return r;
 }
 
+/* A recv through a completion backend that came back short drained its socket. */
+static void note_drained(iop_loop_t *loop, const iop_op_t *op, int res)
+{
+    if (res <= 0 || (uint32_t)op->fd >= loop->fds.cap)
+        return;
+    iop__fd_t *e = &loop->fds.v[op->fd];
+    if ((size_t)res < op->u.io.len)
+        e->flags |= IOP__FD_RD_EMPTY;
+    else
+        e->flags &= (uint8_t)~IOP__FD_RD_EMPTY;
+}
+
 /* A callback after which the op stays in flight. An op the core rearms (rearm set)
  * is its own until the callback returns: cancel and forget find it through
  * IOP__OPF_IN_MORE. One the backend keeps going is cancelled through the backend. */
@@ -170,18 +182,6 @@ static void run_more(iop_op_t *op, int res, unsigned cflags, int rearm)
  * zero-copy series (evflags from the backend's event). A multishot op the backend
  * does not keep going by itself (emulated, or ended by the kernel after a good
  * result) is started again here, after its callback. */
-/* A recv through a completion backend that came back short drained its socket. */
-static void note_drained(iop_loop_t *loop, const iop_op_t *op, int res)
-{
-    if (res <= 0 || (uint32_t)op->fd >= loop->fds.cap)
-        return;
-    iop__fd_t *e = &loop->fds.v[op->fd];
-    if ((size_t)res < op->u.io.len)
-        e->flags |= IOP__FD_RD_EMPTY;
-    else
-        e->flags &= (uint8_t)~IOP__FD_RD_EMPTY;
-}
-
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
 {
     unsigned cf = 0;
