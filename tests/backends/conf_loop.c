@@ -371,7 +371,7 @@ static void share_kid_tick(iop_timer_t *t) { (void)t; }
 
 /* Serves lfd in a forked child until the parent closes `stop` (20 s at most): exit
  * 0, or a bit per failure. */
-static void share_kid_main(int lfd, int out, int stop)
+static void share_kid_main(int lfd, int out, int stop, int ready)
 {
     share_kid_t k = { .lfd = lfd, .out = out };
     iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .flags = tu_loop_flags };
@@ -386,6 +386,8 @@ static void share_kid_main(int lfd, int out, int stop)
     if ((iop_loop_caps(k.loop) & IOP_CAP_EXCLUSIVE_WAKE) && strcmp(iop_loop_backend(k.loop), "epoll") == 0 &&
         epoll_exclusive(lfd) != 1)
         code |= 4;
+    if (write(ready, "r", 1) != 1)   /* the parent connects once every accept waits */
+        code |= 32;
     iop_prep_read(&k.stop, stop, k.stop_buf, 1, -1, share_stopped, &k);   /* 0 at the close */
     iop_timer_t tick = { 0 };
     if (iop_submit(k.loop, &k.stop) < 0 || iop_timer_start(k.loop, &tick, 100 * MS, 100 * MS, share_kid_tick) < 0)
@@ -420,8 +422,9 @@ void test_shared_listener_processes(void **state)
     (void)state;
     struct sockaddr_in addr;
     int lfd = tu_tcp_listener(&addr, 64);
-    int out[2], stop[SHARE_KIDS][2];   /* a stop pipe each: sigio owns one file per process */
+    int out[2], ready[2], stop[SHARE_KIDS][2];   /* a stop pipe each: sigio owns one file per process */
     assert_int_equal(pipe(out), 0);
+    assert_int_equal(pipe(ready), 0);
     pid_t kids[SHARE_KIDS];
     for (int i = 0; i < SHARE_KIDS; i++) {
         assert_int_equal(pipe(stop[i]), 0);
@@ -429,12 +432,21 @@ void test_shared_listener_processes(void **state)
         assert_true(kids[i] >= 0);
         if (kids[i] == 0) {
             close(out[0]);
+            close(ready[0]);
             close(stop[i][1]);
-            share_kid_main(lfd, out[1], stop[i][0]);
+            share_kid_main(lfd, out[1], stop[i][0], ready[1]);
         }
         close(stop[i][0]);
     }
     close(out[1]);
+    close(ready[1]);
+    for (int i = 0; i < SHARE_KIDS; i++) {
+        char r;
+        struct pollfd p = { .fd = ready[0], .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        assert_int_equal(read(ready[0], &r, 1), 1);
+    }
+    close(ready[0]);
     int seen[SHARE_CONNS] = { 0 };
     for (int i = 0; i < SHARE_CONNS; i++) {
         int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
