@@ -142,19 +142,19 @@ static int backend_watch(void *state, int fd, unsigned old_mask, unsigned new_ma
         /* ENOENT/EBADF: the fd was closed behind our back, which removed it. */
         return r == -ENOENT || r == -EBADF ? 0 : r;
     }
-    if (!old_mask) {
-        int r = ctl(st, EPOLL_CTL_ADD, fd, new_mask);
-        if (r != -EEXIST)
-            return r;
-        if (new_mask & IOP_WATCH_EXCLUSIVE)
-            ctl(st, EPOLL_CTL_DEL, fd, 0);
-        return ctl(st, new_mask & IOP_WATCH_EXCLUSIVE ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, new_mask);
-    }
-    if ((old_mask | new_mask) & IOP_WATCH_EXCLUSIVE) {
-        /* Only EPOLL_CTL_ADD takes (or drops) EPOLLEXCLUSIVE: register anew. */
-        int r = ctl(st, EPOLL_CTL_DEL, fd, 0);
+    /* Only EPOLL_CTL_ADD takes (or drops) EPOLLEXCLUSIVE: such a change registers
+     * anew, as does an EEXIST (a reused fd number still in the set). */
+    int excl = ((old_mask | new_mask) & IOP_WATCH_EXCLUSIVE) != 0;
+    if (!old_mask || excl) {
+        int r = old_mask ? ctl(st, EPOLL_CTL_DEL, fd, 0) : 0;
         if (r < 0 && r != -ENOENT)
             return r;
+        r = ctl(st, EPOLL_CTL_ADD, fd, new_mask);
+        if (r != -EEXIST)
+            return r;
+        if (!excl)
+            return ctl(st, EPOLL_CTL_MOD, fd, new_mask);
+        ctl(st, EPOLL_CTL_DEL, fd, 0);
         return ctl(st, EPOLL_CTL_ADD, fd, new_mask);
     }
     int r = ctl(st, EPOLL_CTL_MOD, fd, new_mask);

@@ -118,16 +118,15 @@ static int start(iop_loop_t *loop, iop_op_t *op)
          * backends, see iop__emu_submit). */
         if (op->kind == IOP_OP_RECV && (loop->fds.v[op->fd].flags & IOP__FD_RD_EMPTY))
             op->opts |= IOP_OPT_POLL_FIRST;
-    }
-    if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CANCEL &&
-        op->kind != IOP_OP_CLOSE) {
-        if (op->deadline <= loop->now) {
-            iop__defer(loop, op, -ETIMEDOUT);
-            return 0;
+        if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CLOSE) {
+            if (op->deadline <= loop->now) {
+                iop__defer(loop, op, -ETIMEDOUT);
+                return 0;
+            }
+            r = iop__timer_arm(loop, &op->timer, op->deadline, dl_fired);
+            if (r < 0)
+                return r;
         }
-        int r = iop__timer_arm(loop, &op->timer, op->deadline, dl_fired);
-        if (r < 0)
-            return r;
     }
     if (op->kind == IOP_OP_RECV_BUF && !loop->pool_native) {
         /* No provided buffers: lend one now; it comes back if nothing arrives. */

@@ -13,6 +13,7 @@
  * and which worker accepted how many. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include <ioplex.h>
+#include "bench_common.h"
 
 #define PROG "iop-herd-bench"
 #define MAX_WORKERS 64
@@ -119,16 +121,14 @@ static void usage(FILE *f)
         "  --help             this text\n", MAX_WORKERS);
 }
 
-static long number(const char *opt, const char *s, long lo, long hi)
+static long number(const char *opt, const char *s, uint64_t lo, uint64_t hi)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, PROG ": %s wants a number from %ld to %ld, not '%s'\n", opt, lo, hi, s);
+    uint64_t v;
+    if (bench_parse_u64(s, lo, hi, &v) < 0) {
+        fprintf(stderr, PROG ": %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n", opt, lo, hi, s);
         exit(EXIT_USAGE);
     }
-    return v;
+    return (long)v;
 }
 
 int main(int argc, char **argv)
