@@ -264,7 +264,8 @@ static int signals_block(sigset_t *mask)
 static int run_solo(daemon_t *d)
 {
     solo_t so = { .d = d, .sig_fd = -1 };
-    iop_loop_opts_t lo = { .size = sizeof lo, .backend = d->backend, .plugin_path = d->plugin_path };
+    iop_loop_opts_t lo = { .size = sizeof lo, .flags = IOPLEXD_LOOP_FLAGS, .backend = d->backend,
+                           .plugin_path = d->plugin_path };
     if (iop_loop_create(&so.loop, &lo) < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
         return EXIT_USAGE;

@@ -11,6 +11,9 @@
 #define PROG "ioplexd"
 #define MAX_SERVICES 16
 #define MAX_SERVICE_OPTS 32
+/* The service host closes every connection through the loop, so long-lived ones may
+ * be registered with the backend (io_uring fixed files: no file lookup per op). */
+#define IOPLEXD_LOOP_FLAGS IOP_LOOP_REGISTER_BUSY_FDS
 
 enum { EXIT_USAGE = 2 };
 

@@ -102,7 +102,8 @@ int run_workers(daemon_t *d)
     for (size_t i = 0; i < d->nsvc; i++)
         listen[i] = d->svc[i].listen;
     listen[d->nsvc] = NULL;
-    iop_loop_opts_t lo = { .size = sizeof lo, .backend = d->backend, .plugin_path = d->plugin_path };
+    iop_loop_opts_t lo = { .size = sizeof lo, .flags = IOPLEXD_LOOP_FLAGS, .backend = d->backend,
+                           .plugin_path = d->plugin_path };
     iop_shard_opts_t so = {
         .size = sizeof so, .workers = d->workers, .listen = listen, .loop_opts = &lo,
         .backend = d->backend, .worker = worker_main, .arg = d,

@@ -24,8 +24,13 @@ typedef struct iop__fd {
     iop_watch_t *watch;
     uint8_t reg;                   /* interest registered with the backend */
     uint8_t flags;
-    uint16_t pad;
+    uint16_t nops;                 /* recv/send ops started, up to IOP__FD_BUSY_OPS */
 } iop__fd_t;
+
+/* IOP_LOOP_REGISTER_BUSY_FDS registers an fd when its op count reaches this: long
+ * enough to skip short-lived connections (a registration is a syscall), soon
+ * enough that a keep-alive connection spends almost all its ops registered. */
+#define IOP__FD_BUSY_OPS 32u
 
 typedef struct iop__fdtable {
     iop__fd_t *v;

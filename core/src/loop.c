@@ -150,6 +150,8 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
         return r;
     }
     loop->be = loop->mod.desc;
+    loop->register_busy = (o.flags & IOP_LOOP_REGISTER_BUSY_FDS) && loop->be->submit &&
+                          loop->be->fd_register && (loop->caps & IOP_CAP_REGISTERED_FILES);
     iop_update_time(loop);
     if (o.buf_count) {
         r = pool_create(loop, o.buf_count, o.buf_size ? o.buf_size : 4096);

@@ -68,6 +68,7 @@ struct iop_loop {
     pid_t pid;                     /* creator: a forked child must make its own */
     unsigned fork_gen;             /* loop.c's fork count when created */
     uint32_t busy_poll_us;
+    int register_busy;             /* IOP_LOOP_REGISTER_BUSY_FDS and the backend can */
 
     /* receive pool (recv_buf): base, count x size; free stack when the core serves it */
     unsigned char *pool;

@@ -103,6 +103,12 @@ static void dl_fired(iop_timer_t *t)
     iop__timer_arm(loop, &op->timer, loop->now + DL_RETRY_NS, dl_fired);   /* a slot was just freed */
 }
 
+static int is_stream_io(iop_op_kind_t kind)
+{
+    return kind == IOP_OP_RECV || kind == IOP_OP_SEND || kind == IOP_OP_RECV_BUF ||
+           kind == IOP_OP_RECVMSG || kind == IOP_OP_SENDMSG;
+}
+
 static int start(iop_loop_t *loop, iop_op_t *op)
 {
     if (!loop->be->submit)
@@ -113,11 +119,15 @@ static int start(iop_loop_t *loop, iop_op_t *op)
         int r = iop__fd_reserve(loop, op->fd);
         if (r < 0)
             return r;
+        iop__fd_t *e = &loop->fds.v[op->fd];
         /* The last recv drained the socket: this one would most likely find it
          * empty too, so skip that first try (what the emulation does for readiness
          * backends, see iop__emu_submit). */
-        if (op->kind == IOP_OP_RECV && (loop->fds.v[op->fd].flags & IOP__FD_RD_EMPTY))
+        if (op->kind == IOP_OP_RECV && (e->flags & IOP__FD_RD_EMPTY))
             op->opts |= IOP_OPT_POLL_FIRST;
+        if (loop->register_busy && e->nops < IOP__FD_BUSY_OPS && is_stream_io(op->kind) &&
+            ++e->nops == IOP__FD_BUSY_OPS)
+            (void)iop_fd_register(loop, op->fd);   /* on failure it stays unregistered */
         if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CLOSE) {
             if (op->deadline <= loop->now) {
                 iop__defer(loop, op, -ETIMEDOUT);

@@ -114,4 +114,7 @@ void test_options_misplaced(void **state);
 void test_registered_fd(void **state);
 void test_completion_burst_tiny_queue(void **state);
 
+/* conf_register.c */
+void test_register_busy_fds(void **state);
+
 #endif

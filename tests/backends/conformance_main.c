@@ -103,6 +103,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_multishot_deadline),
         cmocka_unit_test(test_options_misplaced),
         cmocka_unit_test(test_registered_fd),
+        cmocka_unit_test(test_register_busy_fds),
         cmocka_unit_test(test_completion_burst_tiny_queue),
     };
     char name[64];

@@ -42,6 +42,12 @@ typedef struct iop_op iop_op_t;
 #define IOP_LOOP_KERNEL_DEADLINES (1u << 1) /* completion backends: op deadlines as kernel
                                     * timers (io_uring linked timeouts) instead of the
                                     * loop's timer heap; slower, see core/README.md */
+#define IOP_LOOP_REGISTER_BUSY_FDS (1u << 2) /* backends with registered files: a socket
+                                    * that has carried 32 recv/send ops is registered
+                                    * (io_uring fixed file) for cheaper ops after. Every
+                                    * socket the loop sees must then be closed through it
+                                    * (close op, iop_fd_close) or forgotten first: the
+                                    * backend's table would keep it open */
 
 /* Writes a space-separated list of capability names into buf; returns buf. */
 IOP_EXPORT char *iop_caps_str(uint32_t caps, char *buf, size_t len);
