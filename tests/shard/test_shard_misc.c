@@ -122,6 +122,24 @@ static void test_bad_options(void **state)
     o.flags = 0;
     o.worker = NULL;
     assert_int_equal(iop_shard_run(&o), -EINVAL);
+    o.worker = never_called;
+
+    /* sigio signals one owner per socket: a shared listener would feed one worker */
+    const char *loopback[] = { "127.0.0.1:0", NULL };
+    o.listen = loopback;
+    o.workers = 2;
+    o.listener_mode = IOP_SHARD_SHARED;
+    o.backend = "sigio";
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+    assert_non_null(strstr(iop_last_error(), "sigio"));
+    o.backend = NULL;
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = "sigio" };
+    o.loop_opts = &lo;
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+    o.loop_opts = NULL;
+    o.listener_mode = IOP_SHARD_REUSEPORT;
+    o.workers = 1;
+    o.listen = NULL;
 
     /* a port someone else holds (no SO_REUSEPORT on theirs) */
     struct sockaddr_in a;

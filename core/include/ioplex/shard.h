@@ -34,8 +34,9 @@ typedef void (*iop_shard_conn_fn)(iop_shard_worker_t *w, int fd, void *arg);
 
 /* iop_shard_opts_t.listener_mode */
 #define IOP_SHARD_REUSEPORT 0u   /* one SO_REUSEPORT socket per worker (default) */
-#define IOP_SHARD_SHARED    1u   /* one socket all workers accept on (readiness
-                                  * backends wake every worker: a thundering herd) */
+#define IOP_SHARD_SHARED    1u   /* one socket all workers accept on (select and poll
+                                  * wake every worker: a thundering herd; refused
+                                  * with sigio, which signals only one of them) */
 
 /* iop_shard_opts_t.flags */
 #define IOP_SHARD_PIN_CPU   (1u << 0)   /* worker i runs on the i-th allowed CPU (mod count) */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <time.h>
@@ -107,6 +108,17 @@ static int check_opts(const iop_shard_opts_t *in, iop_shard_opts_t *o)
     return 0;
 }
 
+/* Which backend the workers will ask for, as iop_loop_create resolves it. */
+static int is_sigio(const iop_shard_opts_t *o)
+{
+    const char *b = o->backend;
+    if ((!b || !*b || strcmp(b, "auto") == 0) && o->loop_opts && o->loop_opts->backend)
+        b = o->loop_opts->backend;
+    if (!b || !*b || strcmp(b, "auto") == 0)
+        b = getenv("IOPLEX_BACKEND");
+    return b && strcmp(b, "sigio") == 0;
+}
+
 /* Everything before the first fork; -errno with a message. */
 static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
 {
@@ -116,6 +128,10 @@ static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
     if ((r = iop__shard_cpus_get(&s->cpus)) < 0)
         return r;
     s->n = s->o.workers ? s->o.workers : s->cpus.n;
+    if (s->o.listener_mode == IOP_SHARD_SHARED && s->n > 1 && s->o.listen && is_sigio(&s->o))
+        return iop__fail(-EINVAL, "iop_shard_run: a shared listener does not suit the sigio backend "
+                         "(a socket signals one owner process, so one worker would take every "
+                         "connection): use IOP_SHARD_REUSEPORT");
     if (s->o.stats) {
         if (iop_shard_stats_count(s->o.stats) < s->n)
             return iop__fail(-EINVAL, "iop_shard_run: opts.stats has %u slots for %u workers",
