@@ -534,7 +534,9 @@ static void usage(FILE *f)
         "  --provided-buffers   receive into a pool the backend lends buffers from\n"
         "                       (io_uring provided buffers; a plain pool elsewhere)\n"
         "  --pool N             buffers in that pool (default 4096, 2 KiB each)\n"
-        "  --fixed-files        register connections with the backend (io_uring fixed files)\n"
+        "  --fixed-files        register each connection with the backend at accept (io_uring\n"
+        "                       fixed files); without it a connection is registered at its\n"
+        "                       32nd recv/send (IOP_LOOP_REGISTER_BUSY_FDS)\n"
         "  --uring-sqpoll       io_uring: a kernel thread polls the submission queue\n"
         "                       (burns a CPU while busy; never the default)\n"
         "  --sqpoll-idle MS     idle time before that thread sleeps (default 1000)\n"
@@ -551,7 +553,8 @@ int main(int argc, char **argv)
 {
     const char *backend = NULL, *listen_addr = "127.0.0.1:7000", *plugin_path = NULL;
     int want_stats = 0, multishot = 0, pooled = 0, fixed_files = 0;
-    unsigned long busy_poll = 0, pool = 4096, sq_idle = 0, sq_cpu1 = 0, flags = 0;
+    unsigned long busy_poll = 0, pool = 4096, sq_idle = 0, sq_cpu1 = 0;
+    unsigned long flags = IOP_LOOP_REGISTER_BUSY_FDS;   /* connections close through the loop */
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "listen", required_argument, NULL, 'l' },
