@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #include <ioplex.h>
-#include "bench_common.h"
 #include "hostport.h"
 #include "latency_hist.h"
 
@@ -550,7 +549,7 @@ int main(int argc, char **argv)
                     argv[optind - 1], lo, hi, optarg);
             return EXIT_USAGE;
         }
-        if (secs && (bench_parse_seconds(optarg, smax, secs) < 0 || (secs == &duration && duration < 0.001))) {
+        if (secs && (iop_app_parse_seconds(optarg, smax, secs) < 0 || (secs == &duration && duration < 0.001))) {
             fprintf(stderr, PROG ": %s wants seconds (up to %g; fractions allowed), not '%s'\n",
                     argv[optind - 1], smax, optarg);
             return EXIT_USAGE;

@@ -23,6 +23,19 @@ int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return 0;
 }
 
+int iop_app_parse_seconds(const char *s, double max, double *out)
+{
+    if (!s || ((*s < '0' || *s > '9') && *s != '.'))
+        return -EINVAL;   /* strtod would accept " 1", "-1", "inf" and "nan" */
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v >= 0.0) || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 static int copy_part(char *dst, size_t dstlen, const char *src, size_t n)
 {
     if (n >= dstlen)

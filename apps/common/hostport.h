@@ -36,4 +36,7 @@ unsigned iop_app_shed(int listen_fd, int *spare_fd, unsigned max);
 /* Parses a whole decimal number in [min, max]. 0 or -EINVAL. */
 int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* Parses seconds, fractions allowed ("2", "0.5"), in [0, max]. 0 or -EINVAL. */
+int iop_app_parse_seconds(const char *s, double max, double *out);
+
 #endif

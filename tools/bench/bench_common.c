@@ -23,19 +23,6 @@ int bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return 0;
 }
 
-int bench_parse_seconds(const char *s, double max, double *out)
-{
-    if (!s || ((*s < '0' || *s > '9') && *s != '.'))
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !(v >= 0.0) || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
                          char *err, size_t errlen)
 {

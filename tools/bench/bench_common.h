@@ -22,9 +22,6 @@ int bench_pin_cpu(int cpu);
 /* A whole decimal number in [min, max]: 0 or -EINVAL. */
 int bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
-/* A non-negative decimal (fractions allowed) no larger than max: 0 or -EINVAL. */
-int bench_parse_seconds(const char *s, double max, double *out);
-
 /* CLOCK_MONOTONIC in ns. */
 uint64_t bench_now_ns(void);
 

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "hostport.h"
 #include "latency_hist.h"
 
 #define PROG "iop-echo-load"
@@ -559,8 +560,8 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'c': bad |= bench_parse_u64(optarg, 1, 1000000, &nconns) < 0; break;
         case 's': bad |= bench_parse_u64(optarg, 1, 64u << 20, &size) < 0; break;
-        case 'd': bad |= bench_parse_seconds(optarg, 86400, &duration_s) < 0 || duration_s <= 0; break;
-        case 'w': bad |= bench_parse_seconds(optarg, 86400, &warmup_s) < 0; break;
+        case 'd': bad |= iop_app_parse_seconds(optarg, 86400, &duration_s) < 0 || duration_s <= 0; break;
+        case 'w': bad |= iop_app_parse_seconds(optarg, 86400, &warmup_s) < 0; break;
         case 'C': bad |= bench_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0; pin = 1; break;
         case 'r': bad |= bench_parse_u64(optarg, 1, 1000000000, &rate) < 0; break;
         case 'j': json = 1; break;

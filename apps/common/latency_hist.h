@@ -2,8 +2,8 @@
  * below 32 ns have a bucket each; above, each power of two is split into 32 equal
  * buckets, so any value is kept within ~3%. The array is fixed, so recording a
  * value costs a few instructions and never allocates. */
-#ifndef IOP_BENCH_LATENCY_HIST_H
-#define IOP_BENCH_LATENCY_HIST_H
+#ifndef IOP_APP_LATENCY_HIST_H
+#define IOP_APP_LATENCY_HIST_H
 
 #include <stdint.h>
 
