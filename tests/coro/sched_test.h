@@ -52,7 +52,7 @@ void st_assert_ok(void);
 void st_run_until_done(int n, unsigned limit_ms);
 
 /* Absolute loop-clock deadline ms from now. */
-static inline uint64_t st_after_ms(uint64_t ms) { return iop_now(st_loop) + ms * MS; }
+static inline uint64_t st_after_ms(uint64_t ms) { return iop_update_time(st_loop) + ms * MS; }
 
 /* Spawns a detached coroutine on st_loop. */
 void st_go(iop_coro_fn fn, void *arg, const char *name);

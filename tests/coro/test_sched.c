@@ -91,7 +91,7 @@ static void test_join_outside_deadline_deadlock(void **state)
     assert_int_equal(iop_go(st_loop, wait_forever, NULL, NULL, &c), 0);
     uint64_t t0 = tu_clock_ns();
     void *res = NULL;
-    assert_int_equal(iop_join(c, &res, iop_now(st_loop) + 20 * MS), -ETIMEDOUT);
+    assert_int_equal(iop_join(c, &res, st_after_ms(20)), -ETIMEDOUT);
     assert_true(tu_clock_ns() - t0 >= 15 * MS);
     assert_int_equal(iop_join(c, &res, 0), -EDEADLK);   /* nothing left to wake it */
     assert_int_equal(iop_cancel(c), 0);                 /* from main: it runs at once */
@@ -375,13 +375,14 @@ static void *scoped(void *arg)
 {
     (void)arg;
     CHECK_EQ(iop_deadline_current(), 0);
-    uint64_t outer = st_after_ms(200), inner = st_after_ms(20);
+    uint64_t outer = st_after_ms(200);
     iop_deadline_push(outer);
     CHECK_EQ(iop_deadline_current(), outer);
     CHECK_EQ(iop_sleep(5 * MS), 0);            /* its own deadline comes first */
+    uint64_t t0 = tu_clock_ns();               /* before inner: took >= 20 ms however late */
+    uint64_t inner = st_after_ms(20);
     iop_deadline_push(inner);
     CHECK_EQ(iop_deadline_current(), inner);
-    uint64_t t0 = tu_clock_ns();
     CHECK_EQ(iop_sleep(1000 * MS), -ETIMEDOUT);  /* the inner scope wins */
     uint64_t took = tu_clock_ns() - t0;
     CHECK(took >= 10 * MS && took < 150 * MS);
@@ -530,7 +531,7 @@ static void test_nursery_close_from_main(void **state)
     iop_nursery_t n;
     iop_nursery_init(&n, st_loop);
     spawn_children(&n);
-    assert_int_equal(iop_nursery_close(&n, iop_now(st_loop) + 30 * MS), -ETIMEDOUT);
+    assert_int_equal(iop_nursery_close(&n, st_after_ms(30)), -ETIMEDOUT);
     assert_int_equal(n.nchildren, 0);
     assert_int_equal(st_done, 3);
     assert_int_equal(child_results[0], 0);

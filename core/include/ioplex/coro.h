@@ -103,7 +103,7 @@ IOP_EXPORT ssize_t iop_sendmsg(int fd, const struct msghdr *msg, int flags, uint
 IOP_EXPORT int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline);
 IOP_EXPORT int iop_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline);
 IOP_EXPORT int iop_close(int fd);               /* through the loop, failing waiters */
-IOP_EXPORT int iop_sleep(uint64_t ns);          /* relative; 0 = yield */
+IOP_EXPORT int iop_sleep(uint64_t ns);          /* at least ns from now; 0 = yield */
 /* Parks until fd is ready for events (IOP_READ / IOP_WRITE), for calls the proactor
  * does not cover (sendfile, splice ...) on a non-blocking fd. Returns the readiness
  * seen (> 0, may include IOP_ERR / IOP_HUP), -ETIMEDOUT, -ECANCELED, or -EEXIST when

@@ -192,7 +192,9 @@ int iop_sleep(uint64_t ns)
         return r;
     if (!ns)
         return iop_yield();
-    uint64_t now = iop_now(iop_coro_loop(c));
+    /* From the clock as it is now, not the loop's cached one: a coroutine that runs
+     * late in a long iteration must still sleep at least ns. */
+    uint64_t now = iop_update_time(iop_coro_loop(c));
     return iop_sleep_until(ns > UINT64_MAX - now ? UINT64_MAX : now + ns);
 }
 
