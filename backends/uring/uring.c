@@ -186,6 +186,7 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
             IORING_SETUP_SUBMIT_ALL,
             0,
         };
+        /* Under valgrind only the plain setups (the last two): see wait_in_ppoll. */
         for (size_t i = st->valgrind ? 2 : 0; i < sizeof extra / sizeof extra[0]; i++) {
             memset(&p, 0, sizeof p);
             p.flags = IORING_SETUP_CQSIZE | extra[i];
