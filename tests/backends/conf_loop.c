@@ -1,5 +1,4 @@
 /* The loop itself: statistics, iop_loop_run's return values and RUN_DEFAULT's end. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -307,38 +306,23 @@ typedef struct share_kid {
     int fails, done;
 } share_kid_t;
 
+/* 2 if an epoll set lists lfd with EPOLLEXCLUSIVE, 1 without it, 0 not there. */
+static int exclusive_in(FILE *fdinfo, void *arg)
+{
+    int lfd = *(int *)arg, tfd;
+    unsigned events;
+    char line[256];
+    while (fgets(line, sizeof line, fdinfo))
+        if (sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && tfd == lfd)
+            return (events & EPOLLEXCLUSIVE) ? 2 : 1;
+    return 0;
+}
+
 /* Does this process's epoll set hold lfd with EPOLLEXCLUSIVE? From /proc's fdinfo
  * of every epoll fd: 1 yes, 0 registered without it, -1 not found. */
 static int epoll_exclusive(int lfd)
 {
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int found = -1;
-    struct dirent *de;
-    while ((de = readdir(d)) && found < 1) {
-        char path[300], link[64], line[256];
-        snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
-        ssize_t n = readlink(path, link, sizeof link - 1);
-        if (n <= 0)
-            continue;
-        link[n] = '\0';
-        if (strcmp(link, "anon_inode:[eventpoll]") != 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        while (fgets(line, sizeof line, f)) {
-            int tfd;
-            unsigned events;
-            if (sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && tfd == lfd)
-                found = (events & EPOLLEXCLUSIVE) ? 1 : 0;
-        }
-        fclose(f);
-    }
-    closedir(d);
-    return found;
+    return tu_fdinfo_each("anon_inode:[eventpoll]", exclusive_in, &lfd) - 1;
 }
 
 static void share_accepted(iop_op_t *op, int res)

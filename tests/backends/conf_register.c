@@ -2,7 +2,6 @@
  * registered with a backend that has registered files, keeps working, and is
  * released by a close op; the fd number's next socket is not mistaken for it. On
  * backends without registered files the flag changes nothing observable. */
-#include <dirent.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +9,15 @@
 
 #define ROUNDS 3
 #define TRIPS 40      /* each is a recv and a send: past the 32-op threshold at 16 */
+
+static int lists(FILE *fdinfo, void *want)
+{
+    char line[256];
+    while (fgets(line, sizeof line, fdinfo))
+        if (strstr(line, want))
+            return 1;
+    return 0;
+}
 
 /* 1 if the fdinfo of an io_uring instance of this process lists fd's socket among
  * its registered files. */
@@ -19,30 +27,7 @@ static int ring_holds(int fd)
     assert_int_equal(fstat(fd, &st), 0);
     char want[64];
     snprintf(want, sizeof want, "socket:[%lu]", (unsigned long)st.st_ino);
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int found = 0;
-    struct dirent *de;
-    while (!found && (de = readdir(d))) {
-        char path[300], link[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
-        ssize_t n = readlink(path, link, sizeof link - 1);
-        if (n <= 0)
-            continue;
-        link[n] = '\0';
-        if (strcmp(link, "anon_inode:[io_uring]") != 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        char line[256];
-        while (!found && fgets(line, sizeof line, f))
-            found = strstr(line, want) != NULL;
-        fclose(f);
-    }
-    closedir(d);
-    return found;
+    return tu_fdinfo_each("anon_inode:[io_uring]", lists, want);
 }
 
 static void round_trips(iop_loop_t *loop, int peer, int fd, uint32_t seed)

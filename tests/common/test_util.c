@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -302,4 +303,31 @@ void tu_fill_pattern(void *buf, size_t len, uint32_t seed)
     unsigned char *p = buf;
     for (size_t i = 0; i < len; i++)
         p[i] = (unsigned char)(tu_rand(&st) >> 24);
+}
+
+int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *arg)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    int r = 0;
+    struct dirent *de;
+    while (!r && (de = readdir(d))) {
+        char path[300], target[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, link) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%s", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        r = fn(f, arg);
+        fclose(f);
+    }
+    closedir(d);
+    return r;
 }

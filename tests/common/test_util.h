@@ -6,6 +6,7 @@
 
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include "ioplex.h"
 
@@ -60,6 +61,11 @@ int tu_closed_fd(void);   /* a just-closed fd number, high enough not to be reus
 /* Raises the soft RLIMIT_NOFILE to at least need. 0 on success, -1 when the hard
  * limit is lower (message written to why). */
 int tu_raise_nofile(rlim_t need, char *why, size_t whylen);
+
+/* For each fd of this process whose /proc link reads `link` (an "anon_inode:[...]"
+ * kind), calls fn with its open /proc fdinfo, until fn returns non-zero; returns
+ * that value, or 0 when none did. */
+int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *arg);
 
 /* Fills buf with a reproducible pseudo-random pattern from seed. */
 void tu_fill_pattern(void *buf, size_t len, uint32_t seed);
