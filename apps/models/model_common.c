@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "hostport.h"
 
 enum { EXIT_USAGE = 2 };
 
@@ -48,7 +49,7 @@ int model_parse_args(int argc, char **argv, const char *prog, const char *summar
         switch (ch) {
         case 'l': o->listen = optarg; break;
         case 'c':
-            if (bench_parse_u64(optarg, 0, 4095, &v) < 0) {
+            if (iop_app_parse_u64(optarg, 0, 4095, &v) < 0) {
                 fprintf(stderr, "%s: --cpu wants a CPU number, not '%s'\n", prog, optarg);
                 return EXIT_USAGE;
             }

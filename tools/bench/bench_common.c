@@ -1,4 +1,5 @@
 #include "bench_common.h"
+#include "hostport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -9,19 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-int bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!s || *s < '0' || *s > '9')
-        return -EINVAL;   /* strtoull would take " 1", "+1" and "-1" */
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
 
 int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
                          char *err, size_t errlen)
@@ -48,7 +36,7 @@ int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *
         port = colon + 1;
     }
     uint64_t num;
-    if (hostlen == 0 || hostlen >= sizeof host || bench_parse_u64(port, 0, 65535, &num) < 0) {
+    if (hostlen == 0 || hostlen >= sizeof host || iop_app_parse_u64(port, 0, 65535, &num) < 0) {
         snprintf(err, errlen, "'%s': expected HOST:PORT with PORT from 0 to 65535", s);
         return -EINVAL;
     }

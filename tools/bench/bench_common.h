@@ -19,8 +19,6 @@ char *bench_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, siz
 /* Pins the calling process to one CPU. 0 or -errno. */
 int bench_pin_cpu(int cpu);
 
-/* A whole decimal number in [min, max]: 0 or -EINVAL. */
-int bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* CLOCK_MONOTONIC in ns. */
 uint64_t bench_now_ns(void);

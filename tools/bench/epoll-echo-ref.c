@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "hostport.h"
 
 #define PROG "epoll-echo-ref"
 #define BUF_SIZE (16 * 1024)
@@ -222,7 +223,7 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'l': listen_addr = optarg; break;
         case 'C':
-            if (bench_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0) {
+            if (iop_app_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0) {
                 fprintf(stderr, PROG ": bad --cpu '%s'\n", optarg);
                 return EXIT_USAGE;
             }

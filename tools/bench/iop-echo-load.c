@@ -558,12 +558,12 @@ int main(int argc, char **argv)
     int ch, bad = 0;
     while ((ch = getopt_long(argc, argv, "c:s:d:w:C:r:jh", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': bad |= bench_parse_u64(optarg, 1, 1000000, &nconns) < 0; break;
-        case 's': bad |= bench_parse_u64(optarg, 1, 64u << 20, &size) < 0; break;
+        case 'c': bad |= iop_app_parse_u64(optarg, 1, 1000000, &nconns) < 0; break;
+        case 's': bad |= iop_app_parse_u64(optarg, 1, 64u << 20, &size) < 0; break;
         case 'd': bad |= iop_app_parse_seconds(optarg, 86400, &duration_s) < 0 || duration_s <= 0; break;
         case 'w': bad |= iop_app_parse_seconds(optarg, 86400, &warmup_s) < 0; break;
-        case 'C': bad |= bench_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0; pin = 1; break;
-        case 'r': bad |= bench_parse_u64(optarg, 1, 1000000000, &rate) < 0; break;
+        case 'C': bad |= iop_app_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0; pin = 1; break;
+        case 'r': bad |= iop_app_parse_u64(optarg, 1, 1000000000, &rate) < 0; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_USAGE;

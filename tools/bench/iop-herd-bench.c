@@ -24,6 +24,7 @@
 
 #include <ioplex.h>
 #include "bench_common.h"
+#include "hostport.h"
 
 #define PROG "iop-herd-bench"
 #define MAX_WORKERS 64
@@ -124,7 +125,7 @@ static void usage(FILE *f)
 static long number(const char *opt, const char *s, uint64_t lo, uint64_t hi)
 {
     uint64_t v;
-    if (bench_parse_u64(s, lo, hi, &v) < 0) {
+    if (iop_app_parse_u64(s, lo, hi, &v) < 0) {
         fprintf(stderr, PROG ": %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n", opt, lo, hi, s);
         exit(EXIT_USAGE);
     }

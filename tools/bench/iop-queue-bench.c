@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "bench_common.h"
+#include "hostport.h"
 #include "ioplex/error.h"
 #include "ioplex/pqueue.h"
 #include "latency_hist.h"
@@ -314,13 +315,13 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'n': if (bench_parse_u64(optarg, 100, 1000000000, &b.count)) goto bad; break;
-        case 's': if (bench_parse_u64(optarg, sizeof(msg_head_t), 65536, &v)) goto bad; b.size = v; break;
-        case 'c': if (bench_parse_u64(optarg, 1, 1u << 20, &v)) goto bad; b.capacity = v; break;
-        case 'r': if (bench_parse_u64(optarg, 1, 100, &rounds)) goto bad; break;
+        case 'n': if (iop_app_parse_u64(optarg, 100, 1000000000, &b.count)) goto bad; break;
+        case 's': if (iop_app_parse_u64(optarg, sizeof(msg_head_t), 65536, &v)) goto bad; b.size = v; break;
+        case 'c': if (iop_app_parse_u64(optarg, 1, 1u << 20, &v)) goto bad; b.capacity = v; break;
+        case 'r': if (iop_app_parse_u64(optarg, 1, 100, &rounds)) goto bad; break;
         case 'p': python = 1; break;
         case 'P': python = 0; break;
-        case 'N': if (bench_parse_u64(optarg, 100, 100000000, &py_count)) goto bad; break;
+        case 'N': if (iop_app_parse_u64(optarg, 100, 100000000, &py_count)) goto bad; break;
         case 'S': script = optarg; break;
         case 'q': b.count = 300000; rounds = 1; break;
         case 'o':

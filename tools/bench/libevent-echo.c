@@ -42,6 +42,7 @@
 #include <event2/listener.h>
 
 #include "bench_common.h"
+#include "hostport.h"
 
 #define PROG "libevent-echo"
 #define BUF_SIZE (16 * 1024)
@@ -325,7 +326,7 @@ static int parse_args(int argc, char **argv, const char **listen_addr, int *cpu,
         switch (ch) {
         case 'l': *listen_addr = optarg; break;
         case 'C':
-            if (bench_parse_u64(optarg, 0, CPU_SETSIZE - 1, &v) < 0) {
+            if (iop_app_parse_u64(optarg, 0, CPU_SETSIZE - 1, &v) < 0) {
                 fprintf(stderr, PROG ": bad --cpu '%s'\n", optarg);
                 return -1;
             }

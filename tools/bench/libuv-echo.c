@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "bench_common.h"
+#include "hostport.h"
 
 #define PROG "libuv-echo"
 #define BUF_SIZE (16 * 1024)
@@ -198,7 +199,7 @@ static int parse_args(int argc, char **argv, const char **listen_addr, int *cpu)
         switch (ch) {
         case 'l': *listen_addr = optarg; break;
         case 'C':
-            if (bench_parse_u64(optarg, 0, CPU_SETSIZE - 1, &v) < 0) {
+            if (iop_app_parse_u64(optarg, 0, CPU_SETSIZE - 1, &v) < 0) {
                 fprintf(stderr, PROG ": bad --cpu '%s'\n", optarg);
                 return -1;
             }
