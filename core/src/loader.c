@@ -553,15 +553,22 @@ int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, voi
     if (r < 0)
         return iop__fail(r, "plugin search path is too long (over %d bytes)", DIRS_LEN);
 
-    /* "auto" in opts still lets $IOPLEX_BACKEND decide, so an application whose
-     * --backend defaults to "auto" keeps honouring the environment. */
-    const char *asked = opts ? opts->backend : NULL;
-    if (!is_auto(asked))
-        return choose_named(asked, NULL, dirs, try_create, ctx, mod, report, reportlen);
-    const char *env = getenv("IOPLEX_BACKEND");
-    if (!is_auto(env))
-        return choose_named(env, "IOPLEX_BACKEND", dirs, try_create, ctx, mod, report, reportlen);
+    const char *requested = opts ? opts->backend : NULL;
+    const char *asked = iop__backend_asked(requested);
+    if (asked)
+        return choose_named(asked, asked == requested ? NULL : "IOPLEX_BACKEND", dirs, try_create,
+                            ctx, mod, report, reportlen);
     return choose_auto(opts, dirs, try_create, ctx, mod, report, reportlen);
+}
+
+/* "auto" in opts still lets $IOPLEX_BACKEND decide, so an application whose
+ * --backend defaults to "auto" keeps honouring the environment. */
+const char *iop__backend_asked(const char *name)
+{
+    if (!is_auto(name))
+        return name;
+    const char *env = getenv("IOPLEX_BACKEND");
+    return is_auto(env) ? NULL : env;
 }
 
 /* ---- public: listing and the search path -------------------------------------- */

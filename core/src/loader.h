@@ -49,4 +49,8 @@ typedef int (*iop__try_fn)(void *ctx, iop__module_t *mod, char *why, size_t whyl
 int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, void *ctx,
                         iop__module_t *mod, char *report, size_t reportlen);
 
+/* The backend name iop__backend_choose will load for a request of name (NULL, ""
+ * and "auto" defer to $IOPLEX_BACKEND), or NULL when auto will choose. */
+const char *iop__backend_asked(const char *name);
+
 #endif

@@ -6,11 +6,11 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
+#include "loader.h"
 #include "shard_internal.h"
 
 #define DEFAULT_DRAIN    (10 * IOP__NS)
@@ -108,14 +108,12 @@ static int check_opts(const iop_shard_opts_t *in, iop_shard_opts_t *o)
     return 0;
 }
 
-/* Which backend the workers will ask for, as iop_loop_create resolves it. */
+/* Will the workers' loops ask for sigio? (o->backend overrides the loop opts'.) */
 static int is_sigio(const iop_shard_opts_t *o)
 {
-    const char *b = o->backend;
-    if ((!b || !*b || strcmp(b, "auto") == 0) && o->loop_opts && o->loop_opts->backend)
-        b = o->loop_opts->backend;
-    if (!b || !*b || strcmp(b, "auto") == 0)
-        b = getenv("IOPLEX_BACKEND");
+    const char *b = iop__backend_asked(o->backend);
+    if (!b && o->loop_opts)
+        b = iop__backend_asked(o->loop_opts->backend);
     return b && strcmp(b, "sigio") == 0;
 }
 
