@@ -192,7 +192,7 @@ static void release_records(iop_loop_t *loop)
     for (iop_op_t *op = loop->done_head; op; op = op->next)
         op->state = IOP__OP_IDLE;
     for (uint32_t i = 0; i < loop->timers.n; i++) {
-        iop_timer_t *t = loop->timers.v[i];
+        iop_timer_t *t = loop->timers.v[i].t;
         t->heap_idx = 0;
         if (t->flags & IOP__TF_INTERNAL) {
             iop_op_t *op = (iop_op_t *)((char *)t - offsetof(iop_op_t, timer));
@@ -293,7 +293,8 @@ static void run_timers(iop_loop_t *loop)
 {
     uint64_t seq_limit = loop->timer_seq;
     iop_timer_t *t;
-    while ((t = iop__heap_top(&loop->timers)) && t->when <= loop->now && t->seq < seq_limit) {
+    while (iop__heap_top_when(&loop->timers) <= loop->now &&
+           (t = iop__heap_top(&loop->timers))->seq < seq_limit) {
         iop__heap_remove(&loop->timers, t);
         if (t->repeat) {
             uint64_t next = t->when + t->repeat;
@@ -417,10 +418,10 @@ static int64_t wait_timeout(iop_loop_t *loop, iop_run_mode_t mode)
     if (mode == IOP_RUN_NOWAIT || loop->done_head || atomic_load(&loop->stop) ||
         atomic_load_explicit(&loop->posts, memory_order_relaxed))
         return 0;
-    iop_timer_t *t = iop__heap_top(&loop->timers);
-    if (!t)
+    if (!loop->timers.n)
         return -1;
-    return t->when > loop->now ? (int64_t)(t->when - loop->now) : 0;
+    uint64_t when = iop__heap_top_when(&loop->timers);
+    return when > loop->now ? (int64_t)(when - loop->now) : 0;
 }
 
 static int backend_wait(iop_loop_t *loop, int64_t timeout)
@@ -436,9 +437,10 @@ static int backend_wait(iop_loop_t *loop, int64_t timeout)
             if (n != 0)
                 return n;
         } while (iop_update_time(loop) < until);
-        iop_timer_t *t = iop__heap_top(&loop->timers);
-        if (t)
-            timeout = t->when > loop->now ? (int64_t)(t->when - loop->now) : 0;
+        if (loop->timers.n) {
+            uint64_t when = iop__heap_top_when(&loop->timers);
+            timeout = when > loop->now ? (int64_t)(when - loop->now) : 0;
+        }
     }
     return loop->be->poll(loop->be_state, loop->events, IOP__MAX_EVENTS, timeout);
 }
