@@ -35,6 +35,7 @@ typedef struct daemon {
     uint64_t drain_ns;
     service_slot_t svc[MAX_SERVICES];
     size_t nsvc;
+    size_t listening;            /* services the supervisor bound (with workers) */
     /* Counters: [worker][service], in shared memory when there are workers. */
     iop_service_stats_t *counters;
     size_t ncounters;

@@ -17,6 +17,7 @@ static void on_listen(void *arg, uint32_t i, const struct sockaddr *addr, sockle
     iop_app_format_addr(addr, len, where, sizeof where);
     print_service_line(&d->svc[i], where);
     fflush(stdout);
+    d->listening++;
 }
 
 static void on_event(void *arg, int level, const char *line)
@@ -113,13 +114,16 @@ int run_workers(daemon_t *d)
     printf(PROG ": %u worker%s\n", d->workers, d->workers == 1 ? "" : "s");
     fflush(stdout);
     int r = iop_shard_run(&so);
-    /* How the connections were spread over the workers (every generation). */
-    fprintf(stderr, PROG ": connections per worker:");
-    for (uint32_t w = 0; w < d->workers; w++) {
-        uint64_t n = 0;
-        for (size_t i = 0; i < d->nsvc; i++)
-            n += daemon_counters(d, w, i)->connections;
-        fprintf(stderr, " %u: %llu%s", w, (unsigned long long)n, w + 1 < d->workers ? "," : "\n");
+    /* How the connections were spread over the workers (every generation), once
+     * there were workers to spread them over. */
+    if (d->listening == d->nsvc) {
+        fprintf(stderr, PROG ": connections per worker:");
+        for (uint32_t w = 0; w < d->workers; w++) {
+            uint64_t n = 0;
+            for (size_t i = 0; i < d->nsvc; i++)
+                n += daemon_counters(d, w, i)->connections;
+            fprintf(stderr, " %u: %llu%s", w, (unsigned long long)n, w + 1 < d->workers ? "," : "\n");
+        }
     }
     if (r == 0)
         return EXIT_SUCCESS;

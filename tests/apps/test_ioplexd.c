@@ -200,6 +200,12 @@ static void test_cli(void **state)
     assert_non_null(strstr(err, "takes no options"));
     char *badaddr[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0", NULL };
     assert_int_equal(run_daemon_argv(badaddr, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "99999"));
+    char *badaddr_w[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "1", NULL };
+    assert_int_equal(run_daemon_argv(badaddr_w, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "99999"));
+    assert_null(strstr(out, "listening"));
+    assert_null(strstr(err, "connections per worker"));
     char *badbackend[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch", NULL };
     assert_int_equal(run_daemon_argv(badbackend, out, sizeof out, err, sizeof err), 2);
     assert_non_null(strstr(err, "nosuch"));

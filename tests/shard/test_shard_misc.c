@@ -116,6 +116,16 @@ static void test_bad_options(void **state)
     o.listen = v6_no_brackets;
     assert_int_equal(iop_shard_run(&o), -EINVAL);
 
+    /* getaddrinfo alone would take these and bind 34463, 65535 and 0 */
+    const char *ports[] = { "127.0.0.1:99999", "127.0.0.1:131071", "127.0.0.1:-1", "127.0.0.1:",
+                            "127.0.0.1:80x", "[::1]:65536" };
+    for (size_t i = 0; i < sizeof ports / sizeof *ports; i++) {
+        const char *one[] = { ports[i], NULL };
+        o.listen = one;
+        assert_int_equal(iop_shard_run(&o), -EINVAL);
+        assert_non_null(strstr(iop_last_error(), ports[i]));
+    }
+
     o.listen = NULL;
     o.flags = IOP_SHARD_STEER_CPU;      /* without PIN_CPU */
     assert_int_equal(iop_shard_run(&o), -EINVAL);

@@ -13,6 +13,17 @@
 #include <unistd.h>
 #include "shard_internal.h"
 
+/* 0..65535 in decimal: getaddrinfo's numeric service takes "99999" and keeps its
+ * low 16 bits, which would bind a port nobody asked for. */
+static int valid_port(const char *p)
+{
+    unsigned long v = 0;
+    size_t n = 0;
+    for (; p[n] >= '0' && p[n] <= '9' && n < 6; n++)
+        v = v * 10 + (unsigned long)(p[n] - '0');
+    return n > 0 && p[n] == '\0' && v <= 65535;
+}
+
 /* Splits "HOST:PORT" / "[V6]:PORT" / "*:PORT" into host (NULL = any IPv4) and port. */
 static int split_addr(const char *spec, char *host, size_t hostlen, const char **port)
 {
@@ -38,7 +49,7 @@ static int split_addr(const char *spec, char *host, size_t hostlen, const char *
             strcpy(host, "0.0.0.0");
     }
     *port = colon + 1;
-    return **port ? 0 : -EINVAL;
+    return valid_port(*port) ? 0 : -EINVAL;
 }
 
 static int resolve(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
@@ -46,7 +57,8 @@ static int resolve(const char *spec, struct sockaddr_storage *ss, socklen_t *len
     char host[256];
     const char *port;
     if (split_addr(spec, host, sizeof host, &port) < 0)
-        return iop__fail(-EINVAL, "listen address '%s': expected HOST:PORT, [IPV6]:PORT or *:PORT", spec);
+        return iop__fail(-EINVAL, "listen address '%s': expected HOST:PORT, [IPV6]:PORT or *:PORT, "
+                         "PORT from 0 to 65535", spec);
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
     struct addrinfo *res = NULL;
