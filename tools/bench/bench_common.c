@@ -14,42 +14,10 @@
 int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
                          char *err, size_t errlen)
 {
-    char host[256];
-    const char *host_start = s, *port;
-    size_t hostlen;
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':') {
-            snprintf(err, errlen, "'%s': expected [IPv6]:PORT", s);
-            return -EINVAL;
-        }
-        host_start = s + 1;
-        hostlen = (size_t)(close - host_start);
-        port = close + 2;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (!colon) {
-            snprintf(err, errlen, "'%s': expected HOST:PORT", s);
-            return -EINVAL;
-        }
-        hostlen = (size_t)(colon - s);
-        port = colon + 1;
-    }
-    uint64_t num;
-    if (hostlen == 0 || hostlen >= sizeof host || iop_app_parse_u64(port, 0, 65535, &num) < 0) {
-        snprintf(err, errlen, "'%s': expected HOST:PORT with PORT from 0 to 65535", s);
-        return -EINVAL;
-    }
-    memcpy(host, host_start, hostlen);
-    host[hostlen] = '\0';
-
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
     struct addrinfo *ai;
-    int r = getaddrinfo(host, port, &hints, &ai);
-    if (r != 0) {
-        snprintf(err, errlen, "'%s': %s", s, gai_strerror(r));
-        return -EINVAL;
-    }
+    int r = iop_app_resolve(s, 0, &ai, err, errlen);
+    if (r < 0)
+        return r;
     memcpy(ss, ai->ai_addr, ai->ai_addrlen);
     *len = ai->ai_addrlen;
     freeaddrinfo(ai);

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 
 /* Resolves "HOST:PORT" or "[IPv6]:PORT" (numeric or a name) for TCP into *ss.
- * 0, or -EINVAL with a reason in err. */
+ * 0, or -errno with a reason in err (iop_app_resolve). */
 int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
                          char *err, size_t errlen);
 
