@@ -264,7 +264,7 @@ int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_
         loop->active++;
     t->loop = loop;
     t->cb = cb;
-    t->when = after_ns > UINT64_MAX - loop->now ? UINT64_MAX : loop->now + after_ns;
+    t->when = iop__ns_after(loop->now, after_ns);
     t->repeat = repeat_ns;
     t->seq = loop->timer_seq++;
     t->flags = 0;
@@ -297,8 +297,8 @@ static void run_timers(iop_loop_t *loop)
            (t = iop__heap_top(&loop->timers))->seq < seq_limit) {
         iop__heap_remove(&loop->timers, t);
         if (t->repeat) {
-            uint64_t next = t->when + t->repeat;
-            t->when = next > loop->now ? next : loop->now + t->repeat;
+            uint64_t next = iop__ns_after(t->when, t->repeat);
+            t->when = next > loop->now ? next : iop__ns_after(loop->now, t->repeat);
             t->seq = loop->timer_seq++;
             iop__heap_push(&loop->timers, t);   /* a slot was just freed: cannot fail */
         } else if (!(t->flags & IOP__TF_INTERNAL)) {

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <sys/types.h>
 #include "ioplex.h"
+#include "clock_internal.h"
 #include "error_internal.h"
 #include "fdtable.h"
 #include "loader.h"
@@ -27,6 +28,7 @@
 #define IOP__OPF_STOP      0x40u  /* cancelled or forgotten during that callback */
 #define IOP__OPF_CORE_BUF  0x80u  /* recv_buf on a completion backend, buffer lent by the core */
 #define IOP__OPF_TIMED_OUT 0x100u /* its deadline passed: the core cancelled it (op.c) */
+#define IOP__OPF_CANCELING 0x200u /* a cancel through the backend is under way */
 
 /* Cancel records for the deadlines the core keeps for a completion backend: this
  * many may be in flight at once, the rest wait a moment (op.c). */

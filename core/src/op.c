@@ -243,7 +243,7 @@ static int cancel_target(iop_loop_t *loop, iop_op_t *target)
 {
     if (target->state != IOP__OP_INFLIGHT || target->loop != loop)
         return -ENOENT;
-    if (target->flags & IOP__OPF_DONE)
+    if (target->flags & (IOP__OPF_DONE | IOP__OPF_CANCELING))
         return -EALREADY;
     if (target->kind == IOP_OP_TIMEOUT && target->timer.heap_idx) {
         iop__defer(loop, target, -ECANCELED);
@@ -258,8 +258,10 @@ static int cancel_target(iop_loop_t *loop, iop_op_t *target)
         target->flags |= IOP__OPF_STOP;   /* its last callback follows this one */
         return 0;
     }
-    if (target->flags & IOP__OPF_BACKEND)
+    if (target->flags & IOP__OPF_BACKEND) {
+        target->flags |= IOP__OPF_CANCELING;   /* a second cancel gets -EALREADY */
         return 1;                         /* the backend's to cancel */
+    }
     return -ENOENT;
 }
 
@@ -331,13 +333,15 @@ int iop_submit(iop_loop_t *loop, iop_op_t *op)
         iop__defer(loop, op, 0);
         break;
     case IOP_OP_TIMEOUT:
-        r = iop__timer_arm(loop, &op->timer, loop->now + op->u.timeout.ns, timeout_fired);
+        r = iop__timer_arm(loop, &op->timer, iop__ns_after(loop->now, op->u.timeout.ns), timeout_fired);
         break;
     case IOP_OP_CANCEL:
         r = cancel_target(loop, op->u.cancel.target);
-        if (r == 1)
+        if (r == 1) {
             r = start(loop, op);
-        else
+            if (r < 0)
+                op->u.cancel.target->flags &= ~IOP__OPF_CANCELING;
+        } else
             iop__defer(loop, op, r), r = 0;
         break;
     case IOP_OP_CLOSE:

@@ -46,6 +46,48 @@ void test_cancel_pending_recv(void **state)
     iop_loop_destroy(loop);
 }
 
+/* Two cancels of one op: the first cancels it, the second is told a cancel is under
+ * way (-EALREADY), on every backend, and the op completes once. */
+void test_cancel_twice(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[16];
+    rec_t r = { 0 }, c1 = { 0 }, c2 = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 1);
+    iop_prep_cancel(&c1.op, &r.op, rec_cb, &c1);
+    iop_prep_cancel(&c2.op, &r.op, rec_cb, &c2);
+    assert_int_equal(iop_submit(loop, &c1.op), 0);
+    assert_int_equal(iop_submit(loop, &c2.op), 0);
+    rec_t *both[2] = { &c1, &c2 };
+    assert_true(tu_run_until(loop, both_done, both, 2000));
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    assert_int_equal(r.res, -ECANCELED);
+    assert_int_equal(c1.res, 0);
+    assert_int_equal(c2.res, -EALREADY);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(r.calls, 1);
+
+    /* Resubmitted, the op can be cancelled again: the mark went with its completion. */
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 1);
+    iop_prep_cancel(&c1.op, &r.op, rec_cb, &c1);
+    assert_int_equal(iop_submit(loop, &c1.op), 0);
+    assert_true(tu_run_until_count(loop, &c1.calls, 2, 2000));
+    assert_true(tu_run_until_count(loop, &r.calls, 2, 2000));
+    assert_int_equal(c1.res, 0);
+    assert_int_equal(r.res, -ECANCELED);
+
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}
+
 void test_cancel_not_in_flight(void **state)
 {
     (void)state;
@@ -131,6 +173,23 @@ void test_cancel_timeout_op(void **state)
     assert_int_equal(c.res, 0);
     assert_true(tu_clock_ns() - wall0 < 1000 * MS);
     assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);   /* nothing left behind */
+    iop_loop_destroy(loop);
+}
+
+/* A timeout op of nearly 2^64 ns means "never": it must not wrap into the past. */
+void test_timeout_op_huge(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    rec_t t = { 0 }, c = { 0 };
+    iop_prep_timeout(&t.op, UINT64_MAX - 1000, rec_cb, &t);
+    assert_int_equal(iop_submit(loop, &t.op), 0);
+    tu_run_for(loop, 20);
+    assert_int_equal(t.calls, 0);
+    iop_prep_cancel(&c.op, &t.op, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    assert_true(tu_run_until_count(loop, &t.calls, 1, 2000));
+    assert_int_equal(t.res, -ECANCELED);
     iop_loop_destroy(loop);
 }
 

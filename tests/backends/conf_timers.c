@@ -103,6 +103,24 @@ void test_timer_repeat_then_stop(void **state)
     iop_loop_destroy(loop);
 }
 
+/* A repeat of nearly 2^64 ns fires once: the next time saturates instead of wrapping. */
+void test_timer_huge_repeat(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    fire_count = 0;
+    trec_t r = { 0 };
+    r.t.data = &r;
+    assert_int_equal(iop_timer_start(loop, &r.t, MS, UINT64_MAX - 10, trec_cb), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
+    tu_run_for(loop, 20);
+    assert_int_equal(r.calls, 1);
+    assert_true(iop_timer_active(&r.t));
+    iop_timer_stop(&r.t);
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);
+    iop_loop_destroy(loop);
+}
+
 void test_timer_stop_from_own_callback(void **state)
 {
     (void)state;

@@ -65,6 +65,8 @@ void test_fd_number_reused_after_close(void **state);
 
 /* conf_cancel.c */
 void test_cancel_pending_recv(void **state);
+void test_cancel_twice(void **state);
+void test_timeout_op_huge(void **state);
 void test_cancel_not_in_flight(void **state);
 void test_cancel_finished_op(void **state);
 void test_cancel_timeout_op(void **state);
@@ -77,6 +79,7 @@ void test_deadline_races_data(void **state);
 /* conf_timers.c */
 void test_timers_fire_in_order(void **state);
 void test_timer_repeat_then_stop(void **state);
+void test_timer_huge_repeat(void **state);
 void test_timer_stop_from_own_callback(void **state);
 void test_timer_restart_active(void **state);
 void test_timer_stop_other_pending(void **state);

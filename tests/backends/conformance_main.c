@@ -63,6 +63,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fd_number_reused_after_close),
 
         cmocka_unit_test(test_cancel_pending_recv),
+        cmocka_unit_test(test_cancel_twice),
+        cmocka_unit_test(test_timeout_op_huge),
         cmocka_unit_test(test_cancel_not_in_flight),
         cmocka_unit_test(test_cancel_finished_op),
         cmocka_unit_test(test_cancel_timeout_op),
@@ -74,6 +76,7 @@ int main(int argc, char **argv)
 
         cmocka_unit_test(test_timers_fire_in_order),
         cmocka_unit_test(test_timer_repeat_then_stop),
+        cmocka_unit_test(test_timer_huge_repeat),
         cmocka_unit_test(test_timer_stop_from_own_callback),
         cmocka_unit_test(test_timer_restart_active),
         cmocka_unit_test(test_timer_stop_other_pending),

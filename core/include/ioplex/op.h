@@ -11,7 +11,8 @@
  * recvmsg → bytes (0 = end of file); send/write/sendmsg → bytes; close → 0;
  * timeout → 0 when it expires; cancel → 0 when the target was cancelled (the target
  * then completes with -ECANCELED), -ENOENT when the target is not in flight,
- * -EALREADY when it has finished and only its callback is pending.
+ * -EALREADY when it has finished and only its callback is pending or another cancel
+ * of it is under way (the first cancel's result tells whether it was cancelled).
  * An op whose deadline passes completes with -ETIMEDOUT.
  *
  * Multishot ops (iop_op_set_multishot on accept and recv_buf) and zero-copy sends

@@ -195,7 +195,7 @@ int iop_sleep(uint64_t ns)
     /* From the clock as it is now, not the loop's cached one: a coroutine that runs
      * late in a long iteration must still sleep at least ns. */
     uint64_t now = iop_update_time(iop_coro_loop(c));
-    return iop_sleep_until(ns > UINT64_MAX - now ? UINT64_MAX : now + ns);
+    return iop_sleep_until(iop__ns_after(now, ns));
 }
 
 /* Reaching its own deadline is success; an earlier scope deadline is -ETIMEDOUT.

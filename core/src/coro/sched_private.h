@@ -3,6 +3,7 @@
 #ifndef IOP_CORO_SCHED_PRIVATE_H
 #define IOP_CORO_SCHED_PRIVATE_H
 
+#include "clock_internal.h"
 #include "coro_internal.h"
 #include "error_internal.h"
 

@@ -26,7 +26,7 @@ void iop__shard_on_ready(iop__shard_sup_t *s, iop__shard_proc_t *p)
         p->role = IOP__R_CUR;
         if (old) {
             old->role = IOP__R_OLD;
-            iop__shard_drain_proc(s, old, iop__shard_now() + s->o.drain_timeout_ns);
+            iop__shard_drain_proc(s, old, iop__ns_after(iop__shard_now(), s->o.drain_timeout_ns));
             iop__shard_log(s, IOP_SHARD_INFO, "worker %u: pid %d ready, draining pid %d",
                            p->slot, (int)p->pid, (int)old->pid);
         }

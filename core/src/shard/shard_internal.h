@@ -10,6 +10,7 @@
 #include "ioplex/alloc.h"
 #include "ioplex/coro.h"
 #include "ioplex/shard.h"
+#include "clock_internal.h"
 #include "error_internal.h"
 
 #define IOP__NS 1000000000ull

@@ -64,7 +64,7 @@ void iop__shard_stop(iop__shard_sup_t *s, const char *why)
     /* Our copies of the listeners go now; each socket closes when its last worker
      * has stopped accepting, and new connections are refused from then on. */
     iop__shard_listeners_close(&s->lst);
-    uint64_t deadline = iop__shard_now() + s->o.drain_timeout_ns;
+    uint64_t deadline = iop__ns_after(iop__shard_now(), s->o.drain_timeout_ns);
     for (iop__shard_proc_t *p = s->procs; p; p = p->next)
         iop__shard_drain_proc(s, p, deadline);
     for (uint32_t i = 0; i < s->n; i++)

@@ -62,7 +62,7 @@ static void begin_drain(iop_shard_worker_t *w, uint64_t deadline)
     if (w->draining)
         return;
     w->draining = 1;
-    w->drain_deadline = deadline ? deadline : iop_now(w->loop) + w->drain_timeout;
+    w->drain_deadline = deadline ? deadline : iop__ns_after(iop_now(w->loop), w->drain_timeout);
     for (uint32_t i = 0; i < w->nlisten; i++)
         if (w->fds[i] >= 0)
             iop_fd_forget(w->loop, w->fds[i]);   /* parked accepts end with -ECANCELED */
