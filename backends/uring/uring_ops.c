@@ -262,8 +262,11 @@ static int issue(uring_state_t *st, iop_op_t *op)
                            op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
         break;
     case IOP_OP_WRITE:
-        io_uring_prep_write(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
-                            op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
+        if (op->opts & IOP_OPT_SOCKET)   /* the core saw a socket: no SIGPIPE */
+            io_uring_prep_send(sqe, fd, op->u.rw.buf, op->u.rw.len, MSG_NOSIGNAL);
+        else
+            io_uring_prep_write(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
+                                op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
         break;
     case IOP_OP_RECVMSG:
         io_uring_prep_recvmsg(sqe, fd, op->u.msg.msg, (unsigned)op->u.msg.msg_flags);

@@ -17,6 +17,8 @@
 #define IOP__FD_KNOWN      0x08u  /* kind classified (the flags below are valid) */
 #define IOP__FD_REGULAR    0x10u  /* regular file / block device: never waits */
 #define IOP__FD_BLOCKING   0x20u  /* a blocking non-socket: wait for readiness first */
+#define IOP__FD_SOCK_KNOWN 0x40u  /* IOP__FD_SOCKET is valid */
+#define IOP__FD_SOCKET     0x80u  /* a socket: write ops go out as send(MSG_NOSIGNAL) */
 
 typedef struct iop__fd {
     iop_op_t *rd_head, *rd_tail;   /* accept, recv, read, recvmsg: FIFO */

@@ -2,6 +2,7 @@
  * (callbacks of ops that finished without waiting), timeouts and cancellation. */
 #include <errno.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "loop_internal.h"
 
@@ -109,6 +110,22 @@ static int is_stream_io(iop_op_kind_t kind)
            kind == IOP_OP_RECVMSG || kind == IOP_OP_SENDMSG;
 }
 
+/* Whether fd is a socket, from one fstat per fd the loop knows (the entry is reset
+ * when the loop forgets the fd). */
+static int fd_is_socket(iop_loop_t *loop, iop__fd_t *e, int fd)
+{
+    if (!(e->flags & IOP__FD_SOCK_KNOWN)) {
+        struct stat st;
+        loop->stats.syscalls++;
+        if (fstat(fd, &st) < 0)
+            return 0;              /* the write itself reports the error */
+        if (S_ISSOCK(st.st_mode))
+            e->flags |= IOP__FD_SOCKET;
+        e->flags |= IOP__FD_SOCK_KNOWN;
+    }
+    return (e->flags & IOP__FD_SOCKET) != 0;
+}
+
 static int start(iop_loop_t *loop, iop_op_t *op)
 {
     if (!loop->be->submit)
@@ -125,6 +142,11 @@ static int start(iop_loop_t *loop, iop_op_t *op)
          * backends, see iop__emu_submit). */
         if (op->kind == IOP_OP_RECV && (e->flags & IOP__FD_RD_EMPTY))
             op->opts |= IOP_OPT_POLL_FIRST;
+        if (op->kind == IOP_OP_WRITE) {
+            op->opts &= (uint8_t)~IOP_OPT_SOCKET;
+            if (op->u.rw.offset < 0 && fd_is_socket(loop, e, op->fd))
+                op->opts |= IOP_OPT_SOCKET;
+        }
         if (loop->register_busy && e->nops < IOP__FD_BUSY_OPS && is_stream_io(op->kind) &&
             ++e->nops == IOP__FD_BUSY_OPS)
             (void)iop_fd_register(loop, op->fd);   /* on failure it stays unregistered */

@@ -34,6 +34,9 @@ static int classify(iop_loop_t *loop, int fd)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)
         return -errno;
+    if (S_ISSOCK(st.st_mode))
+        e->flags |= IOP__FD_SOCKET;
+    e->flags |= IOP__FD_SOCK_KNOWN;
     if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
         e->flags |= IOP__FD_REGULAR;
     } else if (!(fl & O_NONBLOCK)) {
@@ -126,8 +129,12 @@ static int perform(iop_loop_t *loop, iop_op_t *op)
                                     : pread(fd, op->u.rw.buf, op->u.rw.len, op->u.rw.offset);
             break;
         case IOP_OP_WRITE:
-            n = op->u.rw.offset < 0 ? write(fd, op->u.rw.buf, wlen)
-                                    : pwrite(fd, op->u.rw.buf, wlen, op->u.rw.offset);
+            if (op->u.rw.offset >= 0)
+                n = pwrite(fd, op->u.rw.buf, wlen, op->u.rw.offset);
+            else if (loop->fds.v[fd].flags & IOP__FD_SOCKET)
+                n = send(fd, op->u.rw.buf, wlen, MSG_DONTWAIT | MSG_NOSIGNAL);   /* no SIGPIPE */
+            else
+                n = write(fd, op->u.rw.buf, wlen);
             break;
         case IOP_OP_RECVMSG:
             n = recvmsg(fd, op->u.msg.msg, op->u.msg.msg_flags | MSG_DONTWAIT);

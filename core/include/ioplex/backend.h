@@ -100,7 +100,8 @@ typedef struct iop_backend_desc {
      * keeps IOP_CAP_KERNEL_DEADLINES (a deadline that passes completes the op with
      * -ETIMEDOUT); otherwise the core cancels the op when it passes. A cancel
      * completes with 0, -ENOENT or -EALREADY for its target; a close first fails
-     * every op on the fd with -ECANCELED. */
+     * every op on the fd with -ECANCELED. A write with IOP_OPT_SOCKET (set by the
+     * core) goes to a socket: send it with MSG_NOSIGNAL, as send and sendmsg are. */
     int (*submit)(void *state, iop_op_t *op);
     /* Waits up to timeout_ns (-1 = forever, 0 = don't block) and fills up to max
      * events. Returns the count, or -errno (-EINTR counts as 0 events). */

@@ -85,6 +85,10 @@ struct iop_op {
 #define IOP_OPT_MULTISHOT 0x01u    /* accept, recv_buf: keep delivering results */
 #define IOP_OPT_ZEROCOPY  0x02u    /* send: no copy; the buffer is the kernel's until !more */
 #define IOP_OPT_POLL_FIRST 0x04u   /* recv/send/recv_buf: expect to wait, skip the first try */
+/* Set by the core on a write (no offset) to a socket: a backend sends it with
+ * MSG_NOSIGNAL, so a reset peer gives -EPIPE instead of SIGPIPE. A write to a pipe
+ * nobody reads raises SIGPIPE as write(2) does: ignore SIGPIPE to get -EPIPE. */
+#define IOP_OPT_SOCKET     0x08u
 
 /* iop_op_t.cflags: what the callback being run delivers. */
 #define IOP_CF_MORE  0x01u         /* another callback follows for this record */
