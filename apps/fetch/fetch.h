@@ -18,6 +18,7 @@ typedef struct fetch_job {
     char *path;                     /* where the body goes; NULL with --stdout */
     char *tmp_path;                 /* the temporary name while downloading */
     int tmp_fd;                     /* -1 when none */
+    int direct;                     /* tmp_fd is path itself (a device, FIFO or symlink) */
     job_state_t state;
     int status;                     /* the last HTTP status seen, 0 if none */
     unsigned redirects;

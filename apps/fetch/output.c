@@ -1,8 +1,10 @@
 /* Where bodies go: a file per URL named after its path (made unique among this
  * run's names and the files already there), written under a temporary hidden name
  * and renamed at the end, so a failed download never leaves a file under the final
- * name. With --stdout each body goes to an unnamed temporary file instead and is
- * copied to stdout whole, in the order of the URLs. */
+ * name. A name that already is something other than a regular file (-O /dev/null,
+ * a FIFO, a symlink) is written through instead: a rename would replace it. With
+ * --stdout each body goes to an unnamed temporary file instead and is copied to
+ * stdout whole, in the order of the URLs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -204,6 +206,15 @@ int output_open(fetch_t *f, fetch_job_t *j)
         j->tmp_fd = stdout_tmpfile();
         return j->tmp_fd >= 0 ? 0 : fail(j, -errno, "cannot create a temporary file in", "$TMPDIR");
     }
+    struct stat st;
+    if (lstat(j->path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* A FIFO without a reader fails (ENXIO) instead of blocking the loop. */
+        j->tmp_fd = open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK | O_CLOEXEC, 0666);
+        if (j->tmp_fd < 0)
+            return fail(j, -errno, "cannot open", j->path);
+        j->direct = 1;
+        return 0;
+    }
     const char *slash = strrchr(j->path, '/');
     const char *base = slash ? slash + 1 : j->path;
     int dirlen = slash ? (int)(slash - j->path) + 1 : 0;
@@ -245,7 +256,7 @@ int output_write(fetch_t *f, fetch_job_t *j, const char *data, size_t len)
 {
     int r = write_all(j->tmp_fd, data, len);
     if (r < 0)
-        return fail(j, r, "writing", f->o.to_stdout ? "a temporary file" : j->tmp_path);
+        return fail(j, r, "writing", f->o.to_stdout ? "a temporary file" : j->direct ? j->path : j->tmp_path);
     j->bytes += len;
     f->bytes += len;
     return 0;
@@ -256,6 +267,12 @@ int output_commit(fetch_t *f, fetch_job_t *j)
     if (f->o.to_stdout)
         return 0;                    /* output_emit_ready copies it out in turn */
     int r = 0;
+    if (j->direct) {
+        if (close(j->tmp_fd) < 0)
+            r = fail(j, -errno, "writing", j->path);
+        j->tmp_fd = -1;
+        return r;
+    }
     if (fchmod(j->tmp_fd, f->file_mode) < 0 || close(j->tmp_fd) < 0)
         r = fail(j, -errno, "writing", j->tmp_path);
     j->tmp_fd = -1;

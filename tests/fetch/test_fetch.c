@@ -536,6 +536,20 @@ static void test_names(void **state)
     run(f, NULL, o);
     expect_status(f, 0);
     expect_body(path, 777, 9);
+
+    /* -O naming a symlink writes through it: the link stays a link (a rename would
+     * have replaced it, as it would a device such as /dev/null). */
+    char link[256];
+    snprintf(link, sizeof link, "%s/link.dat", f->dir);
+    assert_int_equal(symlink(path, link), 0);
+    const char *ol[] = { "-O", link, NULL };
+    add_url(f, "/chunk/555/7/whatever");
+    run(f, NULL, ol);
+    expect_status(f, 0);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    expect_body(path, 555, 7);
 }
 
 /* --stdout: bodies whole, in the order of the URLs, whatever order they finish in. */
