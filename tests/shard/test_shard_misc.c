@@ -163,6 +163,28 @@ static void test_bad_options(void **state)
     assert_non_null(strstr(iop_last_error(), spec));
     close(busy);
 
+    /* ... one that another reuseport listener of this user holds: the kernel would
+     * let ours join its group and split the connections with it */
+    int rp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    assert_true(rp >= 0);
+    assert_int_equal(setsockopt(rp, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0);
+    a.sin_port = 0;
+    assert_int_equal(bind(rp, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(rp, 4), 0);
+    socklen_t alen = sizeof a;
+    assert_int_equal(getsockname(rp, (struct sockaddr *)&a, &alen), 0);
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", ntohs(a.sin_port));
+    assert_int_equal(iop_shard_run(&o), -EADDRINUSE);
+    assert_non_null(strstr(iop_last_error(), spec));
+    close(rp);
+
+    /* ... and the same address twice in one run */
+    close(tu_tcp_listener(&a, 1));   /* a port that was free a moment ago */
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", ntohs(a.sin_port));
+    const char *twice[] = { spec, spec, NULL };
+    o.listen = twice;
+    assert_int_equal(iop_shard_run(&o), -EADDRINUSE);
+
     sigprocmask(SIG_SETMASK, NULL, &after);
     assert_int_equal(sigismember(&before, SIGTERM), sigismember(&after, SIGTERM));
     assert_int_equal(sigismember(&before, SIGHUP), sigismember(&after, SIGHUP));

@@ -106,6 +106,26 @@ static int open_one(const char *spec, const struct sockaddr_storage *ss, socklen
     return iop__fail(-err, "listen %s: %s: %s", spec, what, strerror(err));
 }
 
+/* SO_REUSEPORT lets any socket of this user with the option join a port: another
+ * ioplexd, or another service of this one on the same address, would silently share
+ * the connections. A plain bind first (SO_REUSEADDR only: TIME_WAIT does not count)
+ * fails on a port someone listens on, which is the error to report. */
+static int probe_free(const char *spec, const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return iop__fail(-errno, "listen %s: socket: %s", spec, strerror(errno));
+    int one = 1, r = 0;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0)
+        r = iop__fail(-errno, "listen %s: bind: %s%s", spec, strerror(errno),
+                      errno == EADDRINUSE ? " (another socket listens there)" : "");
+    close(fd);
+    return r;
+}
+
 int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t *o, uint32_t nworkers)
 {
     memset(l, 0, sizeof *l);
@@ -127,6 +147,8 @@ int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t 
         struct sockaddr_storage ss;
         socklen_t len = 0;
         int r = resolve(o->listen[a], &ss, &len);
+        if (r == 0 && reuseport && get_port(&ss) != 0)
+            r = probe_free(o->listen[a], &ss, len);
         /* Socket k listens k-th: the reuseport group's index of worker k's socket. */
         for (uint32_t k = 0; r == 0 && k < l->per_addr; k++) {
             r = open_one(o->listen[a], &ss, len, reuseport, backlog, &l->fds[a * l->per_addr + k]);
