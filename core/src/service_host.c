@@ -4,6 +4,8 @@
  * the idle ones at once (request/response services) and leave the others until the
  * deadline. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,6 +48,12 @@ static void *conn_main(void *arg)
     c.pub.worker = h->worker;
     c.pub.stats = h->stats;
     c.pub.draining = &h->draining;
+    /* Services write whole replies: Nagle would hold a reply's last segment back
+     * until the peer's (delayed) ACK of the one before, 40 ms a time. */
+    if (c.peer.ss_family == AF_INET || c.peer.ss_family == AF_INET6) {
+        int one = 1;
+        (void)setsockopt(c.pub.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     c.coro = iop_self();
     c.next = h->live;
     if (c.next)

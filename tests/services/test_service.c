@@ -14,6 +14,8 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -302,6 +304,47 @@ static void test_drain_idle(void **state)
     assert_true(drain_took < 300000000ull);
 }
 
+/* The host turns Nagle off on every TCP connection before the service sees it: a
+ * reply's tail would otherwise wait for the peer's delayed ACK (40 ms a time). */
+static int nodelay_seen = -1;
+
+static int nodelay_serve(void *state, iop_service_conn_t *conn)
+{
+    (void)state;
+    int v = 0;
+    socklen_t len = sizeof v;
+    nodelay_seen = getsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0 ? v : -2;
+    return 0;
+}
+
+static void *nodelay_client(void *arg)
+{
+    (void)arg;
+    int fd = client_socket();
+    if (fd >= 0) {
+        char c;
+        (void)iop_recv(fd, &c, 1, 0, iop_now(fx->loop) + 5000000000ull);   /* until the host closes */
+        iop_close(fd);
+    }
+    fx->done = 1;
+    return NULL;
+}
+
+static void test_host_sets_nodelay(void **state)
+{
+    fixture_t *f = *state;
+    static iop_service_desc_t probe;
+    probe = *iop_service_desc(f->svc);
+    probe.serve = nodelay_serve;
+    f->host.desc = &probe;        /* before any connection: the acceptor reads it later */
+    nodelay_seen = -1;
+    iop_coro_t *c;
+    assert_int_equal(iop_go(f->loop, nodelay_client, NULL, NULL, &c), 0);
+    assert_true(tu_run_until(f->loop, done, &f->done, 5000));
+    assert_int_equal(iop_join(c, NULL, 0), 0);
+    assert_int_equal(nodelay_seen, 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--loader") == 0) {
@@ -319,6 +362,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_many_clients, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_drain_session, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_host_sets_nodelay, fixture_up, fixture_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
