@@ -231,8 +231,10 @@ static int read_more(http_conn_t *c)
     ssize_t n = iop_recv(c->svc->fd, c->in + c->in_len, HTTP_IN_CAP - c->in_len, 0, c->req_deadline);
     c->svc->idle = 0;
     if (n == -ETIMEDOUT) {
-        if (c->in_len == 0 && !c->discard)
-            return 0;                      /* an idle keep-alive connection: close quietly */
+        /* An idle keep-alive connection, or the body of a request already answered
+         * stalled: there is no request to answer with 408, close quietly. */
+        if (c->in_len == 0)
+            return 0;
         c->head = 0;
         c->minor = 1;
         c->stats->requests++;

@@ -345,6 +345,15 @@ static void test_header_timeout(void **state)
     hh_resp_free(&r);
     assert_true(hh_wait_eof(c, 3000));
     conn_free(c);
+    /* Answered, then its body stalls: closed without a second response (408) for
+     * the request already answered. */
+    c = conn_new(&s);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "Content-Length: 10\r\n\r\nabc"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
     /* Idle after a request: closed quietly. */
     c = conn_new(&s);
     assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
