@@ -546,12 +546,12 @@ int main(int argc, char **argv)
         }
         if (dst && iop_app_parse_u64(optarg, lo, hi, dst) < 0) {
             fprintf(stderr, PROG ": %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
-                    argv[optind - 1], lo, hi, optarg);
+                    iop_app_opt_name(longopts, ch), lo, hi, optarg);
             return EXIT_USAGE;
         }
         if (secs && (iop_app_parse_seconds(optarg, smax, secs) < 0 || (secs == &duration && duration < 0.001))) {
             fprintf(stderr, PROG ": %s wants seconds (up to %g; fractions allowed), not '%s'\n",
-                    argv[optind - 1], smax, optarg);
+                    iop_app_opt_name(longopts, ch), smax, optarg);
             return EXIT_USAGE;
         }
     }

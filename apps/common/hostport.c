@@ -1,6 +1,7 @@
 #include "hostport.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <inttypes.h>
@@ -34,6 +35,18 @@ int iop_app_parse_seconds(const char *s, double max, double *out)
         return -EINVAL;
     *out = v;
     return 0;
+}
+
+const char *iop_app_opt_name(const struct option *longopts, int ch)
+{
+    static char buf[64];
+    for (const struct option *o = longopts; o && o->name; o++)
+        if (!o->flag && o->val == ch) {
+            snprintf(buf, sizeof buf, "--%s", o->name);
+            return buf;
+        }
+    snprintf(buf, sizeof buf, "-%c", ch);
+    return buf;
 }
 
 static int copy_part(char *dst, size_t dstlen, const char *src, size_t n)

@@ -39,4 +39,10 @@ int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* Parses seconds, fractions allowed ("2", "0.5"), in [0, max]. 0 or -EINVAL. */
 int iop_app_parse_seconds(const char *s, double max, double *out);
 
+/* "--NAME" of the long option whose getopt value is ch, for messages about its
+ * value (after getopt_long, argv[optind - 1] is the value when it came as a separate
+ * argument); "-c" when only a short one has it. A static buffer. */
+struct option;
+const char *iop_app_opt_name(const struct option *longopts, int ch);
+
 #endif

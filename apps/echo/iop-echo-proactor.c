@@ -584,13 +584,11 @@ int main(int argc, char **argv)
         case 'F': fixed_files = 1; break;
         case 'Q': flags |= IOP_LOOP_SQPOLL; break;
         case 'B': case 'N': case 'I': case 'C': {
-            char *end;
-            errno = 0;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-' || v > 1000000000ul ||
-                (ch == 'N' && (v == 0 || v > 32768))) {
-                fprintf(stderr, PROG ": %s wants a number%s, not '%s'\n", argv[optind - 1],
-                        ch == 'N' ? " from 1 to 32768" : "", optarg);
+            uint64_t v;
+            if (ch == 'N' ? iop_app_parse_u64(optarg, 1, 32768, &v) < 0
+                          : iop_app_parse_u64(optarg, 0, 1000000000ull, &v) < 0) {
+                fprintf(stderr, PROG ": %s wants a number from %s, not '%s'\n", iop_app_opt_name(longopts, ch),
+                        ch == 'N' ? "1 to 32768" : "0 to 1000000000", optarg);
                 return EXIT_USAGE;
             }
             if (ch == 'B') busy_poll = v;

@@ -425,7 +425,8 @@ int main(int argc, char **argv)
         case 'B': case 'I': case 'C': case 'W': {
             uint64_t v;
             if (iop_app_parse_u64(optarg, 0, ch == 'W' ? 256 : 1000000000ull, &v) < 0) {
-                fprintf(stderr, PROG ": %s wants a number, not '%s'\n", argv[optind - 1], optarg);
+                fprintf(stderr, PROG ": %s wants a number from 0 to %s, not '%s'\n",
+                        iop_app_opt_name(longopts, ch), ch == 'W' ? "256" : "1000000000", optarg);
                 return EXIT_USAGE;
             }
             if (ch == 'B') busy_poll = v;

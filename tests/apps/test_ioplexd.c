@@ -214,6 +214,9 @@ static void test_cli(void **state)
     assert_non_null(strstr(out, "usage: iop-client"));
     char *cbad[] = { CLIENT_PATH, "load", "ftp", "127.0.0.1:1", NULL };
     assert_int_equal(run_daemon_argv(cbad, out, sizeof out, err, sizeof err), 2);
+    char *cval[] = { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--timeout", "0", NULL };
+    assert_int_equal(run_daemon_argv(cval, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--timeout wants"));   /* the option, not its value */
     char *crefused[] = { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--duration", "1", "--warmup", "0", NULL };
     assert_int_equal(run_daemon_argv(crefused, out, sizeof out, err, sizeof err), 1);
     assert_non_null(strstr(err, "Connection refused"));
