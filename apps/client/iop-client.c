@@ -67,6 +67,7 @@ static int dial(int quiet)
 typedef struct session {
     int fd;
     const char *hello;           /* sent first (chat: the nick), or NULL */
+    const char *nick;            /* chat: wait for the room to take it */
     iop_coro_t *up, *down;
     int failed;
 } session_t;
@@ -89,7 +90,7 @@ static void *upstream(void *arg)
 {
     session_t *s = arg;
     char buf[IO_BUF];
-    if (s->hello && write_all_fd(s->fd, s->hello, strlen(s->hello), 1) < 0) {
+    if (!s->nick && s->hello && write_all_fd(s->fd, s->hello, strlen(s->hello), 1) < 0) {
         s->failed = 1;
         return NULL;
     }
@@ -142,12 +143,67 @@ static void *downstream(void *arg)
     return NULL;
 }
 
+static int starts(const char *p, size_t n, const char *prefix)
+{
+    size_t k = strlen(prefix);
+    return n >= k && memcmp(p, prefix, k) == 0;
+}
+
+/* chat: the room answers the nick with "* NICK joined", or says why not ("* nick
+ * NICK is taken", "* bad nick: ...", "* the room is full"). A refused nick ends the
+ * session (status 1) instead of chatting on as nobody. Lines before the answer go
+ * to stdout; so do the bytes after it. */
+static int chat_join(session_t *s)
+{
+    char buf[IO_BUF], joined[128];
+    size_t len = 0;
+    int jl = snprintf(joined, sizeof joined, "* %s joined\n", s->nick);
+    int r = write_all_fd(s->fd, s->hello, strlen(s->hello), 1);
+    if (r < 0) {
+        fprintf(stderr, PROG ": sending: %s\n", iop_strerror(r));
+        return r;
+    }
+    uint64_t deadline = iop_now(loop) + timeout_ns;
+    for (;;) {
+        char *nl;
+        while ((nl = memchr(buf, '\n', len))) {
+            size_t n = (size_t)(nl - buf) + 1;
+            int ok = (size_t)jl == n && memcmp(buf, joined, n) == 0;
+            int refused = !ok && (starts(buf, n, "* nick ") || starts(buf, n, "* bad nick") ||
+                                  starts(buf, n, "* the room is full"));
+            write_all_fd(refused ? STDERR_FILENO : STDOUT_FILENO, buf, n, 0);
+            memmove(buf, buf + n, len - n);
+            len -= n;
+            if (refused)
+                return -EINVAL;
+            if (ok)
+                return len ? write_all_fd(STDOUT_FILENO, buf, len, 0) : 0;
+        }
+        if (len == sizeof buf) {   /* a line longer than the buffer: not the answer */
+            write_all_fd(STDOUT_FILENO, buf, len, 0);
+            len = 0;
+        }
+        ssize_t n = iop_recv(s->fd, buf + len, sizeof buf - len, 0, deadline);
+        if (n <= 0) {
+            fprintf(stderr, PROG ": no answer to /nick %s: %s\n", s->nick,
+                    n == 0 ? "the server closed the connection" : iop_strerror((int)n));
+            return n == 0 ? -ECONNRESET : (int)n;
+        }
+        len += (size_t)n;
+    }
+}
+
 static void *session_main(void *arg)
 {
     session_t *s = arg;
     s->fd = dial(0);
     if (s->fd < 0) {
         s->failed = 1;
+        return NULL;
+    }
+    if (s->nick && chat_join(s) < 0) {
+        s->failed = 1;
+        iop_close(s->fd);
         return NULL;
     }
     iop_go(loop, upstream, s, NULL, &s->up);
@@ -606,6 +662,7 @@ int main(int argc, char **argv)
         if (!strcmp(mode, "chat")) {
             snprintf(hello, sizeof hello, "/nick %s\n", ops[2]);
             s.hello = hello;
+            s.nick = ops[2];
         }
         if (iop_go(loop, session_main, &s, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
             fprintf(stderr, PROG ": %s\n", iop_last_error());

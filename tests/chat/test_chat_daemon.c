@@ -325,11 +325,41 @@ static pid_t start_client(const char *nick, int *to_stdin, int *from_stdout)
     return pid;
 }
 
+/* The exit status of pid, waited for up to T ms; -1 if it did not end. */
+static int wait_exit(pid_t pid)
+{
+    int status = 0;
+    long long end = now_ms() + T;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() < end)
+        poll(NULL, 0, 10);
+    if (r != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 static void test_iop_client(void **state)
 {
     (void)state;
     daemon_start(&dmn);
     peer_t *raw = join_as("raw");
+
+    /* A nick the room refuses (taken, malformed) ends the client with status 1,
+     * whatever it was about to say. */
+    static const char *refused[] = { "raw", "bad nick" };
+    for (size_t i = 0; i < 2; i++) {
+        int to, from;
+        client_pid = start_client(refused[i], &to, &from);
+        static const char line[] = "not sent\n";
+        assert_int_equal(write(to, line, sizeof line - 1), (ssize_t)sizeof line - 1);
+        assert_int_equal(wait_exit(client_pid), 1);
+        client_pid = 0;
+        close(to);
+        close(from);
+    }
     int to_client, from_client;
     client_pid = start_client("cli", &to_client, &from_client);
     peer_t *cli = peer_from_fd(from_client, "iop-client");
