@@ -183,6 +183,11 @@ void *chat_receiver_main(void *arg)
     c->receiver = iop_self();
     while (!c->ending) {
         ssize_t n = iop_recv(c->conn->fd, c->in + c->in_len, c->in_cap - c->in_len, 0, 0);
+        if (n == 0 && c->in_len && !c->discarding && c->in_len < c->in_cap) {
+            /* The client's last line lacked its newline: it still counts. */
+            c->in[c->in_len++] = '\n';
+            (void)split_lines(c);
+        }
         if (n <= 0)
             break;
         c->conn->stats->bytes_in += (uint64_t)n;

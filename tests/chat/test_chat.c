@@ -243,6 +243,13 @@ static void test_join_leave(void **state)
     expect(a, "* b joined");
     peer_t *d = connect_to(1);                  /* never joined: no announcement */
     peer_close(d);
+    peer_t *e = join_as(1, "e");
+    expect(a, "* e joined");
+    assert_int_equal(peer_send(e, "said, then gone"), 0);   /* no newline before EOF */
+    assert_int_equal(shutdown(e->fd, SHUT_WR), 0);
+    expect(a, "<e> said, then gone");
+    expect(a, "* e left");
+    peer_close(e);
     say(b, "/quit");
     assert_int_equal(peer_wait_eof(b, T), 0);
     expect(a, "* b left");
