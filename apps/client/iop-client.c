@@ -245,26 +245,44 @@ static void load_error(const char *what, int err)
 }
 
 
-/* An HTTP response's end in buf[0..len): its total length, 0 if incomplete, -1 if
- * malformed. Enough for keep-alive responses with Content-Length. */
-static long http_response_len(const char *buf, size_t len)
+/* What a load needs of an HTTP response head. */
+typedef struct http_head {
+    size_t head_len;             /* through the blank line */
+    uint64_t body_len;           /* Content-Length (0 without one) */
+    int status;
+    int close;                   /* "Connection: close": the server ends it after this */
+} http_head_t;
+
+/* Parses the response head at buf[0..len): 1 when complete (into h), 0 when more is
+ * needed, -1 when malformed. Keep-alive responses with Content-Length only. */
+static int http_head_parse(const char *buf, size_t len, http_head_t *h)
 {
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
     if (!end)
         return len > 16384 ? -1 : 0;
-    size_t head = (size_t)(end - buf) + 4;
-    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0)
+    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
         return -1;
-    long clen = 0;
+    h->head_len = (size_t)(end - buf) + 4;
+    h->status = atoi(buf + 9);
+    h->body_len = 0;
+    h->close = 0;
     for (const char *p = buf; p < end; p++) {
-        if ((p == buf || p[-1] == '\n') && strncasecmp(p, "content-length:", 15) == 0) {
-            clen = strtol(p + 15, NULL, 10);
-            break;
+        if (p != buf && p[-1] != '\n')
+            continue;
+        if (strncasecmp(p, "content-length:", 15) == 0) {
+            char *e;
+            long long v = strtoll(p + 15, &e, 10);
+            if (v < 0)
+                return -1;
+            h->body_len = (uint64_t)v;
+        } else if (strncasecmp(p, "connection:", 11) == 0) {
+            const char *v = p + 11;
+            while (*v == ' ')
+                v++;
+            h->close = strncasecmp(v, "close", 5) == 0;
         }
     }
-    if (clen < 0)
-        return -1;
-    return head + (size_t)clen <= len ? (long)(head + (size_t)clen) : 0;
+    return h->status >= 100 && h->status <= 999 ? 1 : -1;
 }
 
 /* Per connection, not per request; too big for a coroutine stack. */
@@ -281,35 +299,45 @@ static size_t load_request(char *out)
     return len;
 }
 
-/* One request on fd and its whole response into in (LOAD_BUF bytes), by deadline
- * dl: the response's length, or -errno with what failed in *what. */
-static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_t dl, const char **what)
+/* One request on fd and its whole response, by deadline dl: the response's length,
+ * or -errno with what failed in *what. in (LOAD_BUF bytes) holds an echo whole, and
+ * an HTTP head; an HTTP body only passes through it (it is counted, not kept). */
+static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_t dl, const char **what,
+                          http_head_t *h)
 {
     *what = "send";
     int err = write_all_fd(fd, out, len, 1);
     if (err < 0)
         return err;
-    size_t got = 0;
-    long want = ld->http ? 0 : (long)len;
+    uint64_t total = 0, want = ld->http ? 0 : len;
+    size_t got = 0;              /* bytes in `in` */
     *what = "receive";
-    while (want == 0 || got < (size_t)want) {
+    while (want == 0 || total < want) {
+        if (got == LOAD_BUF)
+            got = 0;             /* past the head: the body's bytes are only counted */
         ssize_t n = iop_recv(fd, in + got, LOAD_BUF - got, 0, dl);
-        if (n <= 0)
+        if (n <= 0) {
+            if (n == 0 && total == 0)
+                *what = "receive (the server closed the connection before answering)";
             return n ? n : -ECONNRESET;
+        }
         got += (size_t)n;
-        if (ld->http) {
-            want = http_response_len(in, got);
-            if (want < 0 || (want == 0 && got == LOAD_BUF)) {
+        total += (uint64_t)n;
+        if (ld->http && want == 0) {
+            int r = http_head_parse(in, got, h);
+            if (r < 0 || (r == 0 && got == LOAD_BUF)) {
                 *what = "response";
                 return -EBADMSG;
             }
+            if (r > 0)
+                want = h->head_len + h->body_len;
         }
     }
-    if (ld->http && (size_t)want != got) {
+    if (total != want) {
         *what = "response (more than one came back)";
         return -EBADMSG;         /* closed-loop: nothing else may be in flight */
     }
-    return (ssize_t)got;
+    return (ssize_t)total;
 }
 
 static void *load_conn(void *arg)
@@ -344,14 +372,21 @@ static void *load_conn(void *arg)
             }
             ld->connects++;
         }
-        ssize_t got = round_trip(fd, out, len, in, dl, &what);
+        http_head_t h = { 0 };
+        ssize_t got = round_trip(fd, out, len, in, dl, &what, &h);
         if (got < 0) {
             err = (int)got;
             goto fail;
         }
-        if (ld->churn) {
+        if (ld->churn || h.close) {   /* the server ends it: the next request redials */
             iop_close(fd);
             fd = -1;
+        }
+        if (ld->http && (h.status < 200 || h.status > 399)) {
+            /* An answer, but not the one asked for: an error, counted, and on. */
+            if (!ld->errors++)
+                snprintf(ld->first_error, sizeof ld->first_error, "response: HTTP status %d", h.status);
+            continue;
         }
         iop_update_time(loop);
         uint64_t t1 = iop_now(loop);
@@ -400,7 +435,8 @@ static void *idle_dialer(void *arg)
         }
         ld->idle_fds[i] = fd;
         const char *what;
-        ssize_t r = round_trip(fd, out, len, in, iop_now(loop) + timeout_ns, &what);
+        http_head_t h = { 0 };
+        ssize_t r = round_trip(fd, out, len, in, iop_now(loop) + timeout_ns, &what, &h);
         if (r < 0) {
             char w[64];
             snprintf(w, sizeof w, "idle connection's first request: %s", what);
@@ -688,6 +724,14 @@ int main(int argc, char **argv)
         for (uint64_t i = 0; i < idle; i++)
             l.idle_fds[i] = -1;
         if (l.http) {
+            for (const char *p = path; p == path || *p; p++)
+                if (path[0] != '/' || (unsigned char)*p <= ' ' || *p == 0x7f) {
+                    fprintf(stderr, PROG ": --path wants an absolute path without spaces or "
+                            "control characters (percent-encode them), not '%s'\n", path);
+                    iop_loop_destroy(loop);
+                    freeaddrinfo(addrs);
+                    return EXIT_USAGE;
+                }
             int n = snprintf(l.request, sizeof l.request,
                              "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " PROG "\r\n\r\n", path, target);
             if (n < 0 || (size_t)n >= sizeof l.request) {

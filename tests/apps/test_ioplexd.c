@@ -222,6 +222,54 @@ static void test_cli(void **state)
     assert_non_null(strstr(err, "Connection refused"));
 }
 
+/* iop-client load http: a body larger than its buffer counts as one response; an
+ * answer that is not 2xx/3xx is an error (status 1, the status named); a path that
+ * is not one is refused before any request (status 2). */
+static void test_load_http(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/iop-load-http-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char file[128];
+    snprintf(file, sizeof file, "%s/big.bin", root);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 150000; i++)
+        fputc('a' + i % 26, fp);
+    fclose(fp);
+    char svc[160];
+    snprintf(svc, sizeof svc, "http=127.0.0.1:0,root=%s", root);
+    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "0", "--service", svc, NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    char line[512], addr[128] = "";
+    while (!addr[0] && proc_read_line(&p, line, sizeof line, 10000) >= 0) {
+        const char *at = strstr(line, "http listening on ");
+        if (at)
+            sscanf(at + strlen("http listening on "), "%127s", addr);
+    }
+    assert_true(addr[0] != '\0');
+    static const struct { const char *path; int status; const char *says; } runs[] = {
+        { "/big.bin", 0, " 0 errors" },
+        { "/hello", 0, " 0 errors" },
+        { "/nope", 1, "HTTP status 404" },
+        { "nope", 2, "--path wants" },
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        char out[2048], err[2048];
+        char *c[] = { CLIENT_PATH, "load", "http", addr, "--path", (char *)runs[i].path, "--connections", "2",
+                      "--duration", "0.3", "--warmup", "0", "--backend", (char *)backend, NULL };
+        int st = proc_run(c, NULL, 0, out, sizeof out, err, sizeof err, 60000);
+        assert_true(st >= 0 && WIFEXITED(st));
+        if (WEXITSTATUS(st) != runs[i].status || (!strstr(out, runs[i].says) && !strstr(err, runs[i].says)))
+            fail_msg("load http %s: status %d\nstdout: %s\nstderr: %s", runs[i].path, WEXITSTATUS(st), out, err);
+    }
+    kill(p.pid, SIGTERM);
+    assert_int_equal(proc_wait(&p, 10000), 0);
+    unlink(file);
+    rmdir(root);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--cli") == 0) {
@@ -233,6 +281,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_echo_session),
         cmocka_unit_test(test_workers_serve_and_drain),
         cmocka_unit_test(test_rolling_restart_under_load),
+        cmocka_unit_test(test_load_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
