@@ -29,7 +29,9 @@ typedef void *(*iop_coro_fn)(void *arg);
 /* iop_coro_opts_t.flags */
 #define IOP_CORO_GUARD  0x0u   /* overflow caught by a guard page (default) */
 #define IOP_CORO_CANARY 0x1u   /* overflow caught by a canary checked at every switch;
-                                * one memory region per stack instead of two */
+                                * one memory region per stack instead of two. Only an
+                                * overflow that writes across the canary is caught: see
+                                * core/src/coro/README.md before using it for deep calls */
 
 typedef struct iop_coro_opts {
     uint32_t size;             /* sizeof(iop_coro_opts_t) */
