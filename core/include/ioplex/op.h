@@ -15,6 +15,13 @@
  * of it is under way (the first cancel's result tells whether it was cancelled).
  * An op whose deadline passes completes with -ETIMEDOUT.
  *
+ * Ops on one fd start in submit order, each direction on its own; like send(2), a
+ * send or write may complete short. Several sends queued on one stream socket are
+ * therefore not a stream: when the first comes back short, the next one's bytes
+ * follow at once, and the first one's remainder, resubmitted from its callback,
+ * lands after them. Keep one send in flight per stream socket and resubmit the rest
+ * (the coroutine iop_send does), or frame messages so that order does not matter.
+ *
  * Multishot ops (iop_op_set_multishot on accept and recv_buf) and zero-copy sends
  * (iop_op_set_zerocopy) may run their callback more than once: while
  * iop_op_more(op) is true inside the callback, another callback for the same record
