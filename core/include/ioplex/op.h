@@ -20,7 +20,8 @@
  * therefore not a stream: when the first comes back short, the next one's bytes
  * follow at once, and the first one's remainder, resubmitted from its callback,
  * lands after them. Keep one send in flight per stream socket and resubmit the rest
- * (the coroutine iop_send does), or frame messages so that order does not matter.
+ * (one coroutine calling iop_send in a loop does), or frame messages so that order
+ * does not matter.
  *
  * Multishot ops (iop_op_set_multishot on accept and recv_buf) and zero-copy sends
  * (iop_op_set_zerocopy) may run their callback more than once: while
