@@ -36,15 +36,34 @@ typedef struct daemon {
     service_slot_t svc[MAX_SERVICES];
     size_t nsvc;
     size_t listening;            /* services the supervisor bound (with workers) */
-    /* Counters: [worker][service], in shared memory when there are workers. */
+    /* Counters: [worker slot][cell][service] and the writer of each [slot][cell],
+     * in shared memory. A slot has STAT_CELLS cells so that a worker and the one
+     * replacing it (SIGHUP, respawn) never write the same counters: each cell has
+     * one writer, and the host's plain increments stay exact. */
     iop_service_stats_t *counters;
+    pid_t *owners;
     size_t ncounters;
+    uint32_t cell;               /* this process's cell in its slot (daemon_claim_cell) */
 } daemon_t;
 
+#define STAT_CELLS 2
+
+static inline iop_service_stats_t *daemon_cell(daemon_t *d, uint32_t worker, uint32_t cell, size_t svc)
+{
+    return &d->counters[((size_t)worker * STAT_CELLS + cell) * d->nsvc + svc];
+}
+
+/* This process's counters for service svc. */
 static inline iop_service_stats_t *daemon_counters(daemon_t *d, uint32_t worker, size_t svc)
 {
-    return &d->counters[(size_t)worker * d->nsvc + svc];
+    return daemon_cell(d, worker, d->cell, svc);
 }
+
+/* Takes a cell of slot worker for this process (worker.c). */
+void daemon_claim_cell(daemon_t *d, uint32_t worker);
+/* The totals of slot worker for service svc over its cells; open counts only cells
+ * whose writer still runs (a dead worker's connections died with it). */
+void daemon_slot_stats(daemon_t *d, uint32_t worker, size_t svc, iop_service_stats_t *out);
 
 /* Serves every service on loop (listener fds in fds[]) until *stop is set (by the
  * caller's signal handling or a supervisor's drain), then drains by deadline_ns

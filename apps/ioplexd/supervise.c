@@ -120,8 +120,11 @@ int run_workers(daemon_t *d)
         fprintf(stderr, PROG ": connections per worker:");
         for (uint32_t w = 0; w < d->workers; w++) {
             uint64_t n = 0;
-            for (size_t i = 0; i < d->nsvc; i++)
-                n += daemon_counters(d, w, i)->connections;
+            for (size_t i = 0; i < d->nsvc; i++) {
+                iop_service_stats_t c;
+                daemon_slot_stats(d, w, i, &c);
+                n += c.connections;
+            }
             fprintf(stderr, " %u: %llu%s", w, (unsigned long long)n, w + 1 < d->workers ? "," : "\n");
         }
     }

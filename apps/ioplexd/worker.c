@@ -4,8 +4,10 @@
  * busy ones given until the drain deadline. Worker 0 also prints the stats line. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "ioplexd.h"
 
 #define SEC 1000000000ull
@@ -41,9 +43,52 @@ static void *stats_ticker(void *arg)
     return NULL;
 }
 
+static int alive(pid_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+/* A free cell first, else one whose writer is gone (exited, or died: the
+ * supervisor has reaped it before it starts a replacement). Totals carry on; the
+ * dead writer's open connections are closed. */
+void daemon_claim_cell(daemon_t *d, uint32_t worker)
+{
+    pid_t me = getpid();
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t c = 0; c < STAT_CELLS; c++) {
+            pid_t *o = &d->owners[worker * STAT_CELLS + c];
+            pid_t cur = __atomic_load_n(o, __ATOMIC_ACQUIRE);
+            if (pass == 0 ? cur != 0 : (cur == me || alive(cur)))
+                continue;
+            if (__atomic_compare_exchange_n(o, &cur, me, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                d->cell = c;
+                for (size_t s = 0; s < d->nsvc; s++)
+                    daemon_cell(d, worker, c, s)->open = 0;
+                return;
+            }
+        }
+    d->cell = 0;                 /* every cell busy: cannot happen with one replacement at a time */
+}
+
+void daemon_slot_stats(daemon_t *d, uint32_t worker, size_t svc, iop_service_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    for (uint32_t c = 0; c < STAT_CELLS; c++) {
+        const volatile iop_service_stats_t *x = daemon_cell(d, worker, c, svc);
+        out->connections += x->connections;
+        out->requests += x->requests;
+        out->bytes_in += x->bytes_in;
+        out->bytes_out += x->bytes_out;
+        out->errors += x->errors;
+        if (alive(__atomic_load_n(&d->owners[worker * STAT_CELLS + c], __ATOMIC_ACQUIRE)))
+            out->open += x->open;
+    }
+}
+
 int worker_serve(worker_run_t *wr)
 {
     daemon_t *d = wr->d;
+    daemon_claim_cell(d, wr->index);
     iop_service_host_t hosts[MAX_SERVICES];
     size_t started = 0;
     int r = 0;
@@ -137,13 +182,14 @@ void stats_line(daemon_t *d, const char *backend, double secs)
     for (uint32_t w = 0; w < nw; w++) {
         uint64_t wreq = 0, wopen = 0;
         for (size_t s = 0; s < d->nsvc; s++) {
-            const volatile iop_service_stats_t *c = daemon_counters(d, w, s);
-            conns += c->connections;
-            wopen += c->open;
-            wreq += c->requests;
-            in += c->bytes_in;
-            out += c->bytes_out;
-            errs += c->errors;
+            iop_service_stats_t c;
+            daemon_slot_stats(d, w, s, &c);
+            conns += c.connections;
+            wopen += c.open;
+            wreq += c.requests;
+            in += c.bytes_in;
+            out += c.bytes_out;
+            errs += c.errors;
         }
         open += wopen;
         req += wreq;

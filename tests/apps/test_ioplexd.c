@@ -8,12 +8,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,6 +135,53 @@ static void test_workers_serve_and_drain(void **state)
     fprintf(stderr, "connections per worker: %llu, %llu\n", c0, c1);
     assert_int_equal(c0 + c1, 40);
     assert_true(c0 > 0 && c1 > 0);
+    proc_cleanup(&d.p);
+}
+
+/* A worker killed with connections open: its replacement serves on, and --stats
+ * no longer counts the dead worker's connections as open once the clients left. */
+static void test_stats_after_worker_death(void **state)
+{
+    (void)state;
+    daemon_proc_t d;
+    start_daemon(&d, "2", "--stats");
+    char host[64];
+    int port = 0;
+    assert_int_equal(sscanf(d.addr, "%63[^:]:%d", host, &port), 2);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, host, &a.sin_addr);
+    int fds[10];
+    for (int i = 0; i < 10; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+        char c = 'x';
+        assert_int_equal(send(fds[i], &c, 1, MSG_NOSIGNAL), 1);
+        struct pollfd p = { .fd = fds[i], .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        assert_int_equal(recv(fds[i], &c, 1, 0), 1);
+    }
+    /* worker 0's pid, from its "worker 0: pid N ready" line */
+    char err[16384];
+    int w0 = 0;
+    for (long long t0 = now_ms(); !w0 && now_ms() - t0 < 5000; poll(NULL, 0, 50)) {
+        const char *at = strstr(proc_stderr(&d.p, err, sizeof err), "worker 0: pid ");
+        if (at)
+            w0 = atoi(at + strlen("worker 0: pid "));
+    }
+    assert_true(w0 > 0);
+    assert_int_equal(kill(w0, SIGKILL), 0);
+    poll(NULL, 0, 1500);
+    for (int i = 0; i < 10; i++)
+        close(fds[i]);
+    poll(NULL, 0, 2500);          /* two stats lines after the clients left */
+    assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
+    proc_stderr(&d.p, err, sizeof err);
+    const char *last = NULL;
+    for (const char *s = err; (s = strstr(s, "stats: ")); s++)
+        last = s;
+    assert_non_null(last);
+    if (!strstr(last, " 0 open,"))
+        fail_msg("a dead worker's connections still counted: %.*s", (int)strcspn(last, "\n"), last);
     proc_cleanup(&d.p);
 }
 
@@ -281,6 +330,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_echo_session),
         cmocka_unit_test(test_workers_serve_and_drain),
         cmocka_unit_test(test_rolling_restart_under_load),
+        cmocka_unit_test(test_stats_after_worker_death),
         cmocka_unit_test(test_load_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
