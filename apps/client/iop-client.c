@@ -229,6 +229,7 @@ typedef struct load {
     uint64_t done, errors, bytes;
     uint64_t done_all;           /* requests completed, warmup included */
     uint64_t connects;           /* connections opened by the active side */
+    uint64_t resent;             /* http: requests sent again on a new connection */
     int *idle_fds;               /* the idle connections (-1: not opened) */
     uint64_t idle, idle_next, idle_dropped;
     uint64_t idle_setup_ns;      /* opening them, their first requests included */
@@ -303,8 +304,9 @@ static size_t load_request(char *out)
  * or -errno with what failed in *what. in (LOAD_BUF bytes) holds an echo whole, and
  * an HTTP head; an HTTP body only passes through it (it is counted, not kept). */
 static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_t dl, const char **what,
-                          http_head_t *h)
+                          http_head_t *h, uint64_t *received)
 {
+    *received = 0;
     *what = "send";
     int err = write_all_fd(fd, out, len, 1);
     if (err < 0)
@@ -323,6 +325,7 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
         }
         got += (size_t)n;
         total += (uint64_t)n;
+        *received = total;
         if (ld->http && want == 0) {
             int r = http_head_parse(in, got, h);
             if (r < 0 || (r == 0 && got == LOAD_BUF)) {
@@ -373,7 +376,23 @@ static void *load_conn(void *arg)
             ld->connects++;
         }
         http_head_t h = { 0 };
-        ssize_t got = round_trip(fd, out, len, in, dl, &what, &h);
+        uint64_t rcvd;
+        ssize_t got = round_trip(fd, out, len, in, dl, &what, &h, &rcvd);
+        if (got < 0 && ld->http && !rcvd && got != -ETIMEDOUT && got != -ECANCELED) {
+            /* The server closed the connection as this request went out (a kept-alive
+             * one at its idle timeout, any at a drain): no byte of an answer came, so
+             * the GET goes once more on a new connection, as HTTP clients do with
+             * idempotent requests (RFC 9112, 9.3.1). A second failure counts. */
+            iop_close(fd);
+            what = "connect";
+            if ((fd = dial(1)) < 0) {
+                err = fd;
+                goto fail;
+            }
+            ld->connects++;
+            ld->resent++;
+            got = round_trip(fd, out, len, in, dl, &what, &h, &rcvd);
+        }
         if (got < 0) {
             err = (int)got;
             goto fail;
@@ -436,7 +455,8 @@ static void *idle_dialer(void *arg)
         ld->idle_fds[i] = fd;
         const char *what;
         http_head_t h = { 0 };
-        ssize_t r = round_trip(fd, out, len, in, iop_now(loop) + timeout_ns, &what, &h);
+        uint64_t rcvd;
+        ssize_t r = round_trip(fd, out, len, in, iop_now(loop) + timeout_ns, &what, &h, &rcvd);
         if (r < 0) {
             char w[64];
             snprintf(w, sizeof w, "idle connection's first request: %s", what);
@@ -749,6 +769,9 @@ int main(int argc, char **argv)
         }
         if (l.errors)
             fprintf(stderr, PROG ": first error: %s\n", l.first_error);
+        if (l.resent)
+            fprintf(stderr, PROG ": %" PRIu64 " request%s sent again on a new connection (the server "
+                    "closed a kept-alive one before answering)\n", l.resent, l.resent == 1 ? "" : "s");
         double secs = (double)l.duration_ns / 1e9;
         printf("load %s %s: %" PRIu64 " connections, %g s: %.0f req/s, p50 %.1f us, "
                "p99 %.1f us, %" PRIu64 " errors, backend %s\n", ops[1], target, conns,

@@ -146,6 +146,7 @@ static int answer(http_conn_t *c, const http_request_t *rq)
     c->minor = rq->minor;
     c->head = rq->method == HTTP_HEAD;
     int keep = wants_keepalive(rq) && !*c->svc->draining;
+    c->answered = 1;
     int64_t body = rq->content_length > 0 ? rq->content_length : 0;
     if (rq->method == HTTP_OTHER) {
         /* A body we cannot frame or do not want to read: close instead of skipping it. */
@@ -227,7 +228,9 @@ static int read_more(http_conn_t *c)
     }
     if (!c->req_deadline)
         c->req_deadline = iop_now(c->loop) + c->st->header_timeout_ns;
-    c->svc->idle = c->in_len == 0 && !c->discard;
+    /* Idle (a drain may close it at once) only between requests: a connection the
+     * acceptor just took has a request on its way, which closing would reset. */
+    c->svc->idle = c->in_len == 0 && !c->discard && c->answered;
     ssize_t n = iop_recv(c->svc->fd, c->in + c->in_len, HTTP_IN_CAP - c->in_len, 0, c->req_deadline);
     c->svc->idle = 0;
     if (n == -ETIMEDOUT) {
@@ -286,6 +289,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->minor = 1;
     c->head = 0;
     c->peer_gone = 0;
+    c->answered = 0;
     c->date_sec = -1;
     int r;
     for (;;) {

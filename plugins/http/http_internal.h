@@ -38,6 +38,7 @@ typedef struct http_conn {
     int minor;                       /* the request at hand: HTTP/1.<minor> */
     int head;                        /* ... is a HEAD */
     int peer_gone;                   /* EOF or an error from recv: no lingering */
+    int answered;                    /* a request was answered on it: idle between them */
     int64_t date_sec;                /* Date, formatted once a second */
     char date[HTTP_DATE_LEN + 1];
     iop_service_stats_t own_stats;

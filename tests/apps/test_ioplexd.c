@@ -288,7 +288,7 @@ static void test_load_http(void **state)
     fclose(fp);
     char svc[160];
     snprintf(svc, sizeof svc, "http=127.0.0.1:0,root=%s", root);
-    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "0", "--service", svc, NULL };
+    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "2", "--service", svc, NULL };
     proc_t p;
     assert_int_equal(proc_start(&p, argv, 0), 0);
     char line[512], addr[128] = "";
@@ -313,6 +313,31 @@ static void test_load_http(void **state)
         if (WEXITSTATUS(st) != runs[i].status || (!strstr(out, runs[i].says) && !strstr(err, runs[i].says)))
             fail_msg("load http %s: status %d\nstdout: %s\nstderr: %s", runs[i].path, WEXITSTATUS(st), out, err);
     }
+    /* A rolling restart closes idle kept-alive connections as requests go out on
+     * them: the client sends those again on a new connection, and nothing fails. */
+    pid_t load = fork();
+    assert_true(load >= 0);
+    if (load == 0) {
+        char out[2048], err[2048];
+        char *c[] = { CLIENT_PATH, "load", "http", addr, "--connections", "10", "--duration", "2.5",
+                      "--warmup", "0", "--backend", (char *)backend, NULL };
+        int st = proc_run(c, NULL, 0, out, sizeof out, err, sizeof err, 60000);
+        int ok = st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, " 0 errors");
+        if (!ok)
+            fprintf(stderr, "load http during SIGHUP: status 0x%x\nstdout: %s\nstderr: %s\n", st, out, err);
+        _exit(ok ? 0 : 1);
+    }
+    poll(NULL, 0, 800);
+    kill(p.pid, SIGHUP);
+    int st;
+    long long t0 = now_ms();
+    while (waitpid(load, &st, WNOHANG) == 0 && now_ms() - t0 < 30000)
+        poll(NULL, 0, 50);
+    if (now_ms() - t0 >= 30000) {
+        kill(load, SIGKILL);
+        waitpid(load, &st, 0);
+    }
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     kill(p.pid, SIGTERM);
     assert_int_equal(proc_wait(&p, 10000), 0);
     unlink(file);
