@@ -314,8 +314,15 @@ int main(int argc, char **argv)
             if (iop_app_parse_u64(optarg, 1, MAX_CONCURRENCY, &conc) < 0)
                 return bad_value("-c", optarg);
             break;
-        case 'o': o.dir = optarg; break;
-        case 'O': o.out_name = optarg; break;
+        case 'o':
+        case 'O':
+            if (ch == 'o' ? o.dir != NULL : o.out_name != NULL) {
+                fprintf(stderr, PROG ": -%c given twice (one %s)\n", ch,
+                        ch == 'o' ? "output directory" : "output file, for one URL");
+                return EXIT_USAGE;
+            }
+            *(ch == 'o' ? &o.dir : &o.out_name) = optarg;
+            break;
         case 'i':
             if (ninputs == (int)(sizeof inputs / sizeof inputs[0])) {
                 fprintf(stderr, PROG ": too many -i options\n");

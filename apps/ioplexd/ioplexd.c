@@ -84,6 +84,13 @@ static int add_service(daemon_t *d, const char *arg)
             return -1;
         }
         s->nopts = (size_t)n;
+        for (size_t a = 0; a < s->nopts; a++)
+            for (size_t b = a + 1; b < s->nopts; b++)
+                if (strcmp(s->opts[a].key, s->opts[b].key) == 0) {
+                    fprintf(stderr, PROG ": --service %s: option '%s' given twice\n", arg, s->opts[a].key);
+                    free(s->spec);
+                    return -1;
+                }
     }
     d->nsvc++;
     return 0;
@@ -331,7 +338,13 @@ int main(int argc, char **argv)
             if (add_service(&d, optarg) < 0)
                 return EXIT_USAGE;
             break;
-        case 'b': d.backend = optarg; break;
+        case 'b':
+            if (!optarg[0]) {
+                fprintf(stderr, PROG ": --backend wants a name (select, poll, epoll, sigio, uring or auto)\n");
+                return EXIT_USAGE;
+            }
+            d.backend = optarg;
+            break;
         case 'p': d.plugin_path = optarg; break;
         case 's': d.stats = 1; break;
         case 'L': list = 1; break;

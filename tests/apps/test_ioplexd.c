@@ -255,6 +255,12 @@ static void test_cli(void **state)
     assert_non_null(strstr(err, "99999"));
     assert_null(strstr(out, "listening"));
     assert_null(strstr(err, "connections per worker"));
+    char *twice[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,a=1,a=2", "--workers", "0", NULL };
+    assert_int_equal(run_daemon_argv(twice, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "'a' given twice"));
+    char *nobackend[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "", NULL };
+    assert_int_equal(run_daemon_argv(nobackend, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--backend wants a name"));
     char *badbackend[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch", NULL };
     assert_int_equal(run_daemon_argv(badbackend, out, sizeof out, err, sizeof err), 2);
     assert_non_null(strstr(err, "nosuch"));

@@ -743,6 +743,8 @@ static void test_usage_errors(void **state)
     expect_usage_error(f, (const char *[]){ "-O", "f", "http://x/", "http://y/", NULL },
                        "-O FILE takes exactly one URL, got 2");
     expect_usage_error(f, (const char *[]){ "-o", "d", "--stdout", "http://x/", NULL }, "does not go with");
+    expect_usage_error(f, (const char *[]){ "-O", "a", "-O", "b", "http://x/", NULL }, "-O given twice");
+    expect_usage_error(f, (const char *[]){ "-o", "a", "-o", "b", "http://x/", NULL }, "-o given twice");
     expect_usage_error(f, (const char *[]){ "-i", "/nonexistent/urls", NULL }, "cannot open '/nonexistent/urls'");
     expect_usage_error(f, (const char *[]){ "-i", "-", NULL }, "no URL given");
     expect_usage_error(f, (const char *[]){ "--backend", "nosuch", "http://x/", NULL }, "cannot start the event loop");
