@@ -238,13 +238,25 @@ static void keep_first(http_str_t *slot, http_str_t v)
         *slot = v;
 }
 
+/* uri-host [ ":" port ] (RFC 3986: reg-name, IPv4, [IP-literal]); may be empty. */
+static int valid_host(http_str_t v)
+{
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char c = (unsigned char)v.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c && strchr("-._~%!$&'()*+,;=:[]", c))))
+            return 0;
+    }
+    return 1;
+}
+
 static int header_field(http_request_t *rq, http_str_t name, http_str_t v)
 {
     switch (lower((unsigned char)name.p[0])) {
     case 'h':
         if (http_str_ieq(name, "host")) {
-            if (rq->host.p)
-                return -400;               /* two Hosts: which one is meant? */
+            if (rq->host.p || !valid_host(v))
+                return -400;               /* two Hosts, or not a host: RFC 9112 3.2 */
             rq->host = v;
         }
         break;
@@ -271,8 +283,8 @@ static int header_field(http_request_t *rq, http_str_t name, http_str_t v)
             keep_first(&rq->if_range, v);
         break;
     case 'r':
-        if (http_str_ieq(name, "range"))
-            keep_first(&rq->range, v);
+        if (http_str_ieq(name, "range"))   /* not a list: two make it invalid, ignored */
+            rq->range = rq->range.p ? (http_str_t){ v.p, 0 } : v;
         break;
     default:
         break;

@@ -60,6 +60,12 @@ static void test_request_forms(void **state)
     assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 123456789012345678901234\r\n\r\n", &rq) > 0);
     assert_int_equal(rq.content_length, HTTP_CL_TOO_BIG);
     assert_true(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n", &rq) > 0);   /* empty Host is allowed */
+    assert_true(parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", &rq) > 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: a-b.example_x~:80\r\n\r\n", &rq) > 0);
+    /* Range is not a list: a second one makes it invalid, and an invalid one is ignored */
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nRange: bytes=5-9\r\n\r\n", &rq) > 0);
+    uint64_t first, last;
+    assert_int_equal(http_parse_range(rq.range.p, rq.range.n, 100, &first, &last), HTTP_RANGE_NONE);
 }
 
 static void test_request_errors(void **state)
@@ -86,6 +92,9 @@ static void test_request_errors(void **state)
         { "GET / HTTP/1.1\r\nHost: h\r\nX: a\x01" "b\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", -400 },      /* not a host (RFC 9112 3.2) */
+        { "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", -400 },
