@@ -227,7 +227,7 @@ static int fetch_once(fetch_t *f, fetch_job_t *j, const char *url, char **next)
         http_resp_free(&resp);
         return r;
     }
-    if (resp.status >= 400) {
+    if (resp.status >= 300) {    /* 4xx, 5xx, and a 3xx with no body to save (304, 300) */
         job_fail(j, -1, "HTTP %d %s", resp.status, resp.reason);
         skip_body(f, j, c, &resp);
         http_resp_free(&resp);

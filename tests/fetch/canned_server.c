@@ -161,6 +161,8 @@ static int respond(sconn_t *c, const char *path)
                            "Content-Length: 0\r\n\r\n") == 0;
     if (strncmp(path, "/204/", 5) == 0)
         return send_str(c, "HTTP/1.1 204 No Content\r\n\r\n") == 0;
+    if (strncmp(path, "/304/", 5) == 0)         /* unasked for: no conditional request came */
+        return send_str(c, "HTTP/1.1 304 Not Modified\r\n\r\n") == 0;
     if (strncmp(path, "/slow/", 6) == 0)
         return stall(c);
     if (sscanf(path, "/delay/%d/%255s", &k, name) == 2) {

@@ -347,19 +347,23 @@ static void test_redirect_limit(void **state)
     expect_file(f, "two.txt", 64, 7);
 }
 
-/* 404 counts as a failure and leaves no file; the other URLs still succeed. */
+/* 404 counts as a failure and leaves no file; so does a 304 nobody asked for; the
+ * other URLs still succeed. */
 static void test_404(void **state)
 {
     fx_t *f = *state;
     add_url(f, "/404/missing.txt");
     add_url(f, "/len/10/1/ok.bin");
+    add_url(f, "/304/unasked.txt");
     run(f, NULL, opts_dir(f, NULL, NULL));
     expect_status(f, 1);
     expect_err(f, "HTTP 404 Not Found");
+    expect_err(f, "HTTP 304 Not Modified");   /* no body to save: not a download */
     expect_no_file(f, "missing.txt");
+    expect_no_file(f, "unasked.txt");
     expect_file(f, "ok.bin", 10, 1);
     assert_int_equal(count_files(f), 1);
-    expect_err(f, "total: 2 URLs, 1 ok, 1 failed");
+    expect_err(f, "total: 3 URLs, 1 ok, 2 failed");
 }
 
 /* A server that never answers, and one that stops in the middle of the body:
