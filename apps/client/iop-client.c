@@ -363,6 +363,7 @@ static void *load_conn(void *arg)
         ld->connects++;
     size_t len = load_request(out);
     const char *what = "send";
+    uint64_t served = 0;         /* answers on fd so far */
     while (iop_now(loop) < ld->end_ns) {
         uint64_t t0 = iop_now(loop);
         uint64_t dl = t0 + timeout_ns;
@@ -378,12 +379,14 @@ static void *load_conn(void *arg)
         http_head_t h = { 0 };
         uint64_t rcvd;
         ssize_t got = round_trip(fd, out, len, in, dl, &what, &h, &rcvd);
-        if (got < 0 && ld->http && !rcvd && got != -ETIMEDOUT && got != -ECANCELED) {
-            /* The server closed the connection as this request went out (a kept-alive
-             * one at its idle timeout, any at a drain): no byte of an answer came, so
-             * the GET goes once more on a new connection, as HTTP clients do with
-             * idempotent requests (RFC 9112, 9.3.1). A second failure counts. */
+        if (got < 0 && ld->http && served && !rcvd && got != -ETIMEDOUT && got != -ECANCELED) {
+            /* The server closed a kept-alive connection as this request went out (its
+             * idle timeout, a drain): no byte of an answer came, so the GET goes once
+             * more on a new connection, as HTTP clients do with idempotent requests
+             * (RFC 9112, 9.3.1). A new connection gets no second chance: a server
+             * that drops those has a bug to show. */
             iop_close(fd);
+            served = 0;
             what = "connect";
             if ((fd = dial(1)) < 0) {
                 err = fd;
@@ -397,9 +400,11 @@ static void *load_conn(void *arg)
             err = (int)got;
             goto fail;
         }
+        served++;
         if (ld->churn || h.close) {   /* the server ends it: the next request redials */
             iop_close(fd);
             fd = -1;
+            served = 0;
         }
         if (ld->http && (h.status < 200 || h.status > 399)) {
             /* An answer, but not the one asked for: an error, counted, and on. */

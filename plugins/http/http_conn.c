@@ -299,7 +299,9 @@ int http_serve(void *state, iop_service_conn_t *conn)
             r = f;
         if (r <= 0)
             break;
-        if (*conn->draining && c->in_pos == c->in_len && !c->discard) {
+        /* Draining: stop between requests. A connection the drain took from the
+         * listener's queue has its first request on the way: closing now would reset it. */
+        if (*conn->draining && c->answered && c->in_pos == c->in_len && !c->discard) {
             r = 0;                         /* nothing begun: stop before reading another */
             break;
         }
