@@ -185,6 +185,22 @@ static void test_stats_after_worker_death(void **state)
     proc_cleanup(&d.p);
 }
 
+/* The exit status of child pid, waited for up to ms; killed and -1 after that. */
+static int exit_status(pid_t pid, int ms)
+{
+    int st;
+    long long t0 = now_ms();
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (now_ms() - t0 >= ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        poll(NULL, 0, 50);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* SIGHUP during load: the workers are replaced one by one, and not one request of
  * the load fails (connections open at the restart finish on the old workers, new
  * ones go to the new ones, none is refused). */
@@ -201,15 +217,7 @@ static void test_rolling_restart_under_load(void **state)
     }
     poll(NULL, 0, 1000);
     kill(d.p.pid, SIGHUP);
-    int st;
-    long long t0 = now_ms();
-    while (waitpid(load, &st, WNOHANG) == 0 && now_ms() - t0 < 30000)
-        poll(NULL, 0, 50);
-    if (now_ms() - t0 >= 30000) {
-        kill(load, SIGKILL);
-        waitpid(load, &st, 0);
-    }
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(exit_status(load, 30000), 0);
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
     char err[16384];
     proc_stderr(&d.p, err, sizeof err);
@@ -335,15 +343,7 @@ static void test_load_http(void **state)
     }
     poll(NULL, 0, 800);
     kill(p.pid, SIGHUP);
-    int st;
-    long long t0 = now_ms();
-    while (waitpid(load, &st, WNOHANG) == 0 && now_ms() - t0 < 30000)
-        poll(NULL, 0, 50);
-    if (now_ms() - t0 >= 30000) {
-        kill(load, SIGKILL);
-        waitpid(load, &st, 0);
-    }
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(exit_status(load, 30000), 0);
     kill(p.pid, SIGTERM);
     assert_int_equal(proc_wait(&p, 10000), 0);
     unlink(file);
