@@ -413,15 +413,22 @@ static void flush_changes(iop_loop_t *loop)
     loop->nchanges = 0;
 }
 
+/* Nanoseconds until the first timer is due (0: it is), -1 with none, or none
+ * before the int64 range ends (a saturated "never"). */
+static int64_t until_first_timer(const iop_loop_t *loop)
+{
+    uint64_t when = iop__heap_top_when(&loop->timers);
+    if (when <= loop->now)
+        return 0;
+    return when - loop->now > (uint64_t)INT64_MAX ? -1 : (int64_t)(when - loop->now);
+}
+
 static int64_t wait_timeout(iop_loop_t *loop, iop_run_mode_t mode)
 {
     if (mode == IOP_RUN_NOWAIT || loop->done_head || atomic_load(&loop->stop) ||
         atomic_load_explicit(&loop->posts, memory_order_relaxed))
         return 0;
-    if (!loop->timers.n)
-        return -1;
-    uint64_t when = iop__heap_top_when(&loop->timers);
-    return when > loop->now ? (int64_t)(when - loop->now) : 0;
+    return until_first_timer(loop);
 }
 
 static int backend_wait(iop_loop_t *loop, int64_t timeout)
@@ -437,10 +444,7 @@ static int backend_wait(iop_loop_t *loop, int64_t timeout)
             if (n != 0)
                 return n;
         } while (iop_update_time(loop) < until);
-        if (loop->timers.n) {
-            uint64_t when = iop__heap_top_when(&loop->timers);
-            timeout = when > loop->now ? (int64_t)(when - loop->now) : 0;
-        }
+        timeout = until_first_timer(loop);
     }
     return loop->be->poll(loop->be_state, loop->events, IOP__MAX_EVENTS, timeout);
 }

@@ -147,6 +147,16 @@ int proc_wait(proc_t *p, int timeout_ms)
     }
 }
 
+int proc_exit_code(pid_t pid, int timeout_ms)
+{
+    proc_t p = { .pid = pid, .out_fd = -1, .err_fd = -1 };
+    if (proc_wait(&p, timeout_ms) < 0) {
+        proc_cleanup(&p);
+        return -1;
+    }
+    return WIFEXITED(p.status) ? WEXITSTATUS(p.status) : 128 + WTERMSIG(p.status);
+}
+
 void proc_cleanup(proc_t *p)
 {
     if (p->pid > 0) {

@@ -25,6 +25,10 @@ int proc_read_line(proc_t *p, char *buf, size_t len, int timeout_ms);
 /* Waits up to timeout_ms for the child to exit: 0 (status in p->status) or -ETIMEDOUT. */
 int proc_wait(proc_t *p, int timeout_ms);
 
+/* Waits up to timeout_ms for a child started by other means (fork); kills and reaps
+ * it after that. Its exit code, 128 + the signal that ended it, or -1 if killed. */
+int proc_exit_code(pid_t pid, int timeout_ms);
+
 /* Kills (SIGKILL) and reaps the child if it still runs; closes the pipes. */
 void proc_cleanup(proc_t *p);
 

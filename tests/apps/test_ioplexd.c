@@ -185,22 +185,6 @@ static void test_stats_after_worker_death(void **state)
     proc_cleanup(&d.p);
 }
 
-/* The exit status of child pid, waited for up to ms; killed and -1 after that. */
-static int exit_status(pid_t pid, int ms)
-{
-    int st;
-    long long t0 = now_ms();
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_ms() - t0 >= ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        poll(NULL, 0, 50);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* SIGHUP during load: the workers are replaced one by one, and not one request of
  * the load fails (connections open at the restart finish on the old workers, new
  * ones go to the new ones, none is refused). */
@@ -217,7 +201,7 @@ static void test_rolling_restart_under_load(void **state)
     }
     poll(NULL, 0, 1000);
     kill(d.p.pid, SIGHUP);
-    assert_int_equal(exit_status(load, 30000), 0);
+    assert_int_equal(proc_exit_code(load, 30000), 0);
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
     char err[16384];
     proc_stderr(&d.p, err, sizeof err);
@@ -233,56 +217,51 @@ static int run_daemon_argv(char *const argv[], char *out, size_t outlen, char *e
     return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* One command line: its exit status, and what stdout / stderr must contain (NULL:
+ * anything). */
+typedef struct cli_case {
+    const char *argv[12];
+    int status;
+    const char *in_out, *in_err;
+} cli_case_t;
+
 static void test_cli(void **state)
 {
     (void)state;
+    static const cli_case_t cases[] = {
+        { { IOPLEXD_PATH, "--help" }, 0, "usage: ioplexd", NULL },
+        { { IOPLEXD_PATH, "--list" }, 0, "echo", NULL },
+        { { IOPLEXD_PATH }, 2, NULL, "--service" },
+        { { IOPLEXD_PATH, "--service", "nosuch=127.0.0.1:0" }, 2, NULL, "nosuch" },
+        { { IOPLEXD_PATH, "--service", "nosuch=127.0.0.1:0" }, 2, NULL, "echo" },   /* what there is */
+        { { IOPLEXD_PATH, "--service", "echo" }, 2, NULL, NULL },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL, "takes no options" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0" }, 2, NULL, "99999" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,a=1,a=2", "--workers", "0" }, 2, NULL, "'a' given twice" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "" }, 2, NULL, "--backend wants a name" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch" }, 2, NULL, "nosuch" },
+        { { CLIENT_PATH, "--help" }, 0, "usage: iop-client", NULL },
+        { { CLIENT_PATH, "load", "ftp", "127.0.0.1:1" }, 2, NULL, NULL },
+        /* the option is named, not its value */
+        { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--timeout", "0" }, 2, NULL, "--timeout wants" },
+        { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--duration", "1", "--warmup", "0" }, 1, NULL,
+          "Connection refused" },
+    };
     char out[8192], err[8192];
-    char *help[] = { IOPLEXD_PATH, "--help", NULL };
-    assert_int_equal(run_daemon_argv(help, out, sizeof out, err, sizeof err), 0);
-    assert_non_null(strstr(out, "usage: ioplexd"));
-    char *list[] = { IOPLEXD_PATH, "--list", NULL };
-    assert_int_equal(run_daemon_argv(list, out, sizeof out, err, sizeof err), 0);
-    assert_non_null(strstr(out, "echo"));
-    char *none[] = { IOPLEXD_PATH, NULL };
-    assert_int_equal(run_daemon_argv(none, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "--service"));
-    char *unknown[] = { IOPLEXD_PATH, "--service", "nosuch=127.0.0.1:0", NULL };
-    assert_int_equal(run_daemon_argv(unknown, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "nosuch"));
-    assert_non_null(strstr(err, "echo"));      /* what there is instead */
-    char *badspec[] = { IOPLEXD_PATH, "--service", "echo", NULL };
-    assert_int_equal(run_daemon_argv(badspec, out, sizeof out, err, sizeof err), 2);
-    char *badopt[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0", NULL };
-    assert_int_equal(run_daemon_argv(badopt, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "takes no options"));
-    char *badaddr[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0", NULL };
-    assert_int_equal(run_daemon_argv(badaddr, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "99999"));
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const cli_case_t *c = &cases[i];
+        int st = run_daemon_argv((char *const *)c->argv, out, sizeof out, err, sizeof err);
+        if (st != c->status || (c->in_out && !strstr(out, c->in_out)) || (c->in_err && !strstr(err, c->in_err)))
+            fail_msg("%s %s %s...: status %d (want %d)\nstdout: %s\nstderr: %s", c->argv[0],
+                     c->argv[1] ? c->argv[1] : "", c->argv[1] && c->argv[2] ? c->argv[2] : "", st,
+                     c->status, out, err);
+    }
+    /* A bad port with workers: refused before any worker starts or anything listens. */
     char *badaddr_w[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "1", NULL };
     assert_int_equal(run_daemon_argv(badaddr_w, out, sizeof out, err, sizeof err), 2);
     assert_non_null(strstr(err, "99999"));
     assert_null(strstr(out, "listening"));
     assert_null(strstr(err, "connections per worker"));
-    char *twice[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,a=1,a=2", "--workers", "0", NULL };
-    assert_int_equal(run_daemon_argv(twice, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "'a' given twice"));
-    char *nobackend[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "", NULL };
-    assert_int_equal(run_daemon_argv(nobackend, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "--backend wants a name"));
-    char *badbackend[] = { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch", NULL };
-    assert_int_equal(run_daemon_argv(badbackend, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "nosuch"));
-    char *chelp[] = { CLIENT_PATH, "--help", NULL };
-    assert_int_equal(run_daemon_argv(chelp, out, sizeof out, err, sizeof err), 0);
-    assert_non_null(strstr(out, "usage: iop-client"));
-    char *cbad[] = { CLIENT_PATH, "load", "ftp", "127.0.0.1:1", NULL };
-    assert_int_equal(run_daemon_argv(cbad, out, sizeof out, err, sizeof err), 2);
-    char *cval[] = { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--timeout", "0", NULL };
-    assert_int_equal(run_daemon_argv(cval, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "--timeout wants"));   /* the option, not its value */
-    char *crefused[] = { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--duration", "1", "--warmup", "0", NULL };
-    assert_int_equal(run_daemon_argv(crefused, out, sizeof out, err, sizeof err), 1);
-    assert_non_null(strstr(err, "Connection refused"));
 }
 
 /* iop-client load http: a body larger than its buffer counts as one response; an
@@ -343,7 +322,7 @@ static void test_load_http(void **state)
     }
     poll(NULL, 0, 800);
     kill(p.pid, SIGHUP);
-    assert_int_equal(exit_status(load, 30000), 0);
+    assert_int_equal(proc_exit_code(load, 30000), 0);
     kill(p.pid, SIGTERM);
     assert_int_equal(proc_wait(&p, 10000), 0);
     unlink(file);

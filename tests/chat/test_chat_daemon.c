@@ -325,22 +325,6 @@ static pid_t start_client(const char *nick, int *to_stdin, int *from_stdout)
     return pid;
 }
 
-/* The exit status of pid, waited for up to T ms; -1 if it did not end. */
-static int wait_exit(pid_t pid)
-{
-    int status = 0;
-    long long end = now_ms() + T;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() < end)
-        poll(NULL, 0, 10);
-    if (r != pid) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void test_iop_client(void **state)
 {
     (void)state;
@@ -355,7 +339,7 @@ static void test_iop_client(void **state)
         client_pid = start_client(refused[i], &to, &from);
         static const char line[] = "not sent\n";
         assert_int_equal(write(to, line, sizeof line - 1), (ssize_t)sizeof line - 1);
-        assert_int_equal(wait_exit(client_pid), 1);
+        assert_int_equal(proc_exit_code(client_pid, T), 1);
         client_pid = 0;
         close(to);
         close(from);
@@ -379,15 +363,8 @@ static void test_iop_client(void **state)
     close(to_client);
     assert_int_equal(peer_expect(raw, "* cli left", T), 0);
     assert_int_equal(peer_wait_eof(cli, T), 0);
-    int status = 0;
-    long long end = now_ms() + T;
-    pid_t r;
-    while ((r = waitpid(client_pid, &status, WNOHANG)) == 0 && now_ms() < end)
-        poll(NULL, 0, 10);
-    assert_int_equal(r, client_pid);
+    assert_int_equal(proc_exit_code(client_pid, T), 0);
     client_pid = 0;
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
     peer_close(cli);
 
     static char err[65536];

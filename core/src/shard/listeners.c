@@ -85,45 +85,55 @@ static uint16_t get_port(const struct sockaddr_storage *ss)
                                      : ((const struct sockaddr_in *)ss)->sin_port;
 }
 
+/* A stream socket of ss's family bound to ss: SO_REUSEADDR (TIME_WAIT does not stop
+ * a restart), SO_REUSEPORT if asked, v6-only for IPv6. The fd, or -errno with the
+ * step that failed in *what. */
+static int bound_socket(const struct sockaddr_storage *ss, socklen_t len, int reuseport, const char **what)
+{
+    *what = "socket";
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    *what = "setsockopt";
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+        (!reuseport || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) &&
+        (ss->ss_family != AF_INET6 || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0) &&
+        (*what = "bind", bind(fd, (const struct sockaddr *)ss, len) == 0))
+        return fd;
+    int err = errno;
+    close(fd);
+    return -err;
+}
+
 static int open_one(const char *spec, const struct sockaddr_storage *ss, socklen_t len,
                     int reuseport, int backlog, int *out)
 {
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return iop__fail(-errno, "listen %s: socket: %s", spec, strerror(errno));
-    int one = 1;
-    const char *what = "bind";
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
-        (ss->ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0))
-        what = "setsockopt";
-    else if (bind(fd, (const struct sockaddr *)ss, len) == 0 && (what = "listen", listen(fd, backlog) == 0)) {
+    const char *what;
+    int fd = bound_socket(ss, len, reuseport, &what);
+    if (fd >= 0 && (what = "listen", listen(fd, backlog) == 0)) {
         *out = fd;
         return 0;
     }
-    int err = errno;
-    close(fd);
+    int err = fd < 0 ? -fd : errno;
+    if (fd >= 0)
+        close(fd);
     return iop__fail(-err, "listen %s: %s: %s", spec, what, strerror(err));
 }
 
 /* SO_REUSEPORT lets any socket of this user with the option join a port: another
  * ioplexd, or another service of this one on the same address, would silently share
- * the connections. A plain bind first (SO_REUSEADDR only: TIME_WAIT does not count)
- * fails on a port someone listens on, which is the error to report. */
+ * the connections. A plain bind first (no SO_REUSEPORT) fails on a port someone
+ * listens on, which is the error to report. */
 static int probe_free(const char *spec, const struct sockaddr_storage *ss, socklen_t len)
 {
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const char *what;
+    int fd = bound_socket(ss, len, 0, &what);
     if (fd < 0)
-        return iop__fail(-errno, "listen %s: socket: %s", spec, strerror(errno));
-    int one = 1, r = 0;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ss->ss_family == AF_INET6)
-        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, (const struct sockaddr *)ss, len) < 0)
-        r = iop__fail(-errno, "listen %s: bind: %s%s", spec, strerror(errno),
-                      errno == EADDRINUSE ? " (another socket listens there)" : "");
+        return iop__fail(fd, "listen %s: %s: %s%s", spec, what, strerror(-fd),
+                         fd == -EADDRINUSE ? " (another socket listens there)" : "");
     close(fd);
-    return r;
+    return 0;
 }
 
 int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t *o, uint32_t nworkers)
