@@ -260,8 +260,12 @@ static int say_missing(const char *kind, const char *name, const char *dirs, cha
     say(0, why, whylen, "no %s '%s' (looked in: ", kind, name);
     char dir[PATH_LEN];
     int first = 1;
-    for (const char *p = next_dir(dirs, dir, sizeof dir); p; p = next_dir(p, dir, sizeof dir), first = 0)
-        append(why, whylen, "%s%s", first ? "" : ", ", dir);
+    for (const char *p = next_dir(dirs, dir, sizeof dir); p; p = next_dir(p, dir, sizeof dir), first = 0) {
+        /* A mistyped --plugin-path is the usual cause: say which dirs are not there. */
+        struct stat st;
+        const char *note = stat(dir, &st) < 0 ? " (missing)" : !S_ISDIR(st.st_mode) ? " (not a directory)" : "";
+        append(why, whylen, "%s%s%s", first ? "" : ", ", dir, note);
+    }
     append(why, whylen, "); available: ");
     found_t *v = NULL;
     size_t n = 0;

@@ -112,6 +112,13 @@ static void test_unknown_name_lists_available(void **state)
     assert_contains(avail, "testnull");    /* from the caller's dir */
     assert_contains(avail, "wrongabi");    /* present, even if it would be refused */
 
+    assert_null(strstr(msg, MODULES " (missing)"));
+
+    /* A mistyped dir is flagged, as is a file given as a dir. */
+    msg = create_fails("nosuch", "/nonexistent-ioplex-dir:" MODULES "/iop_backend_testnull.so", NULL, -ENOENT);
+    assert_contains(msg, "/nonexistent-ioplex-dir (missing), ");
+    assert_contains(msg, MODULES "/iop_backend_testnull.so (not a directory), ");
+
     /* A name that is not a plain word never becomes a file name. */
     msg = create_fails("../modules/iop_backend_testnull", MODULES, NULL, -EINVAL);
     assert_contains(msg, "invalid backend name");
