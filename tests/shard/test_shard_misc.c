@@ -45,6 +45,49 @@ static void test_crash_loop_limit(void **state)
     assert_int_equal(sh_children(kids, 8), 0);
 }
 
+/* "Never give up": worker 1 keeps crashing and keeps being respawned, past any
+ * limit a ring of crash times could hold. */
+static void test_no_crash_limit(void **state)
+{
+    (void)state;
+    sh_config_t c = { .worker = crashing_worker, .crash_limit = IOP_SHARD_NO_CRASH_LIMIT,
+                      .crash_window_ns = 10000 * SH_MS, .backoff_min_ns = 5 * SH_MS };
+    sh_start(&c);
+    iop_shard_worker_stats_t ws = { 0 };
+    uint64_t end = tu_clock_ms() + 15000;
+    while (ws.crashes < 8 && tu_clock_ms() < end && !atomic_load(&sh->finished)) {
+        tu_sleep_ms(20);
+        assert_int_equal(iop_shard_stats_read(sh_stats, 1, &ws), 0);
+    }
+    fprintf(stderr, "# no crash limit: %llu crashes of worker 1\n", (unsigned long long)ws.crashes);
+    assert_false(atomic_load(&sh->finished));
+    assert_true(ws.crashes >= 8);
+    assert_int_equal(sh_request(0, "still here", NULL, NULL), 0);
+    assert_int_equal(sh_stop(SIGTERM, 10000), 0);
+}
+
+/* Timeouts of "forever" wait forever: a worker is not killed as late the moment it
+ * starts, nor at the start of a drain. */
+static void test_forever_timeouts(void **state)
+{
+    (void)state;
+    sh_config_t c = { .ready_timeout_ns = UINT64_MAX, .drain_timeout_ns = UINT64_MAX };
+    sh_start(&c);
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    int fd = sh_connect(0);
+    assert_true(fd >= 0);
+    assert_int_equal(sh_exchange(fd, "before", NULL, NULL), 0);
+    kill(sh_sup, SIGTERM);
+    tu_sleep_ms(500);
+    assert_int_equal(sh_exchange(fd, "during the drain", NULL, NULL), 0);
+    close(fd);
+    int r = sh_stop(0, 10000);
+    if (r != 0)
+        sh_dump_log();
+    assert_int_equal(r, 0);
+    assert_null(strstr(sh->log, "killing"));
+}
+
 /* Ignores draining and never ends by itself. */
 static int stubborn_worker(iop_shard_worker_t *w)
 {
@@ -130,6 +173,10 @@ static void test_bad_options(void **state)
     o.flags = IOP_SHARD_STEER_CPU;      /* without PIN_CPU */
     assert_int_equal(iop_shard_run(&o), -EINVAL);
     o.flags = 0;
+    o.crash_limit = IOP_SHARD_MAX_CRASH_LIMIT + 1;   /* a ring of crash times that big: refused */
+    assert_int_equal(iop_shard_run(&o), -EINVAL);
+    assert_non_null(strstr(iop_last_error(), "crash_limit"));
+    o.crash_limit = 0;
     o.worker = NULL;
     assert_int_equal(iop_shard_run(&o), -EINVAL);
     o.worker = never_called;
@@ -249,6 +296,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_options, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_crash_loop_limit, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_no_crash_limit, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_forever_timeouts, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_drain_timeout_kills, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_setup_failure, sh_setup, sh_teardown),

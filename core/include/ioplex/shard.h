@@ -43,6 +43,11 @@ typedef void (*iop_shard_conn_fn)(iop_shard_worker_t *w, int fd, void *arg);
 #define IOP_SHARD_STEER_CPU (1u << 1)   /* with PIN_CPU + REUSEPORT: a connection goes to
                                          * the worker pinned to the CPU that received it */
 
+/* iop_shard_opts_t.crash_limit: the largest limit (the supervisor keeps that many
+ * crash times per worker), and "never stop respawning" */
+#define IOP_SHARD_MAX_CRASH_LIMIT 1024u
+#define IOP_SHARD_NO_CRASH_LIMIT  UINT32_MAX
+
 /* on_event levels */
 #define IOP_SHARD_INFO 0
 #define IOP_SHARD_WARN 1
@@ -63,7 +68,9 @@ typedef struct iop_shard_opts {
     void *arg;                     /* iop_shard_arg() in the workers (copied by fork) */
     uint64_t drain_timeout_ns;     /* open connections may take this long; 0 = 10 s */
     uint64_t ready_timeout_ns;     /* a new worker must be ready by then; 0 = 10 s */
-    uint32_t crash_limit;          /* more crashes of one worker than this within */
+    uint32_t crash_limit;          /* more crashes of one worker than this within
+                                    * (at most IOP_SHARD_MAX_CRASH_LIMIT, or
+                                    * IOP_SHARD_NO_CRASH_LIMIT: respawn forever) */
     uint64_t crash_window_ns;      /* ... this window stop everything; 0 = 5 and 10 s */
     uint64_t backoff_min_ns;       /* respawn delay after a crash, doubling; 0 = 50 ms */
     uint64_t backoff_max_ns;       /* its ceiling; 0 = 5 s. A worker that ran for a

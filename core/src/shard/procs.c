@@ -59,7 +59,7 @@ int iop__shard_spawn(iop__shard_sup_t *s, uint32_t slot, int role)
     p->state = IOP__P_STARTING;
     p->role = role;
     p->started = iop__shard_now();
-    p->deadline = p->started + s->o.ready_timeout_ns;
+    p->deadline = iop__ns_after(p->started, s->o.ready_timeout_ns);
     p->next = s->procs;
     s->procs = p;
     s->nprocs++;
@@ -90,7 +90,7 @@ void iop__shard_drain_proc(iop__shard_sup_t *s, iop__shard_proc_t *p, uint64_t d
     if (grace > 2 * IOP__NS)
         grace = 2 * IOP__NS;
     p->state = IOP__P_DRAINING;
-    p->deadline = deadline + grace;
+    p->deadline = iop__ns_after(deadline, grace);   /* deadline may be "never" */
     if (p->ctl >= 0) {
         unsigned char msg[9];
         msg[0] = IOP__MSG_DRAIN;

@@ -43,6 +43,8 @@ void iop__shard_on_ready(iop__shard_sup_t *s, iop__shard_proc_t *p)
 /* Counts a crash of slot; 1 if it exceeds the crash-loop limit. */
 static int count_crash(iop__shard_sup_t *s, iop__shard_slot_t *sl, uint64_t now)
 {
+    if (s->o.crash_limit == IOP_SHARD_NO_CRASH_LIMIT)
+        return 0;
     uint32_t ring = s->o.crash_limit + 1;
     sl->crash_at[sl->ncrash % ring] = now;
     sl->ncrash++;
@@ -58,10 +60,15 @@ static void schedule_respawn(iop__shard_sup_t *s, uint32_t slot, uint64_t now, u
     iop__shard_slot_t *sl = &s->slots[slot];
     if (ran >= s->o.crash_window_ns)
         sl->backoff = 0;           /* it had been running fine for a while */
-    sl->backoff = sl->backoff ? sl->backoff * 2 : s->o.backoff_min_ns;
+    if (!sl->backoff)
+        sl->backoff = s->o.backoff_min_ns;
+    else if (sl->backoff > s->o.backoff_max_ns / 2)
+        sl->backoff = s->o.backoff_max_ns;   /* doubling would pass it (or wrap) */
+    else
+        sl->backoff *= 2;
     if (sl->backoff > s->o.backoff_max_ns)
         sl->backoff = s->o.backoff_max_ns;
-    sl->respawn_at = now + sl->backoff;
+    sl->respawn_at = iop__ns_after(now, sl->backoff);
     iop__shard_log(s, IOP_SHARD_WARN, "worker %u %s; respawning in %llu ms", slot, how,
                    (unsigned long long)(sl->backoff / IOP__MS));
 }

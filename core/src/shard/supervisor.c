@@ -97,6 +97,9 @@ static int check_opts(const iop_shard_opts_t *in, iop_shard_opts_t *o)
         o->ready_timeout_ns = DEFAULT_READY;
     if (!o->crash_limit)
         o->crash_limit = DEFAULT_CRASHES;
+    if (o->crash_limit > IOP_SHARD_MAX_CRASH_LIMIT && o->crash_limit != IOP_SHARD_NO_CRASH_LIMIT)
+        return iop__fail(-EINVAL, "iop_shard_run: crash_limit %u: at most %u, or IOP_SHARD_NO_CRASH_LIMIT",
+                         o->crash_limit, IOP_SHARD_MAX_CRASH_LIMIT);
     if (!o->crash_window_ns)
         o->crash_window_ns = DEFAULT_WINDOW;
     if (!o->backoff_min_ns)
@@ -144,7 +147,8 @@ static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
     if (!s->slots)
         return -ENOMEM;
     for (uint32_t i = 0; i < s->n; i++) {
-        s->slots[i].crash_at = iop_calloc(s->o.crash_limit + 1, sizeof(uint64_t));
+        uint32_t ring = s->o.crash_limit == IOP_SHARD_NO_CRASH_LIMIT ? 1 : s->o.crash_limit + 1;
+        s->slots[i].crash_at = iop_calloc(ring, sizeof(uint64_t));
         if (!s->slots[i].crash_at)
             return -ENOMEM;
     }
