@@ -433,6 +433,13 @@ static void test_close_then_join(void **state)
     iop_pool_close(pool);
     iop_future_t *late;
     assert_int_equal(iop_pool_apply_async(pool, whoami, NULL, 0, &late), -EPIPE);
+    /* a map that cannot queue leaves out[] all NULL, for a caller that frees all */
+    uint32_t in[4] = { 1, 2, 3, 4 };
+    iop_future_t *out[4];
+    memset(out, 0xab, sizeof out);
+    assert_int_equal(iop_pool_map(pool, sleeper, in, sizeof in[0], 4, out, 0), -EPIPE);
+    for (int i = 0; i < 4; i++)
+        assert_null(out[i]);
     assert_int_equal(iop_pool_join(pool, after_ms(10000)), 0);
     for (int i = 0; i < 6; i++) {
         assert_true(iop_future_done(f[i]));

@@ -364,6 +364,50 @@ static void test_fd_passing(void **state)
     iop_ppipe_close(ends[0]);
 }
 
+/* A message with fds that arrives while this process's fd table is full: the kernel
+ * drops the fds, the call says so (-EMFILE, not a malformed wire), the next message
+ * is whole. */
+static void test_fd_passing_full_table(void **state)
+{
+    (void)state;
+    iop_ppipe_t *ends[2];
+    assert_int_equal(iop_ppipe_create(ends, NULL), 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(iop_ppipe_send_fds(ends[0], "with-fd", 7, &p[1], 1, 0), 7);
+    assert_int_equal(iop_ppipe_send(ends[0], "next", 4, 0), 4);
+    close(p[1]);
+    struct rlimit old, tight;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int filler[64], nfill = 0, top = dup(0);
+    assert_true(top >= 0);
+    close(top);
+    tight = old;
+    tight.rlim_cur = (rlim_t)top + 8;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    int f;
+    while (nfill < 64 && (f = dup(0)) >= 0)
+        filler[nfill++] = f;
+    assert_int_equal(errno, EMFILE);
+    char buf[16];
+    int fd = -1, nfds = 1;
+    ssize_t r = iop_ppipe_recv_fds(ends[1], buf, sizeof buf, &fd, &nfds, after_ms(5000));
+    for (int i = 0; i < nfill; i++)
+        close(filler[i]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(r, -EMFILE);
+    assert_non_null(strstr(iop_last_error(), "RLIMIT_NOFILE"));
+    nfds = 1;
+    assert_int_equal(iop_ppipe_recv_fds(ends[1], buf, sizeof buf, &fd, &nfds, after_ms(5000)), 4);
+    assert_int_equal(nfds, 0);
+    assert_memory_equal(buf, "next", 4);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 0);   /* the dropped copy was closed: EOF */
+    close(p[0]);
+    iop_ppipe_close(ends[0]);
+    iop_ppipe_close(ends[1]);
+}
+
 /* ---- messages cut short: forged on the wire by the child ------------------------------- */
 
 static int raw_frag(iop_ppipe_t *end, uint32_t magic, uint32_t total, uint32_t off,
@@ -677,6 +721,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_teardown(test_epipe_after_peer_close, teardown_kids),
             cmocka_unit_test_teardown(test_epipe_after_peer_kill, teardown_kids),
             cmocka_unit_test_teardown(test_fd_passing, teardown_kids),
+            cmocka_unit_test_teardown(test_fd_passing_full_table, teardown_kids),
             cmocka_unit_test_teardown(test_receiver_deadline_mid_message, teardown_kids),
             cmocka_unit_test_teardown(test_sender_deadline_withdraws, teardown_kids),
         };

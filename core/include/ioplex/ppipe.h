@@ -63,7 +63,9 @@ IOP_EXPORT ssize_t iop_ppipe_sendv(iop_ppipe_t *p, const struct iovec *iov, int 
 IOP_EXPORT ssize_t iop_ppipe_recv(iop_ppipe_t *p, void *buf, size_t cap, uint64_t deadline);
 
 /* The same, also taking up to *nfds descriptors into fds (they are the caller's,
- * close-on-exec); *nfds is set to how many came. */
+ * close-on-exec); *nfds is set to how many came. -EMFILE when this process's fd
+ * table is full as a message with descriptors arrives: the kernel drops them while
+ * passing them, and the message is lost (the next call gets the next one). */
 IOP_EXPORT ssize_t iop_ppipe_recv_fds(iop_ppipe_t *p, void *buf, size_t cap, int *fds,
                                       int *nfds, uint64_t deadline);
 

@@ -284,10 +284,10 @@ int iop_pool_map(iop_pool_t *p, iop_pool_fn fn, const void *items, size_t item_s
     for (size_t i = 0; i < n; i++) {
         int r = iop_pool_apply_async(p, fn, (const char *)items + i * item_size, item_size, &out[i]);
         if (r < 0) {
-            for (size_t j = 0; j < i; j++) {
+            for (size_t j = 0; j < i; j++)
                 iop_future_free(out[j]);
+            for (size_t j = 0; j < n; j++)   /* the whole array: the caller frees all */
                 out[j] = NULL;
-            }
             return r;
         }
     }

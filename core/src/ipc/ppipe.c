@@ -246,6 +246,14 @@ static int read_frag(iop_ppipe_t *p, frag_in_t *f, uint64_t deadline)
     }
     if (n == 0)
         return iop__fail(-EPIPE, "ppipe recv: the other end is closed (or its process died)");
+    if ((size_t)n >= HDR && (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == MSG_CTRUNC) {
+        /* Room for every fd was offered: the kernel dropped them because this
+         * process has no free descriptor. They are gone; so is their message. */
+        close_fds(f->fds, f->nfds);
+        f->nfds = 0;
+        return iop__fail(-EMFILE, "ppipe recv: no free file descriptor in this process: the kernel dropped "
+                         "the descriptors sent with a message, which is lost (raise RLIMIT_NOFILE)");
+    }
     if ((size_t)n < HDR || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         return bad_frag(f, "truncated");
     f->n = (size_t)n - HDR;
