@@ -468,6 +468,12 @@ int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
                          (int)loop->pid);
     if (loop->running)
         return iop__fail(-EBUSY, "iop_loop_run: the loop is already running (called from a callback?)");
+    /* The scheduler switches back to the thread's own stack, not to a coroutine
+     * that runs a loop of its own: its coroutines would end in the wrong place. */
+    iop_coro_t *self = iop_self();
+    if (self)
+        return iop__fail(-EPERM, "iop_loop_run: called from coroutine '%s' (run loops from the thread's main "
+                         "context; a coroutine waits with the blocking calls instead)", iop_coro_name(self));
     loop->running = 1;
     int r = 0, polled = 0;
     iop_update_time(loop);
@@ -528,8 +534,10 @@ void iop__fd_forget_core(iop_loop_t *loop, int fd)
         return;
     iop__fd_fail_ops(loop, fd, -ECANCELED);
     iop__fd_t *e = &loop->fds.v[fd];
-    iop_watch_t *w = e->watch;
+    iop_watch_t *w = e->watch, *tell = NULL;
     if (w && !(w->active & IOP__W_INTERNAL)) {
+        if (w->active & IOP__W_FORGET_CB)
+            tell = w;
         w->active = 0;
         e->watch = NULL;
         loop->active--;
@@ -538,6 +546,8 @@ void iop__fd_forget_core(iop_loop_t *loop, int fd)
         loop->be->watch(loop->be_state, fd, e->reg, 0, iop__fdtable_bstate(&loop->fds, fd));
     e->reg = 0;
     iop__fdtable_reset(&loop->fds, fd);
+    if (tell)
+        tell->cb(tell, IOP_ERR | IOP_HUP);   /* it sees itself inactive: the fd is gone */
 }
 
 void iop_fd_forget(iop_loop_t *loop, int fd)

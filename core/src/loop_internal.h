@@ -40,6 +40,7 @@
 /* iop_watch_t.active */
 #define IOP__W_ACTIVE   0x1u
 #define IOP__W_INTERNAL 0x2u
+#define IOP__W_FORGET_CB 0x4u   /* forgetting the fd runs the callback, inactive (iop_wait_fd) */
 
 struct iop_loop {
     const iop_backend_desc_t *be;

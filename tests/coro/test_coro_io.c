@@ -387,6 +387,51 @@ static void test_wait_fd(void **state)
     close(wf_fds[1]);
 }
 
+/* Closing the fd wakes a coroutine waiting for it, as it fails an op on it: through
+ * the loop from a coroutine (iop_close) or from main (iop_fd_close). */
+static int wfc_res;
+
+static void *wait_fd_until_closed(void *arg)
+{
+    uint64_t t0 = tu_clock_ns();
+    wfc_res = iop_wait_fd((int)(intptr_t)arg, IOP_READ, st_after_ms(5000));
+    CHECK(tu_clock_ns() - t0 < 2000 * MS);
+    st_done++;
+    return NULL;
+}
+
+static void *close_soon(void *arg)
+{
+    iop_sleep(20 * MS);
+    CHECK_EQ(iop_close((int)(intptr_t)arg), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_wait_fd_close(void **state)
+{
+    (void)state;
+    int p[2];
+    tu_pipe(p);
+    st_go(wait_fd_until_closed, (void *)(intptr_t)p[0], "waiter");
+    st_go(close_soon, (void *)(intptr_t)p[0], "closer");
+    st_run_until_done(2, 10000);
+    assert_int_equal(wfc_res, -ECANCELED);
+    assert_int_equal(fcntl(p[0], F_GETFD), -1);
+    close(p[1]);
+
+    tu_pipe(p);
+    st_done = 0;
+    st_go(wait_fd_until_closed, (void *)(intptr_t)p[0], "waiter");
+    tu_run_for(st_loop, 2);                 /* parked on the fd */
+    assert_int_equal(st_done, 0);
+    assert_int_equal(iop_fd_close(st_loop, p[0]), 0);
+    assert_int_equal(st_done, 0);           /* woken later, not inside the close */
+    st_run_until_done(1, 10000);
+    assert_int_equal(wfc_res, -ECANCELED);
+    close(p[1]);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -398,6 +443,7 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(argv[2]);
 #define T(f) cmocka_unit_test_setup_teardown(f, st_setup, st_teardown)
     const struct CMUnitTest tests[] = {
+        T(test_wait_fd_close),
         T(test_tcp_accept_connect_send_recv),
         T(test_pipe_read_write),
         T(test_deadlines),

@@ -612,6 +612,159 @@ static void test_configure(void **state)
     assert_int_equal(iop_go(st_loop, NULL, NULL, NULL, NULL), -EINVAL);
 }
 
+/* One joiner at a time, main included: a second gets -EBUSY, whichever came first.
+ * (Two successful joins freed the record twice; later spawns shared it.) */
+static iop_coro_t *jt_target;
+static int jt_res;
+
+static void *join_target(void *arg)
+{
+    (void)arg;
+    void *res = NULL;
+    jt_res = iop_join(jt_target, &res, 0);
+    if (jt_res == 0)
+        CHECK_EQ((intptr_t)res, 77);
+    st_done++;
+    return NULL;
+}
+
+static void test_join_from_main_and_coroutine(void **state)
+{
+    (void)state;
+    void *res = NULL;
+    /* a coroutine joins first, then main */
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)20, NULL, &jt_target), 0);
+    st_go(join_target, NULL, "joiner");
+    tu_run_for(st_loop, 2);
+    assert_int_equal(iop_join(jt_target, &res, 0), -EBUSY);
+    st_run_until_done(1, 5000);
+    assert_int_equal(jt_res, 0);
+    /* main joins first, then a coroutine (it runs while main waits) */
+    st_done = 0;
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)20, NULL, &jt_target), 0);
+    st_go(join_target, NULL, "joiner");
+    assert_int_equal(iop_join(jt_target, &res, 0), 0);
+    assert_int_equal((intptr_t)res, 77);
+    st_run_until_done(1, 5000);
+    assert_int_equal(jt_res, -EBUSY);
+    /* records are whole: two live coroutines never share one */
+    iop_coro_t *a, *b;
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)1, NULL, &a), 0);
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)1, NULL, &b), 0);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(iop_join(a, NULL, 0), 0);
+    assert_int_equal(iop_join(b, NULL, 0), 0);
+    st_assert_ok();
+}
+
+/* A greenlet whose parent ended goes to its grandparent (here main) at its end,
+ * not into the parent's record. */
+static iop_coro_t *orphan;
+
+static void *make_orphan(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_coro_create(st_loop, add_thousand, NULL, NULL, &orphan), 0);
+    return NULL;                   /* ends without ever switching to it */
+}
+
+static void test_greenlet_orphan(void **state)
+{
+    (void)state;
+    iop_coro_t *p;
+    assert_int_equal(iop_go(st_loop, make_orphan, NULL, NULL, &p), 0);
+    assert_int_equal(iop_join(p, NULL, 0), 0);
+    assert_non_null(orphan);
+    assert_int_equal(iop_coro_set_parent(orphan, p), -EINVAL);   /* p has ended */
+    /* p's record is free: a new coroutine may take it */
+    iop_coro_t *q;
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)1, NULL, &q), 0);
+    assert_int_equal((intptr_t)iop_switch(orphan, (void *)(intptr_t)5), 1005);
+    assert_true(iop_coro_done(orphan));
+    iop_coro_free(orphan);
+    assert_int_equal(iop_join(q, NULL, 0), 0);
+    st_assert_ok();
+}
+
+/* A coroutine cannot run a loop: the scheduler would return into the wrong stack. */
+static int lr_res[2];
+
+static void *run_a_loop(void *arg)
+{
+    lr_res[0] = iop_loop_run(arg, IOP_RUN_NOWAIT);
+    lr_res[1] = iop_loop_run(st_loop, IOP_RUN_NOWAIT);
+    CHECK(iop_self() != NULL);
+    CHECK_EQ(iop_sleep(1 * MS), 0);   /* still a working coroutine */
+    st_done++;
+    return NULL;
+}
+
+static void test_loop_run_in_coroutine(void **state)
+{
+    (void)state;
+    iop_loop_t *other = tu_loop_new();
+    st_go(run_a_loop, other, "runner");
+    st_run_until_done(1, 5000);
+    assert_int_equal(lr_res[0], -EPERM);
+    assert_true(lr_res[1] == -EBUSY || lr_res[1] == -EPERM);
+    iop_loop_destroy(other);
+}
+
+/* Closing a nursery from main whose children wait for what nothing pending can
+ * bring: they are cancelled, none outlives the close. */
+static void *wait_for_nothing(void *arg)
+{
+    (void)arg;
+    int r = iop_sleep_until(0);
+    st_done++;
+    return (void *)(intptr_t)r;
+}
+
+static void test_nursery_close_deadlock_from_main(void **state)
+{
+    (void)state;
+    iop_nursery_t n;
+    iop_nursery_init(&n, st_loop);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(iop_nursery_go(&n, wait_for_nothing, NULL, NULL), 0);
+    assert_int_equal(iop_nursery_close(&n, 0), -EDEADLK);
+    assert_int_equal(n.nchildren, 0);
+    assert_int_equal(st_done, 2);
+}
+
+/* Sleeping until exactly the scope's deadline reaches its own deadline: success. */
+static void *sleep_to_scope(void *arg)
+{
+    (void)arg;
+    uint64_t d = st_after_ms(10);
+    iop_deadline_push(d);
+    CHECK_EQ(iop_sleep_until(d), 0);
+    CHECK_EQ(iop_sleep_until(d + 10 * MS), -ETIMEDOUT);   /* the scope is earlier */
+    iop_deadline_pop();
+    st_done++;
+    return NULL;
+}
+
+static void test_sleep_until_scope_deadline(void **state)
+{
+    (void)state;
+    st_go(sleep_to_scope, NULL, "sleeper");
+    st_run_until_done(1, 5000);
+}
+
+/* A stack size that would wrap when rounded to pages is refused, not mapped as 0. */
+static void test_huge_stack_size(void **state)
+{
+    (void)state;
+    size_t sizes[] = { SIZE_MAX, SIZE_MAX - 4094, SIZE_MAX - 4095 };
+    for (size_t i = 0; i < 3; i++) {
+        iop_coro_opts_t o = { .size = sizeof o, .stack_size = sizes[i] };
+        iop_coro_t *c = NULL;
+        assert_int_equal(iop_go(st_loop, nothing, NULL, &o, &c), -EINVAL);
+        assert_null(c);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -641,6 +794,12 @@ int main(int argc, char **argv)
         T(test_nursery_owner_cancelled),
         T(test_blocking_outside_coroutine),
         T(test_configure),
+        T(test_join_from_main_and_coroutine),
+        T(test_greenlet_orphan),
+        T(test_loop_run_in_coroutine),
+        T(test_nursery_close_deadlock_from_main),
+        T(test_sleep_until_scope_deadline),
+        T(test_huge_stack_size),
     };
     char name[64];
     snprintf(name, sizeof name, "coro.sched.%s", spec ? spec : "default");

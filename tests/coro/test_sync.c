@@ -381,6 +381,76 @@ static void test_cond_deadline_and_cancel(void **state)
     assert_null(cd.m.owner);
 }
 
+/* A signalled waiter whose deadline passes (or who is cancelled) while it waits to
+ * get the mutex back keeps the signal: it returns 0 holding the mutex. Failing then
+ * lost the signal, and the item it announced stayed unconsumed with a waiter idle. */
+static struct {
+    iop_mutex_t m;
+    iop_cond_t c;
+    int items, waiting, consumed_by_first, consumed_by_second, cancel_first;
+    int first_res, second_res;
+    iop_coro_t *first;
+} cs;
+
+static void *cs_waiter(void *arg)
+{
+    int first = arg != NULL;
+    CHECK_EQ(iop_mutex_lock(&cs.m, 0), 0);
+    cs.waiting++;
+    int r = 0;
+    while (!cs.items && r == 0)
+        r = iop_cond_wait(&cs.c, &cs.m, first && !cs.cancel_first ? st_after_ms(20) : st_after_ms(300));
+    if (r == 0) {
+        cs.items--;
+        (*(first ? &cs.consumed_by_first : &cs.consumed_by_second))++;
+    }
+    *(first ? &cs.first_res : &cs.second_res) = r;
+    if (first && cs.cancel_first) {
+        CHECK(iop_cancelled());                         /* kept for the next call */
+        CHECK_EQ(iop_cond_wait(&cs.c, &cs.m, 0), -ECANCELED);
+    }
+    CHECK_EQ(iop_mutex_unlock(&cs.m), 0);
+    st_done++;
+    return NULL;
+}
+
+static void *cs_producer(void *arg)
+{
+    (void)arg;
+    CHECK(yield_until_at_least(&cs.waiting, 2, 20));
+    CHECK_EQ(iop_mutex_lock(&cs.m, 0), 0);
+    cs.items = 1;
+    iop_cond_signal(&cs.c);        /* the first waiter: it now waits for the mutex */
+    if (cs.cancel_first)
+        CHECK_EQ(iop_cancel(cs.first), 0);
+    iop_sleep(50 * MS);            /* past the first waiter's deadline */
+    CHECK_EQ(iop_mutex_unlock(&cs.m), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_cond_signal_not_lost(void **state)
+{
+    (void)state;
+    for (int cancel = 0; cancel < 2; cancel++) {
+        memset(&cs, 0, sizeof cs);
+        st_done = 0;
+        cs.cancel_first = cancel;
+        iop_mutex_init(&cs.m);
+        iop_cond_init(&cs.c);
+        assert_int_equal(iop_go(st_loop, cs_waiter, &cs, NULL, &cs.first), 0);
+        st_go(cs_waiter, NULL, NULL);
+        st_go(cs_producer, NULL, NULL);
+        st_run_until_done(3, 10000);
+        assert_int_equal(iop_join(cs.first, NULL, 0), 0);
+        assert_int_equal(cs.first_res, 0);
+        assert_int_equal(cs.consumed_by_first, 1);
+        assert_int_equal(cs.items, 0);
+        assert_int_equal(cs.second_res, -ETIMEDOUT);
+        assert_null(cs.m.owner);
+    }
+}
+
 /* ---- semaphore --------------------------------------------------------------------------------- */
 
 static struct {
@@ -438,6 +508,10 @@ static void test_semaphore(void **state)
     assert_int_equal(se.max_inside, 2);   /* two at a time, never more */
     assert_int_equal(se.total, 50);
     assert_int_equal(se.s.count, 2);
+    iop_sem_t top;
+    iop_sem_init(&top, INT64_MAX);
+    iop_sem_release(&top);         /* saturates instead of wrapping negative */
+    assert_int_equal(top.count, INT64_MAX);
 }
 
 /* ---- wait group -------------------------------------------------------------------------------- */
@@ -514,6 +588,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_mutex_errors_and_deadline, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_cond_signal_broadcast, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_cond_deadline_and_cancel, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_cond_signal_not_lost, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_semaphore, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_wait_group, st_setup, st_teardown),
     };

@@ -77,7 +77,9 @@ IOP_EXPORT int iop_cancelled(void);             /* has the current coroutine bee
 /* ---- greenlet style ---------------------------------------------------------------- */
 
 /* A coroutine that runs only when switched to; its parent is the caller's coroutine
- * (or the thread's main context outside any), unless opts says otherwise. */
+ * (or the thread's main context outside any), unless opts says otherwise. When it
+ * returns, control and its result go to its parent; a parent that ended before it
+ * hands that role to its own parent. */
 IOP_EXPORT int iop_coro_create(iop_loop_t *loop, iop_coro_fn fn, void *arg,
                                const iop_coro_opts_t *opts, iop_coro_t **out);
 IOP_EXPORT int iop_coro_set_parent(iop_coro_t *c, iop_coro_t *parent);   /* NULL = main */
@@ -133,7 +135,9 @@ typedef struct iop_nursery {
 IOP_EXPORT void iop_nursery_init(iop_nursery_t *n, iop_loop_t *loop);
 IOP_EXPORT int iop_nursery_go(iop_nursery_t *n, iop_coro_fn fn, void *arg, const iop_coro_opts_t *opts);
 /* Waits for every child until deadline, then cancels those left and waits for them
- * to end. 0, or -ETIMEDOUT if some had to be cancelled. */
+ * to end. 0, or -ETIMEDOUT if some had to be cancelled; from main also -EDEADLK if
+ * they were cancelled because nothing pending could ever wake them, and -EBUSY from
+ * a loop callback (nothing waited for: close it from elsewhere). */
 IOP_EXPORT int iop_nursery_close(iop_nursery_t *n, uint64_t deadline);
 
 /* ---- channels ---------------------------------------------------------------------------- */

@@ -55,7 +55,8 @@ IOP_EXPORT int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts);
 IOP_EXPORT void iop_loop_destroy(iop_loop_t *loop);
 
 /* Runs the loop. Returns 1 if something is still pending (a watch, a timer, an op),
- * 0 if nothing is, or -errno if the backend failed. */
+ * 0 if nothing is, or -errno if the backend failed; -EBUSY from one of its own
+ * callbacks, -EPERM from inside a coroutine (of any loop). */
 IOP_EXPORT int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode);
 
 /* Makes iop_loop_run return after the current iteration. Thread-safe. */

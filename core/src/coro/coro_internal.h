@@ -33,6 +33,7 @@ struct iop_coro {
     void *arg;
     void *result;
     iop_coro_t *parent;            /* greenlet style: where control goes at the end */
+    uint32_t greenlet_kids;        /* coroutines whose parent this is */
     iop_coro_t *next_ready;
     iop_coro_t *all_prev, *all_next;   /* every live coroutine of the scheduler (gdb) */
     iop_coro_t *joiner;            /* parked in iop_join on us */
@@ -75,6 +76,9 @@ int iop__park(uint64_t deadline);
 /* Makes parked c runnable; its iop__park returns res. Callable from op callbacks
  * (resumes c right away) and from coroutines (c runs at the next turn). */
 void iop__wake(iop_coro_t *c, int res);
+
+/* iop__wake that never switches: c runs at the scheduler's next turn. */
+void iop__wake_later(iop_coro_t *c, int res);
 
 /* The earlier of deadline and the current coroutine's scopes; 0 = none. */
 uint64_t iop__deadline(uint64_t deadline);

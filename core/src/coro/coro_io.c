@@ -210,7 +210,7 @@ int iop_sleep_until(uint64_t deadline)
         return iop__park(0);       /* until the scope's deadline or a cancel */
     uint64_t scope = iop__deadline(0);
     r = iop__park(deadline);
-    if (r == -ETIMEDOUT && (!scope || deadline < scope))
+    if (r == -ETIMEDOUT && (!scope || deadline <= scope))
         r = 0;
     return r;
 }

@@ -100,15 +100,17 @@ static int close_from_main(iop_nursery_t *n, uint64_t deadline)
     int r = iop__run_until(n->loop, nursery_empty, n, iop__deadline(deadline));
     if (!n->nchildren)
         return 0;
-    if (r != -ETIMEDOUT)
+    if (r != -ETIMEDOUT && r != -EDEADLK)
         return r;                  /* -EBUSY inside a callback, a loop failure */
+    /* Late, or waiting for something nothing pending can bring: cancel them. */
+    int res = r;
     while (n->nchildren) {
         cancel_children(n);
         r = iop__run_until(n->loop, nursery_empty, n, 0);
         if (r < 0 && n->nchildren)
-            return r;              /* -EDEADLK: a child that waits on nothing */
+            return r;              /* a child that ignores its cancel and waits on nothing */
     }
-    return -ETIMEDOUT;
+    return res;
 }
 
 int iop_nursery_close(iop_nursery_t *n, uint64_t deadline)

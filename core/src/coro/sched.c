@@ -292,14 +292,32 @@ static void to_coro(iop_coro_t *self, iop_coro_t *target)
     reap();
 }
 
+/* c ends: the greenlets whose parent it was get its parent instead (greenlet's own
+ * rule), so that none later ends into its record, perhaps reused by then. */
+static void reparent_kids(iop_coro_t *c)
+{
+    for (iop_coro_t *x = c->sched->all; x && c->greenlet_kids; x = x->all_next) {
+        if (x->parent != c)
+            continue;
+        x->parent = c->parent;
+        c->greenlet_kids--;
+        if (c->parent)
+            c->parent->greenlet_kids++;
+    }
+}
+
 /* c's function returned: wake who waits for it, then leave its stack for good. */
 static void finish(iop_coro_t *c)
 {
     c->state = IOP__CS_DONE;
     if (c->nursery)
         iop__nursery_child_done(c);
-    if (c->joiner)
-        iop__wake(c->joiner, 0);   /* queued: we are a coroutine */
+    if (c->joiner && c->joiner != &tl.main)
+        iop__wake(c->joiner, 0);   /* queued: we are a coroutine (main polls for the end) */
+    if (c->parent)
+        c->parent->greenlet_kids--;
+    if (c->greenlet_kids)
+        reparent_kids(c);
     tl.dead = c;
     iop_coro_t *p = c->greenlet ? c->parent : NULL;
     if (p && p != &tl.main && p->state == IOP__CS_SWITCHED) {
@@ -446,6 +464,7 @@ static int coro_new(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
     c->arg = arg;
     c->result = NULL;
     c->parent = NULL;
+    c->greenlet_kids = 0;
     c->next_ready = NULL;
     c->joiner = NULL;
     c->nursery = NULL;
@@ -502,6 +521,8 @@ int iop_coro_create(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
         return r;
     c->greenlet = 1;
     c->parent = tl.current;        /* NULL = main */
+    if (c->parent)
+        c->parent->greenlet_kids++;
     *out = c;
     return 0;
 }
@@ -610,6 +631,14 @@ void iop__wake(iop_coro_t *c, int res)
         ready_push(c);             /* never switch away from a running coroutine */
     else
         resume(c);
+}
+
+void iop__wake_later(iop_coro_t *c, int res)
+{
+    if (c->state != IOP__CS_PARKED)
+        return;
+    c->wake_res = res;
+    ready_push(c);
 }
 
 int iop_yield(void)
@@ -740,15 +769,16 @@ int iop_join(iop_coro_t *c, void **result, uint64_t deadline)
         return iop__fail(-EINVAL, "iop_join: coroutine '%s' is detached (spawned without out)", c->name);
     int r = 0;
     if (c->state != IOP__CS_DONE) {
-        if (self) {
-            if (c->joiner)
-                return iop__fail(-EBUSY, "iop_join: '%s' is already joined by '%s'", c->name, c->joiner->name);
-            c->joiner = self;
+        /* One joiner at a time, main included: each successful join frees the record. */
+        if (c->joiner)
+            return iop__fail(-EBUSY, "iop_join: '%s' is already joined by '%s'", c->name,
+                             iop_coro_name(c->joiner));
+        c->joiner = self ? self : &tl.main;
+        if (self)
             r = iop__park(deadline);
-            c->joiner = NULL;
-        } else {
+        else
             r = iop__run_until(c->sched->loop, coro_ended, c, iop__deadline(deadline));
-        }
+        c->joiner = NULL;
         if (c->state != IOP__CS_DONE)
             return r < 0 ? r : -EAGAIN;
     }
@@ -782,12 +812,20 @@ int iop_coro_set_parent(iop_coro_t *c, iop_coro_t *parent)
 {
     if (!c || c == &tl.main)
         return iop__fail(-EINVAL, "iop_coro_set_parent: no such coroutine");
+    if (c->state == IOP__CS_DONE)
+        return iop__fail(-EINVAL, "iop_coro_set_parent: '%s' has ended", c->name);
     if (parent == &tl.main)
         parent = NULL;
     for (iop_coro_t *p = parent; p; p = p->parent)
         if (p == c)
             return iop__fail(-EINVAL, "iop_coro_set_parent: '%s' would be its own ancestor", c->name);
+    if (parent && parent->state == IOP__CS_DONE)
+        return iop__fail(-EINVAL, "iop_coro_set_parent: '%s' has ended", parent->name);
+    if (c->parent)
+        c->parent->greenlet_kids--;
     c->parent = parent;
+    if (parent)
+        parent->greenlet_kids++;
     return 0;
 }
 

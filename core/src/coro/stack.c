@@ -267,6 +267,9 @@ static struct stack_class *repurpose_class(iop__stack_pool_t *p, size_t size, ui
 int iop__stack_get(iop__stack_pool_t *p, size_t size, uint32_t flags, iop__stack_t *out)
 {
     flags &= IOP_CORO_CANARY;
+    /* Far beyond any machine's memory, and rounding it up to pages would wrap. */
+    if (size > SIZE_MAX / 4)
+        return iop__fail(-EINVAL, "coroutine stack of %zu bytes: too large", size);
     if (!(flags & IOP_CORO_CANARY))
         iop__guard_thread_init();
     size_t usable = usable_size(p, size, flags);

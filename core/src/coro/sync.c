@@ -132,10 +132,12 @@ void iop_cond_init(iop_cond_t *c)
 }
 
 /* A signalled waiter gets the mutex if it is free, else waits in its queue, still
- * parked: the unlock that hands it over wakes it as the owner. */
+ * parked: the unlock that hands it over wakes it as the owner. w->res marks it
+ * signalled: the signal is its own from here on. */
 static void cond_wake(iop__waiter_t *w)
 {
     iop_mutex_t *m = w->data;
+    w->res = 1;
     if (m->owner) {
         iop__waitq_push(&m->q, w);
         return;
@@ -163,6 +165,11 @@ int iop_cond_wait(iop_cond_t *c, iop_mutex_t *m, uint64_t deadline)
     if (r == 0 && m->owner == self)
         return 0;
     mutex_lock_masked(m, self);   /* a deadline or cancel: the error after relocking */
+    /* ... unless it came after the signal, while waiting for m: failing then would
+     * lose the signal (no other waiter got it). A cancel stays pending for the next
+     * blocking call. */
+    if (w.res == 1)
+        return 0;
     return r ? r : -ECANCELED;
 }
 
@@ -214,7 +221,8 @@ void iop_sem_release(iop_sem_t *s)
             return;
         }
     }
-    s->count++;
+    if (s->count < INT64_MAX)
+        s->count++;                /* saturates: a count that high is a caller bug anyway */
 }
 
 /* ---- wait group ----------------------------------------------------------------------------- */
