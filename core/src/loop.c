@@ -56,6 +56,9 @@ static int pool_create(iop_loop_t *loop, uint32_t count, uint32_t size)
     loop->pool = p;
     loop->pool_count = count;
     loop->pool_size = size;
+    loop->pool_out = iop_calloc(count ? count : 1, 1);
+    if (!loop->pool_out)
+        return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
     if (loop->be->buf_pool && (loop->caps & IOP_CAP_PROVIDED_BUFFERS) &&
         loop->be->buf_pool(loop->be_state, p, count, size) == 0) {
         loop->pool_native = 1;
@@ -75,13 +78,17 @@ int iop__pool_take(iop_loop_t *loop, uint32_t *bid)
     if (!loop->pool_nfree)
         return -ENOBUFS;
     *bid = loop->pool_free[--loop->pool_nfree];
+    loop->pool_out[*bid] = 1;
     return 0;
 }
 
+/* A buffer given back twice, or never lent, is ignored: giving it to the backend
+ * again would lend it to two receives at once. */
 void iop_buf_release(iop_loop_t *loop, uint32_t bid)
 {
-    if (!loop->pool || bid >= loop->pool_count)
+    if (!loop->pool || bid >= loop->pool_count || !loop->pool_out[bid])
         return;
+    loop->pool_out[bid] = 0;
     if (loop->pool_native)
         loop->be->buf_return(loop->be_state, bid);
     else if (loop->pool_nfree < loop->pool_count)
@@ -219,6 +226,7 @@ void iop_loop_destroy(iop_loop_t *loop)
     if (loop->pool)
         munmap(loop->pool, (size_t)loop->pool_count * loop->pool_size);
     iop_free(loop->pool_free);
+    iop_free(loop->pool_out);
     iop__module_close(&loop->mod);
     iop__fdtable_free(&loop->fds);
     iop__heap_free(&loop->timers);

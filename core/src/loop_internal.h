@@ -77,6 +77,7 @@ struct iop_loop {
     unsigned char *pool;
     uint32_t pool_count, pool_size, pool_nfree;
     uint32_t *pool_free;
+    uint8_t *pool_out;             /* per buffer: lent out, not given back yet */
     int pool_native;               /* the backend lends the buffers */
 
     void *sched;                   /* the coroutine scheduler (coro/sched.c), made on first use */

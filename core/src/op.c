@@ -128,6 +128,13 @@ static int fd_is_socket(iop_loop_t *loop, iop__fd_t *e, int fd)
 
 static int start(iop_loop_t *loop, iop_op_t *op)
 {
+    /* A deadline already passed fails the op before any try, on every backend and
+     * in kernel-deadline mode too (a readiness backend would otherwise return data
+     * that is there, and a multishot op with data always waiting ran forever). */
+    if (op->deadline && op->deadline <= loop->now && op->kind != IOP_OP_CLOSE && op->kind != IOP_OP_CANCEL) {
+        iop__defer(loop, op, -ETIMEDOUT);
+        return 0;
+    }
     if (!loop->be->submit)
         return iop__emu_submit(loop, op);
     /* The backend keeps per-fd state (the order of ops in each direction, a fixed
@@ -151,10 +158,6 @@ static int start(iop_loop_t *loop, iop_op_t *op)
             ++e->nops == IOP__FD_BUSY_OPS)
             (void)iop_fd_register(loop, op->fd);   /* on failure it stays unregistered */
         if (op->deadline && !(loop->caps & IOP_CAP_KERNEL_DEADLINES) && op->kind != IOP_OP_CLOSE) {
-            if (op->deadline <= loop->now) {
-                iop__defer(loop, op, -ETIMEDOUT);
-                return 0;
-            }
             r = iop__timer_arm(loop, &op->timer, op->deadline, dl_fired);
             if (r < 0)
                 return r;
@@ -227,6 +230,8 @@ void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
     if (op->kind == IOP_OP_RECV_BUF && (evflags & IOP_EVF_BUFFER)) {
         op->u.pooled.bid = IOP_EVF_BID(evflags);
         op->u.pooled.buf = loop->pool + (size_t)op->u.pooled.bid * loop->pool_size;
+        if (op->u.pooled.bid < loop->pool_count)
+            loop->pool_out[op->u.pooled.bid] = 1;   /* the backend lent it */
     }
     if (evflags & IOP_EVF_NOTIF)
         cf |= IOP_CF_NOTIF;
@@ -234,10 +239,13 @@ void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
         run_more(op, res, cf, 0);
         return;
     }
-    if ((op->opts & IOP_OPT_MULTISHOT) && !(op->flags & IOP__OPF_STOP) && multishot_goes_on(op, res)) {
+    if ((op->opts & IOP_OPT_MULTISHOT) && multishot_goes_on(op, res)) {
         if (op->timer.heap_idx)
             iop__heap_remove(&loop->timers, &op->timer);
-        op->flags = IOP__OPF_REARM;
+        /* A cancel that came while this result waited (in the done queue, or the
+         * kernel ending the series as its cancel went out) ends it after this one. */
+        uint32_t stop = op->flags & (IOP__OPF_STOP | IOP__OPF_CANCELING) ? IOP__OPF_STOP : 0;
+        op->flags = IOP__OPF_REARM | stop;
         run_more(op, res, cf, 1);
         if (op->flags & IOP__OPF_STOP) {
             op->cflags = 0;
@@ -245,6 +253,8 @@ void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
             return;
         }
         op->flags = IOP__OPF_REARM;
+        if (op->kind == IOP_OP_RECV_BUF)
+            op->u.pooled.buf = NULL;   /* the caller's now; the next shot picks its own */
         int r = start(loop, op);
         if (r < 0) {
             op->cflags = 0;
@@ -265,7 +275,11 @@ static int cancel_target(iop_loop_t *loop, iop_op_t *target)
 {
     if (target->state != IOP__OP_INFLIGHT || target->loop != loop)
         return -ENOENT;
-    if (target->flags & (IOP__OPF_DONE | IOP__OPF_CANCELING))
+    if ((target->flags & (IOP__OPF_DONE | IOP__OPF_STOP)) == IOP__OPF_DONE && (target->opts & IOP_OPT_MULTISHOT)) {
+        target->flags |= IOP__OPF_STOP;   /* a result waits: it is delivered, then -ECANCELED */
+        return 0;
+    }
+    if (target->flags & (IOP__OPF_DONE | IOP__OPF_CANCELING | IOP__OPF_STOP))
         return -EALREADY;
     if (target->kind == IOP_OP_TIMEOUT && target->timer.heap_idx) {
         iop__defer(loop, target, -ECANCELED);
