@@ -89,22 +89,31 @@ int uring_submit(uring_state_t *st)
     return st->defer ? io_uring_submit_and_get_events(&st->ring) : io_uring_submit(&st->ring);
 }
 
-/* A free SQE, pushing what is queued to the kernel when the ring is full. */
-struct io_uring_sqe *uring_sqe(uring_state_t *st)
+/* Room for n SQEs, pushing what is queued to the kernel when there is less. A
+ * linked chain asks for all of its SQEs first: split across two submits, the
+ * kernel would end the chain at the first and take the rest for a new one (a
+ * linked timeout alone is -EINVAL, its op left without a deadline). 0 or -EBUSY. */
+int uring_room(uring_state_t *st, unsigned n)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
-    for (int tries = 0; !sqe && tries < 3; tries++) {
+    for (int tries = 0; io_uring_sq_space_left(&st->ring) < n; tries++) {
+        if (tries == 3)
+            return -EBUSY;
         uring_submit(st);
         if (st->sqpoll) {
             uring_sqpoll_settle(st);
-            if (!io_uring_sq_space_left(&st->ring)) {
+            if (io_uring_sq_space_left(&st->ring) < n) {
                 (*st->host->syscalls)++;
                 io_uring_sqring_wait(&st->ring);   /* the kernel thread is behind */
             }
         }
-        sqe = io_uring_get_sqe(&st->ring);
     }
-    return sqe;
+    return 0;
+}
+
+/* A free SQE, pushing what is queued to the kernel when the ring is full. */
+struct io_uring_sqe *uring_sqe(uring_state_t *st)
+{
+    return uring_room(st, 1) == 0 ? io_uring_get_sqe(&st->ring) : NULL;
 }
 
 /* ---- probe / create / destroy ------------------------------------------------ */
@@ -174,6 +183,8 @@ static int backend_probe(char *why, size_t whylen)
 static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
 {
     unsigned entries = cfg->entries ? cfg->entries : DEFAULT_ENTRIES;
+    if (entries < CHAIN_MAX)
+        entries = CHAIN_MAX;       /* a linked chain must fit in one submit */
     struct io_uring_params p;
     int r;
     for (;;) {
@@ -525,6 +536,9 @@ static int translate(uring_state_t *st, const struct io_uring_cqe *cqe, iop_even
         *ev = (iop_event_t){ .fd = fd, .revents = from_poll(cqe->res, asked) };
         return ev->revents != 0;
     }
+    case UD_SLOT:
+        st->fixed_free[st->nfixed_free++] = (int32_t)(ud >> 3);
+        return 0;
     case UD_OP:
     case UD_LINK_TO: {
         iop_op_t *op = UD_PTR(ud);

@@ -10,6 +10,7 @@
 #define UD_LINK_TO 0x1u   /* the linked timeout of an op with a deadline */
 #define UD_POLL    0x2u   /* a watch's poll: (token << 24 | fd) << 3 */
 #define UD_IGNORE  0x3u   /* bookkeeping SQEs (cancel by fd, poll remove): no event */
+#define UD_SLOT    0x4u   /* a close's emptying of fixed slot ud >> 3: free once done */
 #define UD_TAG(ud) ((unsigned)(ud) & 7u)
 #define UD_PTR(ud) ((iop_op_t *)(uintptr_t)((ud) & ~(uint64_t)7))
 #define FD_BITS 24
@@ -22,13 +23,17 @@ typedef struct uring_dir {
     iop_op_t *head, *tail;   /* waiting behind it, linked through op->next */
 } uring_dir_t;
 
+#define ZC_YES 1u
+#define ZC_NO  2u
+
 /* Per fd, kept by the core (fd_state_size). */
 typedef struct uring_fd {
     uint64_t token;          /* of the poll in flight, 0 = none */
     uint32_t mask;           /* interest: IOP_READ | IOP_WRITE */
     uint32_t armed;          /* mask of the poll in flight */
     int32_t fixed;           /* fixed-file slot + 1, 0 = not registered */
-    uint32_t queued;         /* in the rearm list */
+    uint16_t queued;         /* in the rearm list */
+    uint16_t zc;             /* zero-copy send: 0 not known yet, ZC_YES, ZC_NO */
     uring_dir_t dir[2];      /* 0: accept, recv*, read; 1: connect, send*, write */
 } uring_fd_t;
 
@@ -80,6 +85,8 @@ typedef struct uring_state {
 
 /* uring.c */
 struct io_uring_sqe *uring_sqe(uring_state_t *st);
+int uring_room(uring_state_t *st, unsigned n);
+#define CHAIN_MAX 3u   /* the longest linked chain: a close (cancel, empty slot, close) */
 void uring_count_enter(uring_state_t *st);
 int uring_submit(uring_state_t *st);   /* counted; also reaps deferred completions */
 void uring_sqpoll_settle(uring_state_t *st);   /* until the SQPOLL thread took the SQ */

@@ -23,6 +23,21 @@ static void use_fd(uring_state_t *st, struct io_uring_sqe *sqe, int fd)
 
 static void fail_waiting(uring_state_t *st, uring_fd_t *f, int res);
 
+/* The kernel sends zero-copy over TCP and UDP only; elsewhere (AF_UNIX ...) SEND_ZC
+ * fails with -EOPNOTSUPP, where a plain send works. Asked once per fd. */
+static int zerocopy_works(uring_state_t *st, int fd)
+{
+    uring_fd_t *f = fd_state(st, fd);
+    if (!f->zc) {
+        int dom = 0;
+        socklen_t len = sizeof dom;
+        (*st->host->syscalls)++;
+        f->zc = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && (dom == AF_INET || dom == AF_INET6)
+                    ? ZC_YES : ZC_NO;
+    }
+    return f->zc == ZC_YES;
+}
+
 static int native_multishot(const uring_state_t *st, const iop_op_t *op, unsigned need)
 {
     return (op->opts & IOP_OPT_MULTISHOT) && (st->feat & need) && !(op->deadline && st->kdl);
@@ -58,10 +73,7 @@ static int prep_close(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *op)
         fail_waiting(st, f, -ECANCELED);
         f->mask = f->armed = 0;
         f->token = 0;
-        if (fixed) {
-            f->fixed = 0;
-            st->fixed_free[st->nfixed_free++] = fixed - 1;
-        }
+        f->fixed = 0;   /* the slot is free once its close_direct below is done */
     }
     io_uring_prep_cancel_fd(sqe, op->fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, UD_IGNORE);
@@ -71,7 +83,8 @@ static int prep_close(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *op)
         if (!sqe)
             return -EBUSY;
         io_uring_prep_close_direct(sqe, (unsigned)(fixed - 1));
-        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        /* Not free before: a registration meanwhile would be emptied by it. */
+        io_uring_sqe_set_data64(sqe, (uint64_t)(fixed - 1) << 3 | UD_SLOT);
         sqe->flags |= IOSQE_IO_HARDLINK;
     }
     sqe = uring_sqe(st);
@@ -219,6 +232,11 @@ static int issue(uring_state_t *st, iop_op_t *op)
 {
     if (op->kind == IOP_OP_CANCEL)
         return submit_cancel(st, op);
+    /* The whole chain in one submit: a close is up to three linked SQEs, an op
+     * with a kernel deadline two. */
+    unsigned chain = op->kind == IOP_OP_CLOSE ? CHAIN_MAX : op->deadline && st->kdl ? 2u : 1u;
+    if (chain > 1 && uring_room(st, chain) < 0)
+        return -EBUSY;
     struct io_uring_sqe *sqe = uring_sqe(st);
     if (!sqe)
         return -EBUSY;
@@ -251,7 +269,8 @@ static int issue(uring_state_t *st, iop_op_t *op)
         sqe->buf_group = 0;
         break;
     case IOP_OP_SEND:
-        if ((op->opts & IOP_OPT_ZEROCOPY) && (st->feat & F_SEND_ZC) && !(op->deadline && st->kdl))
+        if ((op->opts & IOP_OPT_ZEROCOPY) && (st->feat & F_SEND_ZC) && !(op->deadline && st->kdl) &&
+            zerocopy_works(st, fd))
             io_uring_prep_send_zc(sqe, fd, op->u.io.buf, op->u.io.len,
                                   op->u.io.msg_flags | MSG_NOSIGNAL, 0);
         else

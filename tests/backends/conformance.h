@@ -117,6 +117,14 @@ void test_options_misplaced(void **state);
 void test_registered_fd(void **state);
 void test_completion_burst_tiny_queue(void **state);
 
+/* conf_edges.c */
+void test_recv_buf_multishot_rearm(void **state);
+void test_recv_buf_multishot_cancel_busy(void **state);
+void test_deadline_with_data_waiting(void **state);
+void test_register_after_close_op(void **state);
+void test_zerocopy_send_unix(void **state);
+void test_buf_release_twice(void **state);
+
 /* conf_register.c */
 void test_register_busy_fds(void **state);
 

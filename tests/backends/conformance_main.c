@@ -108,6 +108,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_registered_fd),
         cmocka_unit_test(test_register_busy_fds),
         cmocka_unit_test(test_completion_burst_tiny_queue),
+        cmocka_unit_test(test_recv_buf_multishot_rearm),
+        cmocka_unit_test(test_recv_buf_multishot_cancel_busy),
+        cmocka_unit_test(test_deadline_with_data_waiting),
+        cmocka_unit_test(test_register_after_close_op),
+        cmocka_unit_test(test_zerocopy_send_unix),
+        cmocka_unit_test(test_buf_release_twice),
     };
     char name[64];
     snprintf(name, sizeof name, "conformance.%s", spec);
