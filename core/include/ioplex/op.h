@@ -185,7 +185,9 @@ static inline void iop_prep_timeout(iop_op_t *op, uint64_t ns, iop_op_cb cb, voi
 static inline void iop_prep_cancel(iop_op_t *op, iop_op_t *target, iop_op_cb cb, void *data)
 { iop__prep(op, IOP_OP_CANCEL, -1, cb, data); op->u.cancel.target = target; }
 
-/* Gives a prepared op an absolute deadline on the loop clock (see iop_now()). */
+/* Gives a prepared op an absolute deadline on the loop clock (see iop_now()). A
+ * deadline already passed at submit fails the op with -ETIMEDOUT before it is
+ * tried, data waiting or not; a multishot op's deadline ends the whole series. */
 static inline void iop_op_set_deadline(iop_op_t *op, uint64_t abs_ns) { op->deadline = abs_ns; }
 
 #endif
