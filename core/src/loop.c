@@ -2,6 +2,7 @@
  * backend wait → dispatch), timers, cross-thread wake-ups, fd forgetting. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -212,6 +213,9 @@ void iop_loop_destroy(iop_loop_t *loop)
 {
     if (!loop)
         return;
+    /* A thread may still be leaving post / wake / stop (see caller_enter). */
+    while (atomic_load_explicit(&loop->callers, memory_order_acquire))
+        sched_yield();
     if (loop->be_state) {
         release_records(loop);
         /* A forked child shares the parent's kernel objects, and a ring's memory is
@@ -266,7 +270,9 @@ int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_
 {
     if (!loop || !t || !cb)
         return iop__fail(-EINVAL, "iop_timer_start: NULL argument");
-    if (t->heap_idx && t->loop == loop)
+    if (t->heap_idx && t->loop != loop)
+        iop_timer_stop(t);         /* armed on another loop: out of that heap first */
+    if (t->heap_idx)
         iop__heap_remove(&loop->timers, t);
     else
         loop->active++;
@@ -319,7 +325,13 @@ static void run_timers(iop_loop_t *loop)
 
 /* ---- cross-thread ------------------------------------------------------------ */
 
-int iop_loop_wake(iop_loop_t *loop)
+/* Other threads inside wake, post or stop are counted: the loop may run a post's
+ * callback, return and be destroyed while its poster is still between the push and
+ * the wake-up write, and destroy waits for it to leave. */
+static void caller_enter(iop_loop_t *loop) { atomic_fetch_add_explicit(&loop->callers, 1, memory_order_acquire); }
+static void caller_leave(iop_loop_t *loop) { atomic_fetch_sub_explicit(&loop->callers, 1, memory_order_release); }
+
+static int wake(iop_loop_t *loop)
 {
     if (atomic_exchange(&loop->wake_pending, 1))
         return 0;   /* a wake-up is already on its way */
@@ -329,16 +341,27 @@ int iop_loop_wake(iop_loop_t *loop)
     return 0;
 }
 
+int iop_loop_wake(iop_loop_t *loop)
+{
+    caller_enter(loop);
+    int r = wake(loop);
+    caller_leave(loop);
+    return r;
+}
+
 int iop_loop_post(iop_loop_t *loop, iop_post_t *p, iop_post_cb cb)
 {
     if (!loop || !p || !cb)
         return -EINVAL;
+    caller_enter(loop);
     p->cb = cb;
     iop_post_t *head = atomic_load(&loop->posts);
     do
         p->next = head;
     while (!atomic_compare_exchange_weak(&loop->posts, &head, p));
-    return iop_loop_wake(loop);
+    int r = wake(loop);
+    caller_leave(loop);
+    return r;
 }
 
 static int run_posts(iop_loop_t *loop)
@@ -377,8 +400,10 @@ static void wake_cb(iop_watch_t *w, unsigned revents)
 
 void iop_loop_stop(iop_loop_t *loop)
 {
+    caller_enter(loop);
     atomic_store(&loop->stop, 1);
-    iop_loop_wake(loop);   /* also covers a signal landing just before the wait */
+    wake(loop);            /* also covers a signal landing just before the wait */
+    caller_leave(loop);
 }
 
 /* ---- the iteration ----------------------------------------------------------- */
@@ -399,7 +424,8 @@ int iop__mark_change(iop_loop_t *loop, int fd)
  * costs no registration syscall at all. */
 static void flush_changes(iop_loop_t *loop)
 {
-    for (uint32_t i = 0; i < loop->nchanges; i++) {
+    uint32_t n = loop->nchanges;
+    for (uint32_t i = 0; i < n; i++) {
         int fd = loop->changes[i];
         iop__fd_t *e = &loop->fds.v[fd];
         e->flags &= ~IOP__FD_IN_CHANGES;
@@ -411,14 +437,24 @@ static void flush_changes(iop_loop_t *loop)
             e->reg = (uint8_t)want;
             continue;
         }
-        /* The backend refused the fd: nothing would ever wake its waiters. */
+        /* The backend refused the fd (closed behind the loop's back, a kind it
+         * cannot watch): nothing would ever wake its waiters. The watch gets one
+         * IOP_ERR and is stopped; asking again would be refused again. */
         e->reg = 0;
         iop__fd_fail_ops(loop, fd, r);
         e = &loop->fds.v[fd];
-        if (e->watch && e->watch->events)
-            e->watch->cb(e->watch, IOP_ERR);
+        iop_watch_t *w = e->watch;
+        if (w && w->events) {
+            w->cb(w, IOP_ERR);
+            e = &loop->fds.v[fd];
+            if (e->watch == w)
+                iop_watch_stop(w);
+        }
     }
-    loop->nchanges = 0;
+    /* Entries marked by those callbacks (failed ops, stopped watches) wait for the
+     * next flush, each fd once. */
+    memmove(loop->changes, loop->changes + n, (loop->nchanges - n) * sizeof *loop->changes);
+    loop->nchanges -= n;
 }
 
 /* Nanoseconds until the first timer is due (0: it is), -1 with none, or none

@@ -65,6 +65,7 @@ struct iop_loop {
     iop_watch_t wake_watch;
     _Atomic(iop_post_t *) posts;
     atomic_int wake_pending;
+    atomic_int callers;            /* other threads inside post / wake / stop */
     atomic_int stop;
     pthread_t thread;              /* the thread inside iop_loop_run */
     int running;

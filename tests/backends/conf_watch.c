@@ -290,3 +290,30 @@ void test_watch_and_op_share_fd(void **state)
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
 }
+
+/* An fd closed behind the loop's back (a misuse) and then modified: the backend
+ * may refuse it. Whatever it does, the loop comes back from each iteration (a
+ * refusal once fed itself: the same fd refused and reported without end, past the
+ * end of the change list) and reports an error at most once per iteration. */
+void test_watch_closed_behind_the_loop(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(s.calls, 0);
+    close(p[0]);                   /* not through the loop */
+    assert_int_equal(iop_watch_modify(&w, IOP_READ | IOP_WRITE), 0);
+    for (int i = 1; i <= 3; i++) {
+        tu_run_nowait(loop, 1);
+        assert_true(s.calls <= i);
+    }
+    iop_watch_stop(&w);
+    iop_fd_forget(loop, p[0]);
+    close(p[1]);
+    iop_loop_destroy(loop);
+}

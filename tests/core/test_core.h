@@ -28,5 +28,6 @@ void test_op_kind_names(void **state);
 void test_create_unknown_backend(void **state);
 void test_create_bad_opts(void **state);
 void test_create_default(void **state);
+void test_timer_moves_between_loops(void **state);
 
 #endif

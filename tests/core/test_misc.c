@@ -161,3 +161,32 @@ void test_create_default(void **state)
     assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);
     iop_loop_destroy(loop);
 }
+
+static int fired_a;
+static void count_fire(iop_timer_t *t) { (void)t; fired_a++; }
+
+/* A timer armed on one loop and started on another leaves the first loop's heap:
+ * the first loop neither fires it nor keeps waiting for it. */
+void test_timer_moves_between_loops(void **state)
+{
+    (void)state;
+    iop_loop_t *a = tu_loop_new(), *b = tu_loop_new();
+    iop_timer_t t;
+    memset(&t, 0, sizeof t);
+    fired_a = 0;
+    assert_int_equal(iop_timer_start(a, &t, 1000000, 0, count_fire), 0);
+    assert_int_equal(iop_timer_start(b, &t, 1000000, 0, count_fire), 0);
+    iop_timer_stop(&t);
+    tu_sleep_ms(3);
+    assert_int_equal(iop_loop_run(a, IOP_RUN_NOWAIT), 0);   /* nothing pending */
+    assert_int_equal(iop_loop_run(b, IOP_RUN_NOWAIT), 0);
+    assert_int_equal(fired_a, 0);
+    assert_int_equal(iop_timer_start(a, &t, 1000000, 0, count_fire), 0);
+    assert_int_equal(iop_timer_start(b, &t, 1000000, 0, count_fire), 0);
+    tu_sleep_ms(3);
+    assert_int_equal(iop_loop_run(a, IOP_RUN_NOWAIT), 0);
+    assert_int_equal(iop_loop_run(b, IOP_RUN_ONCE), 0);
+    assert_int_equal(fired_a, 1);                           /* once, on b */
+    iop_loop_destroy(a);
+    iop_loop_destroy(b);
+}

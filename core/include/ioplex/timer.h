@@ -21,7 +21,8 @@ struct iop_timer {
 };
 
 /* Arms t to fire after `after_ns` (from the loop's cached clock), then every
- * `repeat_ns` if non-zero. Restarting an active timer re-arms it. May be called
+ * `repeat_ns` if non-zero. Restarting an active timer re-arms it (on this loop,
+ * taking it off the one it was armed on). May be called
  * from inside any callback, including t's own. */
 IOP_EXPORT int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns,
                                uint64_t repeat_ns, iop_timer_cb cb);

@@ -3,7 +3,9 @@
  * Level-triggered on every backend: while the fd stays readable (writable) and the
  * watch asks for it, the callback runs once per loop iteration. One watch per fd;
  * ops may wait on the same fd at the same time. A callback may modify, stop or free
- * its own watch (stop before free). */
+ * its own watch (stop before free). A watch whose fd the backend refuses (closed
+ * behind the loop's back, a kind of file it cannot watch) gets one IOP_ERR and is
+ * stopped. */
 #ifndef IOPLEX_WATCH_H
 #define IOPLEX_WATCH_H
 
