@@ -16,7 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 #include "sched_test.h"
+#include "ioplex/plock.h"
 #include "ioplex/pool.h"
+#include "ioplex/ppipe.h"
+#include "ioplex/pqueue.h"
+#include "ioplex/shdict.h"
 
 static iop_pool_t *pool;
 static int report_fds[2] = { -1, -1 };   /* tasks write their pid here */
@@ -422,6 +426,50 @@ static void test_wait_deadline(void **state)
 
 /* close: no new tasks, the queued ones still run; join waits for them and for the
  * workers' exit. */
+/* Every call of the multi-process layer given a NULL handle: -EINVAL (or nothing,
+ * for the ones that return nothing), never a crash. */
+static void test_null_handles(void **state)
+{
+    (void)state;
+    char buf[8];
+    int fds[1], nfds = 0;
+    iop_future_t *f = NULL;
+    iop_pqueue_close(NULL);
+    assert_int_equal(iop_pqueue_len(NULL), 0);
+    iop_pqueue_forget(NULL, NULL);
+    iop_pqueue_destroy(NULL);
+    assert_int_equal(iop_pqueue_put(NULL, "x", 1, 0), -EINVAL);
+    assert_int_equal(iop_ppipe_send(NULL, "x", 1, 0), -EINVAL);
+    assert_int_equal(iop_ppipe_recv(NULL, buf, sizeof buf, 0), -EINVAL);
+    assert_int_equal(iop_ppipe_recv_fds(NULL, buf, sizeof buf, fds, &nfds, 0), -EINVAL);
+    assert_int_equal(iop_ppipe_peek(NULL, NULL, 0), -EINVAL);
+    iop_ppipe_close(NULL);
+    assert_int_equal(iop_plock_lock(NULL, 0), -EINVAL);
+    assert_int_equal(iop_plock_trylock(NULL), -EINVAL);
+    assert_int_equal(iop_plock_unlock(NULL), -EINVAL);
+    iop_plock_fini(NULL);
+    iop_plock_free(NULL);
+    assert_int_equal(iop_shdict_len(NULL), -EINVAL);
+    assert_int_equal(iop_shdict_set(NULL, "k", "v", 1), -EINVAL);
+    assert_int_equal(iop_shdict_get(NULL, "k", buf, sizeof buf), -EINVAL);
+    iop_shdict_stats_t st;
+    assert_int_equal(iop_shdict_stats(NULL, &st), -EINVAL);
+    iop_shdict_free(NULL);
+    assert_int_equal(iop_pool_create(NULL, NULL), -EINVAL);
+    assert_int_equal(iop_pool_apply_async(NULL, whoami, NULL, 0, &f), -EINVAL);
+    assert_null(f);
+    assert_int_equal(iop_pool_apply_async(NULL, whoami, NULL, 0, NULL), -EINVAL);
+    assert_int_equal(iop_pool_map(NULL, whoami, NULL, 0, 1, NULL, 0), -EINVAL);
+    iop_pool_close(NULL);
+    iop_pool_terminate(NULL);
+    assert_int_equal(iop_pool_join(NULL, 0), -EINVAL);
+    iop_pool_info_t info;
+    assert_int_equal(iop_pool_info(NULL, &info, NULL, 0), -EINVAL);
+    assert_int_equal(iop_future_wait(NULL, 0), -EINVAL);
+    iop_future_free(NULL);
+    iop_pool_free(NULL);
+}
+
 static void test_close_then_join(void **state)
 {
     (void)state;
@@ -636,6 +684,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_setup_teardown(test_terminate_with_pending_tasks, setup, teardown),
             cmocka_unit_test_setup_teardown(test_wait_deadline, setup, teardown),
             cmocka_unit_test_setup_teardown(test_close_then_join, setup, teardown),
+            cmocka_unit_test(test_null_handles),
             cmocka_unit_test_setup_teardown(test_large_arguments_and_results, setup, teardown),
             cmocka_unit_test_setup_teardown(test_dropped_futures, setup, teardown),
         };

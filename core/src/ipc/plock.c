@@ -75,6 +75,8 @@ int iop_plock_init(iop_plock_t *l)
 
 void iop_plock_fini(iop_plock_t *l)
 {
+    if (!l)
+        return;
     /* Only this process's fd is closed; the number stays in the shared struct,
      * where the other processes still use their own copies of it. */
     if (l->efd < 0)
@@ -158,6 +160,8 @@ static int acquired(iop_plock_t *l, uintptr_t tag, int r)
 
 int iop_plock_trylock(iop_plock_t *l)
 {
+    if (!l)
+        return iop__fail(-EINVAL, "iop_plock_trylock: NULL lock");
     int r = acquired(l, caller_tag(), pthread_mutex_trylock(&l->mu));
     return r == HELD_BY_SIBLING ? -EBUSY : r;
 }
@@ -228,6 +232,8 @@ static int lock_in_coroutine(iop_plock_t *l, uintptr_t tag, uint64_t deadline)
 
 int iop_plock_lock(iop_plock_t *l, uint64_t deadline)
 {
+    if (!l)
+        return iop__fail(-EINVAL, "iop_plock_lock: NULL lock");
     uintptr_t tag = caller_tag();
     int r = acquired(l, tag, pthread_mutex_trylock(&l->mu));
     if (r != -EBUSY && r != HELD_BY_SIBLING)
@@ -242,6 +248,8 @@ int iop_plock_lock(iop_plock_t *l, uint64_t deadline)
 
 int iop_plock_unlock(iop_plock_t *l)
 {
+    if (!l)
+        return iop__fail(-EINVAL, "iop_plock_unlock: NULL lock");
     uintptr_t tag = caller_tag();
     int r = pthread_mutex_trylock(&l->mu);
     if (r == EDEADLK) {            /* this thread holds it */

@@ -86,6 +86,8 @@ static void opts_fill(iop_pool_opts_t *o, const iop_pool_opts_t *in)
 
 int iop_pool_create(iop_pool_t **out, const iop_pool_opts_t *opts)
 {
+    if (!out)
+        return iop__fail(-EINVAL, "iop_pool_create: NULL out");
     *out = NULL;
     iop_pool_opts_t o;
     opts_fill(&o, opts);
@@ -134,6 +136,8 @@ int iop_pool_create(iop_pool_t **out, const iop_pool_opts_t *opts)
 
 void iop_pool_close(iop_pool_t *p)
 {
+    if (!p)
+        return;
     if (p->state == IOP__POOL_RUNNING) {
         p->state = IOP__POOL_CLOSED;
         iop__pool_kick(p);
@@ -142,6 +146,8 @@ void iop_pool_close(iop_pool_t *p)
 
 void iop_pool_terminate(iop_pool_t *p)
 {
+    if (!p)
+        return;
     if (p->state >= IOP__POOL_TERMINATED)
         return;
     p->state = IOP__POOL_TERMINATED;
@@ -158,6 +164,8 @@ static int join_done(void *arg)
 
 int iop_pool_join(iop_pool_t *p, uint64_t deadline)
 {
+    if (!p)
+        return iop__fail(-EINVAL, "iop_pool_join: NULL pool");
     if (p->state == IOP__POOL_RUNNING)
         return iop__fail(-EINVAL, "iop_pool_join: close or terminate the pool first");
     int r = enter(p);
@@ -203,6 +211,8 @@ void iop_pool_free(iop_pool_t *p)
 
 int iop_pool_info(const iop_pool_t *p, iop_pool_info_t *info, pid_t *pids, int cap)
 {
+    if (!p)
+        return iop__fail(-EINVAL, "iop_pool_info: NULL pool");
     int live = 0;
     for (uint32_t i = 0; i < p->opts.nworkers; i++) {
         const iop__pool_worker_t *w = &p->w[i];
@@ -228,9 +238,11 @@ int iop_pool_info(const iop_pool_t *p, iop_pool_info_t *info, pid_t *pids, int c
 int iop_pool_apply_async(iop_pool_t *p, iop_pool_fn fn, const void *arg, size_t len,
                          iop_future_t **out)
 {
+    if (!out)
+        return iop__fail(-EINVAL, "iop_pool_apply_async: NULL out");
     *out = NULL;
-    if (!fn || (len && !arg))
-        return iop__fail(-EINVAL, "iop_pool_apply_async: no function, or no argument bytes");
+    if (!p || !fn || (len && !arg))
+        return iop__fail(-EINVAL, "iop_pool_apply_async: no pool, no function, or no argument bytes");
     int r = enter(p);
     if (r < 0)
         return r;
@@ -272,6 +284,8 @@ static int future_done(void *arg) { return iop_future_done(arg); }
 
 int iop_future_wait(iop_future_t *f, uint64_t deadline)
 {
+    if (!f)
+        return iop__fail(-EINVAL, "iop_future_wait: NULL future");
     if (f->state == IOP__F_DONE)
         return f->res;
     int r = pool_wait(f->pool, future_done, f, &f->wg, deadline);
@@ -281,6 +295,8 @@ int iop_future_wait(iop_future_t *f, uint64_t deadline)
 int iop_pool_map(iop_pool_t *p, iop_pool_fn fn, const void *items, size_t item_size, size_t n,
                  iop_future_t **out, uint64_t deadline)
 {
+    if (n && (!out || !items))
+        return iop__fail(-EINVAL, "iop_pool_map: NULL items or out");
     for (size_t i = 0; i < n; i++) {
         int r = iop_pool_apply_async(p, fn, (const char *)items + i * item_size, item_size, &out[i]);
         if (r < 0) {

@@ -159,6 +159,8 @@ static ssize_t send_locked(iop_ppipe_t *p, const struct iovec *iov, int iovcnt, 
 ssize_t iop_ppipe_sendv(iop_ppipe_t *p, const struct iovec *iov, int iovcnt, const int *fds,
                         int nfds, uint64_t deadline)
 {
+    if (!p)
+        return iop__fail(-EINVAL, "ppipe send: NULL pipe end");
     if (iovcnt < 0 || iovcnt > IOP_PPIPE_MAX_IOV || nfds < 0 || nfds > IOP_PPIPE_MAX_FDS ||
         (nfds && !fds))
         return iop__fail(-EINVAL, "ppipe send: at most %d iovecs and %d fds per message",
@@ -381,6 +383,8 @@ static ssize_t recv_locked(iop_ppipe_t *p, uint8_t *buf, size_t cap, int *fds, i
 ssize_t iop_ppipe_recv_fds(iop_ppipe_t *p, void *buf, size_t cap, int *fds, int *nfds,
                            uint64_t deadline)
 {
+    if (!p)
+        return iop__fail(-EINVAL, "ppipe recv: NULL pipe end");
     if (nfds && (*nfds < 0 || (*nfds && !fds)))
         return iop__fail(-EINVAL, "ppipe recv: fds must hold *nfds descriptors");
     if (!buf && cap)
@@ -436,6 +440,8 @@ static ssize_t peek_locked(iop_ppipe_t *p, int *nfds, uint64_t deadline)
 
 ssize_t iop_ppipe_peek(iop_ppipe_t *p, int *nfds, uint64_t deadline)
 {
+    if (!p)
+        return iop__fail(-EINVAL, "ppipe peek: NULL pipe end");
     int r = iop__ppipe_lock(&p->recv_mx, deadline);
     if (r < 0)
         return r;

@@ -143,12 +143,16 @@ void iop_pqueue_destroy(iop_pqueue_t *q)
 
 void iop_pqueue_forget(iop_pqueue_t *q, iop_loop_t *loop)
 {
+    if (!q || !loop)
+        return;
     iop_fd_forget(loop, q->efd[0]);
     iop_fd_forget(loop, q->efd[1]);
 }
 
 void iop_pqueue_close(iop_pqueue_t *q)
 {
+    if (!q)
+        return;
     atomic_store_explicit(&q->closed, 1, memory_order_seq_cst);
     for (int dir = 0; dir < 2; dir++) {   /* wake everyone who sleeps now */
         uint64_t n = atomic_load_explicit(&q->wait[dir].waiters, memory_order_seq_cst);
@@ -161,6 +165,8 @@ void iop_pqueue_close(iop_pqueue_t *q)
 
 size_t iop_pqueue_len(const iop_pqueue_t *q)
 {
+    if (!q)
+        return 0;
     uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
     if (tail <= head)

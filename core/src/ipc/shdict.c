@@ -48,6 +48,8 @@ static void free_chain(iop_shdict_t *d, uint32_t first)
 
 static int dict_lock(iop_shdict_t *d)
 {
+    if (!d)
+        return iop__fail(-EINVAL, "shdict: NULL dict");
     int r = iop_plock_lock(&d->lock, 0);
     if (r == IOP_PLOCK_OWNER_DIED) {
         iop__shdict_repair(d);
