@@ -74,7 +74,9 @@ static int worker_main(iop_shard_worker_t *w)
         ls[i] = (shard_listener_t){ .w = w, .index = (uint32_t)i };
         wr.accept_args[i] = &ls[i];
     }
-    iop_shard_ready(w);
+    /* Ready only once the services' worker_start hooks ran: the first accept (or
+     * the wait for a stop) says so. A rolling restart must not drain the old
+     * worker for a new one that cannot serve. */
     return worker_serve(&wr) < 0 ? 1 : 0;
 }
 

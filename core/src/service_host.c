@@ -83,7 +83,10 @@ static void *acceptor_main(void *arg)
     static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "service-conn" };
     handoff_t ring[HANDOFFS];
     unsigned next = 0;
-    while (!h->draining) {
+    /* Ends on -ECANCELED only: a draining shard accept hands over what is still
+     * queued, one at a time, and closes its listener when that is done; stopping
+     * at the first would leave the listener open and its queue unserved. */
+    for (;;) {
         handoff_t *ho = &ring[next % HANDOFFS];
         *ho = (handoff_t){ .h = h, .peerlen = sizeof ho->peer };
         int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho->peer, &ho->peerlen)
@@ -140,7 +143,6 @@ static void *acceptor_main(void *arg)
             return NULL;
         }
     }
-    return NULL;
 }
 
 int iop_service_host_start(iop_service_host_t *h)
