@@ -147,8 +147,9 @@ static void *acceptor_main(void *arg)
 
 int iop_service_host_start(iop_service_host_t *h)
 {
-    if (!h || !h->desc || !h->loop || (h->listen_fd < 0 && !h->accept))
-        return iop__fail(-EINVAL, "iop_service_host_start: incomplete host record");
+    if (!h || !h->desc || !h->loop || !h->stats || (h->listen_fd < 0 && !h->accept))
+        return iop__fail(-EINVAL, "iop_service_host_start: incomplete host record (desc, loop, stats, "
+                         "and a listener or an accept function are required)");
     h->draining = 0;
     h->live = NULL;
     h->shed = 0;

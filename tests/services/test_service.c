@@ -285,6 +285,59 @@ static void drain_with(fixture_t *f, const iop_service_desc_t *desc)
     close(fd);
 }
 
+/* A drain hands over what the listener still has queued, one connection per call,
+ * as iop_shard_accept does; the host serves every one of them, not only the first
+ * (the rest hung until reset, and the listener stayed open). */
+static int sweep_fd = -1;
+
+static int sweep_accept(void *arg, struct sockaddr *addr, socklen_t *addrlen)
+{
+    (void)arg;
+    if (!iop_cancelled())
+        iop_sleep_until(0);        /* a busy worker: nothing accepted until the drain */
+    int fd = accept4(sweep_fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return fd >= 0 ? fd : -ECANCELED;
+}
+
+static int sweep_done;
+
+static void *sweep_drainer(void *arg)
+{
+    iop_service_host_t *h = arg;
+    iop_sleep(20000000ull);
+    iop_service_host_drain(h, iop_now(h->loop) + 300000000ull);
+    sweep_done = 1;
+    return NULL;
+}
+
+static void test_drain_serves_whole_queue(void **state)
+{
+    fixture_t *f = *state;
+    struct sockaddr_in a;
+    sweep_fd = tu_tcp_listener(&a, 16);
+    iop_service_stats_t stats = { 0 };
+    iop_service_host_t h = { .desc = f->host.desc, .loop = f->loop, .listen_fd = sweep_fd,
+                             .accept = sweep_accept };
+    assert_int_equal(iop_service_host_start(&h), -EINVAL);   /* no counters */
+    h.stats = &stats;
+    assert_int_equal(iop_service_host_start(&h), 0);
+    int c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);   /* blocking: connected at once */
+        assert_int_equal(connect(c[i], (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(send(c[i], "abc", 3, 0), 3);
+    }
+    sweep_done = 0;
+    iop_go(f->loop, sweep_drainer, &h, NULL, NULL);
+    assert_true(tu_run_until(f->loop, done, &sweep_done, 10000));
+    for (int i = 0; i < 3; i++) {
+        char buf[8];
+        assert_int_equal(recv(c[i], buf, sizeof buf, MSG_DONTWAIT), 3);
+        close(c[i]);
+    }
+    close(sweep_fd);
+}
+
 static void test_drain_session(void **state)
 {
     fixture_t *f = *state;
@@ -361,6 +414,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_many_clients, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_drain_session, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_drain_serves_whole_queue, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_host_sets_nodelay, fixture_up, fixture_down),
     };

@@ -139,7 +139,8 @@ typedef struct iop_service_host {
     iop_loop_t *loop;
     int listen_fd;             /* non-blocking listener */
     int worker;
-    iop_service_stats_t *stats;   /* this worker's counters (may be shared memory) */
+    iop_service_stats_t *stats;   /* this worker's counters (may be shared memory); required:
+                                   * services count into conn->stats */
     /* Optional: how to accept (a coroutine call returning an fd or -errno, and
      * -ECANCELED once no more should be accepted), e.g. iop_shard_accept; NULL =
      * iop_accept on listen_fd. */
