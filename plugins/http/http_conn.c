@@ -25,6 +25,7 @@ const char *http_reason(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 416: return "Range Not Satisfiable";
@@ -140,6 +141,17 @@ static int wants_keepalive(const http_request_t *rq)
     return rq->minor >= 1 || (rq->connection & HTTP_CONN_KEEPALIVE);
 }
 
+/* The methods RFC 9110 and RFC 5789 define (case-sensitive): these get 405 and
+ * Allow; a method the server does not know at all gets 501 (RFC 9110 9.1). */
+static int known_method(http_str_t m)
+{
+    static const char *const names[] = { "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH" };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (m.n == strlen(names[i]) && memcmp(m.p, names[i], m.n) == 0)
+            return 1;
+    return 0;
+}
+
 static int answer(http_conn_t *c, const http_request_t *rq)
 {
     const http_state_t *st = c->st;
@@ -148,12 +160,19 @@ static int answer(http_conn_t *c, const http_request_t *rq)
     int keep = wants_keepalive(rq) && !*c->svc->draining;
     c->answered = 1;
     int64_t body = rq->content_length > 0 ? rq->content_length : 0;
+    /* A client that asked "100-continue" may hold the body back until told, and
+     * after a final answer send its next request instead: skipping the body would
+     * then eat that request. Answer and close (RFC 9110 10.1.1). */
+    if (rq->expect_continue && body > 0)
+        keep = 0;
     if (rq->method == HTTP_OTHER) {
         /* A body we cannot frame or do not want to read: close instead of skipping it. */
         if (rq->transfer_encoding || body > st->max_body)
             keep = 0;
         else
             c->discard = (uint64_t)body;
+        if (!known_method(rq->method_name))
+            return http_error(c, 501, keep, NULL);
         return http_error(c, 405, keep, "Allow: GET, HEAD\r\n");
     }
     if (rq->transfer_encoding)
@@ -184,8 +203,12 @@ static int answer_buffered(http_conn_t *c)
                 return 1;
             c->req_deadline = 0;           /* the next request gets its own time */
         }
-        if (c->scan == 0)
+        if (c->scan == 0) {
             c->in_pos += http_skip_empty_lines(c->in + c->in_pos, c->in_len - c->in_pos);
+            /* A read that ends on the CR of an empty line: wait for its LF. */
+            if (c->in_len - c->in_pos == 1 && c->in[c->in_pos] == '\r')
+                return 1;
+        }
         if (c->in_pos == c->in_len) {
             c->in_pos = c->in_len = 0;
             return 1;

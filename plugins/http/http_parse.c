@@ -281,6 +281,16 @@ static int header_field(http_request_t *rq, http_str_t name, http_str_t v)
             keep_first(&rq->if_modified_since, v);
         else if (http_str_ieq(name, "if-range"))
             keep_first(&rq->if_range, v);
+        else if (http_str_ieq(name, "if-match"))
+            keep_first(&rq->if_match, v);
+        else if (http_str_ieq(name, "if-none-match"))
+            keep_first(&rq->if_none_match, v);
+        else if (http_str_ieq(name, "if-unmodified-since"))
+            keep_first(&rq->if_unmodified_since, v);
+        break;
+    case 'e':
+        if (http_str_ieq(name, "expect") && http_str_ieq(v, "100-continue"))
+            rq->expect_continue = 1;
         break;
     case 'r':
         if (http_str_ieq(name, "range"))   /* not a list: two make it invalid, ignored */

@@ -49,6 +49,8 @@ typedef struct http_request {
     int64_t content_length;          /* -1 = none, HTTP_CL_TOO_BIG = huge */
     int transfer_encoding;           /* 1 if the request had one */
     http_str_t host, if_modified_since, if_range, range;   /* p = NULL: absent */
+    http_str_t if_match, if_none_match, if_unmodified_since;
+    int expect_continue;             /* Expect: 100-continue */
     unsigned nheaders;
 } http_request_t;
 

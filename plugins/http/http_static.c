@@ -173,6 +173,28 @@ static int unchanged_since(http_conn_t *c, const http_request_t *rq, int64_t mti
     return mtime <= t && t <= c->date_sec;
 }
 
+static int is_star(http_str_t v) { return v.n == 1 && v.p[0] == '*'; }
+
+/* The preconditions of RFC 9110 13.2.2 for a file, which has no entity tags: 0 to
+ * go on, 304 or 412. If-Match holds only as "*"; If-Unmodified-Since (without
+ * If-Match) fails when the file changed after it; If-None-Match "*" means the
+ * client has it, any list of tags matches nothing, and either way it makes
+ * If-Modified-Since ignored. */
+static int precondition(http_conn_t *c, const http_request_t *rq, int64_t mtime)
+{
+    int64_t t;
+    if (rq->if_match.p) {
+        if (!is_star(rq->if_match))
+            return 412;
+    } else if (rq->if_unmodified_since.p &&
+               http_parse_date(rq->if_unmodified_since.p, rq->if_unmodified_since.n, &t) == 0 && mtime > t) {
+        return 412;
+    }
+    if (rq->if_none_match.p)
+        return is_star(rq->if_none_match) ? 304 : 0;
+    return unchanged_since(c, rq, mtime) ? 304 : 0;
+}
+
 /* ---- the body ---------------------------------------------------------------------------- */
 
 /* sendfile(2) has no MSG_NOSIGNAL: block SIGPIPE around it and take back the one a
@@ -247,15 +269,26 @@ static int copy_file_body(http_conn_t *c, int fd, uint64_t first, uint64_t len)
 static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const struct stat *sb, int keep)
 {
     uint64_t size = (uint64_t)sb->st_size;
+    /* Never later than Date (RFC 9110 8.8.2.1): a file dated in the future is
+     * modified "now". */
+    int64_t mtime = sb->st_mtim.tv_sec;
+    http_date_now(c);
+    if (mtime > c->date_sec)
+        mtime = c->date_sec;
     char last_modified[HTTP_DATE_LEN + 1];
-    http_format_date(sb->st_mtim.tv_sec, last_modified);
-    if (unchanged_since(c, rq, sb->st_mtim.tv_sec))
+    http_format_date(mtime, last_modified);
+    switch (precondition(c, rq, mtime)) {
+    case 304:
         return not_modified(c, last_modified, keep);
+    case 412:
+        return http_error(c, 412, keep, NULL);
+    }
 
     uint64_t first = 0, last = size ? size - 1 : 0;
     int status = 200;
-    /* If-Range: the range applies only to the version the client has (our date). */
-    if (rq->range.p && (!rq->if_range.p || (rq->if_range.n == HTTP_DATE_LEN &&
+    /* If-Range: the range applies only to the version the client has (our date).
+     * Range is defined for GET only: HEAD tells the whole size (RFC 9110 14.2). */
+    if (rq->range.p && rq->method == HTTP_GET && (!rq->if_range.p || (rq->if_range.n == HTTP_DATE_LEN &&
                                             memcmp(rq->if_range.p, last_modified, HTTP_DATE_LEN) == 0))) {
         switch (http_parse_range(rq->range.p, rq->range.n, size, &first, &last)) {
         case HTTP_RANGE_OK:

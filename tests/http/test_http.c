@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +164,14 @@ static void test_split_requests(void **state)
     hh_resp_free(&r);
     /* Empty lines before a request are ignored (RFC 9112 2.2), bare LF ends lines. */
     assert_int_equal(hh_sends(c, "\r\n\r\nGET /hello HTTP/1.1\nHost: t\n\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    /* ... also when a read ends between an empty line's CR and its LF. */
+    assert_int_equal(hh_sends(c, "\r"), 0);
+    struct timespec pause = { 0, 20000000 };
+    nanosleep(&pause, NULL);
+    assert_int_equal(hh_sends(c, "\n\r\nGET /hello" H11 "\r\n"), 0);
     assert_int_equal(hh_read_response(c, &r, 0), 0);
     assert_int_equal(r.status, 200);
     hh_resp_free(&r);
@@ -446,6 +456,12 @@ static void test_range(void **state)
     expect_range("bytes=0-1,3-4", 200, NULL, HF_HELLO_TXT);     /* several: the whole file */
     expect_range("bytes=5-2", 200, NULL, HF_HELLO_TXT);         /* invalid: ignored */
     expect_range("lines=1-2", 200, NULL, HF_HELLO_TXT);
+    /* Range is for GET only: HEAD tells the whole length (RFC 9110 14.2). */
+    hh_resp_t h;
+    get(&srv, "HEAD /hello.txt" H11 "Range: bytes=0-4\r\n\r\n", &h);
+    assert_int_equal(h.status, 200);
+    expect_header(&h, "Content-Length", "11");
+    hh_resp_free(&h);
     /* If-Range: the range only if the file is still the version the client has. */
     hh_resp_t r;
     get(&srv, "GET /hello.txt" H11 "Range: bytes=0-4\r\nIf-Range: " HF_MTIME_TEXT "\r\n\r\n", &r);
@@ -498,6 +514,79 @@ static void test_if_modified_since(void **state)
     assert_int_equal(r.status, 200);
     hh_resp_free(&r);
     conn_free(c);
+}
+
+/* The other preconditions (RFC 9110 13.2.2) for files, which have no entity tags. */
+static void test_preconditions(void **state)
+{
+    (void)state;
+    static const struct { const char *headers; int status; } cases[] = {
+        { "If-None-Match: \"v1\"\r\nIf-Modified-Since: " HF_MTIME_TEXT "\r\n", 200 },   /* IMS ignored */
+        { "If-None-Match: *\r\n", 304 },
+        { "If-Match: \"v1\"\r\n", 412 },
+        { "If-Match: *\r\n", 200 },
+        { "If-Unmodified-Since: Tue, 31 Dec 2019 12:00:00 GMT\r\nRange: bytes=4-\r\n", 412 },
+        { "If-Unmodified-Since: " HF_MTIME_TEXT "\r\n", 200 },
+        { "If-Unmodified-Since: garbage\r\n", 200 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char req[512];
+        snprintf(req, sizeof req, "GET /hello.txt" H11 "%s\r\n", cases[i].headers);
+        hh_resp_t r;
+        get(&srv, req, &r);
+        if (r.status != cases[i].status)
+            fail_msg("%s: %d, want %d", cases[i].headers, r.status, cases[i].status);
+        hh_resp_free(&r);
+    }
+}
+
+/* Last-Modified is never later than Date (RFC 9110 8.8.2.1). */
+static void test_future_mtime(void **state)
+{
+    (void)state;
+    char path[600];
+    snprintf(path, sizeof path, "%s/future.txt", root.www);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("later\n", f);
+    fclose(f);
+    struct timespec t[2] = { { 4102444800, 0 }, { 4102444800, 0 } };   /* 2100 */
+    assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+    hh_resp_t r;
+    get(&srv, "GET /future.txt" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    char lm[64], date[64];
+    assert_non_null(hh_header(&r, "Last-Modified", lm, sizeof lm));
+    assert_non_null(hh_header(&r, "Date", date, sizeof date));
+    int64_t tl, td;
+    assert_int_equal(http_parse_date(lm, strlen(lm), &tl), 0);
+    assert_int_equal(http_parse_date(date, strlen(date), &td), 0);
+    assert_true(tl <= td);
+    hh_resp_free(&r);
+    unlink(path);
+}
+
+/* Expect: 100-continue with a body: the answer closes the connection, since the
+ * client may hold the body back and send its next request instead. An unknown
+ * method is 501, a known one not allowed here 405. */
+static void test_expect_and_methods(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    hh_resp_t r;
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "Expect: 100-continue\r\nContent-Length: 10\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "Connection", "close");
+    hh_resp_free(&r);
+    assert_int_equal(hh_wait_eof(c, 3000), 1);
+    conn_free(c);
+    get(&srv, "FOO /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 501);
+    hh_resp_free(&r);
+    get(&srv, "DELETE /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 405);
+    hh_resp_free(&r);
 }
 
 /* ---- directories and types ----------------------------------------------------------------- */
@@ -721,6 +810,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_traversal_realpath),
         cmocka_unit_test(test_range),
         cmocka_unit_test(test_if_modified_since),
+        cmocka_unit_test(test_preconditions),
+        cmocka_unit_test(test_future_mtime),
+        cmocka_unit_test(test_expect_and_methods),
         cmocka_unit_test(test_index_and_redirect),
         cmocka_unit_test(test_content_types),
         cmocka_unit_test(test_big_file),
