@@ -142,7 +142,8 @@ int chat_outbox_put(chat_outbox_t *o, const char *p, size_t n);
 /* The next bytes to send (0 = nothing). */
 size_t chat_outbox_peek(const chat_outbox_t *o, const char **p);
 void chat_outbox_consume(chat_outbox_t *o, size_t n);
-/* Drops everything not yet in the head chunk (which may be in a send right now). */
+/* Drops everything after the head chunk (which may be in a send right now) and
+ * the end of the line it is in the middle of, if any. */
 void chat_outbox_drop_tail(chat_outbox_t *o);
 void chat_outbox_free(chat_outbox_t *o);
 

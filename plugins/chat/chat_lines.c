@@ -116,12 +116,12 @@ static int handle_line(chat_client_t *c, const char *line, size_t len)
         return 1;
     if (is_command(line, len, "/nick"))
         return nick_command(c, line + 5, len - 5);
+    if (len == 0)
+        return 0;                          /* ignored, joined or not */
     if (!c->joined) {
         chat_client_queue_str(c, "* say /nick NAME first\n");
         return 0;
     }
-    if (len == 0)
-        return 0;
     if (line[0] != '/')
         return say(c, line, len);
     if (len >= 2 && line[1] == '/')          /* "//text" says "/text" */

@@ -63,16 +63,33 @@ void chat_outbox_consume(chat_outbox_t *o, size_t n)
 
 void chat_outbox_drop_tail(chat_outbox_t *o)
 {
-    chat_chunk_t *h = o->head;
-    if (!h)
+    chat_chunk_t *keep = o->head;
+    if (!keep)
         return;
-    for (chat_chunk_t *c = h->next, *next; c; c = next) {
+    /* The head may be in a send, so it stays whole; a line it ends in the middle
+     * of is kept to its end from the chunks after it, so that the client never
+     * reads half a line glued to what comes next. */
+    chat_chunk_t *c = keep->next;
+    if (keep->data[keep->len - 1] != '\n') {
+        for (; c; keep = c, c = c->next) {
+            char *nl = memchr(c->data, '\n', c->len);
+            if (nl) {
+                uint32_t cut = (uint32_t)(nl - c->data) + 1;
+                o->queued -= c->len - cut;
+                c->len = cut;
+                keep = c;
+                c = c->next;
+                break;
+            }
+        }
+    }
+    for (chat_chunk_t *next; c; c = next) {
         next = c->next;
         o->queued -= c->len;
         iop_free(c);
     }
-    h->next = NULL;
-    o->tail = h;
+    keep->next = NULL;
+    o->tail = keep;
 }
 
 void chat_outbox_free(chat_outbox_t *o)
