@@ -298,11 +298,27 @@ static const char *ltdl_reason(void)
 static void say_not_loadable(const char *path, const char *ltdl_text, char *why, size_t whylen)
 {
     dlerror();
-    void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     const char *dl_text = h ? NULL : dlerror();
     if (h)
         dlclose(h);
     say(0, why, whylen, "not a loadable module: %s", dl_text ? dl_text : ltdl_text);
+}
+
+/* libltdl binds lazily: a module calling a function nothing defines would load,
+ * list and start, and kill its process at the first call. Loading it once with
+ * RTLD_NOW first resolves every symbol (or refuses the module, with the dynamic
+ * linker's reason); lt_dlopen then gets that same, already bound object. The
+ * returned handle keeps it loaded meanwhile; NULL with why set on refusal. */
+static void *bind_now(const char *path, char *why, size_t whylen)
+{
+    dlerror();
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        say(0, why, whylen, "not a loadable module: %s", e ? e : "refused by the dynamic linker");
+    }
+    return h;
 }
 
 /* Opens path with its own lt_dlinit reference (released by ltdl_close). */
@@ -313,10 +329,17 @@ static int ltdl_open(const char *path, lt_dlhandle *h, char *why, size_t whylen)
     if (lt_dlinit() != 0) {
         r = say(-ENOMEM, why, whylen, "libltdl failed to start: %s", ltdl_reason());
         lt_dlexit();   /* lt_dlinit counts even a failed start */
-    } else if (!(*h = lt_dlopen(path))) {
-        say_not_loadable(path, ltdl_reason(), why, whylen);
-        r = -ENOEXEC;
-        lt_dlexit();
+    } else {
+        *h = NULL;
+        void *now = bind_now(path, why, whylen);
+        if (!now || !(*h = lt_dlopen(path))) {
+            if (now)
+                say_not_loadable(path, ltdl_reason(), why, whylen);
+            r = -ENOEXEC;
+            lt_dlexit();
+        }
+        if (now)
+            dlclose(now);
     }
     pthread_mutex_unlock(&ltdl_lock);
     return r;

@@ -1,7 +1,11 @@
 /* A service module for the tests, built several times with defines that break it
  * in one way each: SVC_NAME (what the descriptor says), SVC_ABI, SVC_NO_SERVE,
- * SVC_NO_DESCRIPTOR. */
+ * SVC_NO_DESCRIPTOR, SVC_UNRESOLVED (serve calls a function nothing defines). */
 #include <ioplex/service.h>
+
+#ifdef SVC_UNRESOLVED
+int iop_test_nowhere_defined(void);
+#endif
 
 #ifndef SVC_ABI
 #define SVC_ABI IOP_SERVICE_ABI_VERSION
@@ -11,7 +15,11 @@ __attribute__((unused)) static int serve(void *state, iop_service_conn_t *conn)
 {
     (void)state;
     (void)conn;
+#ifdef SVC_UNRESOLVED
+    return iop_test_nowhere_defined();
+#else
     return 0;
+#endif
 }
 
 #ifndef SVC_NO_DESCRIPTOR
