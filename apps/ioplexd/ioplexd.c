@@ -76,7 +76,8 @@ static int add_service(daemon_t *d, const char *arg)
     char *comma = strchr(eq + 1, ',');
     if (comma) {
         *comma = '\0';
-        int n = iop_service_parse_opts(comma + 1, s->opts, MAX_SERVICE_OPTS);
+        /* A comma promises an option: "echo=HOST:PORT," is a typo, not none. */
+        int n = comma[1] ? iop_service_parse_opts(comma + 1, s->opts, MAX_SERVICE_OPTS) : -EINVAL;
         if (n < 0) {
             fprintf(stderr, PROG ": --service %s: %s\n", arg,
                     n == -E2BIG ? "too many options" : "an option without a name");

@@ -38,8 +38,8 @@ static int opt_number(const char *key, const char *v, long long lo, long long hi
 {
     char *end;
     errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
+    long long x = strtoll(v, &end, 10);   /* digits only: no sign, no space */
+    if (*v < '0' || *v > '9' || *end || errno || x < lo || x > hi) {
         snprintf(err, errlen, "http: %s=%s: want a number from %lld to %lld", key, v, lo, hi);
         return -EINVAL;
     }

@@ -238,6 +238,7 @@ static void test_cli(void **state)
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL, "takes no options" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0" }, 2, NULL, "99999" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,a=1,a=2", "--workers", "0" }, 2, NULL, "'a' given twice" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,", "--workers", "0" }, 2, NULL, "an option without a name" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "" }, 2, NULL, "--backend wants a name" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch" }, 2, NULL, "nosuch" },
         { { CLIENT_PATH, "--help" }, 0, "usage: iop-client", NULL },

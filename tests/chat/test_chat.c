@@ -507,6 +507,7 @@ static void test_bad_options(void **state)
 {
     (void)state;
     static const char *const bad[] = { "max_line=5", "ring=100", "max_backlog=abc", "colour=red",
+                                       "max_line= 100", "max_line=+100",
                                        "max_line=65536,max_backlog=1024" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         room_t r;

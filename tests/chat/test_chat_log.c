@@ -193,28 +193,34 @@ static void test_outbox(void **state)
     assert_int_equal(chat_outbox_peek(&o, &p), 0);
     static char big[10000];
     memset(big, 'b', sizeof big);
+    big[sizeof big - 1] = '\n';               /* one long line, across chunks */
     assert_int_equal(chat_outbox_put(&o, "hello\n", 6), 0);
     assert_int_equal(chat_outbox_put(&o, big, sizeof big), 0);
-    assert_int_equal(o.queued, 6 + sizeof big);
+    assert_int_equal(chat_outbox_put(&o, "next\n", 5), 0);
+    assert_int_equal(o.queued, 6 + sizeof big + 5);
     size_t n = chat_outbox_peek(&o, &p);
     assert_true(n >= 6);
     assert_memory_equal(p, "hello\n", 6);
     chat_outbox_consume(&o, 3);
     n = chat_outbox_peek(&o, &p);
     assert_memory_equal(p, "lo\n", 3);
-    /* Everything behind the head chunk goes; the head stays (a send may use it). */
+    /* The head stays (a send may use it), and so does the rest of the line it ends
+     * in the middle of; what follows goes. */
     chat_chunk_t *head = o.head;
     chat_outbox_drop_tail(&o);
     assert_ptr_equal(o.head, head);
-    assert_int_equal(o.queued, head->len - o.off);
+    assert_int_equal(o.queued, 3 + sizeof big);
     size_t total = 0;
+    char last = 0;
     while ((n = chat_outbox_peek(&o, &p)) > 0) {
         total += n;
+        last = p[n - 1];
         chat_outbox_consume(&o, n);
     }
     assert_int_equal(o.queued, 0);
     assert_null(o.head);                     /* an idle client holds no chunk */
-    assert_true(total > 0);
+    assert_int_equal(total, 3 + sizeof big);
+    assert_int_equal(last, '\n');
     assert_int_equal(chat_outbox_put(&o, "x", 1), 0);
     chat_outbox_free(&o);
     assert_null(o.head);
