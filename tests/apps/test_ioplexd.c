@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,6 +210,47 @@ static void test_rolling_restart_under_load(void **state)
     proc_cleanup(&d.p);
 }
 
+/* A rolling restart whose new worker cannot start its services (worker_start
+ * fails) leaves the old worker serving: a worker is ready only after its hooks
+ * ran, and the old one is drained only for a ready one. */
+static void test_restart_with_failing_start(void **state)
+{
+    (void)state;
+    char flag[] = "/tmp/iop-fail-start-XXXXXX";
+    int fd = mkstemp(flag);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(flag);
+    setenv("IOP_TEST_FAIL_START", flag, 1);
+    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "1",
+                     "--plugin-path", SVC_MODULE_DIR, "--service", "flakystart=127.0.0.1:0", NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    char line[512];
+    int listening = 0;
+    while (!listening && proc_read_line(&p, line, sizeof line, 10000) >= 0)
+        listening = strstr(line, "flakystart listening on") != NULL;
+    assert_true(listening);
+    poll(NULL, 0, 300);                  /* worker 0 is up */
+    fd = open(flag, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    kill(p.pid, SIGHUP);
+    poll(NULL, 0, 300);                  /* a few failed starts, well under the crash limit */
+    char err[16384];
+    proc_stderr(&p, err, sizeof err);
+    unlink(flag);
+    if (!strstr(err, "told to fail") || strstr(err, "draining pid"))
+        fprintf(stderr, "ioplexd stderr:\n%s\n", err);
+    assert_non_null(strstr(err, "told to fail"));
+    assert_null(strstr(err, "draining pid"));   /* the old worker was left alone */
+    kill(p.pid, SIGTERM);
+    assert_int_equal(proc_wait(&p, 10000), 0);
+    assert_true(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+    proc_cleanup(&p);
+    unsetenv("IOP_TEST_FAIL_START");
+}
+
 /* ---- command line ------------------------------------------------------------------------ */
 
 static int run_daemon_argv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
@@ -341,6 +383,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_echo_session),
         cmocka_unit_test(test_workers_serve_and_drain),
         cmocka_unit_test(test_rolling_restart_under_load),
+        cmocka_unit_test(test_restart_with_failing_start),
         cmocka_unit_test(test_stats_after_worker_death),
         cmocka_unit_test(test_load_http),
     };

@@ -1,6 +1,12 @@
 /* A service module for the tests, built several times with defines that break it
  * in one way each: SVC_NAME (what the descriptor says), SVC_ABI, SVC_NO_SERVE,
- * SVC_NO_DESCRIPTOR, SVC_UNRESOLVED (serve calls a function nothing defines). */
+ * SVC_NO_DESCRIPTOR, SVC_UNRESOLVED (serve calls a function nothing defines); and
+ * SVC_FLAKY_START, whose worker_start fails while the file named by
+ * $IOP_TEST_FAIL_START exists. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <ioplex/service.h>
 
 #ifdef SVC_UNRESOLVED
@@ -22,6 +28,19 @@ __attribute__((unused)) static int serve(void *state, iop_service_conn_t *conn)
 #endif
 }
 
+#ifdef SVC_FLAKY_START
+static int flaky_start(void *state, iop_loop_t *loop, int worker, char *err, size_t errlen)
+{
+    (void)state, (void)loop, (void)worker;
+    const char *flag = getenv("IOP_TEST_FAIL_START");
+    if (flag && access(flag, F_OK) == 0) {
+        snprintf(err, errlen, "told to fail (%s exists)", flag);
+        return -EIO;
+    }
+    return 0;
+}
+#endif
+
 #ifndef SVC_NO_DESCRIPTOR
 IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
     .abi_version = SVC_ABI,
@@ -30,6 +49,9 @@ IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
     .summary = "a test service",
 #ifndef SVC_NO_SERVE
     .serve = serve,
+#endif
+#ifdef SVC_FLAKY_START
+    .worker_start = flaky_start,
 #endif
 };
 #else
