@@ -96,7 +96,9 @@ typedef struct iop_service_desc {
     int (*worker_start)(void *state, iop_loop_t *loop, int worker, char *err, size_t errlen);
     /* Serves one connection; runs in its own coroutine and returns when done with it
      * (0, or -errno counted as an error). Cancelled coroutines see -ECANCELED from
-     * their blocking calls and must return. */
+     * their blocking calls and must return. The host closes conn->fd after serve
+     * returns: serve must not close it, and no coroutine it started may use it
+     * afterwards (the number goes to the next connection). */
     int (*serve)(void *state, iop_service_conn_t *conn);
     /* In each worker, once its connections are done (optional). */
     void (*worker_stop)(void *state);
