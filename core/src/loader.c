@@ -292,24 +292,13 @@ static const char *ltdl_reason(void)
     return e ? e : "unknown libltdl error";
 }
 
-/* Why lt_dlopen refused a file that exists. libltdl replaces the dynamic linker's
- * reason ("invalid ELF header", "undefined symbol: x") with its own "file not
- * found", so ask the dynamic linker once more, for the message only. */
-static void say_not_loadable(const char *path, const char *ltdl_text, char *why, size_t whylen)
-{
-    dlerror();
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    const char *dl_text = h ? NULL : dlerror();
-    if (h)
-        dlclose(h);
-    say(0, why, whylen, "not a loadable module: %s", dl_text ? dl_text : ltdl_text);
-}
-
 /* libltdl binds lazily: a module calling a function nothing defines would load,
  * list and start, and kill its process at the first call. Loading it once with
  * RTLD_NOW first resolves every symbol (or refuses the module, with the dynamic
- * linker's reason); lt_dlopen then gets that same, already bound object. The
- * returned handle keeps it loaded meanwhile; NULL with why set on refusal. */
+ * linker's own reason, "invalid ELF header", "undefined symbol: x", which libltdl
+ * would replace by its "file not found"); lt_dlopen then gets that same, already
+ * bound object. The returned handle keeps it loaded meanwhile; NULL with why set
+ * on refusal. */
 static void *bind_now(const char *path, char *why, size_t whylen)
 {
     dlerror();
@@ -334,7 +323,7 @@ static int ltdl_open(const char *path, lt_dlhandle *h, char *why, size_t whylen)
         void *now = bind_now(path, why, whylen);
         if (!now || !(*h = lt_dlopen(path))) {
             if (now)
-                say_not_loadable(path, ltdl_reason(), why, whylen);
+                say(0, why, whylen, "not a loadable module: %s", ltdl_reason());
             r = -ENOEXEC;
             lt_dlexit();
         }

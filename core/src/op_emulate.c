@@ -175,12 +175,10 @@ static void deadline_fired(iop_timer_t *t)
 
 static void enqueue(iop_loop_t *loop, iop_op_t *op)
 {
-    if (op->deadline) {
-        if (op->deadline <= loop->now ||
-            iop__timer_arm(loop, &op->timer, op->deadline, deadline_fired) < 0) {
-            iop__defer(loop, op, -ETIMEDOUT);
-            return;
-        }
+    /* (A deadline already passed never gets here: start() fails the op first.) */
+    if (op->deadline && iop__timer_arm(loop, &op->timer, op->deadline, deadline_fired) < 0) {
+        iop__defer(loop, op, -ETIMEDOUT);
+        return;
     }
     iop__fd_t *e = &loop->fds.v[op->fd];
     int rd = is_read_kind(op->kind);
