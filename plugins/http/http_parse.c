@@ -469,8 +469,12 @@ http_range_t http_parse_range(const char *p, size_t n, uint64_t size, uint64_t *
     if (i != n || (!has_a && !has_b))
         return HTTP_RANGE_NONE;
     if (!has_a) {                          /* "-N": the last N bytes */
-        if (b == 0 || size == 0)
+        if (b == 0)
             return HTTP_RANGE_UNSATISFIABLE;
+        /* Satisfiable (RFC 9110 14.1.1) but no 206 can describe zero bytes:
+         * the range is ignored and the empty file sent whole (14.2 allows it). */
+        if (size == 0)
+            return HTTP_RANGE_NONE;
         *first = b >= size ? 0 : size - b;
         *last = size - 1;
         return HTTP_RANGE_OK;
