@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "hostport.h"
@@ -222,6 +223,34 @@ typedef struct solo {
     int result;
 } solo_t;
 
+/* With workers, the supervisor kills one that is still stopping a grace period after
+ * the drain deadline. Alone, a service whose worker_stop (or a connection that
+ * ignores its cancel) never returns would hold the process forever: a timer ends it
+ * at the same bound, with a reason and status 1. */
+#define SOLO_GRACE_NS (3 * 1000000000ull)
+
+static void solo_overdue(int sig)
+{
+    (void)sig;
+    static const char msg[] = PROG ": still stopping after the drain timeout and a grace period: exiting\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(EXIT_FAILURE);
+}
+
+static void solo_arm_watchdog(uint64_t drain_ns)
+{
+    if (drain_ns > UINT64_MAX - SOLO_GRACE_NS)
+        return;                      /* a drain that may last forever */
+    uint64_t t = drain_ns + SOLO_GRACE_NS;
+    struct sigaction sa = { .sa_handler = solo_overdue };
+    sigemptyset(&sa.sa_mask);
+    struct itimerval it = { .it_value = { .tv_sec = (time_t)(t / 1000000000u),
+                                          .tv_usec = (suseconds_t)(t % 1000000000u / 1000u) } };
+    if (sigaction(SIGALRM, &sa, NULL) < 0 || setitimer(ITIMER_REAL, &it, NULL) < 0)
+        fprintf(stderr, PROG ": cannot bound the stop (%s): a stuck service will hold it\n", strerror(errno));
+}
+
 static int solo_wait_stop(void *arg)
 {
     solo_t *so = arg;
@@ -235,6 +264,7 @@ static int solo_wait_stop(void *arg)
             continue;
         }
         fprintf(stderr, PROG ": %s: draining\n", strsignal((int)si.ssi_signo));
+        solo_arm_watchdog(so->d->drain_ns);
         return 0;
     }
 }
@@ -283,7 +313,15 @@ static int run_solo(daemon_t *d)
     const char *report = iop_loop_backend_report(so.loop);
     printf(PROG ": backend %s%s%s%s\n", iop_loop_backend(so.loop), report[0] ? " (" : "",
            report, report[0] ? ")" : "");
-    int status = EXIT_USAGE;
+    /* Signals are ours before the lines that say where we listen: a SIGTERM sent as
+     * soon as they appear drains, it does not kill. */
+    sigset_t mask;
+    int status = EXIT_FAILURE;
+    if (signals_block(&mask) < 0 || (so.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+        fprintf(stderr, PROG ": cannot set up signal handling: %s\n", strerror(errno));
+        goto out;
+    }
+    status = EXIT_USAGE;
     for (size_t i = 0; i < d->nsvc; i++) {
         char where[128];
         int fd = listen_on(d->svc[i].listen, where, sizeof where);
@@ -294,12 +332,7 @@ static int run_solo(daemon_t *d)
     }
     printf(PROG ": serving in this process (--workers 0)\n");
     fflush(stdout);
-    sigset_t mask;
     status = EXIT_FAILURE;
-    if (signals_block(&mask) < 0 || (so.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
-        fprintf(stderr, PROG ": cannot set up signal handling: %s\n", strerror(errno));
-        goto out;
-    }
     iop_coro_t *c;
     if (iop_go(so.loop, solo_main, &so, NULL, &c) < 0 || iop_join(c, NULL, 0) < 0) {
         fprintf(stderr, PROG ": %s\n", iop_last_error());

@@ -251,6 +251,39 @@ static void test_restart_with_failing_start(void **state)
     unsetenv("IOP_TEST_FAIL_START");
 }
 
+/* --workers 0 has no supervisor to kill a worker that is still stopping after the
+ * drain: a service whose worker_stop hangs must not hold the process forever. */
+static void test_solo_stop_bounded(void **state)
+{
+    (void)state;
+    char flag[] = "/tmp/iop-hang-stop-XXXXXX";
+    int fd = mkstemp(flag);
+    assert_true(fd >= 0);
+    close(fd);
+    setenv("IOP_TEST_HANG_STOP", flag, 1);
+    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "0", "--drain-timeout", "1",
+                     "--plugin-path", SVC_MODULE_DIR, "--service", "flakystart=127.0.0.1:0", NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    char line[512];
+    int serving = 0;
+    while (!serving && proc_read_line(&p, line, sizeof line, 10000) >= 0)
+        serving = strstr(line, "serving in this process") != NULL;
+    assert_true(serving);
+    kill(p.pid, SIGTERM);
+    int r = proc_wait(&p, 20000);         /* 1 s drain + 3 s grace; the hook would take 60 s */
+    unlink(flag);
+    unsetenv("IOP_TEST_HANG_STOP");
+    if (r < 0)
+        kill(p.pid, SIGKILL), proc_wait(&p, 5000);
+    assert_int_equal(r, 0);
+    assert_true(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 1);
+    char err[16384];
+    proc_stderr(&p, err, sizeof err);
+    assert_non_null(strstr(err, "still stopping after the drain timeout"));
+    proc_cleanup(&p);
+}
+
 /* ---- command line ------------------------------------------------------------------------ */
 
 static int run_daemon_argv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
@@ -384,6 +417,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_workers_serve_and_drain),
         cmocka_unit_test(test_rolling_restart_under_load),
         cmocka_unit_test(test_restart_with_failing_start),
+        cmocka_unit_test(test_solo_stop_bounded),
         cmocka_unit_test(test_stats_after_worker_death),
         cmocka_unit_test(test_load_http),
     };

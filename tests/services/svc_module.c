@@ -2,7 +2,8 @@
  * in one way each: SVC_NAME (what the descriptor says), SVC_ABI, SVC_NO_SERVE,
  * SVC_NO_DESCRIPTOR, SVC_UNRESOLVED (serve calls a function nothing defines); and
  * SVC_FLAKY_START, whose worker_start fails while the file named by
- * $IOP_TEST_FAIL_START exists. */
+ * $IOP_TEST_FAIL_START exists and whose worker_stop hangs (60 s at most) while the
+ * file named by $IOP_TEST_HANG_STOP does. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,14 @@ static int flaky_start(void *state, iop_loop_t *loop, int worker, char *err, siz
     }
     return 0;
 }
+
+static void hang_stop(void *state)
+{
+    (void)state;
+    const char *flag = getenv("IOP_TEST_HANG_STOP");
+    for (int i = 0; i < 600 && flag && access(flag, F_OK) == 0; i++)
+        usleep(100 * 1000);
+}
 #endif
 
 #ifndef SVC_NO_DESCRIPTOR
@@ -52,6 +61,7 @@ IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
 #endif
 #ifdef SVC_FLAKY_START
     .worker_start = flaky_start,
+    .worker_stop = hang_stop,
 #endif
 };
 #else

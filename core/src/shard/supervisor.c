@@ -154,17 +154,8 @@ static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
     }
     if ((r = iop__shard_listeners_open(&s->lst, &s->o, s->n)) < 0)
         return r;
-    for (uint32_t a = 0; a < s->lst.naddr; a++) {
-        int fd = iop__shard_listener_fd(&s->lst, a, 0);
-        if ((s->o.flags & IOP_SHARD_STEER_CPU) && (r = iop__shard_steer(fd, &s->cpus, s->n)) < 0)
-            return r;
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-            return iop__fail(-errno, "listen %s: getsockname: %s", s->o.listen[a], strerror(errno));
-        if (s->o.on_listen)
-            s->o.on_listen(s->o.event_arg, a, (struct sockaddr *)&ss, len);
-    }
+    /* The signals are ours before on_listen says where we listen: a SIGTERM sent as
+     * soon as that appears stops us cleanly instead of killing us. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -177,6 +168,17 @@ static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
         int err = errno;
         sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
         return iop__fail(-err, "signalfd: %s", strerror(err));
+    }
+    for (uint32_t a = 0; a < s->lst.naddr; a++) {
+        int fd = iop__shard_listener_fd(&s->lst, a, 0);
+        if ((s->o.flags & IOP_SHARD_STEER_CPU) && (r = iop__shard_steer(fd, &s->cpus, s->n)) < 0)
+            return r;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+            return iop__fail(-errno, "listen %s: getsockname: %s", s->o.listen[a], strerror(errno));
+        if (s->o.on_listen)
+            s->o.on_listen(s->o.event_arg, a, (struct sockaddr *)&ss, len);
     }
     return 0;
 }
