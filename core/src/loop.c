@@ -439,9 +439,13 @@ static void flush_changes(iop_loop_t *loop)
         }
         /* The backend refused the fd (closed behind the loop's back, a kind it
          * cannot watch): nothing would ever wake its waiters. The watch gets one
-         * IOP_ERR and is stopped; asking again would be refused again. */
+         * IOP_ERR and is stopped; asking again would be refused again. Ops on a
+         * file that cannot be polled at all (EPERM) are tried at once instead. */
         e->reg = 0;
-        iop__fd_fail_ops(loop, fd, r);
+        if (r == -EPERM && (e->flags & IOP__FD_KNOWN) && !(e->flags & IOP__FD_SOCKET))
+            iop__emu_unwatchable(loop, fd);
+        else
+            iop__fd_fail_ops(loop, fd, r);
         e = &loop->fds.v[fd];
         iop_watch_t *w = e->watch;
         if (w && w->events) {

@@ -99,7 +99,8 @@ int iop__fd_reserve(iop_loop_t *loop, int fd);   /* table + change list room */
 int iop__emu_submit(iop_loop_t *loop, iop_op_t *op);
 void iop__emu_ready(iop_loop_t *loop, int fd, unsigned revents);
 void iop__emu_unqueue(iop_loop_t *loop, iop_op_t *op);
-void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err);  /* every queued op → err */
+void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err);
+void iop__emu_unwatchable(iop_loop_t *loop, int fd); /* never pollable: ops tried at once */
 void iop__complete(iop_loop_t *loop, iop_op_t *op, int res);
 void iop__defer(iop_loop_t *loop, iop_op_t *op, int res);
 void iop__run_done(iop_loop_t *loop);

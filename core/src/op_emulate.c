@@ -235,7 +235,8 @@ int iop__emu_submit(iop_loop_t *loop, iop_op_t *op)
     unsigned dir = rd ? IOP_READ : IOP_WRITE;
     unsigned hint = rd ? IOP__FD_RD_EMPTY : IOP__FD_WR_FULL;
     int wait_first = queued != NULL ||                       /* keep FIFO order */
-                     (op->opts & IOP_OPT_POLL_FIRST) ||      /* the caller expects to wait */
+                     ((op->opts & IOP_OPT_POLL_FIRST) &&     /* the caller expects to wait */
+                      !(e->flags & IOP__FD_REGULAR)) ||      /* (nothing can wait on a file) */
                      (e->flags & IOP__FD_BLOCKING) ||        /* would block the loop */
                      ((e->flags & hint) && (e->reg & dir));  /* known empty, and watched */
     if (!wait_first) {
@@ -282,6 +283,28 @@ void iop__emu_ready(iop_loop_t *loop, int fd, unsigned revents)
         if (mask)
             w->cb(w, mask);
     }
+}
+
+/* The backend cannot watch fd at all (epoll says EPERM for /dev/null, /dev/zero and
+ * other files without poll support): poll(2) calls such a file always ready, and so
+ * does the emulation. Its waiting ops are tried now, in order, and later ones at
+ * once. */
+void iop__emu_unwatchable(iop_loop_t *loop, int fd)
+{
+    iop__fd_t *e = &loop->fds.v[fd];
+    e->flags = (uint8_t)((e->flags & ~(IOP__FD_BLOCKING | IOP__FD_RD_EMPTY | IOP__FD_WR_FULL)) |
+                         IOP__FD_REGULAR);
+    iop_op_t *lists[2] = { e->rd_head, e->wr_head };
+    e->rd_head = e->rd_tail = e->wr_head = e->wr_tail = NULL;
+    for (int i = 0; i < 2; i++) {
+        for (iop_op_t *op = lists[i]; op;) {
+            iop_op_t *next = op->next;
+            op->flags &= ~IOP__OPF_QUEUED;
+            iop__defer(loop, op, perform(loop, op));   /* -EAGAIN too: nothing can wait */
+            op = next;
+        }
+    }
+    iop__mark_change(loop, fd);
 }
 
 void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err)

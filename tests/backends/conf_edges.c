@@ -1,8 +1,10 @@
 /* Edges of the kernel-bypass-aware options, on every backend: a multishot series
  * the kernel ends by itself and the core rearms, a cancel or a deadline while the
  * next result already waits, a fixed-file slot freed by a close op, zero-copy
- * where the kernel has none, and buffers given back twice. */
+ * where the kernel has none, buffers given back twice, and files no backend can
+ * poll. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -299,5 +301,44 @@ void test_buf_release_twice(void **state)
             assert_true(held[i] != held[j]);
     conf_close(loop, s[1]);
     close(s[0]);
+    iop_loop_destroy(loop);
+}
+
+/* Files no backend can poll (/dev/null, /dev/zero: epoll refuses them with EPERM)
+ * are always ready, as poll(2) says: a read, a write and a POLL_FIRST recv-style
+ * wait complete at once, in order, on every backend. */
+void test_unpollable_device(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC), zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    assert_true(null_fd >= 0 && zero_fd >= 0);
+    char buf[64], out[32] = "to nowhere";
+    memset(buf, 'x', sizeof buf);
+    rec_t rd = { 0 }, wr = { 0 }, rd2 = { 0 }, z = { 0 };
+    iop_prep_read(&rd.op, null_fd, buf, sizeof buf, -1, rec_cb, &rd);
+    iop_prep_write(&wr.op, null_fd, out, sizeof out, -1, rec_cb, &wr);
+    iop_prep_read(&rd2.op, null_fd, buf, sizeof buf, -1, rec_cb, &rd2);
+    iop_prep_read(&z.op, zero_fd, buf, sizeof buf, -1, rec_cb, &z);
+    assert_int_equal(iop_submit(loop, &rd.op), 0);
+    assert_int_equal(iop_submit(loop, &wr.op), 0);
+    assert_int_equal(iop_submit(loop, &rd2.op), 0);
+    assert_int_equal(iop_submit(loop, &z.op), 0);
+    assert_true(tu_run_until_count(loop, &z.calls, 1, 3000));
+    assert_true(tu_run_until_count(loop, &rd2.calls, 1, 3000));
+    assert_int_equal(rd.res, 0);                  /* end of file */
+    assert_int_equal(wr.res, (int)sizeof out);
+    assert_int_equal(rd2.res, 0);
+    assert_true(rd.order < rd2.order);          /* in the order submitted */
+    assert_int_equal(z.res, (int)sizeof buf);
+    assert_int_equal(buf[0], 0);
+    /* and again, once the loop knows what the file is */
+    rec_t again = { 0 };
+    iop_prep_write(&again.op, null_fd, out, sizeof out, -1, rec_cb, &again);
+    assert_int_equal(iop_submit(loop, &again.op), 0);
+    assert_true(tu_run_until_count(loop, &again.calls, 1, 3000));
+    assert_int_equal(again.res, (int)sizeof out);
+    conf_close(loop, null_fd);
+    conf_close(loop, zero_fd);
     iop_loop_destroy(loop);
 }

@@ -125,6 +125,7 @@ void test_deadline_with_data_waiting(void **state);
 void test_register_after_close_op(void **state);
 void test_zerocopy_send_unix(void **state);
 void test_buf_release_twice(void **state);
+void test_unpollable_device(void **state);
 
 /* conf_register.c */
 void test_register_busy_fds(void **state);
