@@ -13,6 +13,7 @@
  * The interactive modes run two coroutines: one copies stdin to the socket, one the
  * socket to stdout, so that lines arriving from others show while you type. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <netinet/tcp.h>
@@ -34,6 +35,7 @@
 #define MAX_IDLE 100000
 #define IDLE_DIALERS 32          /* coroutines opening the idle connections */
 #define IO_BUF 16384
+#define END_GRACE_NS SEC         /* load: how long a request in flight at the end may take */
 
 enum { EXIT_USAGE = 2 };
 
@@ -42,14 +44,17 @@ static struct addrinfo *addrs;
 static const char *target;
 static uint64_t timeout_ns = 10 * SEC;
 
-/* Connects to the first address that answers. The fd, or -errno (printed). */
+/* Connects to the first address that answers (an address whose family this host
+ * cannot make a socket for is skipped). The fd, or -errno (printed unless quiet). */
 static int dial(int quiet)
 {
     int r = -EADDRNOTAVAIL;
     for (const struct addrinfo *ai = addrs; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0)
-            return -errno;
+        if (fd < 0) {
+            r = -errno;
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         r = iop_connect(fd, ai->ai_addr, ai->ai_addrlen, iop_now(loop) + timeout_ns);
@@ -106,10 +111,13 @@ static void *upstream(void *arg)
         if (n == 0)
             break;
         int r = write_all_fd(s->fd, buf, (size_t)n, 1);
+        if (r == -ECANCELED)
+            return NULL;         /* downstream ended the session and said why */
         if (r < 0) {
-            if (r != -ECANCELED)
-                fprintf(stderr, PROG ": sending: %s\n", iop_strerror(r));
-            s->failed = r != -ECANCELED;
+            fprintf(stderr, PROG ": sending: %s\n", iop_strerror(r));
+            s->failed = 1;
+            if (s->down)
+                iop_cancel(s->down);   /* the session is over: nothing more can go out */
             return NULL;
         }
     }
@@ -133,8 +141,11 @@ static void *downstream(void *arg)
             }
             break;
         }
-        if (write_all_fd(STDOUT_FILENO, buf, (size_t)n, 0) < 0) {
-            fprintf(stderr, PROG ": writing stdout failed\n");
+        int w = write_all_fd(STDOUT_FILENO, buf, (size_t)n, 0);
+        if (w == -ECANCELED)
+            break;
+        if (w < 0) {
+            fprintf(stderr, PROG ": writing stdout: %s\n", iop_strerror(w));
             s->failed = 1;
             break;
         }
@@ -158,6 +169,8 @@ static int chat_join(session_t *s)
     char buf[IO_BUF], joined[128];
     size_t len = 0;
     int jl = snprintf(joined, sizeof joined, "* %s joined\n", s->nick);
+    if (jl < 0 || (size_t)jl >= sizeof joined)
+        return -ENAMETOOLONG;    /* main refuses such nicks; never compare past joined */
     int r = write_all_fd(s->fd, s->hello, strlen(s->hello), 1);
     if (r < 0) {
         fprintf(stderr, PROG ": sending: %s\n", iop_strerror(r));
@@ -230,6 +243,7 @@ typedef struct load {
     uint64_t done_all;           /* requests completed, warmup included */
     uint64_t connects;           /* connections opened by the active side */
     uint64_t resent;             /* http: requests sent again on a new connection */
+    uint64_t sent;               /* echo: the number the next message carries */
     int *idle_fds;               /* the idle connections (-1: not opened) */
     uint64_t idle, idle_next, idle_dropped;
     uint64_t idle_setup_ns;      /* opening them, their first requests included */
@@ -271,11 +285,22 @@ static int http_head_parse(const char *buf, size_t len, http_head_t *h)
         if (p != buf && p[-1] != '\n')
             continue;
         if (strncasecmp(p, "content-length:", 15) == 0) {
-            char *e;
-            long long v = strtoll(p + 15, &e, 10);
-            if (v < 0)
+            /* 1*DIGIT between optional blanks, and no more than a body could be */
+            const char *v = p + 15;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            uint64_t n = 0;
+            const char *d = v;
+            for (; *d >= '0' && *d <= '9'; d++) {
+                if (n > (UINT64_MAX >> 4))
+                    return -1;
+                n = n * 10 + (uint64_t)(*d - '0');
+            }
+            while (*d == ' ' || *d == '\t')
+                d++;
+            if (d == v || *d != '\r')
                 return -1;
-            h->body_len = (uint64_t)v;
+            h->body_len = n;
         } else if (strncasecmp(p, "connection:", 11) == 0) {
             const char *v = p + 11;
             while (*v == ' ')
@@ -298,6 +323,13 @@ static size_t load_request(char *out)
     else
         memset(out, 'x', len);
     return len;
+}
+
+/* echo: each message starts with its own number, so that an echo of an older one
+ * (or of anything else) does not pass for the answer. */
+static void number_message(char *out, size_t len, uint64_t seq)
+{
+    memcpy(out, &seq, len < sizeof seq ? len : sizeof seq);
 }
 
 /* One request on fd and its whole response, by deadline dl: the response's length,
@@ -340,45 +372,52 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
         *what = "response (more than one came back)";
         return -EBADMSG;         /* closed-loop: nothing else may be in flight */
     }
+    if (!ld->http && memcmp(in, out, len) != 0) {
+        *what = "echo (the bytes differ from those sent)";
+        return -EBADMSG;
+    }
     return (ssize_t)total;
 }
+
+/* One connection of the closed loop: a request, its whole answer, the next one,
+ * until the end of the run. A failed request is an error, counted, and the
+ * connection is made again (after a pause, so that a server refusing connections
+ * is not hammered): the run keeps its C connections to the end. A request still
+ * unanswered when the run ends gets END_GRACE_NS more, then counts as an error. */
+#define RETRY_PAUSE_NS (100 * 1000000ull)
 
 static void *load_conn(void *arg)
 {
     (void)arg;
     char *out = iop_malloc(LOAD_BUF), *in = iop_malloc(LOAD_BUF);
-    int fd = -1;
-    int err = out && in ? 0 : -ENOMEM;
-    if (!err && !ld->churn) {    /* --churn dials for each request, below */
-        fd = dial(1);
-        err = fd < 0 ? fd : 0;
-    }
-    if (err < 0) {
-        load_error("connect", err);
+    if (!out || !in) {
+        load_error("connection buffers", -ENOMEM);
         iop_free(out);
         iop_free(in);
         return NULL;
     }
-    if (fd >= 0)
-        ld->connects++;
+    int fd = -1;
     size_t len = load_request(out);
-    const char *what = "send";
     uint64_t served = 0;         /* answers on fd so far */
     while (iop_now(loop) < ld->end_ns) {
         uint64_t t0 = iop_now(loop);
         uint64_t dl = t0 + timeout_ns;
-        if (fd < 0) {            /* --churn: the connect is part of the request */
-            what = "connect";
+        const char *what = "connect";
+        ssize_t got;
+        http_head_t h = { 0 };
+        uint64_t rcvd = 0;
+        if (!ld->http)
+            number_message(out, len, ld->sent++);
+        if (fd < 0) {            /* the first request, --churn, or after an error */
             fd = dial(1);
             if (fd < 0) {
-                err = fd;
-                goto fail;
+                got = fd;
+                goto failed;
             }
             ld->connects++;
+            served = 0;
         }
-        http_head_t h = { 0 };
-        uint64_t rcvd;
-        ssize_t got = round_trip(fd, out, len, in, dl, &what, &h, &rcvd);
+        got = round_trip(fd, out, len, in, dl, &what, &h, &rcvd);
         if (got < 0 && ld->http && served && !rcvd && got != -ETIMEDOUT && got != -ECANCELED) {
             /* The server closed a kept-alive connection as this request went out (its
              * idle timeout, a drain): no byte of an answer came, so the GET goes once
@@ -389,22 +428,19 @@ static void *load_conn(void *arg)
             served = 0;
             what = "connect";
             if ((fd = dial(1)) < 0) {
-                err = fd;
-                goto fail;
+                got = fd;
+                goto failed;
             }
             ld->connects++;
             ld->resent++;
             got = round_trip(fd, out, len, in, dl, &what, &h, &rcvd);
         }
-        if (got < 0) {
-            err = (int)got;
-            goto fail;
-        }
+        if (got < 0)
+            goto failed;
         served++;
         if (ld->churn || h.close) {   /* the server ends it: the next request redials */
             iop_close(fd);
             fd = -1;
-            served = 0;
         }
         if (ld->http && (h.status < 200 || h.status > 399)) {
             /* An answer, but not the one asked for: an error, counted, and on. */
@@ -420,15 +456,24 @@ static void *load_conn(void *arg)
             ld->bytes += (uint64_t)got;
             latency_hist_add(&ld->hist, t1 - t0);
         }
+        continue;
+    failed:
+        /* Cancelled: the run ended and this request had no answer by END_GRACE_NS
+         * after it (a stalled server), which is an error too. */
+        if (got == -ECANCELED)
+            load_error("no answer by the end of the run", -ETIMEDOUT);
+        else
+            load_error(what, (int)got);
+        if (fd >= 0)
+            iop_close(fd);
+        fd = -1;
+        if (got == -ECANCELED)
+            break;
+        iop_update_time(loop);
+        uint64_t pause = iop_now(loop) + RETRY_PAUSE_NS;
+        if (iop_sleep_until(pause < ld->end_ns ? pause : ld->end_ns) == -ECANCELED)
+            break;
     }
-    if (fd >= 0)
-        iop_close(fd);
-    iop_free(out);
-    iop_free(in);
-    return NULL;
-fail:
-    if (iop_now(loop) < ld->end_ns && err != -ECANCELED)
-        load_error(what, err);
     if (fd >= 0)
         iop_close(fd);
     iop_free(out);
@@ -532,7 +577,7 @@ static void *load_main(void *arg)
             load_error("starting a connection coroutine", -ENOMEM);
             break;
         }
-    iop_nursery_close(&n, ld->end_ns + timeout_ns);
+    iop_nursery_close(&n, ld->end_ns + END_GRACE_NS);
     idle_close();
     if (ld->idle_dropped)
         load_error("idle connections", -ECONNRESET);
@@ -603,6 +648,10 @@ static void usage(FILE *f)
         "      /hello) with keep-alive (an answer that is not 2xx or 3xx is an error;\n"
         "      after \"Connection: close\" the next request reconnects). Prints one\n"
         "      line: requests/s, p50 and p99 latency, errors. S may have a fraction.\n"
+        "      A failed request (an echo that differs from the message, a malformed\n"
+        "      answer, a timeout, a closed connection) is an error; the connection is\n"
+        "      made again after 100 ms. A request still unanswered 1 s after the end\n"
+        "      of the run is an error too.\n"
         "      --churn    a new connection for every request, closed after the answer\n"
         "                 (the connect counts in the latency): the accept rate\n"
         "      --idle N   first open N more connections, each making one request, then\n"
@@ -617,8 +666,31 @@ static void usage(FILE *f)
         "Exit status: 0 on success, 1 on a failure (load: any error), 2 on a usage error.\n");
 }
 
+/* A closed stdin, stdout or stderr would lend its number to the loop's own fds or to
+ * the socket, and the session would read or write those: each gets /dev/null. */
+static void guard_stdio(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR | O_CLOEXEC) < 0)
+            exit(EXIT_FAILURE);
+}
+
+/* A nick goes out in one line and comes back in "* NICK joined": no line breaks or
+ * other control characters, and short (the room has its own rules on top). */
+#define NICK_MAX 64
+
+static int nick_ok(const char *nick)
+{
+    size_t n = strlen(nick);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)nick[i] < 0x20 || nick[i] == 0x7f)
+            return 0;
+    return n >= 1 && n <= NICK_MAX;
+}
+
 int main(int argc, char **argv)
 {
+    guard_stdio();
     const char *backend = NULL;
     uint64_t conns = 50, size = 64, tmo = 10, idle = 0;
     double duration = 5, warmup = 1;
@@ -722,6 +794,13 @@ int main(int argc, char **argv)
         static session_t s;
         char hello[256];
         if (!strcmp(mode, "chat")) {
+            if (!nick_ok(ops[2])) {
+                fprintf(stderr, PROG ": NICK wants 1 to %d characters and no control characters\n",
+                        NICK_MAX);
+                iop_loop_destroy(loop);
+                freeaddrinfo(addrs);
+                return EXIT_USAGE;
+            }
             snprintf(hello, sizeof hello, "/nick %s\n", ops[2]);
             s.hello = hello;
             s.nick = ops[2];

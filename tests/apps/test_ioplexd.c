@@ -318,6 +318,9 @@ static void test_cli(void **state)
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch" }, 2, NULL, "nosuch" },
         { { CLIENT_PATH, "--help" }, 0, "usage: iop-client", NULL },
         { { CLIENT_PATH, "load", "ftp", "127.0.0.1:1" }, 2, NULL, NULL },
+        { { CLIENT_PATH, "chat", "127.0.0.1:1", "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn" },
+          2, NULL, "NICK wants" },
+        { { CLIENT_PATH, "chat", "127.0.0.1:1", "a\nb" }, 2, NULL, "NICK wants" },
         /* the option is named, not its value */
         { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--timeout", "0" }, 2, NULL, "--timeout wants" },
         { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--duration", "1", "--warmup", "0" }, 1, NULL,
