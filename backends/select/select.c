@@ -124,8 +124,13 @@ static int report_closed(select_state_t *st, iop_event_t *events, int max)
         if (!mask)
             continue;
         (*st->host->syscalls)++;
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF)
-            events[n++] = (iop_event_t){ .fd = fd, .revents = IOP_ERR | mask };
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            /* Out of the sets now: the next select() must not fail on it again,
+             * whatever the core does with the event (it unregisters the fd). */
+            put_bit(st->rd, fd, 0);
+            put_bit(st->wr, fd, 0);
+            events[n++] = (iop_event_t){ .fd = fd, .revents = IOP_ERR | IOP_EV_NVAL | mask };
+        }
     }
     return n ? n : -EBADF;
 }

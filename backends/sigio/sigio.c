@@ -35,6 +35,8 @@ static unsigned from_poll(short revents, short asked)
         r |= IOP_ERR;
     if (revents & POLLHUP)
         r |= IOP_HUP;
+    if (revents & POLLNVAL)
+        r |= IOP_EV_NVAL;          /* closed behind the loop's back: the core drops it */
     if (r & (IOP_ERR | IOP_HUP))
         r |= ((asked & POLLIN) ? IOP_READ : 0u) | ((asked & POLLOUT) ? IOP_WRITE : 0u);
     return r;

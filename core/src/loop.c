@@ -497,6 +497,22 @@ static int backend_wait(iop_loop_t *loop, int64_t timeout)
     return loop->be->poll(loop->be_state, loop->events, IOP__MAX_EVENTS, timeout);
 }
 
+/* fd was closed behind the loop's back (a readiness backend says so): as when the
+ * backend refuses it at a flush, its ops fail, its watch gets one IOP_ERR and is
+ * stopped, and the next flush unregisters it. */
+static void fd_invalid(iop_loop_t *loop, int fd)
+{
+    if (fd < 0 || (uint32_t)fd >= loop->fds.cap)
+        return;
+    iop__fd_fail_ops(loop, fd, -EBADF);
+    iop_watch_t *w = loop->fds.v[fd].watch;
+    if (w && w->events) {
+        w->cb(w, IOP_ERR);
+        if (loop->fds.v[fd].watch == w)
+            iop_watch_stop(w);
+    }
+}
+
 static void dispatch(iop_loop_t *loop, int n)
 {
     loop->stats.events += (uint64_t)n;
@@ -504,6 +520,8 @@ static void dispatch(iop_loop_t *loop, int n)
         iop_event_t *ev = &loop->events[i];
         if (ev->op)
             iop__deliver(loop, ev->op, ev->res, ev->flags);
+        else if (ev->revents & IOP_EV_NVAL)
+            fd_invalid(loop, ev->fd);
         else
             iop__emu_ready(loop, ev->fd, ev->revents);
     }

@@ -317,3 +317,41 @@ void test_watch_closed_behind_the_loop(void **state)
     close(p[1]);
     iop_loop_destroy(loop);
 }
+
+/* A watched fd closed behind the loop's back, no modify: backends that can tell
+ * (poll's POLLNVAL, select's EBADF) give the watch one IOP_ERR and stop it; the
+ * others see nothing. Either way the loop goes on serving every other fd (on select
+ * the closed fd failed every later select(): nothing else was served, at 100% CPU). */
+void test_watch_closed_others_served(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2], s[2];
+    tu_pipe(p);
+    tu_tcp_pair(s);
+    wstat_t ws = { 0 };
+    iop_watch_t w = { .data = &ws };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    close(p[0]);                   /* not through the loop */
+    char buf[16];
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    tu_run_nowait(loop, 3);
+    assert_int_equal(send(s[0], "live", 4, 0), 4);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 3000));
+    assert_int_equal(r.res, 4);
+    tu_run_nowait(loop, 3);
+    assert_true(ws.calls <= 1);
+    if (ws.calls == 1) {
+        assert_true(ws.last & IOP_ERR);
+        assert_int_equal(w.active, 0);
+    }
+    iop_watch_stop(&w);           /* a no-op once stopped */
+    iop_fd_forget(loop, p[0]);
+    close(p[1]);
+    conf_close(loop, s[0]);
+    conf_close(loop, s[1]);
+    iop_loop_destroy(loop);
+}

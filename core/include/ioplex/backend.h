@@ -62,10 +62,16 @@ typedef struct iop_backend_config {
 #define IOP_EVF_BUFFER 0x4u    /* res bytes landed in pool buffer (flags >> 16) */
 #define IOP_EVF_BID(flags) ((flags) >> 16)
 
+/* iop_event_t.revents, besides the IOP_READ..IOP_HUP bits: fd is not open any more
+ * (poll's POLLNVAL, select's EBADF). The core fails the fd's ops with -EBADF, gives
+ * its watch one IOP_ERR, stops it and unregisters the fd: otherwise a readiness
+ * backend would report it (or fail as a whole) on every wait. */
+#define IOP_EV_NVAL 0x100u
+
 /* One readiness event (fd, revents) or one completion (op, res). */
 typedef struct iop_event {
     int32_t fd;
-    uint32_t revents;          /* IOP_READ | IOP_WRITE | IOP_ERR | IOP_HUP */
+    uint32_t revents;          /* IOP_READ | IOP_WRITE | IOP_ERR | IOP_HUP | IOP_EV_NVAL */
     iop_op_t *op;              /* completion backends: the op, else NULL */
     int32_t res;
     uint32_t flags;
