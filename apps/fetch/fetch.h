@@ -45,6 +45,7 @@ typedef struct fetch {
     size_t next_job;                /* the next one a worker takes */
     size_t finished, failed, active;
     size_t next_emit;               /* --stdout: the next body due on stdout */
+    int emitting;                   /* --stdout: a coroutine is copying bodies out */
     uint64_t bytes;                 /* body bytes over all jobs, for the progress line */
     uint64_t t_start;
     int interrupted;

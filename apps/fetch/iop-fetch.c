@@ -218,15 +218,26 @@ static int bad_value(const char *opt, const char *val)
     return EXIT_USAGE;
 }
 
-/* More fds for -c N connections plus their idle pool. */
-static void raise_fd_limit(unsigned concurrency)
+/* More fds for -c N downloads (a socket and a file each, plus the idle pool); where
+ * the hard limit has no room for them, fewer at once (with a warning) rather than
+ * downloads failing with EMFILE. The concurrency to use. */
+static unsigned raise_fd_limit(unsigned concurrency)
 {
     struct rlimit rl;
     rlim_t want = 2 * (rlim_t)concurrency + 64;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
-        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return concurrency;
+    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return concurrency;
+    if (rl.rlim_cur >= want)
+        return concurrency;
+    /* the loop, stdio and a few idle connections need some 32 of them */
+    unsigned fit = rl.rlim_cur > 32 + 2 ? (unsigned)((rl.rlim_cur - 32) / 2) : 1;
+    fprintf(stderr, PROG ": warning: -c %u needs %llu file descriptors and the limit is %llu "
+            "(ulimit -n): %u at once\n", concurrency, (unsigned long long)want,
+            (unsigned long long)rl.rlim_cur, fit);
+    return fit;
 }
 
 /* SIGINT and SIGTERM arrive on a signalfd that a coroutine reads. */
@@ -321,6 +332,8 @@ int main(int argc, char **argv)
                         ch == 'o' ? "output directory" : "output file, for one URL");
                 return EXIT_USAGE;
             }
+            if (!*optarg)
+                return bad_value(ch == 'o' ? "-o" : "-O", optarg);
             *(ch == 'o' ? &o.dir : &o.out_name) = optarg;
             break;
         case 'i':
@@ -399,7 +412,7 @@ int main(int argc, char **argv)
         goto out;
     }
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit(o.concurrency);
+    f.o.concurrency = raise_fd_limit(f.o.concurrency);
     status = run_fetch(&f, backend, plugin_path);
     output_cleanup(&f);
     free(f.jobs);

@@ -1,10 +1,12 @@
 /* Where bodies go: a file per URL named after its path (made unique among this
  * run's names and the files already there), written under a temporary hidden name
  * and renamed at the end, so a failed download never leaves a file under the final
- * name. A name that already is something other than a regular file (-O /dev/null,
- * a FIFO, a symlink) is written through instead: a rename would replace it. With
- * --stdout each body goes to an unnamed temporary file instead and is copied to
- * stdout whole, in the order of the URLs. */
+ * name. The rename never replaces anything: a name someone took meanwhile (a file,
+ * a symlink planted in a shared directory) gets the next suffix instead. -O NAME
+ * is the one name that may be replaced; if it is a device or a FIFO (-O /dev/null)
+ * it is written through, and if it is a symlink the file it leads to is replaced
+ * at the end, the link kept. With --stdout each body goes to an unnamed temporary
+ * file instead and is copied to stdout whole, in the order of the URLs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,8 +25,13 @@
 
 /* ---- unique names ----------------------------------------------------------- */
 
+typedef struct name_entry {
+    char *name;
+    unsigned next;                  /* as a base name: the next suffix to try */
+} name_entry_t;
+
 typedef struct name_set {
-    char **slot;
+    name_entry_t *slot;
     size_t cap;                     /* a power of two, at least twice the names */
 } name_set_t;
 
@@ -36,23 +43,25 @@ static size_t name_hash(const char *s)
     return h;
 }
 
-/* 1 if name was added, 0 if it was there already, -1 out of memory. */
-static int name_add(name_set_t *set, const char *name)
+/* name's entry, added if missing, with *fresh = 1 then (NULL: out of memory). */
+static name_entry_t *name_add(name_set_t *set, const char *name, int *fresh)
 {
     size_t i = name_hash(name) & (set->cap - 1);
-    while (set->slot[i]) {
-        if (strcmp(set->slot[i], name) == 0)
-            return 0;
+    *fresh = 0;
+    while (set->slot[i].name) {
+        if (strcmp(set->slot[i].name, name) == 0)
+            return &set->slot[i];
         i = (i + 1) & (set->cap - 1);
     }
-    return (set->slot[i] = strdup(name)) ? 1 : -1;
+    *fresh = 1;
+    return (set->slot[i].name = strdup(name)) ? &set->slot[i] : NULL;
 }
 
 static int name_taken(const name_set_t *set, const char *name)
 {
     size_t i = name_hash(name) & (set->cap - 1);
-    for (; set->slot[i]; i = (i + 1) & (set->cap - 1))
-        if (strcmp(set->slot[i], name) == 0)
+    for (; set->slot[i].name; i = (i + 1) & (set->cap - 1))
+        if (strcmp(set->slot[i].name, name) == 0)
             return 1;
     return 0;
 }
@@ -82,22 +91,28 @@ static void with_suffix(const char *base, unsigned k, char *out, size_t len)
         snprintf(out, len, "%.*s.%u%s", (int)(dot - base), base, k, dot);
 }
 
-/* The job's path: dir/base, or dir/base-with-a-suffix if that is taken. */
+/* The job's path: dir/base, or dir/base-with-a-suffix if that is taken. The base
+ * remembers the suffix it got to, so many URLs with one name cost one try each. */
 static int unique_path(name_set_t *set, const char *dir, const char *base, char **out)
 {
+    int fresh;
+    name_entry_t *b = name_add(set, base, &fresh);   /* taken from now on: by this job or the disk */
+    if (!b)
+        return -ENOMEM;
     char name[NAME_MAX_BYTES + 16];
-    for (unsigned k = 0; k < SUFFIX_MAX; k++) {
+    for (unsigned k = fresh ? 0 : b->next > 0 ? b->next : 1; k < SUFFIX_MAX; k++) {
         if (k == 0)
             snprintf(name, sizeof name, "%s", base);
         else
             with_suffix(base, k, name, sizeof name);
-        if (name_taken(set, name))
+        b->next = k + 1;
+        if (k > 0 && name_taken(set, name))
             continue;
         char *path = join_path(dir, name);
         if (!path)
             return -ENOMEM;
         if (!exists(path)) {
-            if (name_add(set, name) < 0) {
+            if (k > 0 && !name_add(set, name, &fresh)) {
                 free(path);
                 return -ENOMEM;
             }
@@ -112,6 +127,8 @@ static int unique_path(name_set_t *set, const char *dir, const char *base, char 
 /* mkdir -p */
 static int make_dir(const char *dir)
 {
+    if (!*dir)
+        return -ENOENT;
     char *p = strdup(dir);
     if (!p)
         return -ENOMEM;
@@ -151,7 +168,7 @@ int output_assign_names(fetch_t *f)
         return -1;
     }
     name_set_t set = { .cap = 16 };
-    while (set.cap < 2 * f->njobs)
+    while (set.cap < 4 * f->njobs)       /* a base and a suffixed name per job, at most */
         set.cap *= 2;
     set.slot = calloc(set.cap, sizeof *set.slot);
     if (!set.slot)
@@ -166,7 +183,7 @@ int output_assign_names(fetch_t *f)
         r = unique_path(&set, f->o.dir, base, &f->jobs[i].path);
     }
     for (size_t i = 0; set.slot && i < set.cap; i++)
-        free(set.slot[i]);
+        free(set.slot[i].name);
     free(set.slot);
     if (r < 0)
         fprintf(stderr, PROG ": cannot choose output file names: %s\n", strerror(-r));
@@ -207,13 +224,22 @@ int output_open(fetch_t *f, fetch_job_t *j)
         return j->tmp_fd >= 0 ? 0 : fail(j, -errno, "cannot create a temporary file in", "$TMPDIR");
     }
     struct stat st;
-    if (lstat(j->path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        /* A FIFO without a reader fails (ENXIO) instead of blocking the loop. */
-        j->tmp_fd = open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK | O_CLOEXEC, 0666);
+    if (f->o.out_name && stat(j->path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* -O /dev/null, a FIFO: written through (a FIFO without a reader fails with
+         * ENXIO instead of blocking the loop). */
+        j->tmp_fd = open(j->path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
         if (j->tmp_fd < 0)
             return fail(j, -errno, "cannot open", j->path);
         j->direct = 1;
         return 0;
+    }
+    if (f->o.out_name && lstat(j->path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        /* -O LINK: the file it leads to is replaced at the end, the link kept. */
+        char *real = realpath(j->path, NULL);
+        if (real) {
+            free(j->path);
+            j->path = real;
+        }
     }
     const char *slash = strrchr(j->path, '/');
     const char *base = slash ? slash + 1 : j->path;
@@ -262,6 +288,52 @@ int output_write(fetch_t *f, fetch_job_t *j, const char *data, size_t len)
     return 0;
 }
 
+/* Renames tmp to path without replacing anything (0, or -errno). */
+static int rename_noreplace(const char *tmp, const char *path)
+{
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    /* A file system without RENAME_NOREPLACE: link() refuses an existing name too. */
+    if (link(tmp, path) < 0)
+        return -errno;
+    unlink(tmp);
+    return 0;
+}
+
+/* The name chosen at the start, or, if something took it meanwhile, the next free
+ * suffix of it (j->path follows). */
+static int commit_unique(fetch_job_t *j)
+{
+    int r = rename_noreplace(j->tmp_path, j->path);
+    const char *slash = strrchr(j->path, '/');
+    int dirlen = slash ? (int)(slash - j->path) : 0;
+    char *base = strdup(slash ? slash + 1 : j->path);
+    if (!base && r == -EEXIST)
+        r = -ENOMEM;
+    for (unsigned k = 1; r == -EEXIST && k < 1000; k++) {
+        char name[NAME_MAX_BYTES + 32];
+        with_suffix(base, k, name, sizeof name);
+        size_t n = (size_t)dirlen + strlen(name) + 2;
+        char *path = malloc(n);
+        if (!path) {
+            r = -ENOMEM;
+            break;
+        }
+        snprintf(path, n, "%.*s%s%s", dirlen, j->path, slash ? "/" : "", name);
+        r = rename_noreplace(j->tmp_path, path);
+        if (r == 0) {
+            free(j->path);
+            j->path = path;
+        } else {
+            free(path);
+        }
+    }
+    free(base);
+    return r < 0 ? fail(j, r, "cannot rename the download to", j->path) : 0;
+}
+
 int output_commit(fetch_t *f, fetch_job_t *j)
 {
     if (f->o.to_stdout)
@@ -276,8 +348,10 @@ int output_commit(fetch_t *f, fetch_job_t *j)
     if (fchmod(j->tmp_fd, f->file_mode) < 0 || close(j->tmp_fd) < 0)
         r = fail(j, -errno, "writing", j->tmp_path);
     j->tmp_fd = -1;
-    if (r == 0 && rename(j->tmp_path, j->path) < 0)
+    if (r == 0 && f->o.out_name && rename(j->tmp_path, j->path) < 0)
         r = fail(j, -errno, "cannot rename the download to", j->path);
+    else if (r == 0 && !f->o.out_name)
+        r = commit_unique(j);
     if (r < 0)
         unlink(j->tmp_path);
     free(j->tmp_path);
@@ -297,6 +371,23 @@ void output_abort(fetch_t *f, fetch_job_t *j)
     j->tmp_path = NULL;
 }
 
+/* To stdout, which may be a slow pipe: from a coroutine the write waits through
+ * the loop (a blocking write would stop every other download and its timers);
+ * after the loop, plainly. */
+static int write_stdout(const char *data, size_t len)
+{
+    if (!iop_self())
+        return write_all(STDOUT_FILENO, data, len);
+    while (len > 0) {
+        ssize_t n = iop_write(STDOUT_FILENO, data, len, 0);
+        if (n < 0)
+            return (int)n;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* Copies a finished body from its temporary file to stdout. */
 static int copy_to_stdout(fetch_job_t *j)
 {
@@ -314,7 +405,7 @@ static int copy_to_stdout(fetch_job_t *j)
             break;
         }
         off += n;
-        if ((r = write_all(STDOUT_FILENO, buf, (size_t)n)) < 0)
+        if ((r = write_stdout(buf, (size_t)n)) < 0)
             break;
     }
     free(buf);
@@ -323,10 +414,15 @@ static int copy_to_stdout(fetch_job_t *j)
 
 void output_emit_ready(fetch_t *f)
 {
+    /* One emitter at a time: while it waits on stdout another worker may finish a
+     * body; the emitter reaches it in turn. */
+    if (f->emitting)
+        return;
+    f->emitting = 1;
     while (f->next_emit < f->njobs) {
         fetch_job_t *j = &f->jobs[f->next_emit];
         if (j->state == JOB_PENDING || j->state == JOB_RUNNING)
-            return;
+            break;
         if (j->state == JOB_OK && j->tmp_fd >= 0) {
             int r = copy_to_stdout(j);
             if (r < 0) {
@@ -340,6 +436,7 @@ void output_emit_ready(fetch_t *f)
         j->tmp_fd = -1;
         f->next_emit++;
     }
+    f->emitting = 0;
 }
 
 void output_cleanup(fetch_t *f)

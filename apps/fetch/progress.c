@@ -68,18 +68,35 @@ static double seconds(const fetch_job_t *j)
     return j->t_end > j->t_start ? (double)(j->t_end - j->t_start) / 1e9 : 0.0;
 }
 
+/* Text a server chose (a status line, a header, a Location quoted in an error) is
+ * printed with its control characters as '?': an ESC sequence must not reach the
+ * terminal. */
+static void put_clean(const char *s)
+{
+    for (; *s; s++)
+        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, stderr);
+}
+
 void progress_job_done(fetch_t *f, const fetch_job_t *j)
 {
     int failed = j->state != JOB_OK;
     if (!failed && (f->o.quiet || f->tty))
         return;                      /* the bar shows it */
     clear_bar(f);
-    if (failed)
-        fprintf(stderr, PROG ": FAILED %s: %s\n", j->url, j->err);
-    else
-        fprintf(stderr, PROG ": ok %d %llu bytes %.2f s %s -> %s\n", j->status,
-                (unsigned long long)j->bytes, seconds(j), j->url,
-                j->path ? j->path : "stdout");
+    if (failed) {
+        fprintf(stderr, PROG ": FAILED ");
+        put_clean(j->url);
+        fprintf(stderr, ": ");
+        put_clean(j->err);
+        fputc('\n', stderr);
+    } else {
+        fprintf(stderr, PROG ": ok %d %llu bytes %.2f s ", j->status, (unsigned long long)j->bytes,
+                seconds(j));
+        put_clean(j->url);
+        fprintf(stderr, " -> ");
+        put_clean(j->path ? j->path : "stdout");
+        fputc('\n', stderr);
+    }
     progress_redraw(f, 1);
 }
 
@@ -99,12 +116,17 @@ void progress_summary(fetch_t *f)
         ok += j->state == JOB_OK;
         failed += j->state == JOB_FAILED;
         skipped += j->state != JOB_OK && j->state != JOB_FAILED;
-        fprintf(stderr, "%6s %12llu %8.2fs  %-7s %s", status, (unsigned long long)j->bytes,
-                seconds(j), result, j->url);
-        if (j->state == JOB_OK && j->path)
-            fprintf(stderr, " -> %s", j->path);
-        else if (j->state == JOB_FAILED)
-            fprintf(stderr, " (%s)", j->err);
+        fprintf(stderr, "%6s %12llu %8.2fs  %-7s ", status, (unsigned long long)j->bytes,
+                seconds(j), result);
+        put_clean(j->url);
+        if (j->state == JOB_OK && j->path) {
+            fprintf(stderr, " -> ");
+            put_clean(j->path);
+        } else if (j->state == JOB_FAILED) {
+            fprintf(stderr, " (");
+            put_clean(j->err);
+            fputc(')', stderr);
+        }
         fputc('\n', stderr);
     }
     uint64_t ns = clock_ns() - f->t_start;

@@ -154,6 +154,9 @@ static int respond(sconn_t *c, const char *path)
                            "Transfer-Encoding: chunked\r\n\r\n4\r\nmove\r\n0\r\n\r\n",
                         s->port, k - 1, name) == 0;
     }
+    if (strcmp(path, "/esc") == 0)     /* terminal escapes in what an error quotes */
+        return send_str(c, "HTTP/1.1 302 Found\r\nLocation: ftp://x/\x1b]0;TITLE\x07\x1b[2J\r\n"
+                           "Content-Length: 0\r\n\r\n") == 0;
     if (strcmp(path, "/loop") == 0)
         return send_str(c, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n") == 0;
     if (strcmp(path, "/https") == 0)

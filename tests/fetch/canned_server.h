@@ -17,7 +17,8 @@
  *   /delay/MS/NAME     waits MS milliseconds, then answers "delayed"
  *   /slowbody/N/NAME   the head and half the body, then nothing
  *   /trunc/N/NAME      the head and half the body, then closes
- *   /bad               a malformed status line */
+ *   /bad               a malformed status line
+ *   /esc               302 to an ftp:// Location holding terminal escapes */
 #ifndef TEST_FETCH_CANNED_SERVER_H
 #define TEST_FETCH_CANNED_SERVER_H
 

@@ -541,8 +541,8 @@ static void test_names(void **state)
     expect_status(f, 0);
     expect_body(path, 777, 9);
 
-    /* -O naming a symlink writes through it: the link stays a link (a rename would
-     * have replaced it, as it would a device such as /dev/null). */
+    /* -O naming a symlink: the file it leads to gets the body, the link stays a
+     * link (a rename of the link itself would have replaced it). */
     char link[256];
     snprintf(link, sizeof link, "%s/link.dat", f->dir);
     assert_int_equal(symlink(path, link), 0);
@@ -554,6 +554,153 @@ static void test_names(void **state)
     assert_int_equal(lstat(link, &st), 0);
     assert_true(S_ISLNK(st.st_mode));
     expect_body(path, 555, 7);
+}
+
+/* A name taken after the names were chosen (a symlink or a file planted in the
+ * directory while the download runs) is never written through or replaced: the
+ * download takes the next suffix. */
+static void test_name_taken_meanwhile(void **state)
+{
+    fx_t *f = *state;
+    mkdir(f->outdir, 0777);
+    char victim[128], link[160], file[160];
+    snprintf(victim, sizeof victim, "%s/victim", f->dir);
+    snprintf(link, sizeof link, "%s/planted", f->outdir);
+    snprintf(file, sizeof file, "%s/other", f->outdir);
+    FILE *fp = fopen(victim, "w");
+    assert_non_null(fp);
+    fputs("precious", fp);
+    fclose(fp);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {                         /* while the server holds the answers back */
+        poll(NULL, 0, 300);
+        if (symlink(victim, link) < 0)
+            _exit(1);
+        FILE *o = fopen(file, "w");
+        if (!o)
+            _exit(1);
+        fputs("someone's", o);
+        fclose(o);
+        _exit(0);
+    }
+    add_url(f, "/delay/1200/planted");
+    add_url(f, "/delay/1200/other");
+    run(f, NULL, opts_dir(f, NULL, NULL));
+    assert_int_equal(proc_exit_code(p, 5000), 0);
+    expect_status(f, 0);
+    size_t len;
+    unsigned char *v = read_file(victim, &len);
+    assert_non_null(v);
+    assert_true(len == 8 && memcmp(v, "precious", 8) == 0);
+    free(v);
+    unsigned char *o = read_file(file, &len);
+    assert_non_null(o);
+    assert_true(len == 9 && memcmp(o, "someone's", 9) == 0);
+    free(o);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    char got[160];
+    snprintf(got, sizeof got, "%s/planted.1", f->outdir);
+    unsigned char *d = read_file(got, &len);
+    assert_non_null(d);
+    assert_true(len == 7 && memcmp(d, "delayed", 7) == 0);
+    free(d);
+    snprintf(got, sizeof got, "%s/other.1", f->outdir);
+    d = read_file(got, &len);
+    assert_non_null(d);
+    free(d);
+    assert_int_equal(count_files(f), 4);
+}
+
+/* -O LINK to a regular file: a failed download leaves that file as it was (it was
+ * truncated at the first byte); a good one replaces it, the link kept. */
+static void test_output_link_failure(void **state)
+{
+    fx_t *f = *state;
+    char target[128], link[128];
+    snprintf(target, sizeof target, "%s/target.dat", f->dir);
+    snprintf(link, sizeof link, "%s/link.dat", f->dir);
+    FILE *fp = fopen(target, "w");
+    assert_non_null(fp);
+    fputs("original", fp);
+    fclose(fp);
+    assert_int_equal(symlink(target, link), 0);
+    const char *o[] = { "-O", link, NULL };
+    add_url(f, "/trunc/1000/x");
+    run(f, NULL, o);
+    expect_status(f, 1);
+    size_t len;
+    unsigned char *t = read_file(target, &len);
+    assert_non_null(t);
+    assert_true(len == 8 && memcmp(t, "original", 8) == 0);
+    free(t);
+    add_url(f, "/len/300/4/x");
+    run(f, NULL, o);
+    expect_status(f, 0);
+    expect_body(target, 300, 4);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+}
+
+/* What a server sends is quoted in errors with its control characters made '?':
+ * no escape sequence reaches the terminal. */
+static void test_escapes_quoted_safely(void **state)
+{
+    fx_t *f = *state;
+    add_url(f, "/esc");
+    run(f, NULL, opts_dir(f, NULL, NULL));
+    expect_status(f, 1);
+    expect_err(f, "ftp://x/?]0;TITLE??[2J");
+    assert_null(strchr(f->err, 0x1b));
+    assert_null(strchr(f->err, 0x07));
+}
+
+/* --stdout into a pipe nobody reads for a while: the write waits through the loop,
+ * so the other downloads (and their timers) go on; a blocking write stopped
+ * everything, and the next download timed out. */
+static void test_stdout_slow_reader(void **state)
+{
+    fx_t *f = *state;
+    add_url(f, "/len/20000000/3/x");
+    add_url(f, "/delay/300/x");
+    char *argv[16];
+    int n = 0;
+    argv[n++] = FETCH_PATH;
+    if (backend) {
+        argv[n++] = "--backend";
+        argv[n++] = (char *)backend;
+    }
+    argv[n++] = "--stdout";
+    argv[n++] = "--timeout";
+    argv[n++] = "1";
+    argv[n++] = f->urls[0];
+    argv[n++] = f->urls[1];
+    argv[n] = NULL;
+    f->nurls = 0;
+    int pp[2];
+    assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        dup2(pp[1], 1);
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execv(FETCH_PATH, argv);
+        _exit(127);
+    }
+    close(pp[1]);
+    poll(NULL, 0, 2500);                  /* the reader is busy */
+    char buf[65536];
+    size_t total = 0;
+    ssize_t r;
+    while ((r = read(pp[0], buf, sizeof buf)) > 0)
+        total += (size_t)r;
+    close(pp[0]);
+    assert_int_equal(proc_exit_code(p, 30000), 0);
+    assert_int_equal(total, 20000000 + 7);
 }
 
 /* --stdout: bodies whole, in the order of the URLs, whatever order they finish in. */
@@ -749,6 +896,8 @@ static void test_usage_errors(void **state)
     expect_usage_error(f, (const char *[]){ "-o", "d", "--stdout", "http://x/", NULL }, "does not go with");
     expect_usage_error(f, (const char *[]){ "-O", "a", "-O", "b", "http://x/", NULL }, "-O given twice");
     expect_usage_error(f, (const char *[]){ "-o", "a", "-o", "b", "http://x/", NULL }, "-o given twice");
+    expect_usage_error(f, (const char *[]){ "-o", "", "http://x/", NULL }, "bad value '' for -o");
+    expect_usage_error(f, (const char *[]){ "-O", "", "http://x/", NULL }, "bad value '' for -O");
     expect_usage_error(f, (const char *[]){ "-i", "/nonexistent/urls", NULL }, "cannot open '/nonexistent/urls'");
     expect_usage_error(f, (const char *[]){ "-i", "-", NULL }, "no URL given");
     expect_usage_error(f, (const char *[]){ "--backend", "nosuch", "http://x/", NULL }, "cannot start the event loop");
@@ -943,6 +1092,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_addresses, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_input_file, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_names, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(test_name_taken_meanwhile, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(test_output_link_failure, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(test_escapes_quoted_safely, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_slow_reader, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_stdout, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_progress_tty, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt, setup_server, teardown),
