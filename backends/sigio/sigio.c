@@ -287,6 +287,7 @@ static void free_state(sigio_state_t *st)
     h->free(st->checks);
     h->free(st->polled);
     h->free(st->watched);
+    h->free(st->armed);
     h->free(st);
 }
 
@@ -318,17 +319,13 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     return 0;
 }
 
-/* Disarms what is still watched, so that no signal reaches the thread for this
- * loop any more, and reads what already queued. The signals stay blocked: one
+/* Disarms every fd it armed, so that no signal reaches the thread for this loop
+ * any more, and reads what already queued. The signals stay blocked: one
  * still in flight would otherwise kill the process (their default action). */
 static void backend_destroy(void *state)
 {
     sigio_state_t *st = state;
-    for (int i = 0; i < st->nwatched; i++) {
-        sigio_fd_t *fs = fd_state_of(st, st->watched[i]);
-        if (fs && !fs->polled)
-            sigio_disarm(st, st->watched[i]);
-    }
+    sigio_disarm_all(st);    /* the watched fds and those left armed at an unwatch */
     st->nwatched = 0;
     st->nchecks = 1;
     drain(st);

@@ -30,6 +30,8 @@ struct sigio_state {
     int cursor;                       /* check entry the next report starts at */
     int rescan;                       /* SIGIO seen: put every watched fd in checks */
     struct signalfd_siginfo *sigbuf;  /* SIGIO_BATCH records */
+    uint8_t *armed;                   /* bitmap by fd number: armed by this loop */
+    size_t armed_bytes;
     sigio_state_t *next_on_thread;    /* the thread's other sigio instances */
     sigio_state_t **thread_list;      /* head of that list (the owner thread's) */
 };
@@ -77,5 +79,10 @@ int sigio_write_kind(sigio_state_t *st, int fd);
 
 /* Clears O_ASYNC if fd is still armed for st (same owner thread and signal). */
 void sigio_disarm(sigio_state_t *st, int fd);
+
+/* Disarms every fd this loop armed and has not disarmed since (watched or left
+ * armed at an unwatch): at destroy, so that none keeps queueing signals nobody
+ * reads. */
+void sigio_disarm_all(sigio_state_t *st);
 
 #endif

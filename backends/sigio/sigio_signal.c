@@ -86,6 +86,15 @@ int sigio_signals_open(sigio_state_t *st, char *why, size_t whylen)
             return -EINVAL;
         }
     }
+    /* SIGIO is the kernel's "signal queue overflowed" report, blocked and read from
+     * the signalfd: a handler of the application's would never run again. */
+    struct sigaction io;
+    if (sigaction(SIGIO, NULL, &io) == 0 && ((io.sa_flags & SA_SIGINFO) || (io.sa_handler != SIG_DFL &&
+                                                                           io.sa_handler != SIG_IGN))) {
+        snprintf(why, whylen, "sigio: the process has its own SIGIO handler, which this backend would "
+                 "silence (it takes SIGIO as its overflow report): choose another backend");
+        return -EBUSY;
+    }
     st->sig = choose_signal(first);
     if (st->sig < 0) {
         snprintf(why, whylen, "sigio: no free real-time signal from %d to SIGRTMAX (%d) on this thread",
@@ -139,6 +148,33 @@ int sigio_on_own_thread(const sigio_state_t *st)
     return st->thread_list == &thread_loops;
 }
 
+static int armed_bit(const sigio_state_t *st, int fd)
+{
+    return (size_t)fd / 8 < st->armed_bytes && (st->armed[fd / 8] & (1u << (fd % 8)));
+}
+
+static void armed_put(sigio_state_t *st, int fd, int on)
+{
+    size_t need = (size_t)fd / 8 + 1;
+    if (need > st->armed_bytes) {
+        if (!on)
+            return;
+        size_t n = st->armed_bytes ? st->armed_bytes : 64;
+        while (n < need)
+            n *= 2;
+        uint8_t *m = st->host->realloc(st->armed, n);
+        if (!m)
+            return;   /* then destroy cannot disarm it; a stray signal still will */
+        memset(m + st->armed_bytes, 0, n - st->armed_bytes);
+        st->armed = m;
+        st->armed_bytes = n;
+    }
+    if (on)
+        st->armed[fd / 8] |= (uint8_t)(1u << (fd % 8));
+    else
+        st->armed[fd / 8] &= (uint8_t)~(1u << (fd % 8));
+}
+
 /* Owner and signal first, O_ASYNC last: the file starts signalling only once every
  * signal it sends reaches the right thread with si_fd filled in. */
 int sigio_arm(sigio_state_t *st, int fd, int *polled)
@@ -150,6 +186,15 @@ int sigio_arm(sigio_state_t *st, int fd, int *polled)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)
         return -errno;
+    if ((fl & O_ASYNC) && !armed_bit(st, fd)) {
+        /* Set through another number of the same file (a dup, a parent process):
+         * the kernel names the fd that set O_ASYNC in every signal, so set it again
+         * through this one, or its signals would name a number we do not watch. */
+        (*st->host->syscalls)++;
+        if (fcntl(fd, F_SETFL, fl & ~O_ASYNC) < 0)
+            return -errno;
+        fl &= ~O_ASYNC;
+    }
     if (!(fl & O_ASYNC)) {
         /* A file without a fasync method accepts O_ASYNC and silently drops it, so
          * read the flags back to learn whether it will ever signal. */
@@ -161,6 +206,8 @@ int sigio_arm(sigio_state_t *st, int fd, int *polled)
             return -errno;
     }
     *polled = !(fl & O_ASYNC);
+    if (!*polled)
+        armed_put(st, fd, 1);
     return 0;
 }
 
@@ -195,6 +242,7 @@ int sigio_write_kind(sigio_state_t *st, int fd)
 
 void sigio_disarm(sigio_state_t *st, int fd)
 {
+    armed_put(st, fd, 0);
     struct f_owner_ex owner;
     (*st->host->syscalls)++;
     if (fcntl(fd, F_GETOWN_EX, &owner) < 0 || owner.type != F_OWNER_TID || owner.pid != st->tid)
@@ -208,4 +256,12 @@ void sigio_disarm(sigio_state_t *st, int fd)
         (*st->host->syscalls)++;
         fcntl(fd, F_SETFL, fl & ~O_ASYNC);
     }
+}
+
+void sigio_disarm_all(sigio_state_t *st)
+{
+    for (size_t i = 0; i < st->armed_bytes; i++)
+        for (int b = 0; st->armed[i] && b < 8; b++)
+            if (st->armed[i] & (1u << b))
+                sigio_disarm(st, (int)(i * 8 + (size_t)b));
 }

@@ -342,3 +342,35 @@ void test_unpollable_device(void **state)
     conf_close(loop, zero_fd);
     iop_loop_destroy(loop);
 }
+
+/* A socket the loop saw under one number, forgotten, then used under another (a
+ * dup, the first number closed): the loop serves the new number. On sigio the
+ * kernel kept naming the old number in every signal, and the op never completed. */
+void test_dup_after_forget(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char buf[16];
+    rec_t r = { 0 };
+    iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_int_equal(send(s[0], "one", 3, 0), 3);
+    assert_true(tu_run_until_count(loop, &r.calls, 1, 3000));
+    assert_int_equal(r.res, 3);
+    iop_fd_forget(loop, s[1]);
+    int y = dup(s[1]);
+    assert_true(y >= 0);
+    close(s[1]);
+    rec_t r2 = { 0 };
+    iop_prep_recv(&r2.op, y, buf, sizeof buf, 0, rec_cb, &r2);
+    assert_int_equal(iop_submit(loop, &r2.op), 0);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(send(s[0], "two", 3, 0), 3);
+    assert_true(tu_run_until_count(loop, &r2.calls, 1, 3000));
+    assert_int_equal(r2.res, 3);
+    conf_close(loop, y);
+    close(s[0]);
+    iop_loop_destroy(loop);
+}

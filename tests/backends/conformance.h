@@ -127,6 +127,7 @@ void test_register_after_close_op(void **state);
 void test_zerocopy_send_unix(void **state);
 void test_buf_release_twice(void **state);
 void test_unpollable_device(void **state);
+void test_dup_after_forget(void **state);
 
 /* conf_register.c */
 void test_register_busy_fds(void **state);

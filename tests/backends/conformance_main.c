@@ -117,6 +117,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_zerocopy_send_unix),
         cmocka_unit_test(test_buf_release_twice),
         cmocka_unit_test(test_unpollable_device),
+        cmocka_unit_test(test_dup_after_forget),
     };
     char name[64];
     snprintf(name, sizeof name, "conformance.%s", spec);

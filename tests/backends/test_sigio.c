@@ -269,6 +269,49 @@ void test_sigio_user_handlers_keep_working(void **state)
     assert_int_equal(c.calls_after, 2);   /* one more after the drain and new data */
 }
 
+/* A SIGIO handler of the application's would be silenced (the backend blocks SIGIO
+ * and reads it as its overflow report): creating the loop says so instead. */
+static void on_sigio(int sig) { (void)sig; }
+
+void test_sigio_refuses_user_sigio_handler(void **state)
+{
+    (void)state;
+    struct sigaction sa = { .sa_handler = on_sigio }, old;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGIO, &sa, &old), 0);
+    iop_loop_t *loop = st_loop_new();
+    const char *why = iop_last_error();
+    sigaction(SIGIO, &old, NULL);
+    assert_null(loop);
+    assert_non_null(strstr(why, "own SIGIO handler"));
+    loop = st_loop_new();                  /* without the handler: fine */
+    assert_non_null(loop);
+    iop_loop_destroy(loop);
+}
+
+/* Destroying the loop disarms every fd it armed, also those it stopped watching
+ * (or forgot) and left armed: none keeps queueing signals nobody reads. */
+void test_sigio_destroy_disarms(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = st_loop_new();
+    assert_non_null(loop);
+    int s[2];
+    tu_tcp_pair(s);
+    int calls = 0;
+    iop_watch_t w = { .data = &calls };
+    assert_int_equal(iop_watch_start(loop, &w, s[1], IOP_READ, count_cb), 0);
+    tu_run_nowait(loop, 1);
+    assert_true(fcntl(s[1], F_GETFL) & O_ASYNC);
+    iop_watch_stop(&w);
+    iop_fd_forget(loop, s[1]);
+    tu_run_nowait(loop, 1);
+    iop_loop_destroy(loop);
+    assert_false(fcntl(s[1], F_GETFL) & O_ASYNC);
+    close(s[0]);
+    close(s[1]);
+}
+
 /* ---- fds that cannot signal ------------------------------------------------------ */
 
 /* eventfd ignores O_ASYNC (as the core's wake-up fd shows): the backend polls it
@@ -363,6 +406,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigio_signal_from_env),
         cmocka_unit_test(test_sigio_user_handlers_keep_working),
+        cmocka_unit_test(test_sigio_refuses_user_sigio_handler),
+        cmocka_unit_test(test_sigio_destroy_disarms),
         cmocka_unit_test(test_sigio_fds_without_o_async),
         cmocka_unit_test(test_sigio_unix_stream_write_room),
         cmocka_unit_test(test_sigio_two_loops_one_thread),
