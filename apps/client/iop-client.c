@@ -866,6 +866,12 @@ int main(int argc, char **argv)
             print_json(&l, ops[1], warmup, duration);
         free(l.idle_fds);
         status = l.errors || !l.done ? EXIT_FAILURE : EXIT_SUCCESS;
+        /* The result line is the point of a load: one that could not be written
+         * (a full disk, a closed pipe) is a failure, not a quiet success. */
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            fprintf(stderr, PROG ": writing the result: %s\n", strerror(errno));
+            status = EXIT_FAILURE;
+        }
     }
     iop_loop_destroy(loop);
     freeaddrinfo(addrs);

@@ -173,6 +173,27 @@ static void test_load_keeps_connections(void **state)
                  nerr, out, err);
 }
 
+/* A result line that cannot be written (stdout on /dev/full) is a failure. */
+static void test_load_result_unwritable(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, ECHO);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int full = open("/dev/full", O_WRONLY), devnull = open("/dev/null", O_WRONLY);
+        dup2(full, 1);
+        dup2(devnull, 2);
+        execl(CLIENT_PATH, CLIENT_PATH, "--backend", backend, "load", "echo", s.addr, "--connections", "1",
+              "--duration", "0.2", "--warmup", "0", (char *)NULL);
+        _exit(127);
+    }
+    int code = proc_exit_code(pid, 10000);
+    server_stop(&s);
+    assert_int_equal(code, 1);
+}
+
 /* Content-Length: abc is a malformed response, not an empty body. */
 static void test_load_http_bad_length(void **state)
 {
@@ -257,6 +278,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_stalled_connection),
         cmocka_unit_test(test_load_keeps_connections),
         cmocka_unit_test(test_load_http_bad_length),
+        cmocka_unit_test(test_load_result_unwritable),
         cmocka_unit_test(test_echo_stdin_devnull),
         cmocka_unit_test(test_echo_stdin_closed),
         cmocka_unit_test(test_echo_send_timeout),
