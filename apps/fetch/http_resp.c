@@ -176,8 +176,16 @@ static int parse_header(http_resp_t *r, const char *s, size_t n)
         end--;
     size_t vl = (size_t)(end - v);
     r->important_prev = 1;
-    if (token_is(s, nl, "content-length"))
+    if (token_is(s, nl, "content-length")) {
+        /* "Content-Length:" with no number is not "no Content-Length" (which would
+         * read to the close): a malformed response. */
+        size_t k = 0;
+        while (k < vl && (v[k] == ' ' || v[k] == '\t' || v[k] == ','))
+            k++;
+        if (k == vl)
+            return fail(r, "empty Content-Length");
         return each_element(r, v, vl, on_length);
+    }
     if (token_is(s, nl, "transfer-encoding"))
         return each_element(r, v, vl, on_coding);
     if (token_is(s, nl, "connection"))

@@ -354,6 +354,8 @@ static void test_malformed(void **state)
     expect_malformed("HTTP/1.1 200OK\r\n\r\n", "malformed status line");
     expect_malformed("HTTP/1.1 099 Low\r\n\r\n", "invalid status code");
     expect_malformed("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n", "malformed header line");
+    expect_malformed("HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\nbody", "empty Content-Length");
+    expect_malformed("HTTP/1.1 200 OK\r\nContent-Length: ,\r\n\r\nbody", "empty Content-Length");
     expect_malformed("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", "malformed header name");
     expect_malformed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "conflicting");
     expect_malformed("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length");
