@@ -139,9 +139,11 @@ static void list_free(url_list_t *l)
     free(l->v);
 }
 
-/* One URL a line; blank lines and lines starting with '#' are skipped. */
+/* One URL a line, optionally followed by a '#' comment; blank lines and lines
+ * starting with '#' are skipped, and so is a UTF-8 byte order mark. */
 static int read_url_file(const char *name, url_list_t *l)
 {
+    unsigned lineno = 0;
     FILE *in = strcmp(name, "-") == 0 ? stdin : fopen(name, "re");
     if (!in) {
         fprintf(stderr, PROG ": cannot open '%s': %s\n", name, strerror(errno));
@@ -153,12 +155,34 @@ static int read_url_file(const char *name, url_list_t *l)
     int r = 0;
     while (r == 0 && (n = getline(&line, &cap, in)) >= 0) {
         char *s = line, *e = line + n;
+        if (++lineno == 1 && n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
+            s += 3;
+        if (memchr(s, '\0', (size_t)(e - s))) {
+            fprintf(stderr, PROG ": %s:%u: a NUL byte in the line\n", name, lineno);
+            r = -1;
+            break;
+        }
         while (*s == ' ' || *s == '\t')
             s++;
         while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
             e--;
         *e = '\0';
-        if (*s && *s != '#' && list_add(l, s) < 0)
+        if (!*s || *s == '#')
+            continue;
+        char *sp = strpbrk(s, " \t");    /* a URL holds no blank: what follows is a comment */
+        if (sp) {
+            char *c = sp;
+            while (*c == ' ' || *c == '\t')
+                c++;
+            if (*c != '#') {
+                fprintf(stderr, PROG ": %s:%u: one URL a line (a comment after it starts with '#')\n",
+                        name, lineno);
+                r = -1;
+                break;
+            }
+            *sp = '\0';
+        }
+        if (list_add(l, s) < 0)
             r = -1;
     }
     if (ferror(in)) {
@@ -193,7 +217,8 @@ static void usage(FILE *f)
         "      --stdout           write every body to stdout instead, whole, in the\n"
         "                         order of the URLs\n"
         "  -i, --input FILE       read URLs from FILE, one a line ('-' = stdin; blank\n"
-        "                         lines and lines starting with '#' are skipped)\n"
+        "                         lines and lines starting with '#' are skipped, and\n"
+        "                         a '#' comment may follow a URL)\n"
         "      --timeout SECONDS  limit on connecting plus receiving the response head,\n"
         "                         and on each read of the body (default %d)\n"
         "      --max-redirects N  redirects followed per URL (default %d)\n"

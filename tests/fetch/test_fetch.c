@@ -477,8 +477,8 @@ static void test_input_file(void **state)
     fx_t *f = *state;
     char list[512], path[128];
     snprintf(list, sizeof list,
-             "# a comment\n\n   http://127.0.0.1:%d/len/11/1/one.bin  \r\n"
-             "\t# indented comment\nhttp://127.0.0.1:%d/chunk/12/2/two.bin\n\n",
+             "\xef\xbb\xbf# a comment after a byte order mark\n\n   http://127.0.0.1:%d/len/11/1/one.bin  \r\n"
+             "\t# indented comment\nhttp://127.0.0.1:%d/chunk/12/2/two.bin # and one after the URL\n\n",
              f->srv.port, f->srv.port);
     snprintf(path, sizeof path, "%s/urls.txt", f->dir);
     FILE *fp = fopen(path, "w");
@@ -501,6 +501,12 @@ static void test_input_file(void **state)
     expect_file(f, "two.1.bin", 12, 2);
     expect_file(f, "one.bin", 11, 1);
     assert_int_equal(count_files(f), 5);
+
+    /* two things on a line: which line, and nothing fetched */
+    const char *o3[] = { "-o", f->outdir, "-i", "-", NULL };
+    run(f, "http://127.0.0.1:1/a\nhttp://127.0.0.1:1/b http://127.0.0.1:1/c\n", o3);
+    expect_status(f, 2);
+    expect_err(f, "-:2: one URL a line");
 }
 
 /* Output names: index.html for a trailing slash, suffixes for names taken by this
