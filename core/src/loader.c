@@ -159,14 +159,17 @@ static const char *next_dir(const char *p, char *dir, size_t len)
     return *end ? end + 1 : end;
 }
 
-/* The first iop_<kind>_<name>.so on the search path, in path. 0 or -ENOENT. */
+/* The first iop_<kind>_<name>.so on the search path, in path. 0 or -ENOENT. An
+ * entry that is there but broken (a dangling symlink, a directory) is the one
+ * found: it is refused with its reason, never silently passed over for a later
+ * one, and the listing shows the same. */
 static int find_module(const char *kind, const char *name, const char *dirs, char *path, size_t len)
 {
     char dir[PATH_LEN];
     struct stat st;
     for (const char *p = next_dir(dirs, dir, sizeof dir); p; p = next_dir(p, dir, sizeof dir)) {
         int n = snprintf(path, len, "%s/iop_%s_%s.so", dir, kind, name);
-        if (n > 0 && (size_t)n < len && stat(path, &st) == 0)
+        if (n > 0 && (size_t)n < len && lstat(path, &st) == 0)
             return 0;
     }
     path[0] = '\0';
@@ -203,7 +206,7 @@ static int scan_dir(const char *kind, const char *dir, found_t **v, size_t *n, s
     struct dirent *e;
     while (r == 0 && (e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        if (e->d_type == DT_DIR || len <= plen + 3 || strncmp(e->d_name, prefix, plen) != 0 ||
+        if (len <= plen + 3 || strncmp(e->d_name, prefix, plen) != 0 ||
             strcmp(e->d_name + len - 3, ".so") != 0)
             continue;
         const char *name = e->d_name + plen;
@@ -263,7 +266,9 @@ static int say_missing(const char *kind, const char *name, const char *dirs, cha
     for (const char *p = next_dir(dirs, dir, sizeof dir); p; p = next_dir(p, dir, sizeof dir), first = 0) {
         /* A mistyped --plugin-path is the usual cause: say which dirs are not there. */
         struct stat st;
-        const char *note = stat(dir, &st) < 0 ? " (missing)" : !S_ISDIR(st.st_mode) ? " (not a directory)" : "";
+        int gone = stat(dir, &st) < 0 ? errno : 0;
+        const char *note = gone == ENOENT ? " (missing)" : gone ? " (cannot be searched)" :
+                           !S_ISDIR(st.st_mode) ? " (not a directory)" : "";
         append(why, whylen, "%s%s%s", first ? "" : ", ", dir, note);
     }
     append(why, whylen, "); available: ");
@@ -301,6 +306,8 @@ static const char *ltdl_reason(void)
  * on refusal. */
 static void *bind_now(const char *path, char *why, size_t whylen)
 {
+    if (iop__module_check(path, why, whylen) < 0)
+        return NULL;
     dlerror();
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
@@ -636,6 +643,12 @@ int iop_backend_list(const char *plugin_path, iop_backend_info_t **out, size_t *
             continue;
         handles[i] = m.handle;
         info->desc = m.desc;
+        /* Some sandboxes kill a process on the probe's syscall itself: the avoid
+         * list keeps listing as safe as auto. */
+        if (in_list(getenv("IOPLEX_BACKEND_AVOID"), info->name)) {
+            info->probe_err = say(-ECANCELED, info->why, sizeof info->why, "not probed (in IOPLEX_BACKEND_AVOID)");
+            continue;
+        }
         info->probe_err = module_probe(&m, info->why, sizeof info->why);
     }
     iop_free(v);

@@ -53,4 +53,9 @@ int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, voi
  * and "auto" defer to $IOPLEX_BACKEND), or NULL when auto will choose. */
 const char *iop__backend_asked(const char *name);
 
+/* Checks a module file before the dynamic linker maps it (module_check.c): a
+ * regular ELF shared object for this machine whose segments are all in the file.
+ * 0, or -errno with the reason in why. */
+int iop__module_check(const char *path, char *why, size_t whylen);
+
 #endif

@@ -414,6 +414,23 @@ static void test_avoid_never_probes_uring(void **state)
     check_serves_then_stops(f, label, "20");
 }
 
+/* iop-plugins lists and probes every backend: with IOPLEX_BACKEND_AVOID=uring it must
+ * not probe uring either, or a sandbox that kills on io_uring_setup kills the lister
+ * (it died of SIGSYS with no output). */
+static void test_plugins_list_avoids_uring(void **state)
+{
+    SKIP_WITHOUT_SECCOMP();
+    skip_without_kill_process();
+    (void)state;
+    char out[16384], err[4096];
+    char *argv[] = { self_path, "--filtered", "kill", "--avoid-uring", PLUGINS_PATH, NULL };
+    int st = proc_run(argv, NULL, 0, out, sizeof out, err, sizeof err, EXIT_TIMEOUT_MS);
+    if (!(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        fail_msg("iop-plugins: wait status 0x%x\nstdout: %s\nstderr: %s", (unsigned)st, out, err);
+    assert_non_null(strstr(out, "not probed (in IOPLEX_BACKEND_AVOID)"));
+    assert_non_null(strstr(out, "auto would take: epoll"));
+}
+
 /* ---- the library in a forked child -------------------------------------------------- */
 
 /* In the child: the filter, then iop_loop_create with "uring" and with NULL. One
@@ -529,6 +546,7 @@ int main(int argc, char **argv)
         FALLBACK_TEST(test_named_uring_fails, eperm),
         FALLBACK_TEST(test_named_uring_fails, enosys),
         cmocka_unit_test(test_kill_filter_kills_a_probe),
+        cmocka_unit_test(test_plugins_list_avoids_uring),
         FALLBACK_TEST(test_avoid_never_probes_uring, kill),
         FALLBACK_TEST(test_library_falls_back, eperm),
         FALLBACK_TEST(test_library_falls_back, enosys),

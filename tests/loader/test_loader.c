@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -97,6 +98,56 @@ static void test_broken_modules_refused(void **state)
     /* The dynamic linker's reason, not libltdl's blanket "file not found". */
     const char *msg = create_fails("garbage", MODULES, NULL, -ENOEXEC);
     assert_null(strstr(msg, "file not found"));
+}
+
+/* Files damaged or of the wrong kind, made here: each is refused with its reason (a
+ * truncated module killed the process with SIGBUS inside dlopen, a FIFO blocked the
+ * open for good), and a broken first entry is never passed over for a good one
+ * later on the path. */
+static void test_damaged_files(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/iop-loader-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[512], src[512];
+    snprintf(src, sizeof src, MODULES "/iop_backend_testnull.so");
+    FILE *in = fopen(src, "rb");
+    assert_non_null(in);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, in);
+    fclose(in);
+    assert_true(n > 4096);
+    static const size_t cuts[] = { 600, 3000 };
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/iop_backend_cut%zu.so", dir, i);
+        FILE *out = fopen(path, "wb");
+        assert_non_null(out);
+        assert_int_equal(fwrite(buf, 1, cuts[i], out), cuts[i]);
+        fclose(out);
+    }
+    snprintf(path, sizeof path, "%s/iop_backend_fifo.so", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof path, "%s/iop_backend_adir.so", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/iop_backend_testnull.so", dir);
+    assert_int_equal(symlink("/nonexistent-ioplex-module", path), 0);
+    static const struct { const char *name, *reason; } cases[] = {
+        { "cut0", "truncated" }, { "cut1", "truncated" }, { "fifo", "not a regular file" },
+        { "adir", "a directory" }, { "testnull", "a symlink to nothing" },
+    };
+    char search[600];
+    snprintf(search, sizeof search, "%s:" MODULES, dir);   /* a good testnull comes second */
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        iop_loop_opts_t o = opts_for(cases[i].name, search, NULL);
+        iop_loop_t *loop = NULL;
+        int r = iop_loop_create(&loop, &o);
+        if (r >= 0)
+            fail_msg("%s: loaded", cases[i].name);
+        assert_contains(iop_last_error(), dir);
+        assert_contains(iop_last_error(), cases[i].reason);
+    }
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    assert_int_equal(system(path), 0);
 }
 
 /* An unknown name says where it looked and what there is instead. */
@@ -393,6 +444,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_module_runs),
         cmocka_unit_test(test_broken_modules_refused),
+        cmocka_unit_test(test_damaged_files),
         cmocka_unit_test(test_unknown_name_lists_available),
         cmocka_unit_test(test_search_order),
         cmocka_unit_test(test_auto_avoid),

@@ -20,8 +20,9 @@ typedef struct iop_backend_info {
 } iop_backend_info_t;
 
 /* Lists every backend module found on the search path (first of each name), loads
- * each and runs its probe. *out is an array of *count entries, freed with
- * iop_backend_list_free. Returns 0 or -errno. */
+ * each and runs its probe, except for those named in $IOPLEX_BACKEND_AVOID (probe_err
+ * -ECANCELED: some sandboxes kill a process on a probe's syscall). *out is an array
+ * of *count entries, freed with iop_backend_list_free. Returns 0 or -errno. */
 IOP_EXPORT int iop_backend_list(const char *plugin_path, iop_backend_info_t **out, size_t *count);
 IOP_EXPORT void iop_backend_list_free(iop_backend_info_t *list);
 
