@@ -168,6 +168,38 @@ static void test_full(void **state)
     assert_int_equal(st.chunks_free, 1);
     assert_int_equal(st.entries, 4);
     assert_valid();
+    iop_shdict_free(dict);
+    dict = NULL;
+
+    /* Default room: every key at its largest value, and still an update of each
+     * (the new entry is built before the old one goes). */
+    make_dict(NULL);
+    static unsigned char big[1024];
+    for (int i = 0; i < 1024; i++) {
+        snprintf(key, sizeof key, "d%d", i);
+        assert_int_equal(iop_shdict_set(dict, key, big, sizeof big), 0);
+    }
+    assert_int_equal(iop_shdict_set(dict, "d17", "small", 5), 0);
+    assert_int_equal(iop_shdict_set(dict, "d18", big, sizeof big), 0);
+    assert_valid();
+}
+
+/* Bad arguments are errors, not crashes or a terabyte of shared memory. */
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(iop_shdict_create(NULL, NULL), -EINVAL);
+    iop_shdict_t *d = (iop_shdict_t *)&d;
+    iop_shdict_opts_t unsized = { .max_entries = 8 };
+    assert_int_equal(iop_shdict_create(&d, &unsized), -EINVAL);
+    assert_null(d);
+    iop_shdict_opts_t huge = { .size = sizeof huge, .max_value = 1u << 30, .chunk_size = 65536 };
+    assert_int_equal(iop_shdict_create(&d, &huge), -ENOMEM);
+    assert_non_null(strstr(iop_last_error(), "more than half of the machine's memory"));
+    make_dict(NULL);
+    assert_int_equal(iop_shdict_stats(dict, NULL), -EINVAL);
+    assert_int_equal(iop_plock_init(NULL), -EINVAL);
+    assert_int_equal(iop_plock_create(NULL), -EINVAL);
 }
 
 /* ---- iteration and updates ---------------------------------------------------------------- */
@@ -579,6 +611,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_churn, setup, teardown),

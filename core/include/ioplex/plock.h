@@ -87,7 +87,8 @@ IOP_EXPORT int iop_plock_lock(iop_plock_t *l, uint64_t deadline);
 IOP_EXPORT int iop_plock_trylock(iop_plock_t *l);
 
 /* Releases the lock and wakes one waiter. 0, or -EPERM when the caller is not the
- * holder (the lock is left as it was). */
+ * holder (the lock is left as it was, though a free one is taken for an instant to
+ * learn that: a trylock elsewhere may see -EBUSY then). */
 IOP_EXPORT int iop_plock_unlock(iop_plock_t *l);
 
 #endif

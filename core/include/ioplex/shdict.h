@@ -35,10 +35,11 @@ typedef struct iop_shdict_opts {
     uint32_t max_key;          /* longest key, in bytes without the NUL (0 = 64) */
     uint32_t max_value;        /* largest value, in bytes (0 = 1024) */
     uint32_t chunk_size;       /* arena unit, a power of two from 32 to 65536 (0 = 64) */
-    uint64_t arena_bytes;      /* room for entries (0 = every entry at its largest). An
-                                * entry takes 16 + key + value bytes, rounded up to
-                                * whole chunks; replacing a value needs room for the new
-                                * entry while the old one still exists. */
+    uint64_t arena_bytes;      /* room for entries (0 = every entry at its largest, plus
+                                * one). An entry takes 16 + key + value bytes, rounded up
+                                * to whole chunks; replacing a value needs room for the
+                                * new entry while the old one still exists. A dict of
+                                * more than half the machine's memory is -ENOMEM. */
 } iop_shdict_opts_t;
 
 /* Creates a dict (opts NULL = all defaults). Before fork: *out is valid in this

@@ -5,7 +5,9 @@
  * current across fork by libc), and an error-checking trylock by that thread answers
  * EDEADLK without touching the mutex; the lock's owner field says which coroutine
  * of that thread (or 1: none) took it. So "does the caller hold it?" is one trylock
- * and one compare; gettid() would cost a system call on every unlock.
+ * and one compare; gettid() would cost a system call on every unlock. The price is
+ * paid by misuse only: an unlock by a non-holder finds a free lock taken for an
+ * instant (and given back), so a trylock elsewhere may see -EBUSY meanwhile.
  *
  * Lost wake-ups: a coroutine waiter counts itself in waiters, fences, and tries the
  * lock again before it waits; unlock releases the mutex, fences, and posts a token
@@ -45,6 +47,8 @@ static uint64_t mono_ns(void)
 
 int iop_plock_init(iop_plock_t *l)
 {
+    if (!l)
+        return iop__fail(-EINVAL, "iop_plock_init: NULL lock");
     pthread_mutexattr_t a;
     int r = pthread_mutexattr_init(&a);
     if (r == 0)
@@ -89,6 +93,8 @@ void iop_plock_fini(iop_plock_t *l)
 
 int iop_plock_create(iop_plock_t **out)
 {
+    if (!out)
+        return iop__fail(-EINVAL, "iop_plock_create: out is NULL");
     size_t len = (size_t)sysconf(_SC_PAGESIZE);
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {

@@ -174,9 +174,9 @@ size_t iop_pqueue_len(const iop_pqueue_t *q)
     return tail - head > q->capacity ? q->capacity : (size_t)(tail - head);
 }
 
-int iop_pqueue_closed(const iop_pqueue_t *q) { return (int)atomic_load(&q->closed); }
-size_t iop_pqueue_capacity(const iop_pqueue_t *q) { return q->capacity; }
-size_t iop_pqueue_max_msg(const iop_pqueue_t *q) { return q->max_msg; }
+int iop_pqueue_closed(const iop_pqueue_t *q) { return q ? (int)atomic_load(&q->closed) : 1; }
+size_t iop_pqueue_capacity(const iop_pqueue_t *q) { return q ? q->capacity : 0; }
+size_t iop_pqueue_max_msg(const iop_pqueue_t *q) { return q ? q->max_msg : 0; }
 
 /* ---- put and get ------------------------------------------------------------------ */
 

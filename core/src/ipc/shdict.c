@@ -288,6 +288,8 @@ int iop_shdict_foreach(iop_shdict_t *d, iop_shdict_visit_fn fn, void *arg)
 
 int iop_shdict_stats(iop_shdict_t *d, iop_shdict_stats_t *out)
 {
+    if (!out)
+        return iop__fail(-EINVAL, "iop_shdict_stats: out is NULL");
     int r = dict_lock(d);
     if (r < 0)
         return r;
@@ -322,6 +324,9 @@ static uint64_t align64(uint64_t v) { return (v + 63) & ~(uint64_t)63; }
 /* Sizes and offsets from the options; -EINVAL with a message if out of range. */
 static int plan(const iop_shdict_opts_t *o, geometry_t *g)
 {
+    if (o && o->size < sizeof *o)
+        return iop__fail(-EINVAL, "iop_shdict_create: opts.size is %u, not sizeof(iop_shdict_opts_t) (%zu)",
+                         o->size, sizeof *o);
     g->max_entries = o && o->max_entries ? o->max_entries : 1024;
     g->max_key = o && o->max_key ? o->max_key : 64;
     g->max_value = o && o->max_value ? o->max_value : 1024;
@@ -337,7 +342,10 @@ static int plan(const iop_shdict_opts_t *o, geometry_t *g)
         g->nslots *= 2;
     uint64_t entry_max = sizeof(iop__shdict_entry_t) + (uint64_t)g->max_key + g->max_value;
     uint64_t chain_max = (entry_max + g->chunk_size - 1) >> g->chunk_shift;
-    uint64_t arena = o && o->arena_bytes ? o->arena_bytes : g->max_entries * (chain_max << g->chunk_shift);
+    /* The default holds every entry at its largest, and one more: replacing a value
+     * builds the new entry before the old one goes, so a full dict can still update. */
+    uint64_t arena = o && o->arena_bytes ? o->arena_bytes
+                                         : ((uint64_t)g->max_entries + 1) * (chain_max << g->chunk_shift);
     uint64_t nchunks = (arena + g->chunk_size - 1) >> g->chunk_shift;
     if (nchunks == 0 || nchunks >= UINT32_MAX - 2 || (nchunks << g->chunk_shift) > (1ull << 44))
         return iop__fail(-EINVAL, "iop_shdict_create: arena of %llu bytes out of range",
@@ -356,6 +364,10 @@ static int plan(const iop_shdict_opts_t *o, geometry_t *g)
     off = align64(off + g->max_key + 1 + 2 * (uint64_t)g->max_value);
     g->off_chunks = off;
     g->size = off + (nchunks << g->chunk_shift);
+    uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    if (g->size > phys / 2)        /* allocated now, in full: it would only end in the OOM killer */
+        return iop__fail(-ENOMEM, "iop_shdict_create: %llu bytes is more than half of the machine's memory "
+                         "(lower max_entries, max_value or arena_bytes)", (unsigned long long)g->size);
     return 0;
 }
 
@@ -379,6 +391,9 @@ static int map_shared(uint64_t size, void **out)
 
 int iop_shdict_create(iop_shdict_t **out, const iop_shdict_opts_t *opts)
 {
+    if (!out)
+        return iop__fail(-EINVAL, "iop_shdict_create: out is NULL");
+    *out = NULL;
     geometry_t g = { 0 };
     int r = plan(opts, &g);
     if (r < 0)
