@@ -61,6 +61,9 @@ for dir in "$tmp/cm-backends:$tmp/cm-plugins" "$tmp/pc"; do
     grep -q '^ioplexd: backend mine' "$tmp/d.out" || { cat "$tmp/d.out"; fail "ioplexd is not on the template backend"; }
     got=$(printf 'hello, sdk\n' | "$prefix/bin/iop-client" echo "$addr" --timeout 5)
     [ "$got" = ">HELLO, SDK" ] || fail "the template service answered '$got'"
+    # lines, not reads: a line in two pieces, then two lines in one read
+    two=$({ printf 'ab'; sleep 0.3; printf 'cd\nef\n'; } | "$prefix/bin/iop-client" echo "$addr" --timeout 5)
+    [ "$two" = "$(printf '>ABCD\n>EF')" ] || fail "the template service answered '$two' to 'ab', 'cd\\nef\\n'"
     kill -TERM "$daemon"
     wait "$daemon" || fail "ioplexd exited with status $?"
     daemon=""
