@@ -6,6 +6,7 @@
  *
  * Exit status: 0 when at least one backend is usable, 1 when none is, 2 on a usage
  * error. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,7 +223,11 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
-        } else if (strcmp(argv[i], "--plugin-path") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--plugin-path") == 0) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "iop-plugins: --plugin-path needs a value (try --help)\n");
+                return 2;
+            }
             plugin_path = argv[++i];
         } else if (strncmp(argv[i], "--plugin-path=", 14) == 0) {
             plugin_path = argv[i] + 14;
@@ -260,5 +265,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         any |= usable(&list[i]);
     iop_backend_list_free(list);
+    if (fflush(stdout) != 0 || ferror(stdout)) {   /* a listing that did not get out */
+        fprintf(stderr, "iop-plugins: writing the listing: %s\n", strerror(errno));
+        return 1;
+    }
     return any ? 0 : 1;
 }

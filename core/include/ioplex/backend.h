@@ -1,8 +1,10 @@
 /* ioplex — the backend plugin ABI. A backend module sees only this header.
  *
  * A module exports one `const iop_backend_desc_t iop_backend_descriptor`. The loader
- * reads abi_version first and refuses the module before calling any of its code if
- * it differs from IOP_BACKEND_ABI_VERSION. A module links nothing of ioplex: what it
+ * reads abi_version first and refuses the module before calling any function of
+ * the descriptor if it differs from IOP_BACKEND_ABI_VERSION. (The dynamic linker
+ * runs a module's ELF constructors when it maps it, before any check: a module has
+ * none it could not do without.) A module links nothing of ioplex: what it
  * needs from the core comes through the iop_backend_host_t it is created with.
  *
  * Readiness backends (select, poll, epoll, sigio) implement watch + poll; the core
