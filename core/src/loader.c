@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <ltdl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -124,6 +125,28 @@ static int dirs_add(char *dirs, size_t len, const char *list)
 
 /* The search path for a kind of module, in order. A path that does not fit keeps
  * the dirs that did and returns -ENAMETOOLONG. */
+/* <the dir libioplex was loaded from>/ioplex/<kind>s when that exists and is not
+ * the install dir configured at build time: a copy installed with another
+ * --prefix finds its own modules. NULL otherwise. */
+static const char *beside_library(const char *kind, const char *install, char *buf, size_t len)
+{
+    Dl_info info;
+    if (!dladdr((void *)&iop_backend_list, &info) || !info.dli_fname)
+        return NULL;
+    char lib[PATH_MAX];
+    if (!realpath(info.dli_fname, lib))   /* "prefix/bin/../lib/..." through an rpath */
+        return NULL;
+    char *slash = strrchr(lib, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    int n = snprintf(buf, len, "%s/ioplex/%ss", lib, kind);
+    struct stat st;
+    if (n < 0 || (size_t)n >= len || strcmp(buf, install) == 0 || stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
+        return NULL;
+    return buf;
+}
+
 static int search_dirs(const char *kind, const char *plugin_path, char *dirs, size_t len)
 {
     const char *build, *install;
@@ -145,6 +168,9 @@ static int search_dirs(const char *kind, const char *plugin_path, char *dirs, si
         r = dirs_add(dirs, len, build);
     if (r == 0)
         r = dirs_add(dirs, len, install);
+    char beside[PATH_LEN];
+    if (r == 0)
+        r = dirs_add(dirs, len, beside_library(kind, install, beside, sizeof beside));
     return r;
 }
 

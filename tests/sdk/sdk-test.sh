@@ -19,7 +19,13 @@ fail() { echo "sdk: FAIL: $*"; exit 1; }
 
 echo "== install into $prefix"
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/install.log"; fail "install"; }
-export LD_LIBRARY_PATH=$prefix/lib:$prefix/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# A prefix other than the configured one, as the README's command allows: the
+# installed programs start without LD_LIBRARY_PATH, search the prefix's module dirs,
+# and ioplex.pc and the CMake package point into the prefix.
+unset LD_LIBRARY_PATH
+"$prefix/bin/iop-plugins" --help >/dev/null || fail "the installed iop-plugins does not start"
+"$prefix/bin/iop-plugins" | grep -q "^search path: .*$prefix/lib[^:]*/ioplex/backends" ||
+    fail "the installed library does not search $prefix's backend dir"
 pcdir=$(dirname "$(find "$prefix" -name ioplex.pc | head -n1)")
 [ -n "$pcdir" ] || fail "no ioplex.pc installed"
 
@@ -30,9 +36,14 @@ for t in backends/template plugins/template; do
         cmake --build "$tmp/cm-$name" >>"$tmp/cm-$name.log" 2>&1 || { cat "$tmp/cm-$name.log"; fail "cmake build of $t"; }
 done
 ls "$tmp/cm-backends/iop_backend_mine.so" "$tmp/cm-plugins/iop_service_upper.so" >/dev/null
+# installing a template puts it where this copy of ioplex looks
+cmake --install "$tmp/cm-backends" >"$tmp/cm-install.log" 2>&1 || { cat "$tmp/cm-install.log"; fail "install of the template backend"; }
+[ -n "$(find "$prefix" -name iop_backend_mine.so)" ] || { cat "$tmp/cm-install.log"; fail "the template backend was not installed into $prefix"; }
 
 echo "== pkg-config ioplex"
-pc() { PKG_CONFIG_PATH=$pcdir pkg-config --define-prefix "$@" ioplex; }
+pc() { PKG_CONFIG_PATH=$pcdir pkg-config "$@" ioplex; }
+[ "$(pc --variable=backenddir)" -ef "$(find "$prefix" -type d -path '*ioplex/backends' | head -n1)" ] ||
+    fail "ioplex.pc's backenddir ($(pc --variable=backenddir)) is not the prefix's"
 mkdir -p "$tmp/pc"
 # shellcheck disable=SC2046
 cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden $(pc --cflags) \
