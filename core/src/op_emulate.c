@@ -285,6 +285,24 @@ void iop__emu_ready(iop_loop_t *loop, int fd, unsigned revents)
     }
 }
 
+/* Takes every op queued on fd and defers its result: err, or (err 0) the result of
+ * trying it once now. */
+static void settle_queued(iop_loop_t *loop, int fd, int err)
+{
+    iop__fd_t *e = &loop->fds.v[fd];
+    iop_op_t *lists[2] = { e->rd_head, e->wr_head };
+    e->rd_head = e->rd_tail = e->wr_head = e->wr_tail = NULL;
+    for (int i = 0; i < 2; i++) {
+        for (iop_op_t *op = lists[i]; op;) {
+            iop_op_t *next = op->next;
+            op->flags &= ~IOP__OPF_QUEUED;
+            iop__defer(loop, op, err ? err : perform(loop, op));   /* -EAGAIN too: nothing can wait */
+            op = next;
+        }
+    }
+    iop__mark_change(loop, fd);
+}
+
 /* The backend cannot watch fd at all (epoll says EPERM for /dev/null, /dev/zero and
  * other files without poll support): poll(2) calls such a file always ready, and so
  * does the emulation. Its waiting ops are tried now, in order, and later ones at
@@ -294,31 +312,10 @@ void iop__emu_unwatchable(iop_loop_t *loop, int fd)
     iop__fd_t *e = &loop->fds.v[fd];
     e->flags = (uint8_t)((e->flags & ~(IOP__FD_BLOCKING | IOP__FD_RD_EMPTY | IOP__FD_WR_FULL)) |
                          IOP__FD_REGULAR);
-    iop_op_t *lists[2] = { e->rd_head, e->wr_head };
-    e->rd_head = e->rd_tail = e->wr_head = e->wr_tail = NULL;
-    for (int i = 0; i < 2; i++) {
-        for (iop_op_t *op = lists[i]; op;) {
-            iop_op_t *next = op->next;
-            op->flags &= ~IOP__OPF_QUEUED;
-            iop__defer(loop, op, perform(loop, op));   /* -EAGAIN too: nothing can wait */
-            op = next;
-        }
-    }
-    iop__mark_change(loop, fd);
+    settle_queued(loop, fd, 0);
 }
 
 void iop__fd_fail_ops(iop_loop_t *loop, int fd, int err)
 {
-    iop__fd_t *e = &loop->fds.v[fd];
-    iop_op_t *lists[2] = { e->rd_head, e->wr_head };
-    e->rd_head = e->rd_tail = e->wr_head = e->wr_tail = NULL;
-    for (int i = 0; i < 2; i++) {
-        for (iop_op_t *op = lists[i]; op;) {
-            iop_op_t *next = op->next;
-            op->flags &= ~IOP__OPF_QUEUED;
-            iop__defer(loop, op, err);
-            op = next;
-        }
-    }
-    iop__mark_change(loop, fd);
+    settle_queued(loop, fd, err);
 }
