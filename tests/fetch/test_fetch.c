@@ -595,7 +595,7 @@ static void test_name_taken_meanwhile(void **state)
     run(f, NULL, opts_dir(f, NULL, NULL));
     assert_int_equal(proc_exit_code(p, 5000), 0);
     expect_status(f, 0);
-    size_t len;
+    size_t len = 0;
     unsigned char *v = read_file(victim, &len);
     assert_non_null(v);
     assert_true(len == 8 && memcmp(v, "precious", 8) == 0);
@@ -637,7 +637,7 @@ static void test_output_link_failure(void **state)
     add_url(f, "/trunc/1000/x");
     run(f, NULL, o);
     expect_status(f, 1);
-    size_t len;
+    size_t len = 0;
     unsigned char *t = read_file(target, &len);
     assert_non_null(t);
     assert_true(len == 8 && memcmp(t, "original", 8) == 0);
