@@ -419,6 +419,18 @@ int iop__mark_change(iop_loop_t *loop, int fd)
     return 0;
 }
 
+/* fd's watch can never fire again (the backend refused the fd, or found it closed):
+ * one IOP_ERR, then it is stopped. */
+static void watch_gone(iop_loop_t *loop, int fd)
+{
+    iop_watch_t *w = loop->fds.v[fd].watch;
+    if (w && w->events) {
+        w->cb(w, IOP_ERR);
+        if (loop->fds.v[fd].watch == w)   /* re-read: the callback may grow the table */
+            iop_watch_stop(w);
+    }
+}
+
 /* Applies the interest changes gathered since the last wait. Doing it here rather
  * than at each op means a recv that completes and is resubmitted from its callback
  * costs no registration syscall at all. */
@@ -446,14 +458,7 @@ static void flush_changes(iop_loop_t *loop)
             iop__emu_unwatchable(loop, fd);
         else
             iop__fd_fail_ops(loop, fd, r);
-        e = &loop->fds.v[fd];
-        iop_watch_t *w = e->watch;
-        if (w && w->events) {
-            w->cb(w, IOP_ERR);
-            e = &loop->fds.v[fd];
-            if (e->watch == w)
-                iop_watch_stop(w);
-        }
+        watch_gone(loop, fd);
     }
     /* Entries marked by those callbacks (failed ops, stopped watches) wait for the
      * next flush, each fd once. */
@@ -505,12 +510,7 @@ static void fd_invalid(iop_loop_t *loop, int fd)
     if (fd < 0 || (uint32_t)fd >= loop->fds.cap)
         return;
     iop__fd_fail_ops(loop, fd, -EBADF);
-    iop_watch_t *w = loop->fds.v[fd].watch;
-    if (w && w->events) {
-        w->cb(w, IOP_ERR);
-        if (loop->fds.v[fd].watch == w)
-            iop_watch_stop(w);
-    }
+    watch_gone(loop, fd);
 }
 
 static void dispatch(iop_loop_t *loop, int n)
