@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -244,6 +245,8 @@ typedef struct load {
     uint64_t connects;           /* connections opened by the active side */
     uint64_t resent;             /* http: requests sent again on a new connection */
     uint64_t sent;               /* echo: the number the next message carries */
+    int sig_fd;                  /* signalfd for SIGINT / SIGTERM, -1 without */
+    int interrupted;             /* one came: the run ended early */
     int *idle_fds;               /* the idle connections (-1: not opened) */
     uint64_t idle, idle_next, idle_dropped;
     uint64_t idle_setup_ns;      /* opening them, their first requests included */
@@ -551,12 +554,41 @@ static void idle_close(void)
     }
 }
 
+/* The first SIGINT or SIGTERM ends the run where it is: the requests in flight are
+ * finished and the result is printed for the time measured so far. The signals are
+ * then the default again, so a second one ends the process at once. */
+static void *signal_watch(void *arg)
+{
+    (void)arg;
+    struct signalfd_siginfo si;
+    if (iop_read(ld->sig_fd, &si, sizeof si, 0) != (ssize_t)sizeof si)
+        return NULL;             /* cancelled: the run ended by itself */
+    ld->interrupted = 1;
+    iop_update_time(loop);
+    if (ld->end_ns > iop_now(loop))
+        ld->end_ns = iop_now(loop);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &mask, NULL);
+    return NULL;
+}
+
 static void *load_main(void *arg)
 {
     (void)arg;
     uint64_t t0 = iop_now(loop);
-    if (ld->idle && idle_open() < 0) {
+    ld->end_ns = UINT64_MAX;     /* until the load starts, a signal only marks the run */
+    iop_coro_t *watch = NULL;
+    if (ld->sig_fd >= 0 && iop_go(loop, signal_watch, NULL, NULL, &watch) < 0)
+        watch = NULL;
+    if ((ld->idle && idle_open() < 0) || ld->interrupted) {
         idle_close();
+        if (watch) {
+            iop_cancel(watch);
+            iop_join(watch, NULL, 0);
+        }
         return NULL;
     }
     iop_update_time(loop);
@@ -581,6 +613,10 @@ static void *load_main(void *arg)
     idle_close();
     if (ld->idle_dropped)
         load_error("idle connections", -ECONNRESET);
+    if (watch) {
+        iop_cancel(watch);
+        iop_join(watch, NULL, 0);
+    }
     return NULL;
 }
 
@@ -663,7 +699,9 @@ static void usage(FILE *f)
         "  --timeout S          connect and per-request timeout (default 10)\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 on success, 1 on a failure (load: any error), 2 on a usage error.\n");
+        "Exit status: 0 on success, 1 on a failure (load: any error), 2 on a usage error,\n"
+        "130 for a load ended by SIGINT or SIGTERM (its result is printed for the time\n"
+        "measured until then; a second signal ends it at once).\n");
 }
 
 /* A closed stdin, stdout or stderr would lend its number to the loop's own fds or to
@@ -813,6 +851,11 @@ int main(int argc, char **argv)
     } else {
         static load_t l;         /* the histogram is large */
         ld = &l;
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        l.sig_fd = sigprocmask(SIG_BLOCK, &mask, NULL) == 0 ? signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC) : -1;
         l.http = !strcmp(ops[1], "http");
         l.size = (size_t)size;
         l.conns = conns;
@@ -856,16 +899,23 @@ int main(int argc, char **argv)
         if (l.resent)
             fprintf(stderr, PROG ": %" PRIu64 " request%s sent again on a new connection (the server "
                     "closed a kept-alive one before answering)\n", l.resent, l.resent == 1 ? "" : "s");
-        double secs = (double)l.duration_ns / 1e9;
+        /* interrupted: the time measured until then */
+        uint64_t measured = !l.interrupted ? l.duration_ns
+                            : l.end_ns > l.measure_ns && l.end_ns != UINT64_MAX ? l.end_ns - l.measure_ns : 0;
+        double secs = (double)measured / 1e9;
+        if (l.interrupted)
+            fprintf(stderr, PROG ": interrupted after %.3f s of measuring\n", secs);
         printf("load %s %s: %" PRIu64 " connections, %g s: %.0f req/s, p50 %.1f us, "
                "p99 %.1f us, %" PRIu64 " errors, backend %s\n", ops[1], target, conns,
-               duration, (double)l.done / secs,
+               secs, secs > 0 ? (double)l.done / secs : 0.0,
                (double)latency_hist_quantile(&l.hist, 0.50) / 1000.0,
                (double)latency_hist_quantile(&l.hist, 0.99) / 1000.0, l.errors, iop_loop_backend(loop));
         if (json)
-            print_json(&l, ops[1], warmup, duration);
+            print_json(&l, ops[1], warmup, secs > 0 ? secs : duration);
         free(l.idle_fds);
-        status = l.errors || !l.done ? EXIT_FAILURE : EXIT_SUCCESS;
+        status = l.interrupted ? 128 + SIGINT : l.errors || !l.done ? EXIT_FAILURE : EXIT_SUCCESS;
+        if (l.sig_fd >= 0)
+            close(l.sig_fd);
         /* The result line is the point of a load: one that could not be written
          * (a full disk, a closed pipe) is a failure, not a quiet success. */
         if (fflush(stdout) != 0 || ferror(stdout)) {

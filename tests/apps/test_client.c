@@ -194,6 +194,33 @@ static void test_load_result_unwritable(void **state)
     assert_int_equal(code, 1);
 }
 
+/* SIGINT ends a long load at once with its result for the time measured so far
+ * (it was killed, printing nothing), status 130. */
+static void test_load_interrupted(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, ECHO);
+    char *argv[] = { CLIENT_PATH, "--backend", (char *)backend, "load", "echo", s.addr, "--connections", "2",
+                     "--duration", "60", "--warmup", "0", NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    poll(NULL, 0, 800);
+    kill(p.pid, SIGINT);
+    long long t0 = now_ms();
+    char line[512] = "";
+    int n = proc_read_line(&p, line, sizeof line, 10000);
+    int r = proc_wait(&p, 10000);
+    long long ms = now_ms() - t0;
+    char err[2048];
+    proc_stderr(&p, err, sizeof err);
+    server_stop(&s);
+    if (n < 0 || r < 0 || !WIFEXITED(p.status) || WEXITSTATUS(p.status) != 130 || !strstr(line, " 0 errors") ||
+        strstr(line, " 0 req/s") || !strstr(err, "interrupted after") || ms > 5000)
+        fail_msg("line '%s' (%d), wait %d, status 0x%x, %lld ms\nstderr: %s", line, n, r, p.status, ms, err);
+    proc_cleanup(&p);
+}
+
 /* Content-Length: abc is a malformed response, not an empty body. */
 static void test_load_http_bad_length(void **state)
 {
@@ -279,6 +306,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_keeps_connections),
         cmocka_unit_test(test_load_http_bad_length),
         cmocka_unit_test(test_load_result_unwritable),
+        cmocka_unit_test(test_load_interrupted),
         cmocka_unit_test(test_echo_stdin_devnull),
         cmocka_unit_test(test_echo_stdin_closed),
         cmocka_unit_test(test_echo_send_timeout),
