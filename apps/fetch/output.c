@@ -99,8 +99,10 @@ static int unique_path(name_set_t *set, const char *dir, const char *base, char 
     name_entry_t *b = name_add(set, base, &fresh);   /* taken from now on: by this job or the disk */
     if (!b)
         return -ENOMEM;
+    if (!fresh && b->next == 0)
+        b->next = 1;                 /* the name itself is taken (it was another's suffix) */
     char name[NAME_MAX_BYTES + 16];
-    for (unsigned k = fresh ? 0 : b->next > 0 ? b->next : 1; k < SUFFIX_MAX; k++) {
+    for (unsigned k = b->next; k < SUFFIX_MAX; k++) {
         if (k == 0)
             snprintf(name, sizeof name, "%s", base);
         else

@@ -123,8 +123,6 @@ static int dirs_add(char *dirs, size_t len, const char *list)
     return 0;
 }
 
-/* The search path for a kind of module, in order. A path that does not fit keeps
- * the dirs that did and returns -ENAMETOOLONG. */
 /* <the dir libioplex was loaded from>/ioplex/<kind>s when that exists and is not
  * the install dir configured at build time: a copy installed with another
  * --prefix finds its own modules. NULL otherwise. */
@@ -147,6 +145,8 @@ static const char *beside_library(const char *kind, const char *install, char *b
     return buf;
 }
 
+/* The search path for a kind of module, in order. A path that does not fit keeps
+ * the dirs that did and returns -ENAMETOOLONG. */
 static int search_dirs(const char *kind, const char *plugin_path, char *dirs, size_t len)
 {
     const char *build, *install;
