@@ -1,10 +1,12 @@
-/* http-floor: the least work an HTTP/1.1 server can do per keep-alive request, to
- * measure how far any server can go under the same load (wrk) on this machine.
+/* floor-server: the least work a server can do per message, to measure how far any
+ * server can go under the same load on this machine (a floor for server CPU per
+ * message, a ceiling for messages/s).
  *
- * One thread, no parser: every "\r\n\r\n" received counts as one request (wrk
- * sends GETs without bodies, one at a time), and one send answers that many with
- * copies of a fixed 200 response with the same headers as ioplexd's /hello (Date
- * refreshed once a second). Two ways, each the cheapest of its kind:
+ * One thread. --proto http (default), no parser: every "\r\n\r\n" received
+ * counts as one request (wrk sends GETs without bodies, one at a time), and one send
+ * answers that many with copies of a fixed 200 response with the same headers as
+ * ioplexd's /hello (Date refreshed once a second). --proto echo: the bytes received
+ * go back with one send. Two ways, each the cheapest of its kind:
  *   epoll (default): level-triggered, one read and one write per readable socket;
  *   --uring: io_uring with deferred task work, multishot accept into fixed files,
  *            multishot recv from a provided buffer ring, one send per batch.
@@ -31,14 +33,14 @@
 
 #include "bench_common.h"
 
-#define PROG "http-floor"
+#define PROG "floor-server"
 #define MAX_EVENTS 256
 #define MAX_BATCH 64   /* requests answered by one write */
 
 static char response[256];
 static size_t response_len;
 static time_t response_second;
-static volatile sig_atomic_t stopping;
+static int echo_proto;   /* --proto echo */
 
 /* The response with the current Date; rebuilt when the second changes. */
 static void refresh_response(void)
@@ -90,6 +92,8 @@ static int serve(int fd)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
     if (n == 0)
         return -1;
+    if (echo_proto)
+        return write(fd, in, (size_t)n) == n ? 0 : -1;
     int count = count_requests(in, (size_t)n);
     if (count == 0 || count > MAX_BATCH)
         return -1;
@@ -219,7 +223,7 @@ static int run_uring(int lfd, int sfd)
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&ring, head, cqe) {
             seen++;
-            int slot = (int)(cqe->user_data >> 8), res = cqe->res;
+            int slot = (int)(cqe->user_data >> 8 & 0xffffff), res = cqe->res;
             switch (cqe->user_data & 0xff) {
             case UD_SIGNAL:
                 return 0;
@@ -233,19 +237,29 @@ static int run_uring(int lfd, int sfd)
                 int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
                 if (res > 0) {
                     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-                    int count = count_requests((const char *)pool[bid], (size_t)res);
-                    io_uring_buf_ring_add(br, pool[bid], URING_BUF_SIZE, (unsigned short)bid, mask, 0);
-                    io_uring_buf_ring_advance(br, 1);
-                    if (count == 0 || count > MAX_BATCH) {
-                        drop(&ring, slot);
-                        break;
+                    struct io_uring_sqe *sqe;
+                    if (echo_proto) {
+                        /* the buffer goes back to the ring when the send is done */
+                        sqe = sqe_get(&ring);
+                        io_uring_prep_send(sqe, slot, pool[bid], (size_t)res, 0);
+                        sqe->flags |= IOSQE_FIXED_FILE;
+                        io_uring_sqe_set_data64(sqe, UD(UD_SEND, slot) | (uint64_t)bid << 32 |
+                                                         (uint64_t)res << 48);
+                    } else {
+                        int count = count_requests((const char *)pool[bid], (size_t)res);
+                        io_uring_buf_ring_add(br, pool[bid], URING_BUF_SIZE, (unsigned short)bid, mask, 0);
+                        io_uring_buf_ring_advance(br, 1);
+                        if (count == 0 || count > MAX_BATCH) {
+                            drop(&ring, slot);
+                            break;
+                        }
+                        size_t len;
+                        const char *out = responses(count, &len);
+                        sqe = sqe_get(&ring);
+                        io_uring_prep_send(sqe, slot, out, len, 0);
+                        sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
+                        io_uring_sqe_set_data64(sqe, UD(UD_SEND, slot));
                     }
-                    size_t len;
-                    const char *out = responses(count, &len);
-                    struct io_uring_sqe *sqe = sqe_get(&ring);
-                    io_uring_prep_send(sqe, slot, out, len, 0);
-                    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
-                    io_uring_sqe_set_data64(sqe, UD(UD_SEND, slot));
                     if (!more)
                         arm_recv(&ring, slot);
                 } else if (res == -ENOBUFS && !more) {
@@ -255,7 +269,16 @@ static int run_uring(int lfd, int sfd)
                 }
                 break;
             }
-            case UD_SEND:   /* only failures post (CQE_SKIP_SUCCESS) */
+            case UD_SEND:   /* http: only failures post (CQE_SKIP_SUCCESS) */
+                if (echo_proto) {
+                    unsigned bid = (unsigned)(cqe->user_data >> 32) & 0xffff;
+                    io_uring_buf_ring_add(br, pool[bid], URING_BUF_SIZE, (unsigned short)bid, mask, 0);
+                    io_uring_buf_ring_advance(br, 1);
+                    if (res != (int)(cqe->user_data >> 48))
+                        drop(&ring, slot);
+                } else {
+                    drop(&ring, slot);
+                }
                 break;
             default:
                 break;
@@ -267,11 +290,12 @@ static int run_uring(int lfd, int sfd)
 
 static int usage(FILE *f, int status)
 {
-    fprintf(f, "usage: " PROG " [--uring] [--listen HOST:PORT]\n"
-               "A yardstick for tools/bench/http-bench: answers every request with a fixed\n"
-               "200 \"Hello, World!\" response, with no parsing; epoll and one read and one\n"
-               "write per batch of requests, or with --uring io_uring's multishot recv and\n"
-               "one send. Prints 'listening on ADDR'; SIGTERM ends it.\n");
+    fprintf(f, "usage: " PROG " [--proto http|echo] [--uring] [--listen HOST:PORT]\n"
+               "A yardstick for tools/bench/http-bench and echo-bench. http: answers every\n"
+               "request with a fixed 200 \"Hello, World!\" response, with no parsing; echo:\n"
+               "sends back what it receives. epoll with one read and one write per batch,\n"
+               "or with --uring io_uring's multishot recv and one send. Prints 'listening\n"
+               "on ADDR'; SIGTERM ends it.\n");
     return status;
 }
 
@@ -282,15 +306,18 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "uring", no_argument, NULL, 'u' },
+        { "proto", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "l:uh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "l:up:h", longopts, NULL)) != -1) {
         if (ch == 'l')
             listen_at = optarg;
         else if (ch == 'u')
             uring = 1;
+        else if (ch == 'p' && (strcmp(optarg, "http") == 0 || strcmp(optarg, "echo") == 0))
+            echo_proto = strcmp(optarg, "echo") == 0;
         else
             return ch == 'h' ? usage(stdout, 0) : usage(stderr, 2);
     }
