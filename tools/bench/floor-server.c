@@ -312,14 +312,19 @@ int main(int argc, char **argv)
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "l:up:h", longopts, NULL)) != -1) {
-        if (ch == 'l')
+        if (ch == 'l') {
             listen_at = optarg;
-        else if (ch == 'u')
+        } else if (ch == 'u') {
             uring = 1;
-        else if (ch == 'p' && (strcmp(optarg, "http") == 0 || strcmp(optarg, "echo") == 0))
+        } else if (ch == 'p') {
+            if (strcmp(optarg, "http") != 0 && strcmp(optarg, "echo") != 0) {
+                fprintf(stderr, PROG ": --proto wants http or echo, not '%s'\n", optarg);
+                return 2;
+            }
             echo_proto = strcmp(optarg, "echo") == 0;
-        else
+        } else {
             return ch == 'h' ? usage(stdout, 0) : usage(stderr, 2);
+        }
     }
     if (optind != argc)
         return usage(stderr, 2);
