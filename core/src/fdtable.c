@@ -32,8 +32,10 @@ void iop__fdtable_reset(iop__fdtable_t *t, int fd)
 {
     iop__fd_t *e = &t->v[fd];
     uint8_t keep = e->flags & IOP__FD_IN_CHANGES;
+    uint16_t gen = (uint16_t)(e->gen + 1);
     memset(e, 0, sizeof *e);
     e->flags = keep;
+    e->gen = gen;
     if (t->bstate_size)
         memset(iop__fdtable_bstate(t, fd), 0, t->bstate_size);
 }

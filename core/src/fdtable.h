@@ -27,6 +27,7 @@ typedef struct iop__fd {
     uint8_t reg;                   /* interest registered with the backend */
     uint8_t flags;
     uint16_t nops;                 /* recv/send ops started, up to IOP__FD_BUSY_OPS */
+    uint16_t gen;                  /* bumped each time the loop forgets the fd */
 } iop__fd_t;
 
 /* IOP_LOOP_REGISTER_BUSY_FDS registers an fd when its op count reaches this: long
@@ -50,7 +51,8 @@ static inline void *iop__fdtable_bstate(iop__fdtable_t *t, int fd)
     return t->bstate_size ? t->bstate + (size_t)fd * t->bstate_size : NULL;
 }
 
-/* Back to a fresh entry; keeps IN_CHANGES so the change list stays consistent. */
+/* Back to a fresh entry of the next generation; keeps IN_CHANGES so the change list
+ * stays consistent. */
 void iop__fdtable_reset(iop__fdtable_t *t, int fd);
 
 #endif

@@ -29,6 +29,11 @@
 #define IOP__OPF_CORE_BUF  0x80u  /* recv_buf on a completion backend, buffer lent by the core */
 #define IOP__OPF_TIMED_OUT 0x100u /* its deadline passed: the core cancelled it (op.c) */
 #define IOP__OPF_CANCELING 0x200u /* a cancel through the backend is under way */
+/* A multishot op keeps its fd's generation (iop__fd_t.gen) from its start in the top
+ * bits: a series whose fd was forgotten since never starts again on the number,
+ * which may name another file by then. */
+#define IOP__OPF_GEN_SHIFT 16
+#define IOP__OPF_GEN_MASK  0xffff0000u
 
 /* Cancel records for the deadlines the core keeps for a completion backend: this
  * many may be in flight at once, the rest wait a moment (op.c). */

@@ -39,7 +39,7 @@ void iop__defer(iop_loop_t *loop, iop_op_t *op, int res)
     if (op->timer.heap_idx)
         iop__heap_remove(&loop->timers, &op->timer);
     op->res = res;
-    op->flags = IOP__OPF_DONE;
+    op->flags = IOP__OPF_DONE | (op->flags & IOP__OPF_GEN_MASK);
     op->next = NULL;
     if (loop->done_tail)
         loop->done_tail->next = op;
@@ -134,6 +134,12 @@ static int start(iop_loop_t *loop, iop_op_t *op)
     if (op->deadline && op->deadline <= loop->now && op->kind != IOP_OP_CLOSE && op->kind != IOP_OP_CANCEL) {
         iop__defer(loop, op, -ETIMEDOUT);
         return 0;
+    }
+    if (op->opts & IOP_OPT_MULTISHOT) {
+        int r = iop__fd_reserve(loop, op->fd);
+        if (r < 0)
+            return r;
+        op->flags = (op->flags & ~IOP__OPF_GEN_MASK) | (uint32_t)loop->fds.v[op->fd].gen << IOP__OPF_GEN_SHIFT;
     }
     if (!loop->be->submit)
         return iop__emu_submit(loop, op);
@@ -245,9 +251,13 @@ void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags)
         /* A cancel that came while this result waited (in the done queue, or the
          * kernel ending the series as its cancel went out) ends it after this one. */
         uint32_t stop = op->flags & (IOP__OPF_STOP | IOP__OPF_CANCELING) ? IOP__OPF_STOP : 0;
-        op->flags = IOP__OPF_REARM | stop;
+        uint32_t gen = op->flags & IOP__OPF_GEN_MASK;
+        op->flags = IOP__OPF_REARM | stop | gen;
         run_more(op, res, cf, 1);
-        if (op->flags & IOP__OPF_STOP) {
+        /* Forgotten while this result waited (in the done queue, or in a CQE that
+         * beat the backend's cancel), or during the callback: the series ends. */
+        if ((op->flags & IOP__OPF_STOP) ||
+            (uint32_t)loop->fds.v[op->fd].gen << IOP__OPF_GEN_SHIFT != gen) {
             op->cflags = 0;
             iop__complete(loop, op, -ECANCELED);
             return;

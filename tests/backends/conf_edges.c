@@ -374,3 +374,45 @@ void test_dup_after_forget(void **state)
     close(s[0]);
     iop_loop_destroy(loop);
 }
+
+/* A multishot recv_buf whose next result already waits (read by a readiness backend,
+ * or in a CQE that beats the backend's cancel) when its fd is forgotten: the series
+ * ends there. Started again, it read the rest of the old socket after the forget and
+ * then, once the number was reused, another connection's bytes. */
+void test_forget_ends_waiting_multishot(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = pool_loop(0, 4, 512);
+    int s[2];
+    tu_tcp_pair(s);
+    static char big[65536];
+    memset(big, 'A', sizeof big);
+    assert_int_equal(send(s[0], big, sizeof big, 0), (ssize_t)sizeof big);
+    stream_t st = { .loop = loop, .feed_fd = -1 };
+    iop_prep_recv_buf(&st.op, s[1], 0, stream_cb, &st);
+    iop_op_set_multishot(&st.op);
+    /* a deadline: in kernel-deadline mode the core rearms every shot itself */
+    iop_op_set_deadline(&st.op, iop_now(loop) + 10000 * MS);
+    assert_int_equal(iop_submit(loop, &st.op), 0);
+    iop_fd_forget(loop, s[1]);
+    assert_true(tu_run_until(loop, stream_ended, &st, 3000));
+    /* what was already read may come (io_uring posts every CQE its recv made before
+     * the cancel: up to the pool), then the end; never the whole socket */
+    assert_true(st.len <= 4 * 512);
+    assert_true(st.last == -ECANCELED || st.last == -ENOBUFS);
+    assert_false(iop_op_in_flight(&st.op));
+
+    close(s[1]);
+    close(s[0]);
+    int t[2];
+    tu_tcp_pair(t);   /* likely the same numbers again */
+    size_t before = st.len;
+    long calls = st.calls;
+    assert_int_equal(send(t[0], "other", 5, 0), 5);
+    tu_run_for(loop, 50);
+    assert_int_equal(st.calls, calls);
+    assert_int_equal(st.len, before);
+    conf_close(loop, t[1]);
+    close(t[0]);
+    iop_loop_destroy(loop);
+}

@@ -128,6 +128,7 @@ void test_zerocopy_send_unix(void **state);
 void test_buf_release_twice(void **state);
 void test_unpollable_device(void **state);
 void test_dup_after_forget(void **state);
+void test_forget_ends_waiting_multishot(void **state);
 
 /* conf_register.c */
 void test_register_busy_fds(void **state);

@@ -118,6 +118,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_buf_release_twice),
         cmocka_unit_test(test_unpollable_device),
         cmocka_unit_test(test_dup_after_forget),
+        cmocka_unit_test(test_forget_ends_waiting_multishot),
     };
     char name[64];
     snprintf(name, sizeof name, "conformance.%s", spec);
