@@ -657,6 +657,65 @@ static void test_join_from_main_and_coroutine(void **state)
     st_assert_ok();
 }
 
+/* iop_coro_free of a coroutine that a join waits on leaves it to that join. It used
+ * to be freed at its end and then again by the join: two later coroutines got the
+ * same record. */
+static void test_free_while_joined(void **state)
+{
+    (void)state;
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)20, NULL, &jt_target), 0);
+    st_go(join_target, NULL, "joiner");
+    tu_run_for(st_loop, 2);
+    iop_coro_free(jt_target);      /* the joiner waits on it */
+    st_run_until_done(1, 5000);
+    assert_int_equal(jt_res, 0);   /* and it got the result */
+    iop_coro_t *c[6];
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)1, NULL, &c[i]), 0);
+    for (int i = 0; i < 6; i++)
+        for (int j = i + 1; j < 6; j++)
+            assert_ptr_not_equal(c[i], c[j]);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(iop_join(c[i], NULL, 0), 0);
+    st_assert_ok();
+}
+
+/* Main waits in iop_switch(g1) (g1 sleeps, so main runs the loop); a timer callback
+ * switches into g2, which returns at once: that inner switch gets g2's value, the
+ * outer one goes on waiting for g1's. */
+static iop_coro_t *nest_g2;
+static void *nest_inner;
+
+static void *return_222(void *arg) { (void)arg; return (void *)222; }
+static void *sleep_return_111(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_sleep(20 * MS), 0);
+    return (void *)111;
+}
+static void nest_timer(iop_timer_t *t)
+{
+    (void)t;
+    nest_inner = iop_switch(nest_g2, NULL);
+}
+
+static void test_greenlet_switch_nested_in_callback(void **state)
+{
+    (void)state;
+    iop_coro_t *g1;
+    assert_int_equal(iop_coro_create(st_loop, sleep_return_111, NULL, NULL, &g1), 0);
+    assert_int_equal(iop_coro_create(st_loop, return_222, NULL, NULL, &nest_g2), 0);
+    iop_timer_t t;
+    memset(&t, 0, sizeof t);
+    assert_int_equal(iop_timer_start(st_loop, &t, 2 * MS, 0, nest_timer), 0);
+    assert_int_equal((intptr_t)iop_switch(g1, NULL), 111);
+    assert_int_equal((intptr_t)nest_inner, 222);
+    assert_true(iop_coro_done(g1));
+    iop_coro_free(g1);
+    iop_coro_free(nest_g2);
+    st_assert_ok();
+}
+
 /* A greenlet whose parent ended goes to its grandparent (here main) at its end,
  * not into the parent's record. */
 static iop_coro_t *orphan;
@@ -796,6 +855,8 @@ int main(int argc, char **argv)
         T(test_configure),
         T(test_join_from_main_and_coroutine),
         T(test_greenlet_orphan),
+        T(test_free_while_joined),
+        T(test_greenlet_switch_nested_in_callback),
         T(test_loop_run_in_coroutine),
         T(test_nursery_close_deadlock_from_main),
         T(test_sleep_until_scope_deadline),

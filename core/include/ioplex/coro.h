@@ -93,7 +93,9 @@ IOP_EXPORT int iop_coro_set_parent(iop_coro_t *c, iop_coro_t *parent);   /* NULL
 IOP_EXPORT void *iop_switch(iop_coro_t *target, void *value);
 IOP_EXPORT iop_coro_t *iop_main(void);          /* the thread's main context, as a target */
 IOP_EXPORT int iop_coro_done(const iop_coro_t *c);
-IOP_EXPORT void iop_coro_free(iop_coro_t *c);   /* a finished or never-started coroutine */
+/* Frees a finished or never-started coroutine; one still running is freed when it
+ * ends. One that an iop_join waits on is left to that join, which frees it. */
+IOP_EXPORT void iop_coro_free(iop_coro_t *c);
 
 /* ---- I/O: park on a proactor op ------------------------------------------------------ */
 

@@ -839,6 +839,11 @@ static int main_switched(void *arg)
  * (like a hub) until one of them switches back to it or a child of it ends. */
 static void *switch_from_main(iop_coro_t *target, void *value)
 {
+    /* Called again from a loop callback while main already waits in an outer
+     * iop_switch: this call takes the first value that comes to main, and the
+     * outer one goes on waiting. */
+    int outer_state = tl.main.state;
+    void *outer_value = tl.main.switch_value;
     if (target->state == IOP__CS_NEW)
         target->arg = value;
     else
@@ -846,16 +851,19 @@ static void *switch_from_main(iop_coro_t *target, void *value)
     tl.main.state = IOP__CS_SWITCHED;
     tl.main.switch_value = NULL;
     resume(target);
+    void *got = NULL;
     if (tl.main.state == IOP__CS_SWITCHED) {
         int r = iop__run_until(target->sched->loop, main_switched, NULL, 0);
-        if (r < 0) {
-            tl.main.state = IOP__CS_RUNNING;
+        if (r < 0)
             errno = -r;
-            return NULL;
-        }
+        else
+            got = tl.main.switch_value;
+    } else {
+        got = tl.main.switch_value;
     }
-    tl.main.state = IOP__CS_RUNNING;
-    return tl.main.switch_value;
+    tl.main.state = outer_state == IOP__CS_SWITCHED ? IOP__CS_SWITCHED : IOP__CS_RUNNING;
+    tl.main.switch_value = outer_value;
+    return got;
 }
 
 void *iop_switch(iop_coro_t *target, void *value)
@@ -893,8 +901,8 @@ void *iop_switch(iop_coro_t *target, void *value)
 
 void iop_coro_free(iop_coro_t *c)
 {
-    if (!c || c == &tl.main)
-        return;
+    if (!c || c == &tl.main || c->joiner)
+        return;                    /* a join waiting on c frees it */
     iop__sched_t *s = c->sched;
     switch (c->state) {
     case IOP__CS_NEW:
