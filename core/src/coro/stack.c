@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include "error_internal.h"
 #include "ioplex/alloc.h"
@@ -137,8 +138,17 @@ long iop__max_map_count(void)
 static int map_failure(int err, const char *what, size_t len, uint32_t flags)
 {
     if (err == ENOMEM) {
+        /* Reading the map list costs milliseconds with tens of thousands of regions:
+         * a program spawning on at the limit re-reads it at most once a second. */
+        static _Atomic long last_in_use;
+        static _Atomic time_t last_read;
+        time_t now = time(NULL);
         long limit = iop__max_map_count();
-        long in_use = count_process_maps();
+        long in_use = atomic_load_explicit(&last_in_use, memory_order_relaxed);
+        if (atomic_exchange_explicit(&last_read, now, memory_order_relaxed) != now) {
+            in_use = count_process_maps();
+            atomic_store_explicit(&last_in_use, in_use, memory_order_relaxed);
+        }
         /* A few regions of slack: an mprotect split needs one or two more. */
         if (limit > 0 && in_use >= limit - 8)
             return iop__fail(-ENOMEM,
