@@ -527,11 +527,21 @@ static void dispatch(iop_loop_t *loop, int n)
     }
 }
 
+int iop__forked(const iop_loop_t *loop)
+{
+    return loop->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed) && loop->pid != getpid();
+}
+
+int iop__fail_forked(const iop_loop_t *loop, const char *what)
+{
+    return iop__fail(-ECHILD, "%s: this loop belongs to process %d; a forked child must create its own loop",
+                     what, (int)loop->pid);
+}
+
 int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
 {
-    if (loop->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed) && loop->pid != getpid())
-        return iop__fail(-ECHILD, "iop_loop_run: this loop belongs to process %d; a forked child must create its own loop",
-                         (int)loop->pid);
+    if (iop__forked(loop))
+        return iop__fail_forked(loop, "iop_loop_run");
     if (loop->running)
         return iop__fail(-EBUSY, "iop_loop_run: the loop is already running (called from a callback?)");
     /* The scheduler switches back to the thread's own stack, not to a coroutine
@@ -618,7 +628,9 @@ void iop__fd_forget_core(iop_loop_t *loop, int fd)
 
 void iop_fd_forget(iop_loop_t *loop, int fd)
 {
-    if (fd < 0 || fd >= IOP__FD_MAX)
+    /* In a forked child the backend's kernel objects are the parent's (an epoll
+     * set, a ring not even mapped here): leave them alone. */
+    if (fd < 0 || fd >= IOP__FD_MAX || iop__forked(loop))
         return;
     if (loop->be->forget)
         loop->be->forget(loop->be_state, fd, host_fd_state(loop, fd));
@@ -629,6 +641,8 @@ int iop_fd_register(iop_loop_t *loop, int fd)
 {
     if (!loop->be->fd_register || !(loop->caps & IOP_CAP_REGISTERED_FILES))
         return 0;
+    if (iop__forked(loop))
+        return iop__fail_forked(loop, "iop_fd_register");
     int r = iop__fd_reserve(loop, fd);
     if (r < 0)
         return r;

@@ -115,6 +115,10 @@ void iop__sched_destroy(iop_loop_t *loop);
 
 /* op.c */
 void iop__fd_forget_core(iop_loop_t *loop, int fd);
+/* In a process forked from the one that created loop (cheap: getpid only after a
+ * fork happened); the error every call that would touch the backend returns there. */
+int iop__forked(const iop_loop_t *loop);
+int iop__fail_forked(const iop_loop_t *loop, const char *what);
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags);
 int iop__pool_take(iop_loop_t *loop, uint32_t *bid);
 

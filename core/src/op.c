@@ -361,6 +361,8 @@ int iop_submit(iop_loop_t *loop, iop_op_t *op)
         return iop__fail(-EBADF, "iop_submit: %s on fd %d: fd out of range", iop_op_kind_name(op->kind), op->fd);
     if (op->kind == IOP_OP_CANCEL && !op->u.cancel.target)
         return iop__fail(-EINVAL, "iop_submit: cancel without a target");
+    if (iop__forked(loop))
+        return iop__fail_forked(loop, "iop_submit");   /* its callback could never run */
 
     op->loop = loop;
     op->flags = 0;

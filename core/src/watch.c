@@ -11,6 +11,8 @@ int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,
         return iop__fail(-EINVAL, "iop_watch_start: NULL argument");
     if (w->active & IOP__W_ACTIVE)
         return iop__fail(-EBUSY, "iop_watch_start: watch is already active on fd %d", w->fd);
+    if (iop__forked(loop))
+        return iop__fail_forked(loop, "iop_watch_start");
     int r = iop__fd_reserve(loop, fd);
     if (r < 0)
         return r;

@@ -263,6 +263,21 @@ void test_fork_child_makes_own_loop(void **state)
         int code = 0;
         if (iop_loop_run(loop, IOP_RUN_NOWAIT) != -ECHILD || !strstr(iop_last_error(), "forked child"))
             code |= 1;
+        /* Nothing done through the parent's loop here reaches its backend: a close
+         * here once removed s[1] from the parent's epoll set (its recv never came)
+         * and crashed on io_uring, whose ring is not mapped in a child. */
+        rec_t late = { 0 };
+        iop_prep_recv(&late.op, s[1], buf, sizeof buf, 0, rec_cb, &late);
+        if (iop_submit(loop, &late.op) != -ECHILD)
+            code |= 16;
+        iop_watch_t w = { 0 };
+        if (iop_watch_start(loop, &w, s[0], IOP_READ, noop_watch) != -ECHILD)
+            code |= 32;
+        int reg = iop_fd_register(loop, s[1]);   /* 0: nothing to register on this backend */
+        if (reg != 0 && reg != -ECHILD)
+            code |= 64;
+        if (iop_fd_close(loop, s[1]) != 0)
+            code |= 128;
         iop_loop_t *own = NULL;
         iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .flags = tu_loop_flags };
         if (iop_loop_create(&own, &o) < 0) {
