@@ -159,7 +159,8 @@ int uring_submit_op(uring_state_t *st, iop_op_t *op)
             q->head = op;
         q->tail = op;
         st->inflight++;
-        return 0;
+        /* Its linked timeout goes with it to the kernel; until then the core's. */
+        return st->kdl && op->deadline ? 1 : 0;
     }
     int r = issue(st, op);
     if (r == 0) {

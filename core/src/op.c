@@ -183,6 +183,14 @@ static int start(iop_loop_t *loop, iop_op_t *op)
     }
     op->flags |= IOP__OPF_BACKEND;
     int r = loop->be->submit(loop->be_state, op);
+    if (r == 1) {
+        /* Held back behind another op on its fd: no kernel timer runs for it yet, so
+         * the core keeps its deadline meanwhile (whichever fires first, the result
+         * is -ETIMEDOUT). Without memory for it, the kernel's starts with the op. */
+        r = 0;
+        if (op->deadline && !op->timer.heap_idx)
+            (void)iop__timer_arm(loop, &op->timer, op->deadline, dl_fired);
+    }
     if (r < 0 && op->timer.heap_idx)
         iop__heap_remove(&loop->timers, &op->timer);
     return r;

@@ -380,3 +380,34 @@ void test_deadline_races_data(void **state)
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
 }
+
+/* A recv with a deadline queued behind another recv on the same socket times out at
+ * its deadline while the first still waits. With deadlines kept by the kernel (a
+ * linked timeout that goes with the op) it waited until the first had data. */
+void test_deadline_queued_behind_op(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    char a_buf[8], b_buf[8];
+    rec_t a = { 0 }, b = { 0 };
+    iop_prep_recv(&a.op, s[1], a_buf, sizeof a_buf, 0, rec_cb, &a);
+    iop_prep_recv(&b.op, s[1], b_buf, sizeof b_buf, 0, rec_cb, &b);
+    uint64_t deadline = iop_update_time(loop) + 30 * MS;
+    iop_op_set_deadline(&b.op, deadline);
+    assert_int_equal(iop_submit(loop, &a.op), 0);
+    assert_int_equal(iop_submit(loop, &b.op), 0);
+    assert_true(tu_run_until_count(loop, &b.calls, 1, 1000));
+    assert_int_equal(b.res, -ETIMEDOUT);
+    assert_true(b.at >= deadline);
+    assert_int_equal(a.calls, 0);
+    /* the first one still gets the data */
+    assert_int_equal(send(s[0], "x", 1, 0), 1);
+    assert_true(tu_run_until_count(loop, &a.calls, 1, 2000));
+    assert_int_equal(a.res, 1);
+    assert_int_equal(b.calls, 1);
+    conf_close(loop, s[1]);
+    close(s[0]);
+    iop_loop_destroy(loop);
+}

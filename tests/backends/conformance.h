@@ -77,6 +77,7 @@ void test_deadline_not_reached(void **state);
 void test_deadline_already_past(void **state);
 void test_deadline_many(void **state);
 void test_deadline_races_data(void **state);
+void test_deadline_queued_behind_op(void **state);
 
 /* conf_timers.c */
 void test_timers_fire_in_order(void **state);

@@ -75,6 +75,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_deadline_already_past),
         cmocka_unit_test(test_deadline_many),
         cmocka_unit_test(test_deadline_races_data),
+        cmocka_unit_test(test_deadline_queued_behind_op),
 
         cmocka_unit_test(test_timers_fire_in_order),
         cmocka_unit_test(test_timer_repeat_then_stop),

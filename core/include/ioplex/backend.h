@@ -106,7 +106,9 @@ typedef struct iop_backend_desc {
      * kind but nop and timeout, and the op options the caps say it has. op->deadline
      * (absolute CLOCK_MONOTONIC ns) is the backend's to enforce only if the instance
      * keeps IOP_CAP_KERNEL_DEADLINES (a deadline that passes completes the op with
-     * -ETIMEDOUT); otherwise the core cancels the op when it passes. A cancel
+     * -ETIMEDOUT); otherwise the core cancels the op when it passes. Such a backend
+     * returns 1 for an op it accepts but holds back (queued behind another op on the
+     * fd): the core then keeps that op's deadline until it completes. A cancel
      * completes with 0, -ENOENT or -EALREADY for its target; a close first fails
      * every op on the fd with -ECANCELED. A write with IOP_OPT_SOCKET (set by the
      * core) goes to a socket: send it with MSG_NOSIGNAL, as send and sendmsg are. */
