@@ -46,7 +46,7 @@ static const char *content_type(const char *path)
 /* Fallback without openat2: resolve every symlink with realpath and check that the
  * result is still under the root's real path. A symlink swapped in between the
  * check and the open could still escape; openat2 has no such window. */
-static int open_checked(http_conn_t *c, const char *rel)
+static int open_checked(http_conn_t *c, const char *rel, int flags)
 {
     const http_state_t *st = c->st;
     if ((size_t)snprintf(c->full, sizeof c->full, "%s/%s", st->root_real, rel) >= sizeof c->full)
@@ -57,32 +57,63 @@ static int open_checked(http_conn_t *c, const char *rel)
     if (!(n == 1 && st->root_real[0] == '/') &&
         (strncmp(c->real, st->root_real, n) != 0 || (c->real[n] != '/' && c->real[n] != '\0')))
         return -EXDEV;
-    int fd = open(c->real, OPEN_FLAGS | O_NOFOLLOW);
+    int fd = open(c->real, flags | O_NOFOLLOW);
     return fd < 0 ? -errno : fd;
 }
 
-/* path: decoded, starts with '/'. */
-static int open_beneath(http_conn_t *c, const char *path, struct stat *sb)
+static int resolve(http_conn_t *c, const char *rel, int flags)
 {
-    const char *rel = path[1] ? path + 1 : ".";
-    int fd;
 #ifdef SYS_openat2
     if (c->st->use_openat2) {
         /* The kernel refuses ".." above the root, absolute symlinks and symlinks
          * that lead out (EXDEV), and /proc magic links. */
-        struct open_how how = { .flags = OPEN_FLAGS,
+        struct open_how how = { .flags = (uint64_t)flags,
                                 .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
         long r = syscall(SYS_openat2, c->st->root_fd, rel, &how, sizeof how);
-        fd = r < 0 ? -errno : (int)r;
-    } else
+        return r < 0 ? -errno : (int)r;
+    }
 #endif
-        fd = open_checked(c, rel);
-    if (fd < 0)
+    return open_checked(c, rel, flags);
+}
+
+static int fstat_or_close(int fd, struct stat *sb)
+{
+    if (fstat(fd, sb) == 0)
         return fd;
-    if (fstat(fd, sb) < 0) {
-        int e = -errno;
+    int e = -errno;
+    close(fd);
+    return e;
+}
+
+/* path: decoded, starts with '/'. A directory comes back as an O_PATH fd (only its
+ * type is wanted), a regular file open for reading; anything else is -ENODEV. */
+static int open_beneath(http_conn_t *c, const char *path, struct stat *sb)
+{
+    const char *rel = path[1] ? path + 1 : ".";
+    /* Look before opening: opening a FIFO releases a writer blocked on it, opening
+     * a device runs its driver; an O_PATH fd only names the file. */
+    int pfd = resolve(c, rel, O_PATH | O_CLOEXEC);
+    if (pfd < 0 || (pfd = fstat_or_close(pfd, sb)) < 0)
+        return pfd;
+    if (S_ISDIR(sb->st_mode))
+        return pfd;
+    if (!S_ISREG(sb->st_mode)) {
+        close(pfd);
+        return -ENODEV;
+    }
+    /* The very file looked at, through its /proc link; without /proc, by name
+     * again, if that still names the same file. */
+    char link[32];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", pfd);
+    int fd = open(link, OPEN_FLAGS);
+    fd = fd >= 0 ? fd : errno == ENOENT ? resolve(c, rel, OPEN_FLAGS) : -errno;
+    close(pfd);
+    struct stat looked = *sb;
+    if (fd < 0 || (fd = fstat_or_close(fd, sb)) < 0)
+        return fd;
+    if (sb->st_dev != looked.st_dev || sb->st_ino != looked.st_ino) {
         close(fd);
-        return e;
+        return -ENOENT;                    /* replaced in between */
     }
     return fd;
 }
@@ -308,6 +339,7 @@ static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const str
     int r = http_out_room(c, 1024 + (small ? len : 0));
     if (r < 0)
         return r;
+    size_t head_at = c->out_len;
     char range[96] = "";
     if (status == 206)
         snprintf(range, sizeof range, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n",
@@ -321,7 +353,16 @@ static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const str
                                    http_connection_header(c, keep));
     if (c->head || len == 0)
         return keep;
-    r = small ? copy_file_body(c, fd, first, len) : send_file_body(c, fd, first, len);
+    if (small) {
+        /* Nothing of this response has left yet: a file that shrank since its
+         * fstat gets a 500 in place of headers promising what it no longer has. */
+        if (copy_file_body(c, fd, first, len) < 0) {
+            c->out_len = head_at;
+            return http_error(c, 500, keep, NULL);
+        }
+        return keep;
+    }
+    r = send_file_body(c, fd, first, len);
     return r < 0 ? r : keep;
 }
 

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,6 +378,35 @@ static void test_header_timeout(void **state)
 
 /* ---- the root's boundary -------------------------------------------------------------- */
 
+/* A request for a FIFO is refused without opening it: the open released a local
+ * writer blocked on it (whose next write then broke its pipe). */
+static void fifo_left_closed(const hh_server_t *s)
+{
+    char fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/fifo", root.www);
+    pid_t writer = fork();
+    assert_true(writer >= 0);
+    if (writer == 0) {
+        alarm(10);
+        _exit(open(fifo, O_WRONLY) >= 0 ? 0 : 1);   /* blocks until someone reads */
+    }
+    struct timespec pause = { 0, 100 * 1000 * 1000 };
+    nanosleep(&pause, NULL);       /* the writer is in its open by now */
+    hh_resp_t r;
+    get(s, "GET /fifo" H11 "\r\n", &r);
+    assert_int_equal(r.status, 404);
+    hh_resp_free(&r);
+    nanosleep(&pause, NULL);
+    int status;
+    pid_t gone = waitpid(writer, &status, WNOHANG);
+    int rd = open(fifo, O_RDONLY | O_NONBLOCK);   /* let it go */
+    if (gone == 0)
+        assert_int_equal(waitpid(writer, &status, 0), writer);
+    if (rd >= 0)
+        close(rd);
+    assert_int_equal(gone, 0);     /* still blocked after the request */
+}
+
 static void no_escape(const hh_server_t *s)
 {
     static const char *paths[] = {
@@ -404,6 +434,7 @@ static void no_escape(const hh_server_t *s)
     get(s, "GET /fifo" H11 "\r\n", &r);
     assert_int_equal(r.status, 404);
     hh_resp_free(&r);
+    fifo_left_closed(s);
 }
 
 static void test_traversal(void **state)
