@@ -128,6 +128,12 @@ int worker_serve(worker_run_t *wr)
     if (r == 0)
         wr->wait_stop(wr->stop_arg);
 
+    /* The stats line stops with the drain: on a rolling restart the new worker 0
+     * prints it, and two tickers would count the same shared counters twice. */
+    if (tick) {
+        iop_cancel(tick);
+        iop_join(tick, NULL, 0);
+    }
     /* Drain every service at once, each in its own coroutine, to one deadline. */
     uint64_t deadline = wr->drain_deadline(wr->stop_arg);
     drain_job_t jobs[MAX_SERVICES];
@@ -144,10 +150,6 @@ int worker_serve(worker_run_t *wr)
         if (drainers[i])
             iop_join(drainers[i], NULL, 0);
         late |= jobs[i].res == -ETIMEDOUT;
-    }
-    if (tick) {
-        iop_cancel(tick);
-        iop_join(tick, NULL, 0);
     }
     for (size_t i = 0; i < d->nsvc; i++)
         if (d->svc[i].desc->worker_stop && (i < started || r == 0))
