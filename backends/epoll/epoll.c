@@ -196,6 +196,7 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .probe = backend_probe,
     .create = backend_create,
     .destroy = backend_destroy,
+    .abandon = backend_destroy,   /* closing our copy of the epoll fd leaves the set to the parent */
     .watch = backend_watch,
     .submit = NULL,
     .poll = backend_poll,

@@ -221,6 +221,7 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .probe = backend_probe,
     .create = backend_create,
     .destroy = backend_destroy,
+    .abandon = backend_destroy,   /* memory only */
     .watch = backend_watch,
     .submit = NULL,
     .poll = backend_poll,

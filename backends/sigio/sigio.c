@@ -319,6 +319,15 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     return 0;
 }
 
+/* In a forked child the watched files' O_ASYNC and owner are the parent's: only
+ * our signalfd and memory go. */
+static void backend_abandon(void *state)
+{
+    sigio_state_t *st = state;
+    sigio_signals_close(st);
+    free_state(st);
+}
+
 /* Disarms every fd it armed, so that no signal reaches the thread for this loop
  * any more, and reads what already queued. The signals stay blocked: one
  * still in flight would otherwise kill the process (their default action). */
@@ -419,6 +428,7 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .probe = backend_probe,
     .create = backend_create,
     .destroy = backend_destroy,
+    .abandon = backend_abandon,
     .watch = backend_watch,
     .submit = NULL,
     .poll = backend_poll,

@@ -299,6 +299,20 @@ static int backend_create(void **state, const iop_backend_host_t *host,
 /* Translates one CQE into an event, or returns 0 when it is bookkeeping. */
 static int translate(uring_state_t *st, const struct io_uring_cqe *cqe, iop_event_t *ev);
 
+/* In a forked child: the ring is the parent's (its memory is not mapped here, see
+ * io_uring_ring_dontfork), so only our copy of its fd and our memory go. */
+static void backend_abandon(void *state)
+{
+    uring_state_t *st = state;
+    if (st->br)
+        munmap(st->br, st->br_bytes);   /* a private copy here */
+    close(st->ring.ring_fd);
+    st->host->free(st->fixed_free);
+    st->host->free(st->rearm);
+    st->host->free(st->ts);
+    st->host->free(st);
+}
+
 /* Ops still in the kernel are cancelled and reaped (for a second at most) so that
  * none writes into a record or buffer its owner frees after the loop. */
 static void backend_destroy(void *state)
@@ -737,4 +751,5 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .buf_pool = backend_buf_pool,
     .buf_return = backend_buf_return,
     .fd_register = backend_fd_register,
+    .abandon = backend_abandon,
 };

@@ -398,9 +398,9 @@ static int check_backend_desc(const void *sym, const char *name, char *why, size
         return say(-EPROTO, why, whylen, "built for ABI %u, this ioplex speaks ABI %u",
                    abi, IOP_BACKEND_ABI_VERSION);
     const iop_backend_desc_t *d = sym;
-    if (d->desc_size < sizeof *d)
+    if (d->desc_size < IOP_BACKEND_DESC_MIN_SIZE)
         return say(-EPROTO, why, whylen, "descriptor is %u bytes, ABI %u needs %zu",
-                   d->desc_size, IOP_BACKEND_ABI_VERSION, sizeof *d);
+                   d->desc_size, IOP_BACKEND_ABI_VERSION, (size_t)IOP_BACKEND_DESC_MIN_SIZE);
     const char *missing = !d->name ? "name" : !d->probe ? "probe" : !d->create ? "create" :
                           !d->destroy ? "destroy" : !d->poll ? "poll" : NULL;
     if (missing)

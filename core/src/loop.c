@@ -219,9 +219,12 @@ void iop_loop_destroy(iop_loop_t *loop)
     if (loop->be_state) {
         release_records(loop);
         /* A forked child shares the parent's kernel objects, and a ring's memory is
-         * not even mapped in it: leave the backend alone there. */
+         * not even mapped in it: there the backend only frees its memory. */
         if (loop->pid == getpid())
             loop->be->destroy(loop->be_state);
+        else if (loop->be->desc_size >= offsetof(iop_backend_desc_t, abandon) + sizeof loop->be->abandon &&
+                 loop->be->abandon)
+            loop->be->abandon(loop->be_state);
     }
     if (loop->sched)   /* after the records: parked coroutines' ops live on their stacks */
         iop__sched_destroy(loop);

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -277,7 +278,7 @@ void test_fork_child_makes_own_loop(void **state)
         if (reg != 0 && reg != -ECHILD)
             code |= 64;
         if (iop_fd_close(loop, s[1]) != 0)
-            code |= 128;
+            code |= 64;
         iop_loop_t *own = NULL;
         iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .flags = tu_loop_flags };
         if (iop_loop_create(&own, &o) < 0) {
@@ -293,7 +294,10 @@ void test_fork_child_makes_own_loop(void **state)
                 code |= 8;
             iop_loop_destroy(own);
         }
-        _exit(code);
+        /* The parent's loop: only its memory goes, the backend's too (exit, not
+         * _exit: under the sanitizers LeakSanitizer checks the child). */
+        iop_loop_destroy(loop);
+        exit(code);
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);

@@ -129,7 +129,17 @@ typedef struct iop_backend_desc {
     void (*buf_return)(void *state, uint32_t bid);
     /* Registers fd for cheaper ops (IOP_CAP_REGISTERED_FILES): 1, or -errno. */
     int (*fd_register)(void *state, int fd, void *fd_state);
+
+    /* --- optional, read only where desc_size covers it --- */
+    /* Destroy in a process forked from the one that created the instance: free its
+     * memory and close its own fds, touching nothing the parent shares (an io_uring
+     * ring, an epoll set's members, the O_ASYNC of watched files). NULL: the core
+     * leaves the instance alone there (its memory stays allocated in the child). */
+    void (*abandon)(void *state);
 } iop_backend_desc_t;
+
+/* The descriptor size of ABI 2 before the optional members: the loader's minimum. */
+#define IOP_BACKEND_DESC_MIN_SIZE offsetof(iop_backend_desc_t, abandon)
 
 #define IOP_BACKEND_EXPORT IOP_EXPORT
 
