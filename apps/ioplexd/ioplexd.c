@@ -34,7 +34,8 @@ static void usage(FILE *f)
         "(iop_service_NAME.so on the plugin path), one coroutine per connection. Stays in\n"
         "the foreground; prints the backend it took and where each service listens.\n"
         "SIGTERM / SIGINT: stop accepting, let open connections finish (up to the drain\n"
-        "timeout), exit 0. SIGHUP: restart the workers one by one.\n"
+        "timeout), exit 0; a second one stops at once (exit 1). SIGHUP: restart the\n"
+        "workers one by one.\n"
         "\n"
         "  --service SPEC       NAME=HOST:PORT followed by the service's options, e.g.\n"
         "                       echo=127.0.0.1:7000  http=127.0.0.1:8080,root=./www\n"
@@ -253,22 +254,44 @@ static void solo_arm_watchdog(uint64_t drain_ns)
         fprintf(stderr, PROG ": cannot bound the stop (%s): a stuck service will hold it\n", strerror(errno));
 }
 
-static int solo_wait_stop(void *arg)
+/* The next SIGTERM or SIGINT (SIGHUP aside); its number, or -errno. */
+static int solo_next_stop(solo_t *so)
 {
-    solo_t *so = arg;
     struct signalfd_siginfo si;
     for (;;) {
         ssize_t n = iop_read(so->sig_fd, &si, sizeof si, 0);
         if (n != (ssize_t)sizeof si)
             return n < 0 ? (int)n : -EIO;
-        if (si.ssi_signo == SIGHUP) {
-            fprintf(stderr, PROG ": SIGHUP: no workers to restart (--workers 0)\n");
-            continue;
-        }
-        fprintf(stderr, PROG ": %s: draining\n", strsignal((int)si.ssi_signo));
-        solo_arm_watchdog(so->d->drain_ns);
-        return 0;
+        if (si.ssi_signo != SIGHUP)
+            return (int)si.ssi_signo;
+        fprintf(stderr, PROG ": SIGHUP: no workers to restart (--workers 0)\n");
     }
+}
+
+/* During the drain, a second stop signal ends the process at once, as it ends the
+ * workers at once under the supervisor. */
+static void *solo_second_signal(void *arg)
+{
+    int sig = solo_next_stop(arg);
+    if (sig > 0) {
+        fprintf(stderr, PROG ": second %s: stopping without waiting for the drain\n", strsignal(sig));
+        fflush(stderr);
+        _exit(EXIT_FAILURE);
+    }
+    return NULL;
+}
+
+static int solo_wait_stop(void *arg)
+{
+    solo_t *so = arg;
+    int sig = solo_next_stop(so);
+    if (sig < 0)
+        return sig;
+    fprintf(stderr, PROG ": %s: draining\n", strsignal(sig));
+    solo_arm_watchdog(so->d->drain_ns);
+    if (iop_go(so->loop, solo_second_signal, so, NULL, NULL) < 0)
+        fprintf(stderr, PROG ": %s: a second signal will not cut the drain short\n", iop_last_error());
+    return 0;
 }
 
 static uint64_t solo_drain_deadline(void *arg)

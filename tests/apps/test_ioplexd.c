@@ -284,6 +284,39 @@ static void test_solo_stop_bounded(void **state)
     proc_cleanup(&p);
 }
 
+/* --workers 0: a second SIGTERM during the drain stops at once (status 1), as the
+ * supervisor does with its workers; it was ignored until the drain timeout. */
+static void test_solo_second_signal(void **state)
+{
+    (void)state;
+    daemon_proc_t d;
+    start_daemon(&d, "0", NULL);  /* --drain-timeout 3 */
+    char host[64];
+    int port = 0;
+    assert_int_equal(sscanf(d.addr, "%63[^:]:%d", host, &port), 2);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, host, &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char c = 'x';
+    assert_int_equal(send(fd, &c, 1, MSG_NOSIGNAL), 1);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(recv(fd, &c, 1, 0), 1);   /* a session the drain waits for */
+    kill(d.p.pid, SIGTERM);
+    poll(NULL, 0, 300);
+    long long t0 = now_ms();
+    int code = stop_daemon(&d, SIGTERM, 10000);
+    long long took = now_ms() - t0;
+    close(fd);
+    char err[16384];
+    proc_stderr(&d.p, err, sizeof err);
+    if (code != 1 || took > 1500)
+        fail_msg("exit %d after %lld ms; stderr:\n%s", code, took, err);
+    assert_non_null(strstr(err, "stopping without waiting for the drain"));
+    proc_cleanup(&d.p);
+}
+
 /* ---- command line ------------------------------------------------------------------------ */
 
 static int run_daemon_argv(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
@@ -421,6 +454,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_rolling_restart_under_load),
         cmocka_unit_test(test_restart_with_failing_start),
         cmocka_unit_test(test_solo_stop_bounded),
+        cmocka_unit_test(test_solo_second_signal),
         cmocka_unit_test(test_stats_after_worker_death),
         cmocka_unit_test(test_load_http),
     };
