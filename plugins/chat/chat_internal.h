@@ -23,6 +23,7 @@
 #include <ioplex/shdict.h>
 
 #define CHAT_NICK_MAX 32
+#define CHAT_MIN_LINE 64        /* max_line's floor: "/nick " and the longest nick fit */
 #define CHAT_MS 1000000ull
 #define CHAT_SLICE_NS (100 * CHAT_MS)      /* longest a reader sleeps before it looks again */
 #define CHAT_CLOSE_GRACE_NS (2000 * CHAT_MS) /* a leaving client's last lines may take this long */

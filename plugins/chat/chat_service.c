@@ -32,7 +32,8 @@ static int apply_opt(chat_state_t *st, const iop_service_opt_t *o, char *err, si
     long long x;
     int r;
     if (strcmp(o->key, "max_line") == 0) {
-        if ((r = opt_number(o->key, o->value, 16, 65536, &x, err, errlen)) == 0)
+        /* At least "/nick " and the longest nick, which is a line too. */
+        if ((r = opt_number(o->key, o->value, CHAT_MIN_LINE, 65536, &x, err, errlen)) == 0)
             st->max_line = (uint32_t)x;
     } else if (strcmp(o->key, "max_backlog") == 0) {
         if ((r = opt_number(o->key, o->value, 1024, 1ll << 30, &x, err, errlen)) == 0)

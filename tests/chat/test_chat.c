@@ -506,7 +506,8 @@ static void test_stats(void **state)
 static void test_bad_options(void **state)
 {
     (void)state;
-    static const char *const bad[] = { "max_line=5", "ring=100", "max_backlog=abc", "colour=red",
+    /* max_line=63: a 32-character "/nick NAME" would not fit */
+    static const char *const bad[] = { "max_line=5", "max_line=63", "ring=100", "max_backlog=abc", "colour=red",
                                        "max_line= 100", "max_line=+100",
                                        "max_line=65536,max_backlog=1024" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
