@@ -7,10 +7,18 @@
 #include "chat_internal.h"
 
 /* A reply to this client alone; fmt takes one "%.*s" (arg, arglen). */
+/* arg is the client's own text: its control characters come back as '?', as they
+ * do in the room, so that a reply never carries terminal escapes. */
 static void reply(chat_client_t *c, const char *fmt, const char *arg, size_t arglen)
 {
-    char buf[CHAT_NICK_MAX + 160];
-    int n = snprintf(buf, sizeof buf, fmt, (int)arglen, arg);
+    char safe[64], buf[CHAT_NICK_MAX + 160];
+    if (arglen > sizeof safe)
+        arglen = sizeof safe;
+    for (size_t i = 0; i < arglen; i++) {
+        unsigned char ch = (unsigned char)arg[i];
+        safe[i] = (char)((ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : ch);
+    }
+    int n = snprintf(buf, sizeof buf, fmt, (int)arglen, safe);
     chat_client_queue(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 

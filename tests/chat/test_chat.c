@@ -321,6 +321,8 @@ static void test_commands(void **state)
     expect(a, "<a> /slash");
     say(a, "/bogus x y");
     assert_int_equal(peer_expect_prefix(a, "* unknown command /bogus", T), 0);
+    say(a, "/x\033[2J");                         /* not echoed back raw either */
+    assert_int_equal(peer_expect_prefix(a, "* unknown command /x?[2J (", T), 0);
     say(a, "");                                  /* nothing to say */
     say(a, "a\001b\tc\033[2Jd");                 /* control characters cannot fake lines */
     expect(a, "<a> a?b\tc?[2Jd");
