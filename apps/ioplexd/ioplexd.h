@@ -37,16 +37,17 @@ typedef struct daemon {
     size_t nsvc;
     size_t listening;            /* services the supervisor bound (with workers) */
     /* Counters: [worker slot][cell][service] and the writer of each [slot][cell],
-     * in shared memory. A slot has STAT_CELLS cells so that a worker and the one
+     * in shared memory. A slot has STAT_CELLS cells so that a worker and the ones
      * replacing it (SIGHUP, respawn) never write the same counters: each cell has
-     * one writer, and the host's plain increments stay exact. */
+     * one writer, and the host's plain increments stay exact. Each SIGHUP sent
+     * while the previous generation still drains adds a live writer to the slot. */
     iop_service_stats_t *counters;
     pid_t *owners;
     size_t ncounters;
     uint32_t cell;               /* this process's cell in its slot (daemon_claim_cell) */
 } daemon_t;
 
-#define STAT_CELLS 2
+#define STAT_CELLS 8
 
 static inline iop_service_stats_t *daemon_cell(daemon_t *d, uint32_t worker, uint32_t cell, size_t svc)
 {

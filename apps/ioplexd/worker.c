@@ -67,7 +67,12 @@ void daemon_claim_cell(daemon_t *d, uint32_t worker)
                 return;
             }
         }
-    d->cell = 0;                 /* every cell busy: cannot happen with one replacement at a time */
+    /* Every cell has a live writer: more generations of this worker draining at once
+     * than cells (SIGHUPs faster than drains). Share the first; its open count may
+     * then be off until that generation ends. */
+    fprintf(stderr, PROG ": worker %u: %u generations still running: its --stats counts are shared\n",
+            worker, STAT_CELLS);
+    d->cell = 0;
 }
 
 void daemon_slot_stats(daemon_t *d, uint32_t worker, size_t svc, iop_service_stats_t *out)

@@ -186,6 +186,54 @@ static void test_stats_after_worker_death(void **state)
     proc_cleanup(&d.p);
 }
 
+static int echo_connect(const char *addr)
+{
+    char host[64];
+    int port = 0;
+    assert_int_equal(sscanf(addr, "%63[^:]:%d", host, &port), 2);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, host, &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char c = 'x';
+    assert_int_equal(send(fd, &c, 1, MSG_NOSIGNAL), 1);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(recv(fd, &c, 1, 0), 1);
+    return fd;
+}
+
+/* Two SIGHUPs while the first generation still drains: three generations of worker
+ * 0 alive at once. The third shared the first one's stats cell, and once the first
+ * had gone its connection no longer counted as open ("0 open" with one open). */
+static void test_stats_three_generations(void **state)
+{
+    (void)state;
+    daemon_proc_t d;
+    start_daemon(&d, "1", "--stats");
+    int a = echo_connect(d.addr);
+    kill(d.p.pid, SIGHUP);
+    poll(NULL, 0, 800);
+    int b = echo_connect(d.addr);
+    kill(d.p.pid, SIGHUP);
+    poll(NULL, 0, 800);
+    int c = echo_connect(d.addr);
+    close(a);                     /* the two draining generations end */
+    close(b);
+    poll(NULL, 0, 2500);
+    char err[32768];
+    proc_stderr(&d.p, err, sizeof err);
+    const char *last = NULL;
+    for (const char *at = err; (at = strstr(at, "stats: ")); at++)
+        last = at;
+    assert_non_null(last);
+    if (!strstr(last, " 1 open,"))
+        fail_msg("one connection open, the last stats line says: %.*s", (int)strcspn(last, "\n"), last);
+    close(c);
+    assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
+    proc_cleanup(&d.p);
+}
+
 /* SIGHUP during load: the workers are replaced one by one, and not one request of
  * the load fails (connections open at the restart finish on the old workers, new
  * ones go to the new ones, none is refused). */
@@ -456,6 +504,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_solo_stop_bounded),
         cmocka_unit_test(test_solo_second_signal),
         cmocka_unit_test(test_stats_after_worker_death),
+        cmocka_unit_test(test_stats_three_generations),
         cmocka_unit_test(test_load_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
