@@ -546,6 +546,13 @@ static int translate(uring_state_t *st, const struct io_uring_cqe *cqe, iop_even
         f->armed = 0;
         if (cqe->res == -ECANCELED)
             return 0;
+        if (cqe->res == -EBADF) {
+            /* Closed behind the loop's back (or never open): not armed again, the
+             * core stops its watch. Rearmed, it failed at once every iteration. */
+            f->mask = 0;
+            *ev = (iop_event_t){ .fd = fd, .revents = IOP_EV_NVAL };
+            return 1;
+        }
         queue_rearm(st, fd, f);
         *ev = (iop_event_t){ .fd = fd, .revents = from_poll(cqe->res, asked) };
         return ev->revents != 0;

@@ -355,3 +355,42 @@ void test_watch_closed_others_served(void **state)
     conf_close(loop, s[1]);
     iop_loop_destroy(loop);
 }
+
+/* A watch on an fd closed before the loop first waited (or never open): the backend
+ * finds it when it registers the fd. At most one IOP_ERR, and the loop sleeps as
+ * before; on io_uring the failed poll was armed again at once, every iteration
+ * (half a million IOP_ERR callbacks a second, at 100% CPU). */
+static int timer_fired;
+static void note_timer(iop_timer_t *t) { (void)t; timer_fired = 1; }
+
+void test_watch_closed_before_first_wait(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int p[2];
+    tu_pipe(p);
+    wstat_t s = { 0 };
+    iop_watch_t w = { .data = &s };
+    assert_int_equal(iop_watch_start(loop, &w, p[0], IOP_READ, count_cb), 0);
+    close(p[0]);                   /* not through the loop */
+    iop_timer_t t;
+    memset(&t, 0, sizeof t);
+    timer_fired = 0;
+    assert_int_equal(iop_timer_start(loop, &t, 50 * 1000000ull, 0, note_timer), 0);
+    iop_loop_stats_t before, after;
+    iop_loop_get_stats(loop, &before);
+    while (!timer_fired)
+        assert_true(iop_loop_run(loop, IOP_RUN_ONCE) >= 0);
+    iop_loop_get_stats(loop, &after);
+    assert_true(s.calls <= 1);
+    if (s.calls == 1) {
+        assert_true(s.last & IOP_ERR);
+        assert_int_equal(w.active, 0);
+    }
+    if (after.polls - before.polls > 20)
+        fail_msg("%llu waits in 50 ms: the loop spins", (unsigned long long)(after.polls - before.polls));
+    iop_watch_stop(&w);
+    iop_fd_forget(loop, p[0]);
+    close(p[1]);
+    iop_loop_destroy(loop);
+}

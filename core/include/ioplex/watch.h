@@ -5,8 +5,9 @@
  * ops may wait on the same fd at the same time. A callback may modify, stop or free
  * its own watch (stop before free). A watch whose fd the backend refuses (closed
  * behind the loop's back, a kind of file it cannot watch) gets one IOP_ERR and is
- * stopped; so does one whose fd a readiness backend finds closed (poll, select).
- * epoll, sigio and uring cannot see such a close: the watch just never fires. */
+ * stopped; so does one whose fd a readiness backend finds closed (poll, select),
+ * and on uring one closed before its poll reached the kernel. epoll, sigio and
+ * uring cannot see a close after that: the watch just never fires. */
 #ifndef IOPLEX_WATCH_H
 #define IOPLEX_WATCH_H
 
