@@ -33,17 +33,24 @@ static uring_fd_t *fd_state(uring_state_t *st, int fd)
     return st->host->fd_state(st->host->core, fd);
 }
 
-/* A ring set up with SINGLE_ISSUER belongs to the task that enables it: that is
- * done on the first entry, which comes from the thread running the loop (a loop may
- * be created on one thread and run on another). */
+/* A ring set up with SINGLE_ISSUER belongs to the task that enables it, and a
+ * registered ring fd to the task that registers it: both are done on the first
+ * entry, which comes from the thread running the loop (a loop may be created on one
+ * thread and run on another). */
 static void ring_enable(uring_state_t *st)
 {
-    if (!st->disabled)
+    if (!st->first_entry)
         return;
-    st->disabled = 0;
+    st->first_entry = 0;
+    if (st->disabled) {
+        st->disabled = 0;
+        (*st->host->syscalls)++;
+        /* liburing 2.3 declares io_uring_enable_rings but does not export it. */
+        syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    }
     (*st->host->syscalls)++;
-    /* liburing 2.3 declares io_uring_enable_rings but does not export it. */
-    syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    if (io_uring_register_ring_fd(&st->ring) == 1)
+        st->feat |= F_REG_RING_FD;
 }
 
 /* Counts the io_uring_enter that a submit is about to make. Under SQPOLL, a submit
@@ -282,9 +289,7 @@ static int backend_create(void **state, const iop_backend_host_t *host,
      * in a forked child with -ECHILD. */
     if (!st->valgrind)
         io_uring_ring_dontfork(&st->ring);
-    (*host->syscalls)++;
-    if (io_uring_register_ring_fd(&st->ring) == 1)
-        st->feat |= F_REG_RING_FD;
+    st->first_entry = 1;
     st->ts = host->alloc(st->ring.sq.ring_entries * sizeof *st->ts);
     if (!st->ts) {
         io_uring_queue_exit(&st->ring);

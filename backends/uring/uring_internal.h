@@ -62,6 +62,7 @@ typedef struct uring_state {
     int kdl;                 /* IOP_LOOP_KERNEL_DEADLINES: deadlines as linked timeouts */
     int defer;               /* DEFER_TASKRUN: completions run only when we ask for events */
     int disabled;            /* created R_DISABLED: enabled by the first entry, on the loop's thread */
+    int first_entry;         /* no entry yet: ring_enable has work to do */
     int valgrind;            /* running under valgrind: see wait_in_ppoll, mark_written */
     uint64_t inflight;       /* ops whose last CQE has not come */
     uint64_t poll_seq;       /* next watch token */

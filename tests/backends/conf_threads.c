@@ -213,3 +213,44 @@ void test_stop_from_other_thread(void **state)
     conf_close(loop, p[1]);
     iop_loop_destroy(loop);
 }
+
+/* A loop made on one thread and run on another (only there): it serves as on its
+ * own thread. On io_uring the ring fd was registered by the creating thread, and
+ * every entry from the running one failed with -EINVAL. sigio's signals go to the
+ * thread that made the loop: it says -EXDEV (backends/sigio/README.md). */
+static iop_loop_t *other_loop;
+static int other_fired, other_res;
+
+static void other_timer(iop_timer_t *t)
+{
+    (void)t;
+    other_fired++;
+}
+
+static void *run_elsewhere(void *arg)
+{
+    (void)arg;
+    iop_timer_t t;
+    memset(&t, 0, sizeof t);
+    iop_timer_start(other_loop, &t, 5 * 1000000ull, 0, other_timer);
+    other_res = iop_loop_run(other_loop, IOP_RUN_DEFAULT);
+    iop_timer_stop(&t);
+    return NULL;
+}
+
+void test_run_on_other_thread(void **state)
+{
+    (void)state;
+    other_loop = tu_loop_new();
+    other_fired = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_elsewhere, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (strcmp(iop_loop_backend(other_loop), "sigio") == 0) {
+        assert_int_equal(other_res, -EXDEV);
+    } else {
+        assert_int_equal(other_res, 0);
+        assert_int_equal(other_fired, 1);
+    }
+    iop_loop_destroy(other_loop);
+}
