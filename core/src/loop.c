@@ -519,15 +519,18 @@ static void fd_invalid(iop_loop_t *loop, int fd)
 static void dispatch(iop_loop_t *loop, int n)
 {
     loop->stats.events += (uint64_t)n;
+    loop->disp_n = n;
     for (int i = 0; i < n; i++) {
         iop_event_t *ev = &loop->events[i];
+        loop->disp_next = i + 1;
         if (ev->op)
             iop__deliver(loop, ev->op, ev->res, ev->flags);
         else if (ev->revents & IOP_EV_NVAL)
             fd_invalid(loop, ev->fd);
-        else
+        else if (ev->revents)      /* 0: its fd was forgotten earlier in this batch */
             iop__emu_ready(loop, ev->fd, ev->revents);
     }
+    loop->disp_n = loop->disp_next = 0;
 }
 
 int iop__forked(const iop_loop_t *loop)
@@ -609,6 +612,11 @@ void iop__fd_forget_core(iop_loop_t *loop, int fd)
 {
     if (loop->more_op && loop->more_op->fd == fd)
         loop->more_op->flags |= IOP__OPF_STOP;   /* no rearm on a closed fd */
+    /* Readiness of fd still to be dispatched from this batch is the forgotten file's,
+     * not that of whatever gets the number next (a watch started on it meanwhile). */
+    for (int i = loop->disp_next; i < loop->disp_n; i++)
+        if (!loop->events[i].op && loop->events[i].fd == fd)
+            loop->events[i].revents = 0;
     if (fd < 0 || (uint32_t)fd >= loop->fds.cap)
         return;
     iop__fd_fail_ops(loop, fd, -ECANCELED);

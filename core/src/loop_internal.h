@@ -93,6 +93,7 @@ struct iop_loop {
 
     iop_loop_stats_t stats;
     iop_event_t events[IOP__MAX_EVENTS];
+    int disp_next, disp_n;         /* dispatch: the events not handled yet */
     char report[1024];
 };
 

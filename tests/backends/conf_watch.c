@@ -394,3 +394,74 @@ void test_watch_closed_before_first_wait(void **state)
     close(p[1]);
     iop_loop_destroy(loop);
 }
+
+/* Two readable pipes in one wait; the first callback closes the other's read end
+ * through the loop and watches a new, empty pipe under the same number. The rest of
+ * that batch is about the old file: the new watch must not be told it is readable
+ * (every backend did, and a blocking fd there would have hung the loop). */
+typedef struct swap {
+    iop_loop_t *loop;
+    iop_watch_t w[2], fresh;
+    int rd[2];
+    int first;          /* index of the watch that ran first, -1 before */
+    int fresh_calls;
+    int fresh_pipe[2];
+} swap_t;
+
+static void fresh_cb(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    ((swap_t *)w->data)->fresh_calls++;
+}
+
+static void swap_cb(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    swap_t *s = w->data;
+    int me = w == &s->w[0] ? 0 : 1, other = 1 - me;
+    char c;
+    assert_int_equal(read(s->rd[me], &c, 1), 1);
+    if (s->first >= 0)
+        return;
+    s->first = me;
+    iop_watch_stop(&s->w[other]);
+    int num = s->rd[other];
+    tu_pipe(s->fresh_pipe);        /* before the close: both ends get other numbers */
+    assert_int_equal(iop_fd_close(s->loop, num), 0);
+    assert_int_equal(dup2(s->fresh_pipe[0], num), num);
+    close(s->fresh_pipe[0]);
+    s->fresh_pipe[0] = num;
+    s->fresh.data = s;
+    assert_int_equal(iop_watch_start(s->loop, &s->fresh, num, IOP_READ, fresh_cb), 0);
+}
+
+void test_watch_fd_reused_within_batch(void **state)
+{
+    (void)state;
+    swap_t s = { .loop = tu_loop_new(), .first = -1 };
+    int a[2], b[2];
+    tu_pipe(a);
+    tu_pipe(b);
+    s.rd[0] = a[0];
+    s.rd[1] = b[0];
+    for (int i = 0; i < 2; i++) {
+        s.w[i].data = &s;
+        assert_int_equal(iop_watch_start(s.loop, &s.w[i], s.rd[i], IOP_READ, swap_cb), 0);
+    }
+    assert_int_equal(write(a[1], "x", 1), 1);
+    assert_int_equal(write(b[1], "y", 1), 1);
+    for (int i = 0; i < 5 && s.first < 0; i++)
+        tu_run_nowait(s.loop, 1);
+    assert_true(s.first >= 0);
+    tu_run_nowait(s.loop, 2);
+    assert_int_equal(s.fresh_calls, 0);   /* its pipe is empty */
+    iop_watch_stop(&s.fresh);
+    iop_watch_stop(&s.w[s.first]);
+    iop_fd_close(s.loop, s.fresh_pipe[0]);
+    close(s.fresh_pipe[1]);
+    iop_fd_forget(s.loop, s.rd[s.first]);
+    close(a[0] == s.rd[s.first] ? a[0] : b[0]);
+    close(a[1]);
+    close(b[1]);
+    iop_loop_destroy(s.loop);
+}

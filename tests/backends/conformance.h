@@ -42,6 +42,7 @@ void test_watch_and_op_share_fd(void **state);
 void test_watch_closed_behind_the_loop(void **state);
 void test_watch_closed_others_served(void **state);
 void test_watch_closed_before_first_wait(void **state);
+void test_watch_fd_reused_within_batch(void **state);
 
 /* conf_ops.c */
 void test_op_tcp_accept_connect_send_recv(void **state);

@@ -43,6 +43,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_watch_closed_behind_the_loop),
         cmocka_unit_test(test_watch_closed_others_served),
         cmocka_unit_test(test_watch_closed_before_first_wait),
+        cmocka_unit_test(test_watch_fd_reused_within_batch),
 
         cmocka_unit_test(test_op_tcp_accept_connect_send_recv),
         cmocka_unit_test(test_op_pipe_read_write),
