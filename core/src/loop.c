@@ -355,7 +355,7 @@ int iop_loop_wake(iop_loop_t *loop)
 int iop_loop_post(iop_loop_t *loop, iop_post_t *p, iop_post_cb cb)
 {
     if (!loop || !p || !cb)
-        return -EINVAL;
+        return iop__fail(-EINVAL, "iop_loop_post: NULL loop, record or callback");
     caller_enter(loop);
     p->cb = cb;
     iop_post_t *head = atomic_load(&loop->posts);
@@ -546,6 +546,8 @@ int iop__fail_forked(const iop_loop_t *loop, const char *what)
 
 int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
 {
+    if (mode != IOP_RUN_DEFAULT && mode != IOP_RUN_ONCE && mode != IOP_RUN_NOWAIT)
+        return iop__fail(-EINVAL, "iop_loop_run: unknown mode %d", (int)mode);
     if (iop__forked(loop))
         return iop__fail_forked(loop, "iop_loop_run");
     if (loop->running)

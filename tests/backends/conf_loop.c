@@ -141,6 +141,12 @@ void test_loop_run_return_values(void **state)
 
     /* Nothing pending: 0 from every mode that cannot block forever. */
     assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);
+    /* No such mode (it ran as RUN_ONCE: on an empty loop, forever) */
+    assert_int_equal(iop_loop_run(loop, (iop_run_mode_t)7), -EINVAL);
+    assert_non_null(strstr(iop_last_error(), "unknown mode"));
+    iop_post_t post;
+    assert_int_equal(iop_loop_post(loop, &post, NULL), -EINVAL);
+    assert_non_null(strstr(iop_last_error(), "iop_loop_post"));
     stopper_start(&stop, loop, 3000);
     assert_int_equal(iop_loop_run(loop, IOP_RUN_DEFAULT), 0);
     assert_false(stopper_finish(&stop));

@@ -63,7 +63,8 @@ IOP_EXPORT void iop_loop_destroy(iop_loop_t *loop);
  * callbacks, -EPERM from inside a coroutine (of any loop). */
 IOP_EXPORT int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode);
 
-/* Makes iop_loop_run return after the current iteration. Thread-safe. */
+/* Makes iop_loop_run return after the current iteration. Thread-safe. Called while
+ * the loop is not running, it makes the next iop_loop_run return at once. */
 IOP_EXPORT void iop_loop_stop(iop_loop_t *loop);
 
 /* The loop clock: CLOCK_MONOTONIC in ns, cached once per iteration. */

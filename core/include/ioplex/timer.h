@@ -1,5 +1,7 @@
 /* ioplex — timers. Caller-owned records kept in a 4-ary min-heap: start, stop and
- * expiry cost O(log n); timers due at the same instant fire in the order started. */
+ * expiry cost O(log n); timers due at the same instant fire in the order started.
+ * A record must be zeroed before its first start ({ 0 }, memset): start reads its
+ * state to take it off a heap it may still be on. */
 #ifndef IOPLEX_TIMER_H
 #define IOPLEX_TIMER_H
 

@@ -3,11 +3,14 @@
  * Level-triggered on every backend: while the fd stays readable (writable) and the
  * watch asks for it, the callback runs once per loop iteration. One watch per fd;
  * ops may wait on the same fd at the same time. A callback may modify, stop or free
- * its own watch (stop before free). A watch whose fd the backend refuses (closed
- * behind the loop's back, a kind of file it cannot watch) gets one IOP_ERR and is
- * stopped; so does one whose fd a readiness backend finds closed (poll, select),
- * and on uring one closed before its poll reached the kernel. epoll, sigio and
- * uring cannot see a close after that: the watch just never fires. */
+ * its own watch (stop before free). A record must be zeroed before its first start.
+ * An fd the backend refuses at start fails iop_watch_start (epoll refuses regular
+ * files and /dev/null with -EPERM, which the other backends report always ready).
+ * A watch whose fd the backend refuses later (closed behind the loop's back) gets
+ * one IOP_ERR and is stopped; so does one whose fd a readiness backend finds closed
+ * (poll, select), and on uring one closed before its poll reached the kernel.
+ * epoll, sigio and uring cannot see a close after that: the watch just never fires.
+ * select reports readiness only, never IOP_ERR or IOP_HUP (backends/README.md). */
 #ifndef IOPLEX_WATCH_H
 #define IOPLEX_WATCH_H
 
