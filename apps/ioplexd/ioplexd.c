@@ -114,8 +114,8 @@ static int list_services(const char *plugin_path)
             printf("%-10s refused: %s (%s)\n", list[i].name, list[i].why, list[i].path);
             continue;
         }
-        printf("%-10s %s (%s)\n", list[i].name, list[i].desc->summary ? list[i].desc->summary : "",
-               list[i].path);
+        const char *summary = list[i].desc->summary ? list[i].desc->summary : "";
+        printf("%-10s %s%s(%s)\n", list[i].name, summary, summary[0] ? " " : "", list[i].path);
         if (list[i].desc->options_help)
             printf("%s", list[i].desc->options_help);
     }

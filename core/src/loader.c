@@ -567,7 +567,7 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
         order = *end ? end + 1 : end;
         const char *sep = passed[0] ? ", " : "";
         if (in_list(avoid, name)) {
-            append(passed, sizeof passed, "%s%s (skipped (in %s))", sep, name, avoid_src);
+            append(passed, sizeof passed, "%s%s (skipped: in %s)", sep, name, avoid_src);
             continue;
         }
         if (open_module("backend", name, dirs, IOP_BACKEND_SYMBOL, 1, mod, why, sizeof why) < 0) {

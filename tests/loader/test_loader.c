@@ -235,8 +235,8 @@ static void test_auto_avoid(void **state)
     assert_string_equal(iop_loop_backend(loop), "select");
     const char *report = iop_loop_backend_report(loop);
     assert_contains(report, "auto: took select; passed over ");
-    assert_contains(report, "uring (skipped (in the avoid list))");
-    assert_contains(report, "epoll (skipped (in the avoid list))");
+    assert_contains(report, "uring (skipped: in the avoid list)");
+    assert_contains(report, "epoll (skipped: in the avoid list)");
     assert_contains(report, "poll (" SHADOW "/iop_backend_poll.so: built for ABI 7");
     assert_null(getenv(MARKER));   /* the avoided epoll module was never opened */
     iop_loop_destroy(loop);
@@ -246,7 +246,7 @@ static void test_auto_avoid(void **state)
     assert_string_equal(iop_loop_backend(loop), "epoll");
     assert_int_equal(iop_loop_caps(loop), IOP_CAP_SQPOLL);
     assert_string_equal(iop_loop_backend_report(loop),
-                        "auto: took epoll; passed over uring (skipped (in the avoid list))");
+                        "auto: took epoll; passed over uring (skipped: in the avoid list)");
     assert_non_null(getenv(MARKER));
     iop_loop_destroy(loop);
     unsetenv(MARKER);
@@ -259,7 +259,7 @@ static void test_auto_avoid(void **state)
 
     const char *msg = create_fails(NULL, MODULES, "uring,epoll,poll,select", -ENODEV);
     assert_contains(msg, "auto: no usable backend; passed over uring (skipped");
-    assert_contains(msg, "select (skipped (in the avoid list))");
+    assert_contains(msg, "select (skipped: in the avoid list)");
 }
 
 /* $IOPLEX_BACKEND_AVOID is read when opts.avoid is NULL, in a child so the test
@@ -276,8 +276,8 @@ static int child_env_avoid(void)
         return 11;
     const char *report = iop_loop_backend_report(loop);
     int bad = strcmp(iop_loop_backend(loop), "select") != 0 ? 12 :
-              !strstr(report, "uring (skipped (in IOPLEX_BACKEND_AVOID))") ? 13 :
-              !strstr(report, "epoll (skipped (in IOPLEX_BACKEND_AVOID))") ? 14 :
+              !strstr(report, "uring (skipped: in IOPLEX_BACKEND_AVOID)") ? 13 :
+              !strstr(report, "epoll (skipped: in IOPLEX_BACKEND_AVOID)") ? 14 :
               getenv(MARKER) ? 15 : 0;
     iop_loop_destroy(loop);
     if (bad)
