@@ -131,7 +131,7 @@ static int probe_free(const char *spec, const struct sockaddr_storage *ss, sockl
     int fd = bound_socket(ss, len, 0, &what);
     if (fd < 0)
         return iop__fail(fd, "listen %s: %s: %s%s", spec, what, strerror(-fd),
-                         fd == -EADDRINUSE ? " (another socket listens there)" : "");
+                         fd == -EADDRINUSE ? " (another socket is bound there)" : "");
     close(fd);
     return 0;
 }
