@@ -278,7 +278,7 @@ static void usage(FILE *f)
         "\n"
         "  --check N            number of random messages to send and verify\n"
         "  --size BYTES         largest message (default 4096); sizes are random from\n"
-        "                       min(64, BYTES) up to BYTES\n"
+        "                       64 up to BYTES (from 1 when BYTES is below 64)\n"
         "  --connections C      spread the messages over C connections (default 1)\n"
         "  --timeout SECONDS    give up on a connect, send or recv after this (default 10)\n"
         "  --seed S             random seed (default: from the clock)\n"
@@ -432,11 +432,16 @@ int main(int argc, char **argv)
     else if (cl.check && cl.completed != cl.total && !cl.failed)
         fail(&cl, "only %llu of %llu messages came back",
              (unsigned long long)cl.completed, (unsigned long long)cl.total);
-    if (!cl.failed && cl.check)
+    int status = cl.failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    if (!cl.failed && cl.check) {
         printf("ok: %llu messages, %llu bytes verified, backend %s\n",
                (unsigned long long)cl.completed, (unsigned long long)cl.bytes,
                iop_loop_backend(cl.loop));
-    int status = cl.failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            fprintf(stderr, PROG ": writing the result failed: %s\n", strerror(errno));
+            status = EXIT_FAILURE;
+        }
+    }
     client_free(&cl);
     return status;
 }

@@ -102,6 +102,10 @@ int main(int argc, char **argv)
     printf("main: %s returned %" PRIdPTR ", then %s returned %" PRIdPTR "; %ld hand-offs\n",
            iop_coro_name(finished), first, iop_coro_name(other), second, count);
     int ok = iop_coro_done(ping) && iop_coro_done(pong) && first == count && second == count;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, PROG ": writing the result failed: %s\n", strerror(errno));
+        ok = 0;
+    }
     iop_coro_free(ping);
     iop_coro_free(pong);
     iop_loop_destroy(loop);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <ioplex.h>
 #include <ioplex/pool.h>
+#include "hostport.h"
 
 #define PROG "iop-pool-demo"
 
@@ -35,9 +36,11 @@ static int count_primes(const void *in, size_t len, iop_pool_out_t *out)
     return iop_pool_out_set(out, &n, sizeof n);
 }
 
+#define LIMIT_MAX (1ull << 40)   /* limit * chunks stays within 64 bits */
+
 static iop_pool_t *pool;
 static uint64_t limit = 2000000;
-static int nchunks = 32, crash, ticks, finished;
+static int nchunks = 32, crash, ticks, finished, out_failed;
 
 static void *counter(void *arg)
 {
@@ -66,6 +69,7 @@ static void *counter(void *arg)
     printf("%llu primes below %llu (%s), counted in %d chunks while the loop ticked %d times\n",
            (unsigned long long)total, (unsigned long long)limit, r < 0 ? "some chunks failed" : "all chunks",
            nchunks, ticks);
+    out_failed = fflush(stdout) != 0 || ferror(stdout);
     free(chunks);
     free(futs);
     finished = 1;
@@ -106,27 +110,50 @@ int main(int argc, char **argv)
     iop_loop_opts_t lo = { .size = sizeof lo };
     iop_pool_opts_t po = { .size = sizeof po };
     int ch;
+    uint64_t v;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, ":w:l:c:b:xh", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'w': po.nworkers = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'l': limit = strtoull(optarg, NULL, 10); break;
-        case 'c': nchunks = atoi(optarg); break;
+        case 'w':
+            if (iop_app_parse_u64(optarg, 0, 1024, &v) < 0) {
+                fprintf(stderr, PROG ": --workers wants 0 (one per CPU) to 1024, not '%s'\n", optarg);
+                return 2;
+            }
+            po.nworkers = (uint32_t)v;
+            break;
+        case 'l':
+            if (iop_app_parse_u64(optarg, 0, LIMIT_MAX, &limit) < 0) {
+                fprintf(stderr, PROG ": --limit wants 0 to %llu, not '%s'\n", LIMIT_MAX, optarg);
+                return 2;
+            }
+            break;
+        case 'c':
+            if (iop_app_parse_u64(optarg, 1, 100000, &v) < 0) {
+                fprintf(stderr, PROG ": --chunks wants 1 to 100000, not '%s'\n", optarg);
+                return 2;
+            }
+            nchunks = (int)v;
+            break;
         case 'b': lo.backend = optarg; break;
         case 'x': crash = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case ':':
+            fprintf(stderr, PROG ": %s wants a value\n", argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return 2;
         }
     }
-    if (nchunks < 1 || nchunks > 100000 || po.nworkers > 1024) {
-        usage(stderr);
+    if (optind < argc) {
+        fprintf(stderr, PROG ": unexpected argument '%s' (try --help)\n", argv[optind]);
         return 2;
     }
     iop_loop_t *loop;
     int r = iop_loop_create(&loop, &lo);
     if (r < 0) {
         fprintf(stderr, PROG ": %s\n", iop_last_error());
-        return 1;
+        return r == -ENOENT || r == -EINVAL ? 2 : 1;   /* no such backend: a usage error */
     }
     po.loop = loop;
     if ((r = iop_pool_create(&pool, &po)) < 0) {
@@ -141,5 +168,7 @@ int main(int argc, char **argv)
     iop_timer_stop(&t);
     iop_pool_free(pool);
     iop_loop_destroy(loop);
-    return finished ? 0 : 1;
+    if (out_failed)
+        fprintf(stderr, PROG ": writing the result failed: %s\n", strerror(errno));
+    return finished && !out_failed ? 0 : 1;
 }

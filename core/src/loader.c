@@ -328,17 +328,17 @@ static const char *ltdl_reason(void)
  * RTLD_NOW first resolves every symbol (or refuses the module, with the dynamic
  * linker's own reason, "invalid ELF header", "undefined symbol: x", which libltdl
  * would replace by its "file not found"); lt_dlopen then gets that same, already
- * bound object. The returned handle keeps it loaded meanwhile; NULL with why set
- * on refusal. */
-static void *bind_now(const char *path, char *why, size_t whylen)
+ * bound object. The returned handle keeps it loaded meanwhile; NULL on refusal,
+ * with why set and *err the reason's errno (EACCES, ELOOP ... or ENOEXEC). */
+static void *bind_now(const char *path, int *err, char *why, size_t whylen)
 {
-    if (iop__module_check(path, why, whylen) < 0)
+    if ((*err = iop__module_check(path, why, whylen)) < 0)
         return NULL;
     dlerror();
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
-        say(0, why, whylen, "not a loadable module: %s", e ? e : "refused by the dynamic linker");
+        *err = say(-ENOEXEC, why, whylen, "not a loadable module: %s", e ? e : "refused by the dynamic linker");
     }
     return h;
 }
@@ -353,11 +353,12 @@ static int ltdl_open(const char *path, lt_dlhandle *h, char *why, size_t whylen)
         lt_dlexit();   /* lt_dlinit counts even a failed start */
     } else {
         *h = NULL;
-        void *now = bind_now(path, why, whylen);
+        int err = 0;
+        void *now = bind_now(path, &err, why, whylen);
         if (!now || !(*h = lt_dlopen(path))) {
             if (now)
-                say(0, why, whylen, "not a loadable module: %s", ltdl_reason());
-            r = -ENOEXEC;
+                err = say(-ENOEXEC, why, whylen, "not a loadable module: %s", ltdl_reason());
+            r = err < 0 ? err : -ENOEXEC;
             lt_dlexit();
         }
         if (now)

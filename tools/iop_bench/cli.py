@@ -74,8 +74,10 @@ def parse_args(argv):
         a.idle = a.idle or SMOKE["idle"]
         a.servers = a.servers or SMOKE["servers"]
         a.models = True
-    if a.rounds < 1 or a.duration <= 0 or a.warmup < 0 or a.connections < 1 or a.workers < 0:
-        ap.error("--rounds, --duration and --connections must be positive; --warmup, --workers not negative")
+    if a.rounds < 1 or a.connections < 1 or a.workers < 0 or \
+            not 0 < a.duration < 86400 or not 0 <= a.warmup < 86400:   # also refuses nan and inf
+        ap.error("--rounds, --duration and --connections must be positive; --warmup, --workers not negative; "
+                 "--duration and --warmup under a day")
     try:
         a.idle_steps = tuple(int(x) for x in (a.idle or "1000,10000").split(",") if x)
     except ValueError:
@@ -160,6 +162,16 @@ def main(argv=None):
         return 0
     sections = sections_for(a, ap)
     out_dir = os.path.abspath(a.out or os.path.join(build_dir, "iop-bench"))
+    # Checked before the runs, not after them: a results dir that cannot be made
+    # would throw the whole run away.
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        sys.stderr.write(f"iop-bench: --out {out_dir}: {e.strerror}\n")
+        return 2
+    if not os.access(out_dir, os.W_OK):
+        sys.stderr.write(f"iop-bench: --out {out_dir}: not writable\n")
+        return 2
     tmp = tempfile.mkdtemp(prefix="iop-bench.")
     atexit.register(shutil.rmtree, tmp, True)
     atexit.register(procs.cleanup)
