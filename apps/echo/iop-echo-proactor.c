@@ -545,8 +545,9 @@ static void usage(FILE *f)
         "                       echoed, connections, heap allocations, loop counters\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error or\n"
-        "when the event loop cannot start (backend unavailable: the reason is printed).\n");
+        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error (an\n"
+        "address in use included) or when the event loop cannot start (backend\n"
+        "unavailable: the reason is printed).\n");
 }
 
 int main(int argc, char **argv)
@@ -654,6 +655,8 @@ int main(int argc, char **argv)
     r = iop_app_listen(addrs);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
+        if (r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
+            status = EXIT_USAGE;
         goto out;
     }
     s.listen_fd = r;

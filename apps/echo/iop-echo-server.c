@@ -338,19 +338,21 @@ static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop
         .drain_timeout_ns = 2000000000ull,
     };
     int r = iop_shard_run(&so);
-    /* How the connections were spread over the workers. */
-    fprintf(stderr, PROG ": connections per worker:");
-    for (uint32_t i = 0; i < workers; i++) {
-        iop_shard_worker_stats_t ws;
-        if (iop_shard_stats_read(stats, i, &ws) == 0)
-            fprintf(stderr, " %u: %llu%s", i, (unsigned long long)ws.accepted, i + 1 < workers ? "," : "");
+    int usage_err = r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES;
+    if (!usage_err) {              /* workers ran: how the connections were spread */
+        fprintf(stderr, PROG ": connections per worker:");
+        for (uint32_t i = 0; i < workers; i++) {
+            iop_shard_worker_stats_t ws;
+            if (iop_shard_stats_read(stats, i, &ws) == 0)
+                fprintf(stderr, " %u: %llu%s", i, (unsigned long long)ws.accepted, i + 1 < workers ? "," : "");
+        }
+        fputc('\n', stderr);
     }
-    fputc('\n', stderr);
     iop_shard_stats_free(stats);
     if (r == 0 || r == -ETIMEDOUT)
         return EXIT_SUCCESS;
     fprintf(stderr, PROG ": %s\n", iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
-    return r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL ? EXIT_USAGE : EXIT_FAILURE;
+    return usage_err ? EXIT_USAGE : EXIT_FAILURE;
 }
 
 static void usage(FILE *f)
@@ -385,8 +387,9 @@ static void usage(FILE *f)
         "Multishot receives and backend-provided buffers are modes of the callback-style\n"
         "iop-echo-proactor.\n"
         "\n"
-        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error or\n"
-        "when the event loop cannot start (backend unavailable: the reason is printed).\n");
+        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error (an\n"
+        "address in use included) or when the event loop cannot start (backend\n"
+        "unavailable: the reason is printed).\n");
 }
 
 int main(int argc, char **argv)
@@ -487,6 +490,8 @@ int main(int argc, char **argv)
     r = iop_app_listen(addrs);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
+        if (r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
+            status = EXIT_USAGE;   /* as with --workers */
         goto out;
     }
     s.listen_fd = r;

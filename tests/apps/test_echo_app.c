@@ -528,9 +528,17 @@ static void test_port_in_use(void **state)
     run_t r;
     char *srv[] = { ECHO_SERVER_PATH, "--listen", f->where, NULL };
     run_server_argv(&r, srv);
-    assert_int_equal(exit_code(&r), 1);
+    assert_int_equal(exit_code(&r), 2);
     assert_non_null(strstr(r.err, "cannot listen on"));
     assert_non_null(strstr(r.err, "in use"));
+    if (strcmp(ECHO_SERVER_NAME, "iop-echo-server") != 0)
+        return;
+    /* the same with workers (no spread of connections that never were) */
+    char *workers[] = { ECHO_SERVER_PATH, "--listen", f->where, "--workers", "2", NULL };
+    run_server_argv(&r, workers);
+    assert_int_equal(exit_code(&r), 2);
+    assert_non_null(strstr(r.err, "in use"));
+    assert_null(strstr(r.err, "connections per worker"));
 }
 
 static void test_connect_refused(void **state)
