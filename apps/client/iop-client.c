@@ -278,10 +278,14 @@ static int http_head_parse(const char *buf, size_t len, http_head_t *h)
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
     if (!end)
         return len > 16384 ? -1 : 0;
-    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
+    /* The status is exactly three digits, then a space or the line's end (atoi took
+     * " 200", "0200", and read on past the head when the digits were missing). */
+    if (end - buf < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ' ||
+        buf[9] < '1' || buf[9] > '5' || buf[10] < '0' || buf[10] > '9' || buf[11] < '0' || buf[11] > '9' ||
+        (buf[12] != ' ' && buf[12] != '\r'))
         return -1;
     h->head_len = (size_t)(end - buf) + 4;
-    h->status = atoi(buf + 9);
+    h->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
     h->body_len = 0;
     h->close = 0;
     for (const char *p = buf; p < end; p++) {

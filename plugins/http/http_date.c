@@ -38,15 +38,21 @@ static void put2(char *p, int v)
     p[1] = (char)('0' + v % 10);
 }
 
+#define DATE_MIN (-62167219200ll)   /* 0000-01-01T00:00:00: the format has four digits */
+#define DATE_MAX 253402300799ll     /* 9999-12-31T23:59:59 */
+
 void http_format_date(int64_t t, char out[HTTP_DATE_LEN + 1])
 {
+    /* Clamped whole (a time, not only its year): a file's mtime may be any int64. */
+    if (t < DATE_MIN)
+        t = DATE_MIN;
+    else if (t > DATE_MAX)
+        t = DATE_MAX;
     int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
     int64_t secs = t - days * 86400;
     int64_t y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
-    if (y < 0 || y > 9999)                 /* out of the format's range: clamp */
-        y = y < 0 ? 0 : 9999;
     memcpy(out, "Thu, 01 Jan 1970 00:00:00 GMT", HTTP_DATE_LEN + 1);
     memcpy(out, WDAY[((days % 7) + 7) % 7], 3);
     put2(out + 5, d);
@@ -135,7 +141,10 @@ int http_parse_date(const char *p, size_t n, int64_t *t)
     } else {
         return -1;
     }
-    if (!ok || c.i != n || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60)
+    static const int mdays[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    /* No 31 Feb (it was taken for 2 Mar): a date that does not exist is no date. */
+    if (!ok || c.i != n || d < 1 || d > mdays[m - 1] - (m == 2 && !leap) || hh > 23 || mm > 59 || ss > 60)
         return -1;
     *t = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss;
     return 0;

@@ -21,7 +21,7 @@
 
 static const char *backend;
 
-typedef enum { ECHO, WRONG_BYTES, STALL_FIRST, CLOSE_AFTER_20, BAD_LENGTH, NO_READ } behaviour_t;
+typedef enum { ECHO, WRONG_BYTES, STALL_FIRST, CLOSE_AFTER_20, BAD_LENGTH, BAD_STATUS, NO_READ } behaviour_t;
 
 typedef struct server {
     pid_t pid;
@@ -51,6 +51,11 @@ static void serve_conn(int fd, behaviour_t how, unsigned index)
             _exit(0);
         if (how == BAD_LENGTH) {
             static const char r[] = "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n";
+            (void)!write(fd, r, sizeof r - 1);
+            continue;
+        }
+        if (how == BAD_STATUS) {
+            static const char r[] = "HTTP/1.1 0200 OK\r\nContent-Length: 0\r\n\r\n";
             (void)!write(fd, r, sizeof r - 1);
             continue;
         }
@@ -236,6 +241,21 @@ static void test_load_http_bad_length(void **state)
         fail_msg("status %d\nstdout: %s\nstderr: %s", st, out, err);
 }
 
+/* A status that is not three digits is a malformed response ("0200" was 200). */
+static void test_load_http_bad_status(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, BAD_STATUS);
+    char out[2048], err[2048];
+    long long ms;
+    int st = client(&ms, out, sizeof out, err, sizeof err, NULL, 0, "load", "http", s.addr, "--connections", "1",
+                    "--duration", "0.3", "--warmup", "0", NULL);
+    server_stop(&s);
+    if (st != 1 || !strstr(err, "response: Bad message"))
+        fail_msg("status %d\nstdout: %s\nstderr: %s", st, out, err);
+}
+
 /* echo with stdin on /dev/null (a file epoll cannot poll): end of input, status 0. */
 static void test_echo_stdin_devnull(void **state)
 {
@@ -305,6 +325,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_stalled_connection),
         cmocka_unit_test(test_load_keeps_connections),
         cmocka_unit_test(test_load_http_bad_length),
+        cmocka_unit_test(test_load_http_bad_status),
         cmocka_unit_test(test_load_result_unwritable),
         cmocka_unit_test(test_load_interrupted),
         cmocka_unit_test(test_echo_stdin_devnull),

@@ -201,6 +201,12 @@ static void test_dates(void **state)
     assert_string_equal(d, "Thu, 01 Jan 1970 00:00:00 GMT");
     http_format_date(951782400, d);                   /* a leap day */
     assert_string_equal(d, "Tue, 29 Feb 2000 00:00:00 GMT");
+    /* Any int64 (a file's mtime): clamped whole to the format's years, no overflow
+     * (INT64_MIN printed hour 39 of year 9999). */
+    http_format_date(INT64_MIN, d);
+    assert_string_equal(d, "Sat, 01 Jan 0000 00:00:00 GMT");
+    http_format_date(INT64_MAX, d);
+    assert_string_equal(d, "Fri, 31 Dec 9999 23:59:59 GMT");
     int64_t t;
     assert_int_equal(http_parse_date("Sun, 06 Nov 1994 08:49:37 GMT", 29, &t), 0);
     assert_int_equal(t, 784111777);
@@ -216,7 +222,11 @@ static void test_dates(void **state)
     }
     static const char *bad[] = { "", "Sun", "Sun, 06 Nov 1994 08:49:37", "Sun, 6 Nov 1994 08:49:37 GMT",
                                  "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 24:00:00 GMT",
-                                 "Sun, 06 Nov 1994 08:49:37 GMT ", "Sun, 00 Nov 1994 08:49:37 GMT" };
+                                 "Sun, 06 Nov 1994 08:49:37 GMT ", "Sun, 00 Nov 1994 08:49:37 GMT",
+                                 /* days a month does not have (31 Feb was 2 Mar) */
+                                 "Mon, 31 Feb 2020 00:00:00 GMT", "Sat, 29 Feb 2100 00:00:00 GMT",
+                                 "Sun, 31 Nov 1994 08:49:37 GMT", "Thu Feb 30 08:49:37 1994" };
+    assert_int_equal(http_parse_date("Sat, 29 Feb 2020 00:00:00 GMT", 29, &t), 0);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(http_parse_date(bad[i], strlen(bad[i]), &t), -1);
 }
