@@ -339,18 +339,7 @@ static void test_solo_second_signal(void **state)
     (void)state;
     daemon_proc_t d;
     start_daemon(&d, "0", NULL);  /* --drain-timeout 3 */
-    char host[64];
-    int port = 0;
-    assert_int_equal(sscanf(d.addr, "%63[^:]:%d", host, &port), 2);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, host, &a.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    char c = 'x';
-    assert_int_equal(send(fd, &c, 1, MSG_NOSIGNAL), 1);
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    assert_int_equal(poll(&p, 1, 5000), 1);
-    assert_int_equal(recv(fd, &c, 1, 0), 1);   /* a session the drain waits for */
+    int fd = echo_connect(d.addr);   /* a session the drain waits for */
     kill(d.p.pid, SIGTERM);
     poll(NULL, 0, 300);
     long long t0 = now_ms();
