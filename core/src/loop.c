@@ -110,9 +110,9 @@ static void wake_cb(iop_watch_t *w, unsigned revents);
 /* Fork detection without a getpid syscall per run (glibc does not cache the pid):
  * fork(2) runs this child handler, and only when the count moved does run ask
  * getpid. */
-static atomic_uint fork_gen;
+atomic_uint iop__fork_gen;
 static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) { atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed); }
+static void on_fork_child(void) { atomic_fetch_add_explicit(&iop__fork_gen, 1, memory_order_relaxed); }
 static void fork_hook(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
@@ -131,7 +131,7 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
         return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
     loop->wake_fd = -1;
     pthread_once(&fork_hook_once, fork_hook);
-    loop->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    loop->fork_gen = atomic_load_explicit(&iop__fork_gen, memory_order_relaxed);
     loop->pid = getpid();
     loop->busy_poll_us = opts->busy_poll_us;
     for (int i = 0; i < IOP__DL_CANCELS; i++) {
@@ -531,11 +531,6 @@ static void dispatch(iop_loop_t *loop, int n)
             iop__emu_ready(loop, ev->fd, ev->revents);
     }
     loop->disp_n = loop->disp_next = 0;
-}
-
-int iop__forked(const iop_loop_t *loop)
-{
-    return loop->fork_gen != atomic_load_explicit(&fork_gen, memory_order_relaxed) && loop->pid != getpid();
 }
 
 int iop__fail_forked(const iop_loop_t *loop, const char *what)

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include "ioplex.h"
 #include "clock_internal.h"
 #include "error_internal.h"
@@ -116,9 +117,14 @@ void iop__sched_destroy(iop_loop_t *loop);
 
 /* op.c */
 void iop__fd_forget_core(iop_loop_t *loop, int fd);
-/* In a process forked from the one that created loop (cheap: getpid only after a
- * fork happened); the error every call that would touch the backend returns there. */
-int iop__forked(const iop_loop_t *loop);
+/* In a process forked from the one that created loop (inline on every submit: one
+ * load, and getpid only after a fork happened); the error every call that would
+ * touch the backend returns there. */
+extern atomic_uint iop__fork_gen;   /* bumped in each forked child (loop.c) */
+static inline int iop__forked(const iop_loop_t *loop)
+{
+    return loop->fork_gen != atomic_load_explicit(&iop__fork_gen, memory_order_relaxed) && loop->pid != getpid();
+}
 int iop__fail_forked(const iop_loop_t *loop, const char *what);
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags);
 int iop__pool_take(iop_loop_t *loop, uint32_t *bid);

@@ -101,15 +101,17 @@ static int open_beneath(http_conn_t *c, const char *path, struct stat *sb)
         close(pfd);
         return -ENODEV;
     }
-    /* The very file looked at, through its /proc link; without /proc, by name
-     * again, if that still names the same file. */
+    /* The very file looked at, through its /proc link (sb stays true); without
+     * /proc, by name again, if that still names the same file. */
     char link[32];
     snprintf(link, sizeof link, "/proc/self/fd/%d", pfd);
     int fd = open(link, OPEN_FLAGS);
-    fd = fd >= 0 ? fd : errno == ENOENT ? resolve(c, rel, OPEN_FLAGS) : -errno;
+    int err = fd < 0 ? errno : 0;
     close(pfd);
+    if (err != ENOENT)
+        return fd >= 0 ? fd : -err;
     struct stat looked = *sb;
-    if (fd < 0 || (fd = fstat_or_close(fd, sb)) < 0)
+    if ((fd = resolve(c, rel, OPEN_FLAGS)) < 0 || (fd = fstat_or_close(fd, sb)) < 0)
         return fd;
     if (sb->st_dev != looked.st_dev || sb->st_ino != looked.st_ino) {
         close(fd);
