@@ -133,6 +133,7 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
     pthread_once(&fork_hook_once, fork_hook);
     loop->fork_gen = atomic_load_explicit(&iop__fork_gen, memory_order_relaxed);
     loop->pid = getpid();
+    iop__heap_init(&loop->timers);
     loop->busy_poll_us = opts->busy_poll_us;
     for (int i = 0; i < IOP__DL_CANCELS; i++) {
         loop->dl_cancel[i].next = loop->dl_free;
@@ -199,8 +200,8 @@ static void release_records(iop_loop_t *loop)
     }
     for (iop_op_t *op = loop->done_head; op; op = op->next)
         op->state = IOP__OP_IDLE;
-    for (uint32_t i = 0; i < loop->timers.n; i++) {
-        iop_timer_t *t = loop->timers.v[i].t;
+    for (uint32_t i = 0; i < loop->timers.n + loop->timers.nfar; i++) {
+        iop_timer_t *t = iop__heap_at(&loop->timers, i);
         t->heap_idx = 0;
         if (t->flags & IOP__TF_INTERNAL) {
             iop_op_t *op = (iop_op_t *)((char *)t - offsetof(iop_op_t, timer));
@@ -310,6 +311,7 @@ static void run_timers(iop_loop_t *loop)
 {
     uint64_t seq_limit = loop->timer_seq;
     iop_timer_t *t;
+    iop__heap_advance(&loop->timers, loop->now);
     while (iop__heap_top_when(&loop->timers) <= loop->now &&
            (t = iop__heap_top(&loop->timers))->seq < seq_limit) {
         iop__heap_remove(&loop->timers, t);
@@ -473,7 +475,7 @@ static void flush_changes(iop_loop_t *loop)
  * before the int64 range ends (a saturated "never"). */
 static int64_t until_first_timer(const iop_loop_t *loop)
 {
-    uint64_t when = iop__heap_top_when(&loop->timers);
+    uint64_t when = iop__heap_next_when(&loop->timers);
     if (when <= loop->now)
         return 0;
     return when - loop->now > (uint64_t)INT64_MAX ? -1 : (int64_t)(when - loop->now);

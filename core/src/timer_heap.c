@@ -1,5 +1,6 @@
 #include <errno.h>
 #include "ioplex/alloc.h"
+#include "clock_internal.h"
 #include "timer_heap.h"
 
 static inline int before(const iop__heap_slot_t *a, const iop__heap_slot_t *b)
@@ -43,23 +44,62 @@ static void sift_down(iop__heap_t *h, uint32_t i, iop__heap_slot_t s)
     place(h, i, s);
 }
 
+void iop__heap_init(iop__heap_t *h)
+{
+    *h = (iop__heap_t){ .far_min = UINT64_MAX };
+}
+
+static int reserve(iop__heap_t *h)
+{
+    if (h->n + h->nfar < h->cap)
+        return 0;
+    uint32_t cap = h->cap ? h->cap * 2 : 64;
+    iop__heap_slot_t *v = iop_realloc(h->v, cap * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    h->v = v;
+    iop__heap_slot_t *far = iop_realloc(h->far, cap * sizeof *far);
+    if (!far)
+        return -ENOMEM;            /* v's larger block is kept: harmless */
+    h->far = far;
+    h->cap = cap;
+    return 0;
+}
+
+static void near_push(iop__heap_t *h, iop_timer_t *t)
+{
+    sift_up(h, h->n++, (iop__heap_slot_t){ t->when, t });
+}
+
 int iop__heap_push(iop__heap_t *h, iop_timer_t *t)
 {
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : 64;
-        iop__heap_slot_t *v = iop_realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        h->v = v;
-        h->cap = cap;
+    if (reserve(h) < 0)
+        return -ENOMEM;
+    if (t->when < h->horizon) {
+        near_push(h, t);
+        return 0;
     }
-    sift_up(h, h->n++, (iop__heap_slot_t){ t->when, t });
+    h->far[h->nfar] = (iop__heap_slot_t){ t->when, t };
+    t->heap_idx = ++h->nfar | IOP__HEAP_FAR;
+    if (t->when < h->far_min)
+        h->far_min = t->when;
     return 0;
 }
 
 void iop__heap_remove(iop__heap_t *h, iop_timer_t *t)
 {
-    uint32_t i = t->heap_idx - 1;
+    uint32_t i = (t->heap_idx & ~IOP__HEAP_FAR) - 1;
+    if (t->heap_idx & IOP__HEAP_FAR) {
+        /* far_min stays a lower bound; iop__heap_advance makes it exact again. */
+        t->heap_idx = 0;
+        if (i != --h->nfar) {
+            h->far[i] = h->far[h->nfar];
+            h->far[i].t->heap_idx = (i + 1) | IOP__HEAP_FAR;
+        }
+        if (!h->nfar)
+            h->far_min = UINT64_MAX;
+        return;
+    }
     iop__heap_slot_t last = h->v[--h->n];
     t->heap_idx = 0;
     if (i == h->n)
@@ -71,9 +111,40 @@ void iop__heap_remove(iop__heap_t *h, iop_timer_t *t)
         sift_down(h, i, last);
 }
 
+void iop__heap_advance(iop__heap_t *h, uint64_t now)
+{
+    uint64_t target = iop__ns_after(now, 2 * IOP__HEAP_FAR_NS);
+    if (h->far_min >= iop__ns_after(now, IOP__HEAP_FAR_NS)) {
+        /* Nothing in the bag is due soon: later timers may go straight to the heap,
+         * up to the bag's bound. */
+        uint64_t to = h->far_min < target ? h->far_min : target;
+        if (to > h->horizon)
+            h->horizon = to;
+        return;
+    }
+    /* Those due before target go to the heap (cap covers both arrays: no
+     * allocation); the rest close up and give the new bound. */
+    uint64_t low = UINT64_MAX;
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < h->nfar; i++) {
+        iop__heap_slot_t s = h->far[i];
+        if (s.when < target) {
+            near_push(h, s.t);
+        } else {
+            h->far[keep] = s;
+            s.t->heap_idx = ++keep | IOP__HEAP_FAR;
+            if (s.when < low)
+                low = s.when;
+        }
+    }
+    h->nfar = keep;
+    h->far_min = low;
+    h->horizon = target;
+}
+
 void iop__heap_free(iop__heap_t *h)
 {
     iop_free(h->v);
-    h->v = NULL;
-    h->n = h->cap = 0;
+    iop_free(h->far);
+    iop__heap_init(h);
 }

@@ -1,0 +1,177 @@
+/* The timer set's two tiers (heap and far bag) on a simulated clock: timers due
+ * from now to 5 s out are pushed, removed and taken as the clock moves in steps
+ * of up to 300 ms; after every advance the tiers' invariants hold, every due timer
+ * is taken in (when, seq) order, none early, none lost, none twice. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <cmocka.h>
+#include "timer_heap.h"
+
+#define N 20000
+#define SPAN_NS (5000ull * 1000 * 1000)
+
+typedef struct rec {
+    iop_timer_t t;
+    int armed, taken;
+} rec_t;
+
+static uint32_t rng = 0x2545F491u;
+static uint32_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+
+static uint64_t seq;
+
+static void arm(iop__heap_t *h, rec_t *r, uint64_t when)
+{
+    if (r->armed)
+        iop__heap_remove(h, &r->t);
+    r->t.when = when;
+    r->t.seq = seq++;
+    assert_int_equal(iop__heap_push(h, &r->t), 0);
+    r->armed = 1;
+}
+
+/* Every armed record is where its heap_idx says; the bag holds no timer due before
+ * the horizon or before far_min; the heap is ordered. */
+static void check(const iop__heap_t *h, const rec_t *v)
+{
+    uint32_t armed = 0;
+    for (int i = 0; i < N; i++)
+        armed += (uint32_t)v[i].armed;
+    assert_int_equal(h->n + h->nfar, armed);
+    for (uint32_t i = 0; i < h->n; i++) {
+        assert_int_equal(h->v[i].t->heap_idx, i + 1);
+        assert_true(h->v[i].when == h->v[i].t->when);
+        if (i)
+            assert_true(h->v[(i - 1) / 4].when <= h->v[i].when);
+    }
+    for (uint32_t i = 0; i < h->nfar; i++) {
+        assert_int_equal(h->far[i].t->heap_idx, (i + 1) | IOP__HEAP_FAR);
+        assert_true(h->far[i].when >= h->horizon);
+        assert_true(h->far[i].when >= h->far_min);
+    }
+}
+
+static void test_tiers_simulated_clock(void **state)
+{
+    (void)state;
+    rec_t *v = calloc(N, sizeof *v);
+    assert_non_null(v);
+    iop__heap_t h;
+    iop__heap_init(&h);
+    uint64_t now = 1000000000ull;
+    for (int i = 0; i < N; i++)
+        arm(&h, &v[i], now + next_rand() % SPAN_NS);
+    int taken = 0, removed = 0, bag_seen = 0;
+    uint64_t last_when = 0, last_seq = 0;
+    for (int step = 0; step < 200 || h.n + h.nfar; step++) {
+        iop__heap_advance(&h, now);
+        check(&h, v);
+        bag_seen |= h.nfar > 0;
+        /* Every timer due by now is in the heap: take them in order. */
+        for (uint32_t i = 0; i < h.nfar; i++)
+            assert_true(h.far[i].when > now);
+        /* The loop may sleep until next_when: no armed timer is due before it. */
+        uint64_t first = UINT64_MAX;
+        for (int i = 0; i < N; i++)
+            if (v[i].armed && v[i].t.when < first)
+                first = v[i].t.when;
+        assert_true(iop__heap_next_when(&h) <= first);
+        iop_timer_t *t;
+        while (iop__heap_top_when(&h) <= now && (t = iop__heap_top(&h))) {
+            rec_t *r = (rec_t *)((char *)t - offsetof(rec_t, t));
+            iop__heap_remove(&h, t);
+            assert_int_equal(t->heap_idx, 0);
+            assert_false(r->taken);
+            assert_true(t->when <= now);
+            assert_true(t->when > last_when || (t->when == last_when && t->seq > last_seq) || !taken);
+            last_when = t->when;
+            last_seq = t->seq;
+            r->armed = 0;
+            r->taken = 1;
+            taken++;
+        }
+        /* Some churn: removals anywhere, re-arms later and sooner, while the test runs. */
+        if (step < 200) {
+            for (int k = 0; k < 200; k++) {
+                rec_t *r = &v[next_rand() % N];
+                if (r->taken)
+                    continue;
+                if (next_rand() % 3 == 0 && r->armed) {
+                    iop__heap_remove(&h, &r->t);
+                    r->armed = 0;
+                    removed++;
+                } else {
+                    uint64_t when = now + 1 + next_rand() % SPAN_NS;
+                    if (when <= last_when)
+                        when = last_when + 1;   /* never before what was already taken */
+                    arm(&h, r, when);
+                }
+            }
+        }
+        uint64_t next = iop__heap_next_when(&h);
+        /* The clock moves up to 300 ms, never past the next wake-up by much. */
+        now += 1 + next_rand() % 300000000u;
+        if (next != UINT64_MAX && now > next + 300000000u)
+            now = next + 300000000u;
+    }
+    int never = 0;
+    for (int i = 0; i < N; i++)
+        never += !v[i].taken && !v[i].armed;
+    assert_int_equal(taken + never, N);
+    assert_true(removed > 0 && never > 0);
+    assert_true(bag_seen);
+    assert_int_equal(h.far_min, UINT64_MAX);
+    iop__heap_free(&h);
+    free(v);
+}
+
+/* A timer pushed for a time the clock has long passed, while others wait in the
+ * bag, still goes to the heap after an advance and is due at once. */
+static void test_tiers_past_deadline(void **state)
+{
+    (void)state;
+    rec_t v[3] = { 0 };
+    iop__heap_t h;
+    iop__heap_init(&h);
+    uint64_t now = 5000000000ull;
+    iop__heap_advance(&h, now);
+    arm(&h, &v[0], now + 10 * SPAN_NS);   /* far */
+    assert_int_equal(h.nfar, 1);
+    now += 3 * SPAN_NS;                   /* a long callback: the horizon is behind */
+    arm(&h, &v[1], now - 1);
+    arm(&h, &v[2], UINT64_MAX);           /* "never" */
+    assert_true(iop__heap_next_when(&h) <= now);
+    iop__heap_advance(&h, now);
+    assert_true(iop__heap_top(&h) == &v[1].t);
+    assert_true(iop__heap_top_when(&h) <= now);
+    iop__heap_remove(&h, &v[1].t);
+    uint64_t gone = v[0].t.when;
+    iop__heap_remove(&h, &v[0].t);
+    /* The bound stays where the removed timer was (a wake-up a little early at
+     * worst) until an advance close to it walks the bag again. */
+    assert_true(iop__heap_next_when(&h) <= gone);
+    iop__heap_advance(&h, gone - IOP__HEAP_FAR_NS / 2);
+    assert_int_equal(iop__heap_next_when(&h), UINT64_MAX);
+    assert_int_equal(h.nfar, 1);
+    iop__heap_remove(&h, &v[2].t);
+    assert_int_equal(h.n + h.nfar, 0);
+    iop__heap_free(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tiers_simulated_clock),
+        cmocka_unit_test(test_tiers_past_deadline),
+    };
+    return cmocka_run_group_tests_name("timer_tiers", tests, NULL, NULL);
+}
