@@ -548,6 +548,33 @@ static int choose_named(const char *name, const char *asker, const char *dirs, i
     return 0;
 }
 
+/* Names in the avoid list that auto never tries (a typo avoids nothing), as
+ * "; IOPLEX_BACKEND_AVOID: 'urnig' not in auto's order (...)", or "". */
+static void avoid_strays(const char *avoid, const char *avoid_src, char *out, size_t outlen)
+{
+    char strays[WHY_LEN] = "", name[NAME_LEN];
+    int count = 0;
+    out[0] = '\0';
+    for (const char *p = avoid; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',')
+            end++;
+        const char *last = end;
+        while (last > p && (last[-1] == ' ' || last[-1] == '\t'))
+            last--;
+        snprintf(name, sizeof name, "%.*s", (int)(last - p), p);
+        if (last > p && !in_list(IOP_AUTO_ORDER, name)) {
+            append(strays, sizeof strays, "%s'%s'", count ? ", " : "", name);
+            count++;
+        }
+        p = end;
+    }
+    if (count)
+        snprintf(out, outlen, "; %s: %s not in auto's order (%s)", avoid_src, strays, IOP_AUTO_ORDER);
+}
+
 /* auto: the first of IOP_AUTO_ORDER that is not avoided, loads, probes and creates.
  * A skipped name's module is never opened: some sandboxes kill a process that so
  * much as probes io_uring. */
@@ -583,11 +610,13 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
             iop__module_close(mod);
             continue;
         }
-        say(0, report, reportlen, "auto: took %s%s%s", name, passed[0] ? "; passed over " : "", passed);
+        avoid_strays(avoid, avoid_src, why, sizeof why);
+        say(0, report, reportlen, "auto: took %s%s%s%s", name, passed[0] ? "; passed over " : "", passed, why);
         return 0;
     }
-    say(0, report, reportlen, "auto: no usable backend; passed over %s", passed);
-    return iop__fail(-ENODEV, "auto: no usable backend; passed over %s", passed);
+    avoid_strays(avoid, avoid_src, why, sizeof why);
+    say(0, report, reportlen, "auto: no usable backend; passed over %s%s", passed, why);
+    return iop__fail(-ENODEV, "auto: no usable backend; passed over %s%s", passed, why);
 }
 
 int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, void *ctx,

@@ -251,6 +251,16 @@ static void test_auto_avoid(void **state)
     iop_loop_destroy(loop);
     unsetenv(MARKER);
 
+    /* A name auto never tries avoids nothing: the report says so. */
+    o.avoid = "urnig, uring,e poll";
+    assert_int_equal(iop_loop_create(&loop, &o), 0);
+    assert_string_equal(iop_loop_backend(loop), "epoll");
+    assert_string_equal(iop_loop_backend_report(loop),
+                        "auto: took epoll; passed over uring (skipped: in the avoid list); the avoid list: "
+                        "'urnig', 'e poll' not in auto's order (" IOP_AUTO_ORDER ")");
+    iop_loop_destroy(loop);
+    unsetenv(MARKER);
+
     /* "auto" spelled out is the same as NULL. */
     o = opts_for("auto", MODULES, "uring");
     assert_int_equal(iop_loop_create(&loop, &o), 0);
