@@ -203,6 +203,14 @@ static int echo_connect(const char *addr)
     return fd;
 }
 
+static int count_lines(const char *text, const char *what)
+{
+    int n = 0;
+    for (const char *at = text; (at = strstr(at, what)); at++)
+        n++;
+    return n;
+}
+
 /* Two SIGHUPs while the first generation still drains: three generations of worker
  * 0 alive at once. The third shared the first one's stats cell, and once the first
  * had gone its connection no longer counted as open ("0 open" with one open). */
@@ -218,10 +226,17 @@ static void test_stats_three_generations(void **state)
     kill(d.p.pid, SIGHUP);
     poll(NULL, 0, 800);
     int c = echo_connect(d.addr);
+    /* One stats line a second while generations drain: each draining worker 0 used
+     * to go on printing its own, counting the same counters twice. */
+    char err[32768];
+    int before = count_lines(proc_stderr(&d.p, err, sizeof err), "stats: ");
+    poll(NULL, 0, 2000);
+    int during = count_lines(proc_stderr(&d.p, err, sizeof err), "stats: ") - before;
+    if (during > 3)
+        fail_msg("%d stats lines in 2 s with three generations of worker 0", during);
     close(a);                     /* the two draining generations end */
     close(b);
     poll(NULL, 0, 2500);
-    char err[32768];
     proc_stderr(&d.p, err, sizeof err);
     const char *last = NULL;
     for (const char *at = err; (at = strstr(at, "stats: ")); at++)
