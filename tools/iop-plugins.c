@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "ioplex.h"
 
 static void usage(FILE *f)
@@ -68,9 +69,37 @@ static const iop_backend_info_t *auto_pick(const iop_backend_info_t *list, size_
     return NULL;
 }
 
+/* Calls fn for each file of the same module name further down the search path
+ * than the one in use (path): those the first one hides. */
+static void each_shadowed(const char *search, const char *kind, const char *name, const char *path,
+                          void (*fn)(const char *file, int first))
+{
+    struct stat used, st;
+    if (stat(path, &used) != 0)
+        return;
+    int count = 0;
+    for (const char *p = search; *p;) {
+        size_t len = strcspn(p, ":");
+        char file[4096];
+        if (len && (size_t)snprintf(file, sizeof file, "%.*s/iop_%s_%s.so", (int)len, p, kind, name) < sizeof file &&
+            stat(file, &st) == 0 && !(st.st_dev == used.st_dev && st.st_ino == used.st_ino))
+            fn(file, count++ == 0);
+        p += len;
+        p += *p == ':';
+    }
+}
+
+static void print_shadow_text(const char *file, int first)
+{
+    (void)first;
+    printf("  %-8s %s (not used: the file above comes first)\n", "hides", file);
+}
+
+static void print_shadow_json(const char *file, int first);
+
 /* ---- text ------------------------------------------------------------------- */
 
-static void print_services_text(const iop_service_info_t *svc, size_t ns)
+static void print_services_text(const iop_service_info_t *svc, size_t ns, const char *search)
 {
     printf("services:%s\n", ns ? "" : " none found");
     for (size_t i = 0; i < ns; i++) {
@@ -83,6 +112,7 @@ static void print_services_text(const iop_service_info_t *svc, size_t ns)
             printf("%-10s refused (%s): %s\n", s->name, iop_strerror(s->load_err), s->why);
         }
         printf("  %-8s %s\n", "file", s->path);
+        each_shadowed(search, "service", s->name, s->path, print_shadow_text);
     }
 }
 
@@ -103,6 +133,7 @@ static void print_text(const iop_backend_info_t *list, size_t n, const char *sea
             printf("%-10s refused (%s): %s\n", b->name, iop_strerror(b->load_err), b->why);
         }
         printf("  %-8s %s\n", "file", b->path);
+        each_shadowed(search, "backend", b->name, b->path, print_shadow_text);
     }
     printf("search path: %s\n", search);
     const char *avoid = getenv("IOPLEX_BACKEND_AVOID");
@@ -157,6 +188,12 @@ static void json_caps(uint32_t bits)
     putchar(']');
 }
 
+static void print_shadow_json(const char *file, int first)
+{
+    printf("%s", first ? "" : ",");
+    json_string(file);
+}
+
 static void print_json(const iop_backend_info_t *list, size_t n, const char *search,
                        const iop_backend_info_t *pick)
 {
@@ -183,13 +220,15 @@ static void print_json(const iop_backend_info_t *list, size_t n, const char *sea
             printf(",\"error\":");
             json_string(b->why);
         }
-        printf(",\"errno\":%d}", -(b->load_err ? b->load_err : b->probe_err));
+        printf(",\"errno\":%d,\"hides\":[", -(b->load_err ? b->load_err : b->probe_err));
+        each_shadowed(search, "backend", b->name, b->path, print_shadow_json);
+        printf("]}");
     }
     printf("%s],\"auto\":", n ? "\n" : "");
     json_string(pick ? pick->name : NULL);
 }
 
-static void print_services_json(const iop_service_info_t *svc, size_t ns)
+static void print_services_json(const iop_service_info_t *svc, size_t ns, const char *search)
 {
     printf(",\"services\":[");
     for (size_t i = 0; i < ns; i++) {
@@ -208,7 +247,9 @@ static void print_services_json(const iop_service_info_t *svc, size_t ns)
             printf(",\"error\":");
             json_string(s->why);
         }
-        printf("}");
+        printf(",\"hides\":[");
+        each_shadowed(search, "service", s->name, s->path, print_shadow_json);
+        printf("]}");
     }
     printf("%s]}\n", ns ? "\n" : "");
 }
@@ -254,10 +295,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "iop-plugins: cannot list services: %s\n", iop_last_error());
     if (json) {
         print_json(list, n, search, pick);
-        print_services_json(svc, ns);
+        print_services_json(svc, ns, search);
     } else {
         print_text(list, n, search, pick);
-        print_services_text(svc, ns);
+        print_services_text(svc, ns, search);
     }
     iop_service_list_free(svc);
 
