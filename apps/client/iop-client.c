@@ -263,16 +263,97 @@ static void load_error(const char *what, int err)
 }
 
 
+/* How a response's body ends (RFC 9112 6.3, for a GET). */
+typedef enum { BODY_LENGTH, BODY_CHUNKED, BODY_TO_CLOSE } body_kind_t;
+
+/* The chunked decoder: where it is in the framing. */
+typedef enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_LINE_START, CH_TRAILER, CH_END_LF } chunk_step_t;
+
 /* What a load needs of an HTTP response head. */
 typedef struct http_head {
     size_t head_len;             /* through the blank line */
-    uint64_t body_len;           /* Content-Length (0 without one) */
+    uint64_t body_len;           /* Content-Length (BODY_LENGTH; 0 without a body) */
+    body_kind_t body;
     int status;
     int close;                   /* "Connection: close": the server ends it after this */
+    chunk_step_t step;           /* BODY_CHUNKED: the decoder's state */
+    uint64_t chunk_left;         /* CH_SIZE: the size so far; CH_DATA: bytes to go */
+    int digits;
 } http_head_t;
 
+/* Feeds n body bytes of a chunked response to the decoder: how many of them belong
+ * to the body (all of them until its last CRLF), with *done set at its end; -1 when
+ * the framing is malformed. Only counted, never kept: a load checks the framing. */
+static ssize_t chunked_feed(http_head_t *h, const char *p, size_t n, int *done)
+{
+    *done = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        switch (h->step) {
+        case CH_SIZE: {
+            int v = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
+            if (v >= 0) {
+                if (++h->digits > 15)
+                    return -1;
+                h->chunk_left = h->chunk_left * 16 + (uint64_t)v;
+                break;
+            }
+            if (!h->digits || (c != ';' && c != '\r' && c != '\n' && c != ' ' && c != '\t'))
+                return -1;
+            h->step = CH_EXT;    /* the delimiter is the extension's first character */
+        }
+        /* fall through */
+        case CH_EXT:
+            if (c != '\n')
+                break;
+            h->digits = 0;
+            h->step = h->chunk_left ? CH_DATA : CH_LINE_START;
+            break;
+        case CH_DATA: {
+            size_t take = n - i < h->chunk_left ? n - i : (size_t)h->chunk_left;
+            h->chunk_left -= take;
+            i += take - 1;
+            if (!h->chunk_left)
+                h->step = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+            if (c == '\n') {
+                h->step = CH_SIZE;
+                break;
+            }
+            if (c != '\r')
+                return -1;
+            h->step = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (c != '\n')
+                return -1;
+            h->step = CH_SIZE;
+            break;
+        case CH_LINE_START:      /* after the last chunk: trailer lines, then an empty one */
+            if (c == '\n') {
+                *done = 1;
+                return (ssize_t)i + 1;
+            }
+            h->step = c == '\r' ? CH_END_LF : CH_TRAILER;
+            break;
+        case CH_TRAILER:
+            if (c == '\n')
+                h->step = CH_LINE_START;
+            break;
+        case CH_END_LF:
+            if (c != '\n')
+                return -1;
+            *done = 1;
+            return (ssize_t)i + 1;
+        }
+    }
+    return (ssize_t)n;
+}
+
 /* Parses the response head at buf[0..len): 1 when complete (into h), 0 when more is
- * needed, -1 when malformed. Keep-alive responses with Content-Length only. */
+ * needed, -1 when malformed. The body: Content-Length, chunked, or to the close. */
 static int http_head_parse(const char *buf, size_t len, http_head_t *h)
 {
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
@@ -288,6 +369,7 @@ static int http_head_parse(const char *buf, size_t len, http_head_t *h)
     h->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
     h->body_len = 0;
     h->close = 0;
+    int length_seen = 0, chunked = 0;
     for (const char *p = buf; p < end; p++) {
         if (p != buf && p[-1] != '\n')
             continue;
@@ -305,16 +387,39 @@ static int http_head_parse(const char *buf, size_t len, http_head_t *h)
             }
             while (*d == ' ' || *d == '\t')
                 d++;
-            if (d == v || *d != '\r')
+            if (d == v || *d != '\r' || (length_seen && n != h->body_len))
                 return -1;
             h->body_len = n;
+            length_seen = 1;
+        } else if (strncasecmp(p, "transfer-encoding:", 18) == 0) {
+            /* chunked must be the last coding; a body with any other is not
+             * delimited by anything but the close (RFC 9112 6.3). */
+            const char *v = p + 18, *eol = strchr(v, '\r');
+            const char *last = eol;
+            while (last > v && (last[-1] == ' ' || last[-1] == '\t'))
+                last--;
+            chunked = last - v >= 7 && strncasecmp(last - 7, "chunked", 7) == 0 &&
+                      (last - v == 7 || last[-8] == ' ' || last[-8] == ',' || last[-8] == ':' || last[-8] == '\t');
+            if (!chunked)
+                h->close = 1;
         } else if (strncasecmp(p, "connection:", 11) == 0) {
             const char *v = p + 11;
             while (*v == ' ')
                 v++;
-            h->close = strncasecmp(v, "close", 5) == 0;
+            h->close |= strncasecmp(v, "close", 5) == 0;
         }
     }
+    if (h->status == 204 || h->status == 304 || (h->status >= 100 && h->status < 200))
+        h->body = BODY_LENGTH, h->body_len = 0;   /* never a body, whatever the head says */
+    else if (chunked)
+        h->body = BODY_CHUNKED, h->body_len = 0;   /* chunked wins over a length (RFC 9112 6.3) */
+    else if (length_seen)
+        h->body = BODY_LENGTH;
+    else
+        h->body = BODY_TO_CLOSE, h->close = 1;
+    h->step = CH_SIZE;
+    h->chunk_left = 0;
+    h->digits = 0;
     return h->status >= 100 && h->status <= 999 ? 1 : -1;
 }
 
@@ -352,29 +457,52 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
         return err;
     uint64_t total = 0, want = ld->http ? 0 : len;
     size_t got = 0;              /* bytes in `in` */
+    int head_done = !ld->http, body_done = 0;
     *what = "receive";
-    while (want == 0 || total < want) {
+    while (!body_done && (!head_done || want == 0 || total < want)) {
         if (got == LOAD_BUF)
             got = 0;             /* past the head: the body's bytes are only counted */
         ssize_t n = iop_recv(fd, in + got, LOAD_BUF - got, 0, dl);
+        if (n == 0 && head_done && h->body == BODY_TO_CLOSE)
+            break;               /* its end */
         if (n <= 0) {
             if (n == 0 && total == 0)
                 *what = "receive (the server closed the connection before answering)";
+            else if (n == 0 && h->body == BODY_CHUNKED && head_done)
+                *what = "response (closed before the last chunk)";
             return n ? n : -ECONNRESET;
         }
+        size_t fresh = got;      /* where this read's bytes start */
         got += (size_t)n;
         total += (uint64_t)n;
         *received = total;
-        if (ld->http && want == 0) {
+        if (!head_done) {
             int r = http_head_parse(in, got, h);
             if (r < 0 || (r == 0 && got == LOAD_BUF)) {
                 *what = "response";
                 return -EBADMSG;
             }
-            if (r > 0)
+            if (r == 0)
+                continue;
+            head_done = 1;
+            fresh = h->head_len;
+            if (h->body == BODY_LENGTH) {
                 want = h->head_len + h->body_len;
+                body_done = want <= total;
+            }
+        }
+        if (h->body == BODY_CHUNKED) {
+            ssize_t used = chunked_feed(h, in + fresh, got - fresh, &body_done);
+            if (used < 0) {
+                *what = "response (malformed chunked body)";
+                return -EBADMSG;
+            }
+            if (body_done)
+                want = total - (got - fresh - (size_t)used);
         }
     }
+    if (head_done && h->body == BODY_TO_CLOSE)
+        want = total;
     if (total != want) {
         *what = "response (more than one came back)";
         return -EBADMSG;         /* closed-loop: nothing else may be in flight */
@@ -686,8 +814,9 @@ static void usage(FILE *f)
         "      request in flight, for S seconds (default 5) after a warm-up (default 1);\n"
         "      echo sends BYTES-byte messages (default 64), http sends GET PATH (default\n"
         "      /hello) with keep-alive (an answer that is not 2xx or 3xx is an error;\n"
-        "      after \"Connection: close\" the next request reconnects). Prints one\n"
-        "      line: requests/s, p50 and p99 latency, errors. S may have a fraction.\n"
+        "      bodies by Content-Length, chunked, or to the close; after \"Connection:\n"
+        "      close\" the next request reconnects). Prints one line: requests/s,\n"
+        "      p50 and p99 latency, errors. S may have a fraction.\n"
         "      A failed request (an echo that differs from the message, a malformed\n"
         "      answer, a timeout, a closed connection) is an error; the connection is\n"
         "      made again after 100 ms. A request still unanswered 1 s after the end\n"

@@ -21,7 +21,10 @@
 
 static const char *backend;
 
-typedef enum { ECHO, WRONG_BYTES, STALL_FIRST, CLOSE_AFTER_20, BAD_LENGTH, BAD_STATUS, NO_READ } behaviour_t;
+typedef enum {
+    ECHO, WRONG_BYTES, STALL_FIRST, CLOSE_AFTER_20, BAD_LENGTH, BAD_STATUS, NO_READ,
+    CHUNKED, TO_CLOSE, BAD_CHUNK
+} behaviour_t;
 
 typedef struct server {
     pid_t pid;
@@ -56,6 +59,30 @@ static void serve_conn(int fd, behaviour_t how, unsigned index)
         }
         if (how == BAD_STATUS) {
             static const char r[] = "HTTP/1.1 0200 OK\r\nContent-Length: 0\r\n\r\n";
+            (void)!write(fd, r, sizeof r - 1);
+            continue;
+        }
+        if (how == CHUNKED) {
+            /* An extension, two chunks, a trailer; the first answers in pieces. */
+            static const char *const parts[] = { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;e",
+                                                 "xt=1\r\nHello\r", "\n8\r\n, World!\r\n0\r\nX-T",
+                                                 "railer: 1\r\n\r", "\n" };
+            for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+                if (write(fd, parts[i], strlen(parts[i])) < 0)
+                    _exit(0);
+                if (answered < 3)
+                    usleep(2000);
+            }
+            answered++;
+            continue;
+        }
+        if (how == TO_CLOSE) {
+            static const char r[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nHello, World!";
+            (void)!write(fd, r, sizeof r - 1);
+            _exit(0);
+        }
+        if (how == BAD_CHUNK) {
+            static const char r[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
             (void)!write(fd, r, sizeof r - 1);
             continue;
         }
@@ -254,6 +281,54 @@ static void test_load_http_bad_status(void **state)
     expect_bad_message(BAD_STATUS);
 }
 
+/* A chunked body that is not hex sizes is a malformed response. */
+static void test_load_http_bad_chunk(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, BAD_CHUNK);
+    char out[2048], err[2048];
+    long long ms;
+    int st = client(&ms, out, sizeof out, err, sizeof err, NULL, 0, "load", "http", s.addr, "--connections", "1",
+                    "--duration", "0.3", "--warmup", "0", NULL);
+    server_stop(&s);
+    if (st != 1 || !strstr(err, "malformed chunked body"))
+        fail_msg("status %d\nstdout: %s\nstderr: %s", st, out, err);
+}
+
+/* Bodies framed by chunks (split anywhere) and by the close are answers, not errors
+ * ("more than one came back" and a reset were what these got). */
+static void expect_served(behaviour_t how, int reuse)
+{
+    server_t s;
+    server_start(&s, how);
+    char out[2048], err[2048];
+    long long ms;
+    int st = client(&ms, out, sizeof out, err, sizeof err, NULL, 0, "load", "http", s.addr, "--connections", "2",
+                    "--duration", "0.5", "--warmup", "0", "--json", NULL);
+    server_stop(&s);
+    const char *req = strstr(out, "\"requests_incl_warmup\":"), *errs = strstr(out, "\"errors\":"),
+               *con = strstr(out, "\"connects\":");
+    long long nreq = req ? atoll(req + 23) : 0, nerr = errs ? atoll(errs + 9) : -1, ncon = con ? atoll(con + 11) : 0;
+    /* Kept alive: fewer connections than requests. To the close: one each. */
+    int framing_ok = reuse ? ncon == 2 && nreq > 4 : ncon == nreq && nreq >= 2;
+    if (st != 0 || nerr != 0 || !framing_ok)
+        fail_msg("status %d, %lld requests, %lld connects, %lld errors\nstdout: %s\nstderr: %s", st, nreq,
+                 ncon, nerr, out, err);
+}
+
+static void test_load_http_chunked(void **state)
+{
+    (void)state;
+    expect_served(CHUNKED, 1);
+}
+
+static void test_load_http_to_close(void **state)
+{
+    (void)state;
+    expect_served(TO_CLOSE, 0);
+}
+
 /* echo with stdin on /dev/null (a file epoll cannot poll): end of input, status 0. */
 static void test_echo_stdin_devnull(void **state)
 {
@@ -324,6 +399,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_keeps_connections),
         cmocka_unit_test(test_load_http_bad_length),
         cmocka_unit_test(test_load_http_bad_status),
+        cmocka_unit_test(test_load_http_bad_chunk),
+        cmocka_unit_test(test_load_http_chunked),
+        cmocka_unit_test(test_load_http_to_close),
         cmocka_unit_test(test_load_result_unwritable),
         cmocka_unit_test(test_load_interrupted),
         cmocka_unit_test(test_echo_stdin_devnull),
