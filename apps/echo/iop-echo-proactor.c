@@ -638,6 +638,8 @@ int main(int argc, char **argv)
         s.bid_len = calloc(pool, sizeof *s.bid_len);
         if (!s.bid_next || !s.bid_len) {
             fprintf(stderr, PROG ": out of memory\n");
+            free(s.bid_next);
+            free(s.bid_len);
             return EXIT_FAILURE;
         }
     }

@@ -71,7 +71,7 @@ void daemon_claim_cell(daemon_t *d, uint32_t worker)
      * than cells (SIGHUPs faster than drains). Share the first; its open count may
      * then be off until that generation ends. */
     fprintf(stderr, PROG ": worker %u: %u generations still running: its --stats counts are shared\n",
-            worker, STAT_CELLS);
+            worker, (unsigned)STAT_CELLS);
     d->cell = 0;
 }
 

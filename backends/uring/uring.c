@@ -193,7 +193,7 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
     if (entries < CHAIN_MAX)
         entries = CHAIN_MAX;       /* a linked chain must fit in one submit */
     struct io_uring_params p;
-    int r;
+    int r = -EINVAL;
     for (;;) {
         /* DEFER_TASKRUN (6.1): completions are run in our own io_uring_enter, in a
          * batch, never by interrupting the loop; it needs a single issuer. */
