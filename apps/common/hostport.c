@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,12 @@ int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port
         host_start = s + 1;
         host_end = close;
         colon = close + 1;
+        /* "[]" would mean "any" (or the loopback) without saying so, and brackets
+         * around a name or an IPv4 address are a mistake, not a spelling. */
+        if (host_end == host_start || !memchr(host_start, ':', (size_t)(host_end - host_start))) {
+            snprintf(err, errlen, "'%s': brackets are for an IPv6 address, as in [::1]:PORT", s);
+            return -EINVAL;
+        }
     } else {
         colon = strrchr(s, ':');
         if (!colon) {
@@ -109,11 +116,26 @@ int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
         .ai_protocol = IPPROTO_TCP,
         .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
     };
+    if (!passive && strcmp(port, "0") == 0) {
+        snprintf(err, errlen, "'%s': port 0 is for listening (any free port), not a port to connect to", hostport);
+        return -EINVAL;
+    }
     int g = getaddrinfo(host[0] ? host : NULL, port, &hints, out);
     if (g != 0) {
         snprintf(err, errlen, "'%s': cannot resolve '%s': %s", hostport, host,
                  g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
         return -ENOENT;
+    }
+    /* Listeners are IPv6-only (as the workers' are): a v4-mapped address cannot be
+     * bound, and would only mean its IPv4 address. */
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)(*out)->ai_addr;
+    if (passive && (*out)->ai_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+        char v4[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], v4, sizeof v4);
+        snprintf(err, errlen, "'%s': an IPv4-mapped address; listen on %s:%s instead", hostport, v4, port);
+        freeaddrinfo(*out);
+        *out = NULL;
+        return -EINVAL;
     }
     return 0;
 }
@@ -128,7 +150,14 @@ char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, s
     } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
-        snprintf(buf, buflen, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+        /* A link-local address is only usable with its zone: print it. */
+        char zone[IF_NAMESIZE + 1] = "";
+        if (in6->sin6_scope_id) {
+            zone[0] = '%';
+            if (!if_indextoname(in6->sin6_scope_id, zone + 1))
+                snprintf(zone + 1, sizeof zone - 1, "%u", (unsigned)in6->sin6_scope_id);
+        }
+        snprintf(buf, buflen, "[%s%s]:%u", ip, zone, (unsigned)ntohs(in6->sin6_port));
     } else {
         snprintf(buf, buflen, "(address family %d)", sa->sa_family);
     }
@@ -147,6 +176,10 @@ int iop_app_listen(const struct addrinfo *ai)
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* [::] is IPv6 only, as the pre-forked workers' listeners are: the same
+         * address means the same thing in every mode, whatever bindv6only says. */
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
             return fd;
         err = -errno;

@@ -8,23 +8,26 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Splits "HOST:PORT", "[IPv6]:PORT" or ":PORT" (empty host) into its parts.
+/* Splits "HOST:PORT", "[IPv6]:PORT" or ":PORT" (empty host) into its parts; brackets
+ * hold an IPv6 address (with a zone, "[fe80::1%eth0]", if need be), never nothing.
  * 0, or -EINVAL with a reason in err. */
 int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port,
                            size_t portlen, char *err, size_t errlen);
 
 /* Resolves "HOST:PORT" for TCP with getaddrinfo. passive: an empty host means every
- * local address (for a listener); otherwise it means the loopback. The list is
- * freed with freeaddrinfo. 0, or -EINVAL (malformed) / -ENOENT (does not resolve)
+ * local address (for a listener; an IPv4-mapped IPv6 address is refused, listeners
+ * being IPv6-only); otherwise it means the loopback, and port 0 is refused. The list
+ * is freed with freeaddrinfo. 0, or -EINVAL (malformed) / -ENOENT (does not resolve)
  * with a reason in err. */
 int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
                     char *err, size_t errlen);
 
-/* Writes "1.2.3.4:80" or "[::1]:80" into buf; returns buf. */
+/* Writes "1.2.3.4:80", "[::1]:80" or "[fe80::1%eth0]:80" into buf; returns buf. */
 char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
 
-/* A non-blocking, close-on-exec TCP listener (SO_REUSEADDR, backlog SOMAXCONN) on
- * the first address of ai that binds. The fd, or -errno of the last failure. */
+/* A non-blocking, close-on-exec TCP listener (SO_REUSEADDR, IPV6_V6ONLY, backlog
+ * SOMAXCONN) on the first address of ai that binds. The fd, or -errno of the last
+ * failure. */
 int iop_app_listen(const struct addrinfo *ai);
 
 /* Out of fds (EMFILE / ENFILE): the pending connections would keep the listener

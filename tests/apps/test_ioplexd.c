@@ -37,8 +37,15 @@ typedef struct daemon_proc {
     char out[4096];               /* its stdout lines so far */
 } daemon_proc_t;
 
+static void start_daemon_on(daemon_proc_t *d, const char *workers, const char *extra, const char *service);
+
 /* Starts ioplexd with an echo service on a free port and waits for its lines. */
 static void start_daemon(daemon_proc_t *d, const char *workers, const char *extra)
+{
+    start_daemon_on(d, workers, extra, "echo=127.0.0.1:0");
+}
+
+static void start_daemon_on(daemon_proc_t *d, const char *workers, const char *extra, const char *service)
 {
     char *argv[12];
     int i = 0;
@@ -48,7 +55,7 @@ static void start_daemon(daemon_proc_t *d, const char *workers, const char *extr
     argv[i++] = "--workers";
     argv[i++] = (char *)workers;
     argv[i++] = "--service";
-    argv[i++] = "echo=127.0.0.1:0";
+    argv[i++] = (char *)service;
     argv[i++] = "--drain-timeout";
     argv[i++] = "3";
     if (extra)
@@ -249,6 +256,47 @@ static void test_stats_three_generations(void **state)
     proc_cleanup(&d.p);
 }
 
+/* [::] is IPv6 only with workers and without: an IPv4 client is refused, an IPv6
+ * one served (it took IPv4 too without workers, whatever bindv6only said). */
+static void test_v6_wildcard_is_v6_only(void **state)
+{
+    (void)state;
+    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 lo6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    int have_v6 = probe >= 0 && bind(probe, (struct sockaddr *)&lo6, sizeof lo6) == 0;
+    if (probe >= 0)
+        close(probe);
+    if (!have_v6)
+        skip();                    /* no ::1 on this host */
+    static const char *const workers[] = { "0", "1" };
+    for (int w = 0; w < 2; w++) {
+        daemon_proc_t d;
+        start_daemon_on(&d, workers[w], NULL, "echo=[::]:0");
+        const char *colon = strrchr(d.addr, ':');
+        assert_non_null(colon);
+        uint16_t port = (uint16_t)atoi(colon + 1);
+        struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int r = connect(fd, (struct sockaddr *)&a4, sizeof a4);
+        if (r == 0 || errno != ECONNREFUSED)
+            fail_msg("--workers %s, [::]: an IPv4 connect gave %d (%s)", workers[w], r, strerror(errno));
+        close(fd);
+        lo6.sin6_port = htons(port);
+        fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&lo6, sizeof lo6), 0);
+        char c = 'v';
+        assert_int_equal(send(fd, &c, 1, MSG_NOSIGNAL), 1);
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        assert_int_equal(recv(fd, &c, 1, 0), 1);
+        assert_int_equal(c, 'v');
+        close(fd);
+        assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
+        proc_cleanup(&d.p);
+    }
+}
+
 /* SIGHUP during load: the workers are replaced one by one, and not one request of
  * the load fails (connections open at the restart finish on the old workers, new
  * ones go to the new ones, none is refused). */
@@ -401,6 +449,17 @@ static void test_cli(void **state)
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,", "--workers", "0" }, 2, NULL, "an option without a name" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "" }, 2, NULL, "--backend wants a name" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch" }, 2, NULL, "nosuch" },
+        /* brackets hold an IPv6 address; a v4-mapped one cannot be listened on; the
+         * same words in both modes */
+        { { IOPLEXD_PATH, "--service", "echo=[]:0", "--workers", "0" }, 2, NULL, "brackets are for an IPv6" },
+        { { IOPLEXD_PATH, "--service", "echo=[]:0", "--workers", "1" }, 2, NULL, "[IPV6]:PORT" },
+        { { IOPLEXD_PATH, "--service", "echo=[127.0.0.1]:0", "--workers", "0" }, 2, NULL, "brackets are for" },
+        { { IOPLEXD_PATH, "--service", "echo=[::ffff:127.0.0.1]:0", "--workers", "0" }, 2, NULL,
+          "an IPv4-mapped address" },
+        { { IOPLEXD_PATH, "--service", "echo=[::ffff:127.0.0.1]:0", "--workers", "1" }, 2, NULL,
+          "an IPv4-mapped address" },
+        { { CLIENT_PATH, "echo", "[::1]:0" }, 2, NULL, "port 0 is for listening" },
+        { { CLIENT_PATH, "echo", "[]:7" }, 2, NULL, "brackets are for an IPv6" },
         { { CLIENT_PATH, "--help" }, 0, "usage: iop-client", NULL },
         { { CLIENT_PATH, "load", "ftp", "127.0.0.1:1" }, 2, NULL, NULL },
         { { CLIENT_PATH, "chat", "127.0.0.1:1", "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn" },
@@ -510,6 +569,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stats_after_worker_death),
         cmocka_unit_test(test_stats_three_generations),
         cmocka_unit_test(test_load_http),
+        cmocka_unit_test(test_v6_wildcard_is_v6_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

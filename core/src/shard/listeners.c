@@ -32,8 +32,8 @@ static int split_addr(const char *spec, char *host, size_t hostlen, const char *
         const char *end = strchr(spec, ']');
         if (!end || end[1] != ':')
             return -EINVAL;
-        if ((size_t)(end - spec - 1) >= hostlen)
-            return -EINVAL;
+        if ((size_t)(end - spec - 1) >= hostlen || !memchr(spec + 1, ':', (size_t)(end - spec - 1)))
+            return -EINVAL;        /* brackets hold an IPv6 address, never nothing */
         memcpy(host, spec + 1, (size_t)(end - spec - 1));
         host[end - spec - 1] = '\0';
         colon = end + 1;
@@ -68,6 +68,11 @@ static int resolve(const char *spec, struct sockaddr_storage *ss, socklen_t *len
     memcpy(ss, res->ai_addr, res->ai_addrlen);
     *len = res->ai_addrlen;
     freeaddrinfo(res);
+    /* IPv6 listeners are v6-only: a v4-mapped address cannot be bound. */
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
+    if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
+        return iop__fail(-EINVAL, "listen address '%s': an IPv4-mapped address; listen on its IPv4 "
+                         "address instead", spec);
     return 0;
 }
 
