@@ -37,6 +37,23 @@ void pool_discard(fetch_conn_t *c)
     free(c);
 }
 
+/* Takes c out of its host's idle list and the pool's. */
+static void idle_unlink(fetch_pool_t *p, fetch_conn_t *c)
+{
+    fetch_host_t *h = c->host;
+    for (fetch_conn_t **at = &h->idle; *at; at = &(*at)->next)
+        if (*at == c) {
+            *at = c->next;
+            break;
+        }
+    c->next = NULL;
+    *(c->older ? &c->older->newer : &p->oldest) = c->newer;
+    *(c->newer ? &c->newer->older : &p->newest) = c->older;
+    c->older = c->newer = NULL;
+    h->nidle--;
+    p->idle--;
+}
+
 void pool_destroy(fetch_pool_t *p)
 {
     for (unsigned b = 0; b < POOL_BUCKETS; b++) {
@@ -55,6 +72,7 @@ void pool_destroy(fetch_pool_t *p)
         }
     }
     p->idle = 0;
+    p->oldest = p->newest = NULL;
 }
 
 static unsigned bucket_of(const char *name, uint16_t port)
@@ -167,11 +185,8 @@ int pool_get(fetch_pool_t *p, const fetch_url_t *u, int fresh, uint64_t deadline
     }
     while (!fresh && h->idle) {
         fetch_conn_t *c = h->idle;
-        h->idle = c->next;
-        h->nidle--;
-        p->idle--;
+        idle_unlink(p, c);
         if (still_alive(c)) {
-            c->next = NULL;
             *reused = 1;
             p->reused++;
             *out = c;
@@ -205,13 +220,22 @@ int pool_get(fetch_pool_t *p, const fetch_url_t *u, int fresh, uint64_t deadline
 void pool_put(fetch_pool_t *p, fetch_conn_t *c)
 {
     fetch_host_t *h = c->host;
-    if (c->rpos != c->wpos || p->idle >= p->idle_max || h->nidle >= p->host_idle_max) {
+    if (c->rpos != c->wpos || !p->idle_max || h->nidle >= p->host_idle_max) {
         pool_discard(c);
         return;
+    }
+    if (p->idle >= p->idle_max) {
+        fetch_conn_t *old = p->oldest;
+        idle_unlink(p, old);
+        pool_discard(old);
     }
     c->rpos = c->wpos = 0;
     c->next = h->idle;
     h->idle = c;
+    c->older = p->newest;
+    c->newer = NULL;
+    *(p->newest ? &p->newest->newer : &p->oldest) = c;
+    p->newest = c;
     h->nidle++;
     p->idle++;
 }

@@ -22,11 +22,13 @@ typedef struct fetch_conn {
     size_t rpos, wpos;
     unsigned requests;              /* responses read on it so far */
     struct fetch_conn *next;        /* in its host's idle list */
+    struct fetch_conn *older, *newer;   /* idle: in the pool's list, oldest first */
 } fetch_conn_t;
 
 typedef struct fetch_pool {
     fetch_host_t *buckets[POOL_BUCKETS];
     unsigned idle, idle_max;        /* idle connections now, and at most (all hosts) */
+    fetch_conn_t *oldest, *newest;  /* every idle connection, by when it went idle */
     unsigned host_idle_max;         /* at most per host */
     uint64_t opened, reused;        /* connections opened, and requests on reused ones */
 } fetch_pool_t;
@@ -44,8 +46,10 @@ void pool_destroy(fetch_pool_t *p);
 int pool_get(fetch_pool_t *p, const fetch_url_t *u, int fresh, uint64_t deadline,
              fetch_conn_t **out, int *reused, char *err, size_t errlen);
 
-/* A connection whose last response ended cleanly: kept idle if there is room,
- * closed otherwise. */
+/* A connection whose last response ended cleanly: kept idle, closing the pool's
+ * longest idle one if the pool is full (a host that is done with must not keep
+ * the hosts still being fetched from reusing theirs); closed if its host has its
+ * most idle connections already. */
 void pool_put(fetch_pool_t *p, fetch_conn_t *c);
 
 /* Closes and frees a connection. */

@@ -137,6 +137,9 @@ static int parse_host(const url_parts_t *p, fetch_url_t *u, char *err, size_t er
             return ERR("IPv6 zone ids are not supported");
         if (inet_pton(AF_INET6, u->host, &tmp) != 1)
             return ERR("'%s' is not an IPv6 address", u->host);
+        /* One spelling per address (RFC 5952): [0:0::1] and [::1] share a host entry
+         * and its kept-alive connections. */
+        inet_ntop(AF_INET6, &tmp, u->host, sizeof u->host);
     } else {
         for (size_t i = 0; i < hlen; i++)
             if (!isalnum((unsigned char)u->host[i]) && !strchr("-._~", u->host[i]))

@@ -289,6 +289,29 @@ static void test_keepalive_reuse(void **state)
     assert_int_equal(atomic_load(&f->srv.requests), 20);
 }
 
+/* A host done with does not keep its idle connection at the expense of the next
+ * host's: with -c 1 (one idle connection in all), 127.0.0.1's is closed when
+ * localhost's goes idle, and localhost's five requests share one connection (each
+ * took a new one). */
+static void test_reuse_after_other_host(void **state)
+{
+    fx_t *f = *state;
+    add_url(f, "http://127.0.0.1:%d/len/100/1/first.bin", f->srv.port);
+    for (int i = 0; i < 5; i++)
+        add_url(f, "http://localhost:%d/len/%d/%d/next%d.bin", f->srv.port, 200 + i, 10 + i, i);
+    run(f, NULL, opts_dir(f, "-c", "1"));
+    expect_status(f, 0);
+    expect_file(f, "first.bin", 100, 1);
+    for (int i = 0; i < 5; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "next%d.bin", i);
+        expect_file(f, name, 200 + (size_t)i, 10u + (unsigned)i);
+    }
+    int conns = atomic_load(&f->srv.connections);
+    if (conns > 2)
+        fail_msg("6 requests to 2 hosts with -c 1 took %d connections", conns);
+}
+
 /* 200 URLs with -c 50, every body checked. */
 static void test_many_concurrent(void **state)
 {
@@ -1087,6 +1110,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_framings, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_reuse, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(test_reuse_after_other_host, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_redirects, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_limit, setup_server, teardown),

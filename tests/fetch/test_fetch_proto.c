@@ -39,6 +39,16 @@ static void test_url_parse(void **state)
     assert_string_equal(host, "[::1]:8080");
     url_free(&u);
 
+    /* one spelling per IPv6 address: the pool keys hosts by it */
+    assert_int_equal(url_parse("http://[0:0:0:0:0:0:0:1]:8080/", &u, err, sizeof err), 0);
+    assert_string_equal(u.host, "::1");
+    url_free(&u);
+    assert_int_equal(url_parse("http://[FE80:0::00AB]/", &u, err, sizeof err), 0);
+    assert_string_equal(u.host, "fe80::ab");
+    url_host_header(&u, host, sizeof host);
+    assert_string_equal(host, "[fe80::ab]");
+    url_free(&u);
+
     /* dot segments removed, bytes a request line cannot carry escaped */
     assert_int_equal(url_parse("http://h:81/a/./b/../c d\x01\"?x y", &u, err, sizeof err), 0);
     assert_string_equal(u.target, "/a/c%20d%01%22?x%20y");
