@@ -244,21 +244,43 @@ static void keep_first(http_str_t *slot, http_str_t v)
         *slot = v;
 }
 
-/* uri-host [ ":" port ] (RFC 3986: reg-name, IPv4, [IP-literal]); may be empty. */
+/* reg-name and IPv4 characters (RFC 3986: unreserved, pct-encoded, sub-delims). */
+static int host_char(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    switch (c) {
+    case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&': case '\'':
+    case '(': case ')': case '*': case '+': case ',': case ';': case '=':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* uri-host [ ":" port ] (RFC 3986: reg-name, IPv4, "[" IP-literal "]"; port is
+ * digits); may be empty. */
 static int valid_host(http_str_t v)
 {
-    for (size_t i = 0; i < v.n; i++) {
-        unsigned char c = (unsigned char)v.p[i];
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-            continue;
-        switch (c) {
-        case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&': case '\'':
-        case '(': case ')': case '*': case '+': case ',': case ';': case '=': case ':': case '[': case ']':
-            continue;
-        default:
-            return 0;
-        }
+    size_t i = 0;
+    if (v.n && v.p[0] == '[') {
+        for (i = 1; i < v.n && v.p[i] != ']'; i++)
+            if (!host_char((unsigned char)v.p[i]) && v.p[i] != ':')
+                return 0;
+        if (i == v.n || i == 1)
+            return 0;                      /* "[::1" or "[]" */
+        i++;
+    } else {
+        while (i < v.n && host_char((unsigned char)v.p[i]))
+            i++;
     }
+    if (i == v.n)
+        return 1;
+    if (v.p[i] != ':')
+        return 0;                          /* "::1" unbracketed, "a b", "a/b" */
+    for (i++; i < v.n; i++)
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return 0;
     return 1;
 }
 

@@ -62,6 +62,8 @@ static void test_request_forms(void **state)
     assert_true(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n", &rq) > 0);   /* empty Host is allowed */
     assert_true(parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", &rq) > 0);
     assert_true(parse("GET / HTTP/1.1\r\nHost: a-b.example_x~:80\r\n\r\n", &rq) > 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: [::ffff:127.0.0.1]\r\n\r\n", &rq) > 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h:\r\n\r\n", &rq) > 0);   /* port = *DIGIT */
     /* Range is not a list: a second one makes it invalid, and an invalid one is ignored */
     assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nRange: bytes=5-9\r\n\r\n", &rq) > 0);
     uint64_t first, last;
@@ -95,6 +97,12 @@ static void test_request_errors(void **state)
         { "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", -400 },      /* not a host (RFC 9112 3.2) */
         { "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", -400 },        /* IPv6 without brackets */
+        { "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: []:80\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: [::1]:x\r\n\r\n", -400 },    /* a port is digits */
+        { "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: h:8:0\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", -400 },
