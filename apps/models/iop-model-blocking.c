@@ -102,7 +102,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int lfd = model_listen(&o, PROG, 0, "a thread per connection, blocking read/write");
     if (lfd < 0)
-        return 1;
+        return -lfd;
     pthread_t t;
     int r = pthread_create(&t, NULL, acceptor, (void *)(intptr_t)lfd);
     if (r != 0) {

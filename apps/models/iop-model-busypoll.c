@@ -133,7 +133,7 @@ int main(int argc, char **argv)
     static server_t s;          /* the buffer is large */
     s.listen_fd = model_listen(&o, PROG, 1, "one thread busy-polling non-blocking sockets");
     if (s.listen_fd < 0)
-        return 1;
+        return -s.listen_fd;
     while (!stop) {
         accept_all(&s);
         for (size_t i = 0; i < s.nconns;) {

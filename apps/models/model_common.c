@@ -80,9 +80,9 @@ int model_listen(const model_opts_t *o, const char *prog, int nonblocking, const
     struct sockaddr_storage ss;
     socklen_t len;
     char err[256], shown[128];
-    if (bench_parse_hostport(o->listen, &ss, &len, err, sizeof err) < 0) {
+    if (bench_parse_hostport(o->listen, 1, &ss, &len, err, sizeof err) < 0) {
         fprintf(stderr, "%s: %s\n", prog, err);
-        return -1;
+        return -EXIT_USAGE;
     }
     int r = o->cpu >= 0 ? bench_pin_cpu(o->cpu) : 0;
     if (r < 0) {

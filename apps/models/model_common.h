@@ -19,7 +19,8 @@ int model_parse_args(int argc, char **argv, const char *prog, const char *summar
 
 /* A TCP listener on o->listen (SO_REUSEADDR, backlog SOMAXCONN, blocking or not),
  * pinned first when asked. Prints "PROG: listening on ADDR (what)" on stdout and
- * flushes it. The fd, or -1 (printed). */
+ * flushes it. The fd, or minus the exit status (printed): -EXIT_USAGE for a bad
+ * address, -1 when listening fails. */
 int model_listen(const model_opts_t *o, const char *prog, int nonblocking, const char *what);
 
 /* TCP_NODELAY on an accepted socket, as every echo server of the benchmark sets it. */

@@ -11,11 +11,11 @@
 #include <string.h>
 #include <time.h>
 
-int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
+int bench_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
                          char *err, size_t errlen)
 {
     struct addrinfo *ai;
-    int r = iop_app_resolve(s, 0, &ai, err, errlen);
+    int r = iop_app_resolve(s, passive, &ai, err, errlen);
     if (r < 0)
         return r;
     memcpy(ss, ai->ai_addr, ai->ai_addrlen);
@@ -26,21 +26,7 @@ int bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *
 
 char *bench_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
 {
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    (void)len;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-        port = ntohs(in->sin_port);
-        snprintf(buf, buflen, "%s:%u", host, port);
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        port = ntohs(in6->sin6_port);
-        snprintf(buf, buflen, "[%s]:%u", host, port);
-    }
-    return buf;
+    return iop_app_format_addr(sa, len, buf, buflen);
 }
 
 int bench_pin_cpu(int cpu)

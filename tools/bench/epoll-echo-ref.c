@@ -240,7 +240,7 @@ int main(int argc, char **argv)
     struct sockaddr_storage ss;
     socklen_t sslen;
     char err[512];
-    if (bench_parse_hostport(listen_addr, &ss, &sslen, err, sizeof err) < 0) {
+    if (bench_parse_hostport(listen_addr, 1, &ss, &sslen, err, sizeof err) < 0) {
         fprintf(stderr, PROG ": --listen %s\n", err);
         return EXIT_USAGE;
     }

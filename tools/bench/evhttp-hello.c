@@ -4,11 +4,14 @@
  * SIGTERM / SIGINT end the loop.
  *
  *   evhttp-hello --listen 127.0.0.1:8080 */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -36,7 +39,7 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
 
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:8080";
+    const char *listen_at = "127.0.0.1:8080";
     static const struct option longopts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
@@ -45,7 +48,7 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "l:h", longopts, NULL)) != -1) {
         if (ch == 'l') {
-            listen = optarg;
+            listen_at = optarg;
         } else {
             fprintf(ch == 'h' ? stdout : stderr,
                     "usage: evhttp-hello [--listen HOST:PORT]\n"
@@ -56,25 +59,34 @@ int main(int argc, char **argv)
     }
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (bench_parse_hostport(listen, &ss, &sslen, NULL, 0) < 0) {
-        fprintf(stderr, "evhttp-hello: bad --listen '%s'\n", listen);
+    char err[256];
+    if (bench_parse_hostport(listen_at, 1, &ss, &sslen, err, sizeof err) < 0) {
+        fprintf(stderr, "evhttp-hello: bad --listen: %s\n", err);
         return 2;
     }
-    char host[128];
-    const char *colon = strrchr(listen, ':');
-    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+    /* Our own socket from the parsed address: evhttp_bind_socket takes a host
+     * string and would need the brackets of an IPv6 address taken off. */
+    int one = 1, fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        fprintf(stderr, "evhttp-hello: cannot listen on %s: %s\n", listen_at, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
     struct event_base *base = event_base_new();
     struct evhttp *http = base ? evhttp_new(base) : NULL;
-    if (!http) {
-        fprintf(stderr, "evhttp-hello: cannot make the event base\n");
+    struct evhttp_bound_socket *bs = http ? evhttp_accept_socket_with_handle(http, fd) : NULL;
+    if (!bs) {
+        fprintf(stderr, "evhttp-hello: cannot start libevent's http server\n");
+        if (http)
+            evhttp_free(http);
+        if (base)
+            event_base_free(base);
+        close(fd);
         return 1;
     }
     evhttp_set_cb(http, "/hello", on_hello, NULL);
-    struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(http, host, (uint16_t)atoi(colon + 1));
-    if (!bs) {
-        fprintf(stderr, "evhttp-hello: cannot listen on %s\n", listen);
-        return 1;
-    }
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&bound, &blen);

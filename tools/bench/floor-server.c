@@ -331,7 +331,7 @@ int main(int argc, char **argv)
     struct sockaddr_storage ss;
     socklen_t sslen;
     char err[128];
-    if (bench_parse_hostport(listen_at, &ss, &sslen, err, sizeof err) < 0) {
+    if (bench_parse_hostport(listen_at, 1, &ss, &sslen, err, sizeof err) < 0) {
         fprintf(stderr, PROG ": bad --listen '%s': %s\n", listen_at, err);
         return 2;
     }

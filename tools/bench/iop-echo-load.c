@@ -581,7 +581,7 @@ int main(int argc, char **argv)
     struct sockaddr_storage ss;
     socklen_t sslen;
     char err[512];
-    if (bench_parse_hostport(target, &ss, &sslen, err, sizeof err) < 0) {
+    if (bench_parse_hostport(target, 0, &ss, &sslen, err, sizeof err) < 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return EXIT_USAGE;
     }
