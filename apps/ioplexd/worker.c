@@ -95,20 +95,26 @@ int worker_serve(worker_run_t *wr)
     daemon_t *d = wr->d;
     daemon_claim_cell(d, wr->index);
     iop_service_host_t hosts[MAX_SERVICES];
-    size_t started = 0;
+    size_t started = 0, hooked = 0;
     int r = 0;
     memset(hosts, 0, sizeof hosts);
-    for (size_t i = 0; i < d->nsvc; i++) {
-        service_slot_t *s = &d->svc[i];
-        if (s->desc->worker_start) {
-            char err[256] = "";
-            r = s->desc->worker_start(s->state, wr->loop, (int)wr->index, err, sizeof err);
-            if (r < 0) {
-                fprintf(stderr, PROG ": worker %u: service %s cannot start: %s\n", wr->index,
-                        s->name, err[0] ? err : iop_strerror(r));
-                break;
-            }
+    /* Every service's worker_start before any accepting: a worker is ready (and a
+     * rolling restart drains the one it replaces) at its first accept, so a service
+     * that cannot start must fail before any listener is served. */
+    for (; hooked < d->nsvc; hooked++) {
+        service_slot_t *s = &d->svc[hooked];
+        if (!s->desc->worker_start)
+            continue;
+        char err[256] = "";
+        r = s->desc->worker_start(s->state, wr->loop, (int)wr->index, err, sizeof err);
+        if (r < 0) {
+            fprintf(stderr, PROG ": worker %u: service %s cannot start: %s\n", wr->index,
+                    s->name, err[0] ? err : iop_strerror(r));
+            break;
         }
+    }
+    for (size_t i = 0; r == 0 && i < d->nsvc; i++) {
+        service_slot_t *s = &d->svc[i];
         iop_service_host_t *h = &hosts[i];
         h->desc = s->desc;
         h->state = s->state;
@@ -156,8 +162,8 @@ int worker_serve(worker_run_t *wr)
             iop_join(drainers[i], NULL, 0);
         late |= jobs[i].res == -ETIMEDOUT;
     }
-    for (size_t i = 0; i < d->nsvc; i++)
-        if (d->svc[i].desc->worker_stop && (i < started || r == 0))
+    for (size_t i = 0; i < hooked; i++)   /* those whose worker_start ran */
+        if (d->svc[i].desc->worker_stop)
             d->svc[i].desc->worker_stop(d->svc[i].state);
     if (late)
         fprintf(stderr, PROG ": worker %u: some connections were still busy at the drain deadline "

@@ -95,11 +95,14 @@ static int chat_create(void **state, const iop_service_cfg_t *cfg, char *err, si
         snprintf(err, errlen, "chat: out of memory");
         r = -ENOMEM;
     }
-    /* A line in the log: "<" nick "> " text "\n". Reader slots: twice the workers
-     * (a rolling restart runs a new worker next to the old one) and some spare. */
+    /* A line in the log: "<" nick "> " text "\n". Reader slots (an eventfd each):
+     * four generations of every worker (a rolling restart runs a new worker next
+     * to the old one, and SIGHUPs faster than drains pile up old ones) and some
+     * spare. A worker that finds none free fails to start; a rolling restart then
+     * leaves the old one serving. */
     uint32_t line_cap = st->max_line + CHAT_NICK_MAX + 4;
     if (r == 0)
-        r = chat_log_create(&st->log, st->ring, line_cap, 2u * (uint32_t)st->nworkers + 2, err, errlen);
+        r = chat_log_create(&st->log, st->ring, line_cap, 4u * (uint32_t)st->nworkers + 2, err, errlen);
     if (r == 0)
         r = chat_names_create(st, err, errlen);
     if (r < 0) {

@@ -256,6 +256,61 @@ static void test_stats_three_generations(void **state)
     proc_cleanup(&d.p);
 }
 
+/* A rolling restart whose replacement fails to start past the crash-loop limit
+ * leaves the old worker serving (it stopped the whole server, status 1), and a
+ * replacement is ready only once every service's worker_start ran: with echo
+ * listed before the failing service it was reported ready at its first accept and
+ * the old worker drained for a process about to die. */
+static void test_restart_fails_past_crash_limit(void **state)
+{
+    (void)state;
+    char flag[] = "/tmp/iop-fail-start-XXXXXX";
+    int fd = mkstemp(flag);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(flag);
+    setenv("IOP_TEST_FAIL_START", flag, 1);
+    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "1", "--plugin-path", SVC_MODULE_DIR,
+                     "--service", "echo=127.0.0.1:0", "--service", "flakystart=127.0.0.1:0", NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    char line[512], addr[128] = "";
+    int listening = 0;
+    while (listening < 2 && proc_read_line(&p, line, sizeof line, 10000) >= 0) {
+        const char *at = strstr(line, "echo listening on ");
+        if (at)
+            sscanf(at + strlen("echo listening on "), "%127s", addr);
+        listening += strstr(line, " listening on ") != NULL;
+    }
+    assert_int_equal(listening, 2);
+    poll(NULL, 0, 300);
+    fd = open(flag, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    kill(p.pid, SIGHUP);
+    char err[32768];
+    long long t0 = now_ms();
+    while (!strstr(proc_stderr(&p, err, sizeof err), "leaves pid") && now_ms() - t0 < 10000)
+        poll(NULL, 0, 100);
+    unlink(flag);
+    if (!strstr(err, "leaves pid") || strstr(err, "draining pid") || strstr(err, "crash-loop"))
+        fail_msg("ioplexd stderr:\n%s", err);
+    int c = echo_connect(addr);   /* the old worker serves on */
+    close(c);
+    /* The next SIGHUP, with the cause gone, replaces it. */
+    kill(p.pid, SIGHUP);
+    t0 = now_ms();
+    while (!strstr(proc_stderr(&p, err, sizeof err), "draining pid") && now_ms() - t0 < 10000)
+        poll(NULL, 0, 100);
+    assert_non_null(strstr(err, "draining pid"));
+    kill(p.pid, SIGTERM);
+    assert_int_equal(proc_wait(&p, 15000), 0);
+    if (!WIFEXITED(p.status) || WEXITSTATUS(p.status) != 0)
+        fail_msg("status 0x%x\nstderr:\n%s", p.status, proc_stderr(&p, err, sizeof err));
+    proc_cleanup(&p);
+    unsetenv("IOP_TEST_FAIL_START");
+}
+
 /* [::] is IPv6 only with workers and without: an IPv4 client is refused, an IPv6
  * one served (it took IPv4 too without workers, whatever bindv6only said). */
 static void test_v6_wildcard_is_v6_only(void **state)
@@ -570,6 +625,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stats_three_generations),
         cmocka_unit_test(test_load_http),
         cmocka_unit_test(test_v6_wildcard_is_v6_only),
+        cmocka_unit_test(test_restart_fails_past_crash_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

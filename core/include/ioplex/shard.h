@@ -5,7 +5,9 @@
  * OWN loop (and scheduler) after the fork and runs the worker function as a
  * coroutine on it. A worker that dies is respawned with backoff (a crash loop stops
  * everything); SIGTERM / SIGINT drain gracefully; SIGHUP restarts the workers one by
- * one without refusing a connection; workers die with the supervisor.
+ * one without refusing a connection (a replacement that fails crash_limit + 1 times
+ * in a row ends that worker's restart and leaves the old one serving, instead of
+ * stopping everything); workers die with the supervisor.
  *
  * Call it outside any coroutine, in a process without threads (fork copies only
  * the calling thread). The worker processes end with _exit() and never return

@@ -73,16 +73,35 @@ static void schedule_respawn(iop__shard_sup_t *s, uint32_t slot, uint64_t now, u
                    (unsigned long long)(sl->backoff / IOP__MS));
 }
 
-/* A crash (or a failed start) of slot, described by how. */
-static void crashed(iop__shard_sup_t *s, uint32_t slot, uint64_t ran, const char *how)
+/* A crash (or a failed start) of slot, described by how. replacing: the process
+ * was a rolling restart's replacement, or would have been. */
+static void crashed(iop__shard_sup_t *s, uint32_t slot, uint64_t ran, const char *how, int replacing)
 {
     uint64_t now = iop__shard_now();
+    iop__shard_slot_t *sl = &s->slots[slot];
     atomic_fetch_add_explicit(&s->stats->slots[slot].crashes, 1, memory_order_relaxed);
     if (s->stopping) {
         iop__shard_log(s, IOP_SHARD_WARN, "worker %u %s", slot, how);
         return;
     }
-    if (count_crash(s, &s->slots[slot], now)) {
+    int looping = count_crash(s, sl, now);
+    if (looping && replacing && sl->cur && sl->cur->state == IOP__P_READY) {
+        /* The old process still serves: a replacement that keeps failing (a
+         * resource its service is short of while older generations drain, a bad
+         * new config) ends the restart of this slot, not the server. */
+        iop__shard_log(s, IOP_SHARD_WARN, "worker %u %s: %u failed starts within %.1f s; the rolling restart "
+                       "leaves pid %d serving in this slot", slot, how, s->o.crash_limit + 1,
+                       secs(s->o.crash_window_ns), (int)sl->cur->pid);
+        sl->ncrash = 0;
+        sl->backoff = 0;
+        sl->respawn_at = 0;
+        if (s->restart_slot == (int)slot) {
+            s->restart_slot++;
+            iop__shard_restart_step(s);
+        }
+        return;
+    }
+    if (looping) {
         iop__shard_fail(s, -ECHILD, "worker %u %s: %u crashes within %.1f s (crash-loop limit %u)",
                         slot, how, s->o.crash_limit + 1, secs(s->o.crash_window_ns), s->o.crash_limit);
         return;
@@ -126,7 +145,7 @@ void iop__shard_on_exit(iop__shard_sup_t *s, iop__shard_proc_t *p, int status)
         iop__shard_fail(s, p->fatal_err, "worker %u (pid %d) could not start: %s", p->slot, (int)p->pid, p->note);
         return;
     }
-    crashed(s, p->slot, iop__shard_now() - p->started, how);
+    crashed(s, p->slot, iop__shard_now() - p->started, how, p->role == IOP__R_NEXT);
 }
 
 /* Starts what slot lacks: a serving process, or the replacement a rolling restart
@@ -146,7 +165,7 @@ static void fill_slot(iop__shard_sup_t *s, uint32_t slot)
     if (r < 0) {
         char how[600];
         snprintf(how, sizeof how, "could not start: %s", iop_last_error());
-        crashed(s, slot, 0, how);
+        crashed(s, slot, 0, how, role == IOP__R_NEXT);
     }
 }
 
