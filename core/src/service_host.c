@@ -22,11 +22,13 @@ typedef struct host_conn {
     struct sockaddr_storage peer;
 } host_conn_t;
 
-/* What the acceptor hands a new connection coroutine, which copies it when it first
- * runs. The acceptor keeps HANDOFFS of them in a ring and yields every HANDOFFS / 2
- * accepts, so a slot is never reused before its coroutine has run (the ready queue
- * is FIFO) while a burst of accepts costs no loop turn each. */
-#define HANDOFFS 64
+/* What the acceptor hands a new connection coroutine: copied onto that coroutine's
+ * stack when it is spawned (iop_coro_opts_t.arg_size), so it does not matter when
+ * the coroutine first runs: after more accepts, or after the acceptor has ended
+ * (a drain hands over the queued connections in one sweep, and a cancelled
+ * acceptor cannot yield). The acceptor yields every YIELD_EVERY accepts so that a
+ * burst does not keep the connections it took from being served. */
+#define YIELD_EVERY 32
 
 typedef struct handoff {
     iop_service_host_t *h;
@@ -80,15 +82,14 @@ static void *acceptor_main(void *arg)
 {
     iop_service_host_t *h = arg;
     uint64_t backoff = BACKOFF_MIN_NS;
-    static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "service-conn" };
-    handoff_t ring[HANDOFFS];
+    static const iop_coro_opts_t conn_opts = { .size = sizeof conn_opts, .name = "service-conn",
+                                               .arg_size = sizeof(handoff_t) };
     unsigned next = 0;
     /* Ends on -ECANCELED only: a draining shard accept hands over what is still
      * queued, one at a time, and closes its listener when that is done; stopping
      * at the first would leave the listener open and its queue unserved. */
     for (;;) {
-        handoff_t *ho = &ring[next % HANDOFFS];
-        *ho = (handoff_t){ .h = h, .peerlen = sizeof ho->peer };
+        handoff_t one = { .h = h, .peerlen = sizeof one.peer }, *ho = &one;
         int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho->peer, &ho->peerlen)
                            : iop_accept(h->listen_fd, (struct sockaddr *)&ho->peer, &ho->peerlen, 0);
         if (fd >= 0) {
@@ -110,8 +111,8 @@ static void *acceptor_main(void *arg)
                 h->stats->connections++;
                 h->stats->open++;
             }
-            if (++next % (HANDOFFS / 2) == 0)
-                iop_yield();     /* the coroutines started so far copy their slots */
+            if (++next % YIELD_EVERY == 0)
+                iop_yield();     /* let the connections taken so far start */
             continue;
         }
         switch (-fd) {

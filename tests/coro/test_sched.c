@@ -132,6 +132,54 @@ static void test_detached_and_no_alloc(void **state)
     assert_int_equal(st_done, 2200);
 }
 
+/* opts.arg_size: the argument is copied onto the new coroutine's stack at spawn,
+ * so the caller's copy may change or go away before it runs. */
+typedef struct copied {
+    uint64_t words[40];
+    char tag[24];
+} copied_t;
+
+static void *read_copy(void *arg)
+{
+    const copied_t *a = arg;
+    CHECK(((uintptr_t)a & 15) == 0);
+    for (int i = 0; i < 40; i++)
+        CHECK_EQ(a->words[i], (uint64_t)i * 0x9E3779B97F4A7C15ull);
+    CHECK(strcmp(a->tag, "copied at spawn") == 0);
+    uint64_t big[64];            /* the coroutine's own frames sit below the copy */
+    memset(big, 0xA5, sizeof big);
+    CHECK_EQ(a->words[39], 39 * 0x9E3779B97F4A7C15ull);
+    st_done++;
+    return (void *)(uintptr_t)big[3];
+}
+
+static void test_go_copies_arg(void **state)
+{
+    (void)state;
+    static const iop_coro_opts_t o = { .size = sizeof o, .arg_size = sizeof(copied_t) };
+    for (int k = 0; k < 20; k++) {
+        copied_t a;
+        for (int i = 0; i < 40; i++)
+            a.words[i] = (uint64_t)i * 0x9E3779B97F4A7C15ull;
+        snprintf(a.tag, sizeof a.tag, "copied at spawn");
+        assert_int_equal(iop_go(st_loop, read_copy, &a, &o, NULL), 0);
+        memset(&a, 0, sizeof a);   /* the caller's copy changes before the coroutine runs */
+    }
+    st_run_until_done(20, 5000);
+    /* A NULL argument with a size, and a size past a quarter of the stack. */
+    iop_coro_opts_t bad = o;
+    assert_int_equal(iop_go(st_loop, read_copy, NULL, &bad, NULL), -EINVAL);
+    static char huge[32 * 1024];
+    bad.arg_size = sizeof huge;
+    assert_int_equal(iop_go(st_loop, read_copy, huge, &bad, NULL), -EINVAL);
+    assert_non_null(strstr(iop_last_error(), "quarter"));
+    /* An opts record from before arg_size (a smaller size) copies nothing. */
+    bad = (iop_coro_opts_t){ .size = offsetof(iop_coro_opts_t, arg_size), .arg_size = 1 << 30 };
+    iop_coro_t *c;
+    assert_int_equal(iop_go(st_loop, count_up, NULL, &bad, &c), 0);
+    assert_int_equal(iop_join(c, NULL, 0), 0);
+}
+
 /* ---- fairness ------------------------------------------------------------------------------ */
 
 #define FAIR_N 3
@@ -839,6 +887,7 @@ int main(int argc, char **argv)
         T(test_join_from_coroutine),
         T(test_join_outside_deadline_deadlock),
         T(test_detached_and_no_alloc),
+        T(test_go_copies_arg),
         T(test_yield_round_robin),
         T(test_wakeups_run_in_same_turn),
         T(test_loop_serves_io_while_yielding),

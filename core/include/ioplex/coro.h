@@ -38,6 +38,10 @@ typedef struct iop_coro_opts {
     uint32_t flags;            /* IOP_CORO_* */
     const char *name;          /* for debugging and overflow reports (copied) */
     size_t stack_size;         /* 0 = the scheduler's default (64 KiB) */
+    size_t arg_size;           /* > 0: arg points to this many bytes, copied onto the
+                                * new coroutine's own stack when it is spawned; fn
+                                * gets the copy, so the caller's may go away before
+                                * it runs. At most a quarter of the stack. */
 } iop_coro_opts_t;
 
 /* Scheduler settings for a loop, before its first coroutine (optional). */

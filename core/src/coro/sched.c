@@ -444,6 +444,8 @@ static int coro_new(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
         memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
         if (o.flags & ~IOP_CORO_CANARY)
             return iop__fail(-EINVAL, "%s: unknown flags 0x%x", who, o.flags);
+        if (o.arg_size && !arg)
+            return iop__fail(-EINVAL, "%s: arg_size %zu with a NULL arg", who, o.arg_size);
     }
     iop__sched_t *s = NULL;
     int r = sched_get(loop, &s);
@@ -458,6 +460,19 @@ static int coro_new(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
     if (r < 0) {
         rec_free(s, c);
         return r;                  /* iop_last_error() says why (map count, memory) */
+    }
+    /* A copied argument sits at the top of the stack, above the first frame. */
+    iop__stack_t run = c->stack;
+    if (o.arg_size) {
+        size_t room = (o.arg_size + 63) & ~(size_t)63;
+        if (o.arg_size > run.size / 4) {
+            iop__stack_put(s->pool, &c->stack);
+            rec_free(s, c);
+            return iop__fail(-EINVAL, "%s: arg_size %zu is over a quarter of the %zu-byte stack", who,
+                             o.arg_size, run.size);
+        }
+        run.size -= room;
+        arg = memcpy((char *)run.lo + run.size, arg, o.arg_size);
     }
     c->sched = s;
     c->fn = fn;
@@ -481,7 +496,7 @@ static int coro_new(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
     set_name(c, o.name);
     c->stack.owner = c->name;
     memset(&c->ctx, 0, sizeof c->ctx);
-    iop__ctx_make(&c->ctx, &c->stack, coro_entry, c);
+    iop__ctx_make(&c->ctx, &run, coro_entry, c);
     all_link(s, c);
     s->spawned++;
     *out = c;
