@@ -17,7 +17,7 @@ typedef struct acceptor {
     uint32_t listener;
 } acceptor_t;
 
-typedef struct conn_start {        /* handed from the acceptor to the new coroutine */
+typedef struct conn_start {        /* copied onto the new coroutine's stack at spawn */
     serve_t *sv;
     int fd;
 } conn_start_t;
@@ -25,7 +25,6 @@ typedef struct conn_start {        /* handed from the acceptor to the new corout
 static void *serve_conn(void *arg)
 {
     conn_start_t start = *(conn_start_t *)arg;
-    iop_free(arg);
     iop_shard_worker_t *w = start.sv->w;
     if (w->cell)
         atomic_fetch_add_explicit(&w->cell->open, 1, memory_order_relaxed);
@@ -56,7 +55,7 @@ static void *accept_loop(void *arg)
 {
     acceptor_t *a = arg;
     serve_t *sv = a->sv;
-    iop_coro_opts_t co = { .size = sizeof co, .name = "shard-conn" };
+    iop_coro_opts_t co = { .size = sizeof co, .name = "shard-conn", .arg_size = sizeof(conn_start_t) };
     for (;;) {
         int fd = iop_shard_accept(sv->w, a->listener, NULL, NULL, 0);
         if (fd == -ECANCELED)
@@ -66,15 +65,9 @@ static void *accept_loop(void *arg)
                 break;
             continue;
         }
-        conn_start_t *start = iop_malloc(sizeof *start);
-        if (start) {
-            start->sv = sv;
-            start->fd = fd;
-        }
-        if (!start || iop_nursery_go(&sv->conns, serve_conn, start, &co) < 0) {
-            iop_free(start);
+        conn_start_t start = { .sv = sv, .fd = fd };
+        if (iop_nursery_go(&sv->conns, serve_conn, &start, &co) < 0)
             iop_close(fd);         /* no memory for it: the client sees a close */
-        }
     }
     return NULL;
 }
