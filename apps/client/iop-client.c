@@ -829,6 +829,7 @@ static void usage(FILE *f)
         "      --json     also print the result as one JSON line\n"
         "\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
+        "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
         "  --timeout S          connect and per-request timeout (default 10)\n"
         "  --help               this text\n"
         "\n"
@@ -862,7 +863,7 @@ static int nick_ok(const char *nick)
 int main(int argc, char **argv)
 {
     guard_stdio();
-    const char *backend = NULL;
+    const char *backend = NULL, *plugin_path = NULL;
     uint64_t conns = 50, size = 64, tmo = 10, idle = 0;
     double duration = 5, warmup = 1;
     int churn = 0, json = 0;
@@ -874,6 +875,7 @@ int main(int argc, char **argv)
         { "warmup", required_argument, NULL, 'w' },
         { "path", required_argument, NULL, 'P' },
         { "backend", required_argument, NULL, 'b' },
+        { "plugin-path", required_argument, NULL, 'p' },
         { "timeout", required_argument, NULL, 't' },
         { "idle", required_argument, NULL, 'i' },
         { "churn", no_argument, NULL, 'C' },
@@ -883,7 +885,7 @@ int main(int argc, char **argv)
     };
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":c:s:d:w:P:b:t:i:Cjh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:s:d:w:P:b:p:t:i:Cjh", longopts, NULL)) != -1) {
         uint64_t *dst = NULL, lo = 0, hi = 0;
         double *secs = NULL, smax = 0;
         switch (ch) {
@@ -897,6 +899,7 @@ int main(int argc, char **argv)
         case 'j': json = 1; break;
         case 'P': path = optarg; break;
         case 'b': backend = optarg; break;
+        case 'p': plugin_path = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':':
             fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
@@ -953,7 +956,7 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     signal(SIGPIPE, SIG_IGN);
-    iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend };
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend, .plugin_path = plugin_path };
     if (iop_loop_create(&loop, &lo) < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
         freeaddrinfo(addrs);

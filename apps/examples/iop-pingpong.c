@@ -34,7 +34,7 @@ static void *player(void *arg)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: " PROG " [--count N] [--quiet]\n"
+        "usage: " PROG " [--count N] [--quiet] [--backend NAME] [--plugin-path DIRS]\n"
         "\n"
         "Two coroutines pass a counter back and forth with iop_switch (greenlet style)\n"
         "until it reaches N (default 10), printing each hand-off, then report how\n"
@@ -42,6 +42,8 @@ static void usage(FILE *f)
         "\n"
         "  --count N   how far to count (1 to 100000000)\n"
         "  --quiet     print only the summary\n"
+        "  --backend NAME       the loop's backend (default $IOPLEX_BACKEND, then auto)\n"
+        "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
         "  --help      this text\n");
 }
 
@@ -50,14 +52,17 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         { "count", required_argument, NULL, 'n' },
         { "quiet", no_argument, NULL, 'q' },
+        { "backend", required_argument, NULL, 'b' },
+        { "plugin-path", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     long count = 10;
+    const char *backend = NULL, *plugin_path = NULL;
     int ch;
     verbose = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":n:qh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":n:qb:p:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'n': {
             char *end;
@@ -70,7 +75,12 @@ int main(int argc, char **argv)
             break;
         }
         case 'q': verbose = 0; break;
+        case 'b': backend = optarg; break;
+        case 'p': plugin_path = optarg; break;
         case 'h': usage(stdout); return 0;
+        case ':':
+            fprintf(stderr, PROG ": %s wants a value (try --help)\n", argv[optind - 1]);
+            return 2;
         default:
             fprintf(stderr, PROG ": bad option '%s' (try --help)\n", argv[optind - 1]);
             return 2;
@@ -83,7 +93,8 @@ int main(int argc, char **argv)
     limit = count;
 
     iop_loop_t *loop;
-    if (iop_loop_create(&loop, NULL) < 0) {
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend, .plugin_path = plugin_path };
+    if (iop_loop_create(&loop, &lo) < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
         return 2;
     }

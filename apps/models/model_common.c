@@ -22,7 +22,7 @@ static void usage(FILE *f, const char *prog, const char *summary)
         "usage: %s --listen HOST:PORT [--cpu N]\n"
         "\n"
         "%s\n"
-        "Prints \"listening on HOST:PORT\" (the real port when 0). SIGTERM / SIGINT: prints\n"
+        "Prints \"PROG: listening on ADDR (model)\" (the real port when 0). SIGTERM / SIGINT: prints\n"
         "its CPU seconds on stderr and exits 0.\n"
         "\n"
         "  --listen HOST:PORT   where to listen (IPv4 or [IPv6]; port 0 picks one)\n"
