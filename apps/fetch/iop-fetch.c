@@ -43,7 +43,9 @@ static void *worker_main(void *arg)
         f->active--;
         f->finished++;
         f->failed += j->state != JOB_OK;
-        progress_job_done(f, j);
+        /* A body for stdout is reported once it is out: writing it may still fail. */
+        if (!f->o.to_stdout || j->state != JOB_OK)
+            progress_job_done(f, j);
         if (f->o.to_stdout)
             output_emit_ready(f);
     }

@@ -425,13 +425,14 @@ void output_emit_ready(fetch_t *f)
         fetch_job_t *j = &f->jobs[f->next_emit];
         if (j->state == JOB_PENDING || j->state == JOB_RUNNING)
             break;
-        if (j->state == JOB_OK && j->tmp_fd >= 0) {
-            int r = copy_to_stdout(j);
+        if (j->state == JOB_OK) {
+            int r = j->tmp_fd >= 0 ? copy_to_stdout(j) : 0;
             if (r < 0) {
                 snprintf(j->err, sizeof j->err, "writing stdout: %s", strerror(-r));
                 j->state = JOB_FAILED;
                 f->failed++;
             }
+            progress_job_done(f, j);   /* ok or FAILED, now that it is out (or not) */
         }
         if (j->tmp_fd >= 0)
             close(j->tmp_fd);

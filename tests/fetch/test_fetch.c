@@ -690,6 +690,53 @@ static void test_escapes_quoted_safely(void **state)
 /* --stdout into a pipe nobody reads for a while: the write waits through the loop,
  * so the other downloads (and their timers) go on; a blocking write stopped
  * everything, and the next download timed out. */
+/* A body that cannot be written to stdout (/dev/full) is FAILED, said on stderr
+ * even with -q, and never reported "ok" first (it was: ok, then FAILED in the
+ * summary; with -q nothing at all). */
+static void test_stdout_full(void **state)
+{
+    fx_t *f = *state;
+    add_url(f, "/len/100000/3/x");
+    for (int quiet = 0; quiet < 2; quiet++) {
+        char *argv[12];
+        int n = 0;
+        argv[n++] = FETCH_PATH;
+        if (backend) {
+            argv[n++] = "--backend";
+            argv[n++] = (char *)backend;
+        }
+        argv[n++] = "--stdout";
+        if (quiet)
+            argv[n++] = "-q";
+        argv[n++] = f->urls[0];
+        argv[n] = NULL;
+        int ep[2];
+        assert_int_equal(pipe2(ep, O_CLOEXEC), 0);
+        pid_t p = fork();
+        assert_true(p >= 0);
+        if (p == 0) {
+            int full = open("/dev/full", O_WRONLY);
+            dup2(full, 1);
+            dup2(ep[1], 2);
+            execv(FETCH_PATH, argv);
+            _exit(127);
+        }
+        close(ep[1]);
+        char err[8192];
+        size_t len = 0;
+        ssize_t r;
+        while (len < sizeof err - 1 && (r = read(ep[0], err + len, sizeof err - 1 - len)) > 0)
+            len += (size_t)r;
+        err[len] = '\0';
+        close(ep[0]);
+        int code = proc_exit_code(p, 30000);
+        if (code != 1 || !strstr(err, "FAILED") || !strstr(err, "writing stdout: No space left on device") ||
+            strstr(err, ": ok 200"))
+            fail_msg("%s: exit %d\nstderr: %s", quiet ? "-q" : "not quiet", code, err);
+    }
+    f->nurls = 0;
+}
+
 static void test_stdout_slow_reader(void **state)
 {
     fx_t *f = *state;
@@ -1126,6 +1173,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_output_link_failure, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_escapes_quoted_safely, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_stdout_slow_reader, setup_server, teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_full, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_stdout, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_progress_tty, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt, setup_server, teardown),
