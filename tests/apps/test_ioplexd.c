@@ -498,7 +498,10 @@ static void test_cli(void **state)
         { { IOPLEXD_PATH, "--service", "nosuch=127.0.0.1:0" }, 2, NULL, "nosuch" },
         { { IOPLEXD_PATH, "--service", "nosuch=127.0.0.1:0" }, 2, NULL, "echo" },   /* what there is */
         { { IOPLEXD_PATH, "--service", "echo" }, 2, NULL, NULL },
-        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL, "takes no options" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL, "unknown option 'x'" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,send_timeout_ms=0", "--workers", "0" }, 2, NULL, "from 1 to" },
+        { { IOPLEXD_PATH, "--plugin-path", SVC_MODULE_DIR, "--service", "flakystart=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL,
+          "takes no options" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0" }, 2, NULL, "99999" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,a=1,a=2", "--workers", "0" }, 2, NULL, "'a' given twice" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,", "--workers", "0" }, 2, NULL, "an option without a name" },

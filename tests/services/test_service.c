@@ -202,6 +202,14 @@ static int fixture_up(void **state)
     f.loop = tu_loop_new();
     assert_int_equal(iop_service_open(&f.svc, "echo", NULL), 0);
     f.host.desc = iop_service_desc(f.svc);
+    /* As a host does: create with the options (a short send timeout for
+     * test_echo_send_timeout). */
+    static const iop_service_opt_t opts[] = { { "send_timeout_ms", "300" } };
+    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "echo", .listen = "test", .opts = opts,
+                                    .nopts = 1, .nworkers = 1 };
+    char err[256] = "";
+    if (f.host.desc->create && f.host.desc->create(&f.host.state, &cfg, err, sizeof err) < 0)
+        fail_msg("echo create: %s", err);
     f.host.loop = f.loop;
     f.host.listen_fd = tu_tcp_listener(&f.addr, 128);
     f.host.stats = &f.stats;
@@ -214,6 +222,9 @@ static int fixture_down(void **state)
 {
     fixture_t *f = *state;
     close(f->host.listen_fd);
+    const iop_service_desc_t *d = iop_service_desc(f->svc);
+    if (d->destroy)
+        d->destroy(f->host.state);
     iop_service_close(f->svc);
     iop_loop_destroy(f->loop);
     return 0;
@@ -321,7 +332,7 @@ static void test_drain_serves_whole_queue(void **state)
     enum { N = 100 };
     sweep_fd = tu_tcp_listener(&a, 128);
     iop_service_stats_t stats = { 0 };
-    iop_service_host_t h = { .desc = f->host.desc, .loop = f->loop, .listen_fd = sweep_fd,
+    iop_service_host_t h = { .desc = f->host.desc, .state = f->host.state, .loop = f->loop, .listen_fd = sweep_fd,
                              .accept = sweep_accept };
     assert_int_equal(iop_service_host_start(&h), -EINVAL);   /* no counters */
     h.stats = &stats;
@@ -406,6 +417,49 @@ static void test_host_sets_nodelay(void **state)
     assert_int_equal(nodelay_seen, 1);
 }
 
+/* echo drops a client that sends and never reads once its echo has stalled for
+ * send_timeout_ms (300 here); it held the connection until the client left. */
+static int stalled_closed;
+
+static void *stalled_client(void *arg)
+{
+    (void)arg;
+    int fd = tu_tcp_socket();
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    if (iop_connect(fd, (struct sockaddr *)&fx->addr, sizeof fx->addr, iop_now(fx->loop) + 5000000000ull) == 0) {
+        static char chunk[65536];
+        uint64_t until = iop_now(fx->loop) + 5000000000ull;
+        /* Send, never read, until the server gives up on us (a reset or a broken
+         * pipe) or 5 s pass. */
+        for (;;) {
+            ssize_t w = iop_send(fd, chunk, sizeof chunk, MSG_NOSIGNAL, until);
+            if (w < 0) {
+                stalled_closed = w == -ECONNRESET || w == -EPIPE;
+                break;
+            }
+        }
+    }
+    iop_close(fd);
+    fx->done = 1;
+    return NULL;
+}
+
+static void test_echo_send_timeout(void **state)
+{
+    fixture_t *f = *state;
+    stalled_closed = 0;
+    uint64_t t0 = tu_clock_ms();
+    iop_coro_t *c;
+    assert_int_equal(iop_go(f->loop, stalled_client, NULL, NULL, &c), 0);
+    assert_true(tu_run_until(f->loop, done, &f->done, 10000));
+    assert_int_equal(iop_join(c, NULL, 0), 0);
+    uint64_t took = tu_clock_ms() - t0;
+    if (!stalled_closed || took > 4000)
+        fail_msg("a client that never reads: closed by the server %d, after %llu ms", stalled_closed,
+                 (unsigned long long)took);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--loader") == 0) {
@@ -425,6 +479,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_drain_serves_whole_queue, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_host_sets_nodelay, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_echo_send_timeout, fixture_up, fixture_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
