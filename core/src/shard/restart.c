@@ -102,7 +102,7 @@ static void crashed(iop__shard_sup_t *s, uint32_t slot, uint64_t ran, const char
         return;
     }
     if (looping) {
-        iop__shard_fail(s, -ECHILD, "worker %u %s: %u crashes within %.1f s (crash-loop limit %u)",
+        iop__shard_fail(s, -ECHILD, "worker %u %s: %u crashes or failed starts within %.1f s (crash-loop limit %u)",
                         slot, how, s->o.crash_limit + 1, secs(s->o.crash_window_ns), s->o.crash_limit);
         return;
     }
