@@ -45,6 +45,70 @@ static void test_crash_loop_limit(void **state)
     assert_int_equal(sh_children(kids, 8), 0);
 }
 
+/* A rolling restart that gives up on one slot (its replacement fails past the
+ * crash-loop limit; the old worker serves on) goes on with the next slot: its
+ * replacement, failing once for the same reason, is retried after the backoff and
+ * replaces the old one. The slot given up was skipped twice over (the step in
+ * progress and the one the give-up ran both moved on), and slot 1's retry then did
+ * nothing: its old worker was never replaced. The reason here: the supervisor's
+ * fd limit, lowered for the moment of the SIGHUP. */
+static char slot0_flag[64];
+
+static int crash_once_worker(iop_shard_worker_t *w)
+{
+    if (iop_shard_index(w) == 0 && access(slot0_flag, F_OK) != 0) {
+        FILE *f = fopen(slot0_flag, "w");
+        if (f)
+            fclose(f);
+        return 1;                  /* slot 0's first start fails: one crash counted */
+    }
+    return sh_echo_worker(w);
+}
+
+static int lowest_free_fd(pid_t pid)
+{
+    char path[64], fd[32];
+    for (int n = 0; n < 4096; n++) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, n);
+        if (readlink(path, fd, sizeof fd) < 0)
+            return n;
+    }
+    return 4096;
+}
+
+static void test_restart_goes_on_after_giving_up(void **state)
+{
+    (void)state;
+    snprintf(slot0_flag, sizeof slot0_flag, "/tmp/iop-shard-slot0-%d", (int)getpid());
+    unlink(slot0_flag);
+    sh_config_t c = { .workers = 2, .worker = crash_once_worker, .crash_limit = 1,
+                      .crash_window_ns = 30000 * SH_MS, .backoff_min_ns = 1500 * SH_MS };
+    sh_start(&c);
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    pid_t old0 = sh_worker_pid(0), old1 = sh_worker_pid(1);
+    struct rlimit was, low;
+    assert_int_equal(prlimit(sh_sup, RLIMIT_NOFILE, NULL, &was), 0);
+    low = was;
+    low.rlim_cur = (rlim_t)lowest_free_fd(sh_sup);   /* no socketpair for a new worker */
+    assert_int_equal(prlimit(sh_sup, RLIMIT_NOFILE, &low, NULL), 0);
+    kill(sh_sup, SIGHUP);
+    tu_sleep_ms(300);
+    assert_int_equal(prlimit(sh_sup, RLIMIT_NOFILE, &was, NULL), 0);
+    uint64_t until = tu_clock_ms() + 8000;
+    while (sh_worker_pid(1) == old1 && tu_clock_ms() < until)
+        tu_sleep_ms(20);
+    unlink(slot0_flag);
+    if (sh_worker_pid(1) == old1 || sh_worker_pid(0) != old0 || !strstr(sh->log, "leaves pid")) {
+        sh_dump_log();
+        fail_msg("slot 0: %d (was %d), slot 1: %d (was %d)", (int)sh_worker_pid(0), (int)old0,
+                 (int)sh_worker_pid(1), (int)old1);
+    }
+    const char *done = strstr(sh->log, "rolling restart done");
+    assert_non_null(done);
+    assert_null(strstr(done + 1, "rolling restart done"));   /* one round, ended once */
+    assert_int_equal(sh_stop(SIGTERM, 10000), 0);
+}
+
 /* "Never give up": worker 1 keeps crashing and keeps being respawned, past any
  * limit a ring of crash times could hold. */
 static void test_no_crash_limit(void **state)
@@ -298,6 +362,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bad_options, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_crash_loop_limit, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_no_crash_limit, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_goes_on_after_giving_up, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_forever_timeouts, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_drain_timeout_kills, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),

@@ -96,8 +96,9 @@ static void crashed(iop__shard_sup_t *s, uint32_t slot, uint64_t ran, const char
         sl->backoff = 0;
         sl->respawn_at = 0;
         if (s->restart_slot == (int)slot) {
-            s->restart_slot++;
-            iop__shard_restart_step(s);
+            s->restart_slot++;     /* the step in progress (if any) goes on from there */
+            if (!s->restart_stepping)
+                iop__shard_restart_step(s);
         }
         return;
     }
@@ -222,23 +223,28 @@ void iop__shard_restart_begin(iop__shard_sup_t *s)
 
 void iop__shard_restart_step(iop__shard_sup_t *s)
 {
+    if (s->restart_stepping)
+        return;
+    s->restart_stepping = 1;
     while (s->restart_slot >= 0 && (uint32_t)s->restart_slot < s->n && !s->stopping) {
-        iop__shard_slot_t *sl = &s->slots[s->restart_slot];
+        int slot = s->restart_slot;
+        iop__shard_slot_t *sl = &s->slots[slot];
         if (sl->next)
-            return;                /* its replacement is starting: wait for ready */
+            break;                 /* its replacement is starting: wait for ready */
         iop__shard_proc_t *cur = sl->cur;
         if (cur && cur->started < s->restart_began) {
             if (cur->state == IOP__P_STARTING)
-                return;            /* replace it once it is ready */
-            fill_slot(s, (uint32_t)s->restart_slot);
-            if (sl->next)
-                return;
-            if (sl->respawn_at)    /* could not start one: retried after the backoff */
-                return;
+                break;             /* replace it once it is ready */
+            fill_slot(s, (uint32_t)slot);
+            if (s->restart_slot != slot)
+                continue;          /* the slot's restart was given up: already moved on */
+            if (sl->next || sl->respawn_at)
+                break;             /* starting, or retried after the backoff */
         }
         s->restart_slot++;         /* this slot runs a process newer than the SIGHUP */
     }
-    if (s->restart_slot < 0 || s->stopping)
+    s->restart_stepping = 0;
+    if (s->restart_slot < 0 || (uint32_t)s->restart_slot < s->n || s->stopping)
         return;
     s->restart_slot = -1;
     iop__shard_log(s, IOP_SHARD_INFO, "rolling restart done");

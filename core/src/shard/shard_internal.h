@@ -128,6 +128,7 @@ typedef struct iop__shard_sup {
     int ever_ready;                /* some worker has been ready */
     int restart_slot;              /* rolling restart position, -1 = none */
     int restart_again;             /* a SIGHUP came during one */
+    int restart_stepping;          /* inside iop__shard_restart_step (it is not re-entered) */
     uint64_t restart_began;
     int result;
     char error[512];
