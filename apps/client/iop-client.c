@@ -267,7 +267,9 @@ static void load_error(const char *what, int err)
 typedef enum { BODY_LENGTH, BODY_CHUNKED, BODY_TO_CLOSE } body_kind_t;
 
 /* The chunked decoder: where it is in the framing. */
-typedef enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_LINE_START, CH_TRAILER, CH_END_LF } chunk_step_t;
+typedef enum {
+    CH_SIZE, CH_SIZE_BWS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_LINE_START, CH_TRAILER, CH_END_LF
+} chunk_step_t;
 
 /* What a load needs of an HTTP response head. */
 typedef struct http_head {
@@ -280,6 +282,12 @@ typedef struct http_head {
     uint64_t chunk_left;         /* CH_SIZE: the size so far; CH_DATA: bytes to go */
     int digits;
 } http_head_t;
+
+static void size_line_end(http_head_t *h)
+{
+    h->digits = 0;
+    h->step = h->chunk_left ? CH_DATA : CH_LINE_START;
+}
 
 /* Feeds n body bytes of a chunked response to the decoder: how many of them belong
  * to the body (all of them until its last CRLF), with *done set at its end; -1 when
@@ -298,16 +306,33 @@ static ssize_t chunked_feed(http_head_t *h, const char *p, size_t n, int *done)
                 h->chunk_left = h->chunk_left * 16 + (uint64_t)v;
                 break;
             }
-            if (!h->digits || (c != ';' && c != '\r' && c != '\n' && c != ' ' && c != '\t'))
+            if (!h->digits)
                 return -1;
-            h->step = CH_EXT;    /* the delimiter is the extension's first character */
         }
+        /* after the size: blanks, an extension or the line's end */
         /* fall through */
-        case CH_EXT:
+        case CH_SIZE_BWS:
+            if (c == ' ' || c == '\t')
+                h->step = CH_SIZE_BWS;
+            else if (c == ';')
+                h->step = CH_EXT;
+            else if (c == '\r')
+                h->step = CH_SIZE_LF;
+            else if (c == '\n')
+                size_line_end(h);
+            else
+                return -1;           /* "5 6", "5x" */
+            break;
+        case CH_EXT:                 /* the extension's text up to the line's end */
+            if (c == '\r')
+                h->step = CH_SIZE_LF;
+            else if (c == '\n')
+                size_line_end(h);
+            break;
+        case CH_SIZE_LF:
             if (c != '\n')
-                break;
-            h->digits = 0;
-            h->step = h->chunk_left ? CH_DATA : CH_LINE_START;
+                return -1;           /* a CR alone */
+            size_line_end(h);
             break;
         case CH_DATA: {
             size_t take = n - i < h->chunk_left ? n - i : (size_t)h->chunk_left;
@@ -458,6 +483,7 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
     uint64_t total = 0, want = ld->http ? 0 : len;
     size_t got = 0;              /* bytes in `in` */
     int head_done = !ld->http, body_done = 0;
+    uint64_t interim = 0;        /* bytes of 1xx answers before the final one */
     *what = "receive";
     while (!body_done && (!head_done || want == 0 || total < want)) {
         if (got == LOAD_BUF)
@@ -477,7 +503,14 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
         total += (uint64_t)n;
         *received = total;
         if (!head_done) {
-            int r = http_head_parse(in, got, h);
+            int r;
+            /* An interim answer (100 Continue, 103 Early Hints) has no body and the
+             * final one follows: drop it and read on. */
+            while ((r = http_head_parse(in, got, h)) > 0 && h->status < 200 && h->status != 101) {
+                interim += h->head_len;
+                got -= h->head_len;
+                memmove(in, in + h->head_len, got);
+            }
             if (r < 0 || (r == 0 && got == LOAD_BUF)) {
                 *what = "response";
                 return -EBADMSG;
@@ -487,7 +520,7 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
             head_done = 1;
             fresh = h->head_len;
             if (h->body == BODY_LENGTH) {
-                want = h->head_len + h->body_len;
+                want = interim + h->head_len + h->body_len;
                 body_done = want <= total;
             }
         }

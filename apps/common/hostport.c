@@ -116,7 +116,7 @@ int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
         .ai_protocol = IPPROTO_TCP,
         .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
     };
-    if (!passive && strcmp(port, "0") == 0) {
+    if (!passive && strtoul(port, NULL, 10) == 0) {   /* "0", "00" ... (checked digits) */
         snprintf(err, errlen, "'%s': port 0 is for listening (any free port), not a port to connect to", hostport);
         return -EINVAL;
     }

@@ -59,10 +59,11 @@ static int echo_serve(void *state, iop_service_conn_t *conn)
             return n == 0 || n == -ECANCELED || n == -ECONNRESET ? 0 : (int)n;
         conn->stats->requests++;
         conn->stats->bytes_in += (uint64_t)n;
-        /* But one that sends and never reads would hold the connection forever. */
-        uint64_t deadline = iop_now(iop_coro_loop(iop_self())) + st->send_timeout_ns;
+        /* But one that sends and never reads would hold the connection forever: it
+         * has send_timeout from each byte it takes to take the next. */
+        iop_loop_t *loop = iop_coro_loop(iop_self());
         for (ssize_t off = 0; off < n;) {
-            ssize_t w = iop_send(conn->fd, buf + off, (size_t)(n - off), 0, deadline);
+            ssize_t w = iop_send(conn->fd, buf + off, (size_t)(n - off), 0, iop_now(loop) + st->send_timeout_ns);
             if (w < 0)
                 return w == -ECANCELED || w == -ECONNRESET || w == -EPIPE || w == -ETIMEDOUT ? 0 : (int)w;
             off += w;

@@ -23,7 +23,7 @@ static const char *backend;
 
 typedef enum {
     ECHO, WRONG_BYTES, STALL_FIRST, CLOSE_AFTER_20, BAD_LENGTH, BAD_STATUS, NO_READ,
-    CHUNKED, TO_CLOSE, BAD_CHUNK
+    CHUNKED, TO_CLOSE, BAD_CHUNK, INTERIM
 } behaviour_t;
 
 typedef struct server {
@@ -80,6 +80,22 @@ static void serve_conn(int fd, behaviour_t how, unsigned index)
             static const char r[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nHello, World!";
             (void)!write(fd, r, sizeof r - 1);
             _exit(0);
+        }
+        if (how == INTERIM) {
+            /* 103 then 200: together in one write, or apart. */
+            static const char early[] = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n";
+            static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+            if (answered++ % 2) {
+                char both[sizeof early + sizeof ok];
+                memcpy(both, early, sizeof early - 1);
+                memcpy(both + sizeof early - 1, ok, sizeof ok - 1);
+                (void)!write(fd, both, sizeof early + sizeof ok - 2);
+            } else {
+                (void)!write(fd, early, sizeof early - 1);
+                usleep(1000);
+                (void)!write(fd, ok, sizeof ok - 1);
+            }
+            continue;
         }
         if (how == BAD_CHUNK) {
             static const char r[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
@@ -323,6 +339,15 @@ static void test_load_http_chunked(void **state)
     expect_served(CHUNKED, 1);
 }
 
+/* An interim 1xx answer before the final one is skipped, whether it comes with it
+ * or alone (it was taken for the answer: "more than one came back", or the 200
+ * left unread for the next request). */
+static void test_load_http_interim(void **state)
+{
+    (void)state;
+    expect_served(INTERIM, 1);
+}
+
 static void test_load_http_to_close(void **state)
 {
     (void)state;
@@ -402,6 +427,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_http_bad_chunk),
         cmocka_unit_test(test_load_http_chunked),
         cmocka_unit_test(test_load_http_to_close),
+        cmocka_unit_test(test_load_http_interim),
         cmocka_unit_test(test_load_result_unwritable),
         cmocka_unit_test(test_load_interrupted),
         cmocka_unit_test(test_echo_stdin_devnull),

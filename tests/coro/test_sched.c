@@ -173,6 +173,12 @@ static void test_go_copies_arg(void **state)
     bad.arg_size = sizeof huge;
     assert_int_equal(iop_go(st_loop, read_copy, huge, &bad, NULL), -EINVAL);
     assert_non_null(strstr(iop_last_error(), "quarter"));
+    /* A greenlet's fn gets its first switch's value: no copy to give it. */
+    bad = o;
+    iop_coro_t *g = NULL;
+    copied_t a;
+    assert_int_equal(iop_coro_create(st_loop, read_copy, &a, &bad, &g), -EINVAL);
+    assert_null(g);
     /* An opts record from before arg_size (a smaller size) copies nothing. */
     bad = (iop_coro_opts_t){ .size = offsetof(iop_coro_opts_t, arg_size), .arg_size = 1 << 30 };
     iop_coro_t *c;

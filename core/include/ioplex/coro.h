@@ -41,7 +41,8 @@ typedef struct iop_coro_opts {
     size_t arg_size;           /* > 0: arg points to this many bytes, copied onto the
                                 * new coroutine's own stack when it is spawned; fn
                                 * gets the copy, so the caller's may go away before
-                                * it runs. At most a quarter of the stack. */
+                                * it runs. At most a quarter of the stack. iop_go
+                                * only (iop_coro_create refuses it). */
 } iop_coro_opts_t;
 
 /* Scheduler settings for a loop, before its first coroutine (optional). */

@@ -530,6 +530,9 @@ int iop_coro_create(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
     if (!out)
         return iop__fail(-EINVAL, "iop_coro_create: out is NULL");
     *out = NULL;
+    if (opts && opts->size >= offsetof(iop_coro_opts_t, arg_size) + sizeof opts->arg_size && opts->arg_size)
+        return iop__fail(-EINVAL, "iop_coro_create: arg_size is for iop_go (a greenlet's fn gets the value of "
+                         "its first iop_switch)");
     iop_coro_t *c;
     int r = coro_new(loop, fn, arg, opts, "iop_coro_create", &c);
     if (r < 0)
