@@ -67,23 +67,33 @@ static int valid_name(const char *name, size_t n)
 
 static int is_auto(const char *name) { return !name || !*name || strcmp(name, "auto") == 0; }
 
+/* The next entry of a ','-separated list, blanks around it dropped: its start and
+ * length (0 for an empty one); where the list goes on, or NULL at its end. */
+static const char *list_next(const char *p, const char **start, size_t *len)
+{
+    while (*p == ' ' || *p == '\t' || *p == ',')
+        p++;
+    if (!*p)
+        return NULL;
+    const char *end = p;
+    while (*end && *end != ',')
+        end++;
+    const char *last = end;
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t'))
+        last--;
+    *start = p;
+    *len = (size_t)(last - p);
+    return end;
+}
+
 /* Is name one of the entries of a ','-separated list (spaces around entries allowed)? */
 static int in_list(const char *list, const char *name)
 {
-    size_t n = strlen(name);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *end = p;
-        while (*end && *end != ',')
-            end++;
-        const char *last = end;
-        while (last > p && (last[-1] == ' ' || last[-1] == '\t'))
-            last--;
-        if ((size_t)(last - p) == n && memcmp(p, name, n) == 0)
+    size_t n = strlen(name), len;
+    const char *start;
+    for (const char *p = list; p && (p = list_next(p, &start, &len));)
+        if (len == n && memcmp(start, name, n) == 0)
             return 1;
-        p = end;
-    }
     return 0;
 }
 
@@ -555,21 +565,14 @@ static void avoid_strays(const char *avoid, const char *avoid_src, char *out, si
     char strays[WHY_LEN] = "", name[NAME_LEN];
     int count = 0;
     out[0] = '\0';
-    for (const char *p = avoid; p && *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *end = p;
-        while (*end && *end != ',')
-            end++;
-        const char *last = end;
-        while (last > p && (last[-1] == ' ' || last[-1] == '\t'))
-            last--;
-        snprintf(name, sizeof name, "%.*s", (int)(last - p), p);
-        if (last > p && !in_list(IOP_AUTO_ORDER, name)) {
+    const char *start;
+    size_t len;
+    for (const char *p = avoid; p && (p = list_next(p, &start, &len));) {
+        snprintf(name, sizeof name, "%.*s", (int)len, start);
+        if (len && !in_list(IOP_AUTO_ORDER, name)) {
             append(strays, sizeof strays, "%s'%s'", count ? ", " : "", name);
             count++;
         }
-        p = end;
     }
     if (count)
         snprintf(out, outlen, "; %s: %s not in auto's order (%s)", avoid_src, strays, IOP_AUTO_ORDER);
