@@ -28,6 +28,7 @@
 
 #include <ioplex.h>
 #include "hostport.h"
+#include "http_resp.h"
 #include "latency_hist.h"
 
 #define PROG "iop-client"
@@ -263,190 +264,11 @@ static void load_error(const char *what, int err)
 }
 
 
-/* How a response's body ends (RFC 9112 6.3, for a GET). */
-typedef enum { BODY_LENGTH, BODY_CHUNKED, BODY_TO_CLOSE } body_kind_t;
-
-/* The chunked decoder: where it is in the framing. */
-typedef enum {
-    CH_SIZE, CH_SIZE_BWS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_LINE_START, CH_TRAILER, CH_END_LF
-} chunk_step_t;
-
-/* What a load needs of an HTTP response head. */
+/* What a load needs of an HTTP answer. */
 typedef struct http_head {
-    size_t head_len;             /* through the blank line */
-    uint64_t body_len;           /* Content-Length (BODY_LENGTH; 0 without a body) */
-    body_kind_t body;
     int status;
-    int close;                   /* "Connection: close": the server ends it after this */
-    chunk_step_t step;           /* BODY_CHUNKED: the decoder's state */
-    uint64_t chunk_left;         /* CH_SIZE: the size so far; CH_DATA: bytes to go */
-    int digits;
+    int close;                   /* the server ends the connection after this answer */
 } http_head_t;
-
-static void size_line_end(http_head_t *h)
-{
-    h->digits = 0;
-    h->step = h->chunk_left ? CH_DATA : CH_LINE_START;
-}
-
-/* Feeds n body bytes of a chunked response to the decoder: how many of them belong
- * to the body (all of them until its last CRLF), with *done set at its end; -1 when
- * the framing is malformed. Only counted, never kept: a load checks the framing. */
-static ssize_t chunked_feed(http_head_t *h, const char *p, size_t n, int *done)
-{
-    *done = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        switch (h->step) {
-        case CH_SIZE: {
-            int v = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
-            if (v >= 0) {
-                if (++h->digits > 15)
-                    return -1;
-                h->chunk_left = h->chunk_left * 16 + (uint64_t)v;
-                break;
-            }
-            if (!h->digits)
-                return -1;
-        }
-        /* after the size: blanks, an extension or the line's end */
-        /* fall through */
-        case CH_SIZE_BWS:
-            if (c == ' ' || c == '\t')
-                h->step = CH_SIZE_BWS;
-            else if (c == ';')
-                h->step = CH_EXT;
-            else if (c == '\r')
-                h->step = CH_SIZE_LF;
-            else if (c == '\n')
-                size_line_end(h);
-            else
-                return -1;           /* "5 6", "5x" */
-            break;
-        case CH_EXT:                 /* the extension's text up to the line's end */
-            if (c == '\r')
-                h->step = CH_SIZE_LF;
-            else if (c == '\n')
-                size_line_end(h);
-            break;
-        case CH_SIZE_LF:
-            if (c != '\n')
-                return -1;           /* a CR alone */
-            size_line_end(h);
-            break;
-        case CH_DATA: {
-            size_t take = n - i < h->chunk_left ? n - i : (size_t)h->chunk_left;
-            h->chunk_left -= take;
-            i += take - 1;
-            if (!h->chunk_left)
-                h->step = CH_DATA_CR;
-            break;
-        }
-        case CH_DATA_CR:
-            if (c == '\n') {
-                h->step = CH_SIZE;
-                break;
-            }
-            if (c != '\r')
-                return -1;
-            h->step = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (c != '\n')
-                return -1;
-            h->step = CH_SIZE;
-            break;
-        case CH_LINE_START:      /* after the last chunk: trailer lines, then an empty one */
-            if (c == '\n') {
-                *done = 1;
-                return (ssize_t)i + 1;
-            }
-            h->step = c == '\r' ? CH_END_LF : CH_TRAILER;
-            break;
-        case CH_TRAILER:
-            if (c == '\n')
-                h->step = CH_LINE_START;
-            break;
-        case CH_END_LF:
-            if (c != '\n')
-                return -1;
-            *done = 1;
-            return (ssize_t)i + 1;
-        }
-    }
-    return (ssize_t)n;
-}
-
-/* Parses the response head at buf[0..len): 1 when complete (into h), 0 when more is
- * needed, -1 when malformed. The body: Content-Length, chunked, or to the close. */
-static int http_head_parse(const char *buf, size_t len, http_head_t *h)
-{
-    const char *end = memmem(buf, len, "\r\n\r\n", 4);
-    if (!end)
-        return len > 16384 ? -1 : 0;
-    /* The status is exactly three digits, then a space or the line's end (atoi took
-     * " 200", "0200", and read on past the head when the digits were missing). */
-    if (end - buf < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ' ||
-        buf[9] < '1' || buf[9] > '5' || buf[10] < '0' || buf[10] > '9' || buf[11] < '0' || buf[11] > '9' ||
-        (buf[12] != ' ' && buf[12] != '\r'))
-        return -1;
-    h->head_len = (size_t)(end - buf) + 4;
-    h->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
-    h->body_len = 0;
-    h->close = 0;
-    int length_seen = 0, chunked = 0;
-    for (const char *p = buf; p < end; p++) {
-        if (p != buf && p[-1] != '\n')
-            continue;
-        if (strncasecmp(p, "content-length:", 15) == 0) {
-            /* 1*DIGIT between optional blanks, and no more than a body could be */
-            const char *v = p + 15;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            uint64_t n = 0;
-            const char *d = v;
-            for (; *d >= '0' && *d <= '9'; d++) {
-                if (n > (UINT64_MAX >> 4))
-                    return -1;
-                n = n * 10 + (uint64_t)(*d - '0');
-            }
-            while (*d == ' ' || *d == '\t')
-                d++;
-            if (d == v || *d != '\r' || (length_seen && n != h->body_len))
-                return -1;
-            h->body_len = n;
-            length_seen = 1;
-        } else if (strncasecmp(p, "transfer-encoding:", 18) == 0) {
-            /* chunked must be the last coding; a body with any other is not
-             * delimited by anything but the close (RFC 9112 6.3). */
-            const char *v = p + 18, *eol = strchr(v, '\r');
-            const char *last = eol;
-            while (last > v && (last[-1] == ' ' || last[-1] == '\t'))
-                last--;
-            chunked = last - v >= 7 && strncasecmp(last - 7, "chunked", 7) == 0 &&
-                      (last - v == 7 || last[-8] == ' ' || last[-8] == ',' || last[-8] == ':' || last[-8] == '\t');
-            if (!chunked)
-                h->close = 1;
-        } else if (strncasecmp(p, "connection:", 11) == 0) {
-            const char *v = p + 11;
-            while (*v == ' ')
-                v++;
-            h->close |= strncasecmp(v, "close", 5) == 0;
-        }
-    }
-    if (h->status == 204 || h->status == 304 || (h->status >= 100 && h->status < 200))
-        h->body = BODY_LENGTH, h->body_len = 0;   /* never a body, whatever the head says */
-    else if (chunked)
-        h->body = BODY_CHUNKED, h->body_len = 0;   /* chunked wins over a length (RFC 9112 6.3) */
-    else if (length_seen)
-        h->body = BODY_LENGTH;
-    else
-        h->body = BODY_TO_CLOSE, h->close = 1;
-    h->step = CH_SIZE;
-    h->chunk_left = 0;
-    h->digits = 0;
-    return h->status >= 100 && h->status <= 999 ? 1 : -1;
-}
 
 /* Per connection, not per request; too big for a coroutine stack. */
 enum { LOAD_BUF = 65536 };
@@ -469,9 +291,76 @@ static void number_message(char *out, size_t len, uint64_t seq)
     memcpy(out, &seq, len < sizeof seq ? len : sizeof seq);
 }
 
+/* The answer to an HTTP request on fd, read with iop-fetch's response parser
+ * (interim 1xx heads skipped; bodies by Content-Length, chunked, or to the close):
+ * its length, or -errno with what failed in *what. in (LOAD_BUF bytes) holds the
+ * head; the body only passes through it (it is counted, not kept). */
+static ssize_t http_answer(int fd, char *in, uint64_t dl, const char **what, http_head_t *h, uint64_t *received)
+{
+    http_resp_t rs;
+    http_resp_init(&rs, 0);
+    size_t have = 0;             /* bytes in `in` not parsed yet */
+    int head_done = 0, done = 0;
+    ssize_t res = -EBADMSG;
+    *what = "receive";
+    while (!done) {
+        if (have == LOAD_BUF) {
+            *what = "response (a head over 64 KiB)";
+            goto out;
+        }
+        ssize_t n = iop_recv(fd, in + have, LOAD_BUF - have, 0, dl);
+        if (n == 0 && head_done && http_resp_eof(&rs) == 1)
+            break;               /* a body that ends with the close */
+        if (n <= 0) {
+            if (n == 0)
+                *what = *received ? "response (the connection closed before its end)"
+                                  : "receive (the server closed the connection before answering)";
+            res = n ? n : -ECONNRESET;
+            goto out;
+        }
+        have += (size_t)n;
+        *received += (uint64_t)n;
+        size_t pos = 0, used;
+        if (!head_done) {
+            int r = http_resp_head(&rs, in, have, &used);
+            pos = used;
+            if (r < 0) {
+                *what = "response";
+                goto out;
+            }
+            head_done = r;
+            done = r && rs.body == HTTP_BODY_NONE;
+        }
+        while (head_done && !done && pos < have) {
+            const char *data;
+            size_t dlen;
+            int r = http_resp_body(&rs, in + pos, have - pos, &used, &data, &dlen);
+            if (r < 0) {
+                *what = rs.body == HTTP_BODY_CHUNKED ? "response (malformed chunked body)" : "response";
+                goto out;
+            }
+            pos += used;
+            done = r;
+            if (!used)
+                break;           /* a partial chunk-size line: wait for the rest */
+        }
+        if (done && pos < have) {
+            *what = "response (more than one came back)";
+            goto out;            /* closed-loop: nothing else may be in flight */
+        }
+        memmove(in, in + pos, have - pos);
+        have -= pos;
+    }
+    h->status = rs.status;
+    h->close = !rs.keep_alive || rs.body == HTTP_BODY_CLOSE;
+    res = (ssize_t)*received;
+out:
+    http_resp_free(&rs);
+    return res;
+}
+
 /* One request on fd and its whole response, by deadline dl: the response's length,
- * or -errno with what failed in *what. in (LOAD_BUF bytes) holds an echo whole, and
- * an HTTP head; an HTTP body only passes through it (it is counted, not kept). */
+ * or -errno with what failed in *what. */
 static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_t dl, const char **what,
                           http_head_t *h, uint64_t *received)
 {
@@ -480,71 +369,29 @@ static ssize_t round_trip(int fd, const char *out, size_t len, char *in, uint64_
     int err = write_all_fd(fd, out, len, 1);
     if (err < 0)
         return err;
-    uint64_t total = 0, want = ld->http ? 0 : len;
-    size_t got = 0;              /* bytes in `in` */
-    int head_done = !ld->http, body_done = 0;
-    uint64_t interim = 0;        /* bytes of 1xx answers before the final one */
+    if (ld->http)
+        return http_answer(fd, in, dl, what, h, received);
+    size_t got = 0;
     *what = "receive";
-    while (!body_done && (!head_done || want == 0 || total < want)) {
-        if (got == LOAD_BUF)
-            got = 0;             /* past the head: the body's bytes are only counted */
+    while (got < len) {
         ssize_t n = iop_recv(fd, in + got, LOAD_BUF - got, 0, dl);
-        if (n == 0 && head_done && h->body == BODY_TO_CLOSE)
-            break;               /* its end */
         if (n <= 0) {
-            if (n == 0 && total == 0)
+            if (n == 0 && got == 0)
                 *what = "receive (the server closed the connection before answering)";
-            else if (n == 0 && h->body == BODY_CHUNKED && head_done)
-                *what = "response (closed before the last chunk)";
             return n ? n : -ECONNRESET;
         }
-        size_t fresh = got;      /* where this read's bytes start */
         got += (size_t)n;
-        total += (uint64_t)n;
-        *received = total;
-        if (!head_done) {
-            int r;
-            /* An interim answer (100 Continue, 103 Early Hints) has no body and the
-             * final one follows: drop it and read on. */
-            while ((r = http_head_parse(in, got, h)) > 0 && h->status < 200 && h->status != 101) {
-                interim += h->head_len;
-                got -= h->head_len;
-                memmove(in, in + h->head_len, got);
-            }
-            if (r < 0 || (r == 0 && got == LOAD_BUF)) {
-                *what = "response";
-                return -EBADMSG;
-            }
-            if (r == 0)
-                continue;
-            head_done = 1;
-            fresh = h->head_len;
-            if (h->body == BODY_LENGTH) {
-                want = interim + h->head_len + h->body_len;
-                body_done = want <= total;
-            }
-        }
-        if (h->body == BODY_CHUNKED) {
-            ssize_t used = chunked_feed(h, in + fresh, got - fresh, &body_done);
-            if (used < 0) {
-                *what = "response (malformed chunked body)";
-                return -EBADMSG;
-            }
-            if (body_done)
-                want = total - (got - fresh - (size_t)used);
-        }
+        *received = got;
     }
-    if (head_done && h->body == BODY_TO_CLOSE)
-        want = total;
-    if (total != want) {
+    if (got != len) {
         *what = "response (more than one came back)";
         return -EBADMSG;         /* closed-loop: nothing else may be in flight */
     }
-    if (!ld->http && memcmp(in, out, len) != 0) {
+    if (memcmp(in, out, len) != 0) {
         *what = "echo (the bytes differ from those sent)";
         return -EBADMSG;
     }
-    return (ssize_t)total;
+    return (ssize_t)got;
 }
 
 /* One connection of the closed loop: a request, its whole answer, the next one,
