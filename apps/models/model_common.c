@@ -103,7 +103,7 @@ int model_listen(const model_opts_t *o, const char *prog, int nonblocking, const
     }
     len = sizeof ss;
     getsockname(fd, (struct sockaddr *)&ss, &len);
-    printf("%s: listening on %s (%s)\n", prog, bench_format_addr((struct sockaddr *)&ss, len, shown, sizeof shown),
+    printf("%s: listening on %s (%s)\n", prog, iop_app_format_addr((struct sockaddr *)&ss, len, shown, sizeof shown),
            what);
     fflush(stdout);
     return fd;

@@ -279,7 +279,7 @@ static int valid_host(http_str_t v)
     if (v.p[i] != ':')
         return 0;                          /* "::1" unbracketed, "a b", "a/b" */
     for (i++; i < v.n; i++)
-        if (v.p[i] < '0' || v.p[i] > '9')
+        if (!is_digit((unsigned char)v.p[i]))
             return 0;
     return 1;
 }

@@ -24,11 +24,6 @@ int bench_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss
     return 0;
 }
 
-char *bench_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
-{
-    return iop_app_format_addr(sa, len, buf, buflen);
-}
-
 int bench_pin_cpu(int cpu)
 {
     cpu_set_t set;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include "hostport.h"   /* iop_app_format_addr prints addresses */
 
 /* Resolves "HOST:PORT" or "[IPv6]:PORT" (numeric or a name) for TCP into *ss;
  * passive for an address to listen on (an empty host is any, port 0 any free
@@ -15,8 +16,6 @@
 int bench_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
                          char *err, size_t errlen);
 
-/* Writes "1.2.3.4:80", "[::1]:80" or "[fe80::1%eth0]:80" into buf; returns buf. */
-char *bench_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
 
 /* Pins the calling process to one CPU. 0 or -errno. */
 int bench_pin_cpu(int cpu);

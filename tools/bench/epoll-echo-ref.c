@@ -269,7 +269,7 @@ int main(int argc, char **argv)
     socklen_t blen = sizeof bound;
     char where[128];
     getsockname(s.listen_fd, (struct sockaddr *)&bound, &blen);
-    printf("listening on %s\n", bench_format_addr((struct sockaddr *)&bound, blen, where, sizeof where));
+    printf("listening on %s\n", iop_app_format_addr((struct sockaddr *)&bound, blen, where, sizeof where));
     fflush(stdout);
 
     struct epoll_event evs[MAX_EVENTS];

@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     socklen_t blen = sizeof bound;
     getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&bound, &blen);
     char where[128];
-    printf("evhttp-hello: listening on %s\n", bench_format_addr((struct sockaddr *)&bound, blen, where, sizeof where));
+    printf("evhttp-hello: listening on %s\n", iop_app_format_addr((struct sockaddr *)&bound, blen, where, sizeof where));
     fflush(stdout);
     signal(SIGPIPE, SIG_IGN);
     struct event *term = evsignal_new(base, SIGTERM, on_signal, base);

@@ -359,7 +359,7 @@ int main(int argc, char **argv)
     socklen_t blen = sizeof bound;
     char where[128];
     getsockname(lfd, (struct sockaddr *)&bound, &blen);
-    printf(PROG ": listening on %s\n", bench_format_addr((struct sockaddr *)&bound, blen, where, sizeof where));
+    printf(PROG ": listening on %s\n", iop_app_format_addr((struct sockaddr *)&bound, blen, where, sizeof where));
     fflush(stdout);
     return uring ? run_uring(lfd, sfd) : run_epoll(lfd, sfd);
 }

@@ -384,7 +384,7 @@ static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t s
                 socklen_t llen = sizeof local;
                 char where[128] = "?";
                 if (getsockname(c->fd, (struct sockaddr *)&local, &llen) == 0)
-                    bench_format_addr((struct sockaddr *)&local, llen, where, sizeof where);
+                    iop_app_format_addr((struct sockaddr *)&local, llen, where, sizeof where);
                 fprintf(stderr, PROG ": connection %u (from %s), %u of %u still connecting: "
                         "connect: %s\n", c->id, where, pending, l->nconns, strerror(err));
                 return -1;

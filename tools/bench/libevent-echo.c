@@ -393,7 +393,7 @@ int main(int argc, char **argv)
     char where[128];
     getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &blen);
     printf("listening on %s, libevent %s, method %s\n",
-           bench_format_addr((struct sockaddr *)&bound, blen, where, sizeof where),
+           iop_app_format_addr((struct sockaddr *)&bound, blen, where, sizeof where),
            event_get_version(), event_base_get_method(s.base));
     fflush(stdout);
 

@@ -265,7 +265,7 @@ int main(int argc, char **argv)
     char where[128];
     uv_tcp_getsockname(&server, (struct sockaddr *)&bound, &blen);
     printf("listening on %s, libuv %s%s\n",
-           bench_format_addr((struct sockaddr *)&bound, (socklen_t)blen, where, sizeof where),
+           iop_app_format_addr((struct sockaddr *)&bound, (socklen_t)blen, where, sizeof where),
            uv_version_string(), try_write_first ? ", uv_try_write first" : "");
     fflush(stdout);
 
