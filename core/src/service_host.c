@@ -89,17 +89,17 @@ static void *acceptor_main(void *arg)
      * queued, one at a time, and closes its listener when that is done; stopping
      * at the first would leave the listener open and its queue unserved. */
     for (;;) {
-        handoff_t one = { .h = h, .peerlen = sizeof one.peer }, *ho = &one;
-        int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho->peer, &ho->peerlen)
-                           : iop_accept(h->listen_fd, (struct sockaddr *)&ho->peer, &ho->peerlen, 0);
+        handoff_t ho = { .h = h, .peerlen = sizeof ho.peer };
+        int fd = h->accept ? h->accept(h->accept_arg, (struct sockaddr *)&ho.peer, &ho.peerlen)
+                           : iop_accept(h->listen_fd, (struct sockaddr *)&ho.peer, &ho.peerlen, 0);
         if (fd >= 0) {
             if (h->shed) {
                 fprintf(stderr, "ioplex: service %s: accepting again\n", h->desc->name);
                 h->shed = 0;
             }
             backoff = BACKOFF_MIN_NS;
-            ho->fd = fd;
-            if (iop_nursery_go(&h->conns, conn_main, ho, &conn_opts) < 0) {
+            ho.fd = fd;
+            if (iop_nursery_go(&h->conns, conn_main, &ho, &conn_opts) < 0) {
                 fprintf(stderr, "ioplex: service %s: cannot start a connection coroutine: %s\n",
                         h->desc->name, iop_last_error());
                 close(fd);
