@@ -2,6 +2,7 @@
  * checking its descriptor; the host-side helpers for options. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ioplex.h"
 #include "ioplex/service.h"
@@ -182,4 +183,19 @@ const char *iop_service_opt(const iop_service_cfg_t *cfg, const char *key)
         if (strcmp(cfg->opts[i].key, key) == 0)
             return cfg->opts[i].value;
     return NULL;
+}
+
+int iop_service_opt_number(const char *service, const iop_service_opt_t *opt, long long lo, long long hi,
+                           long long *out, char *err, size_t errlen)
+{
+    const char *v = opt->value;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);   /* digits only: no sign, no space */
+    if (*v < '0' || *v > '9' || *end || errno || x < lo || x > hi) {
+        snprintf(err, errlen, "%s: %s=%s: want a number from %lld to %lld", service, opt->key, v, lo, hi);
+        return -EINVAL;
+    }
+    *out = x;
+    return 0;
 }

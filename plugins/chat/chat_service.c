@@ -13,43 +13,29 @@
 #define DEFAULT_RING 1024
 #define DEFAULT_MAX_NICKS 4096
 
-static int opt_number(const char *key, const char *v, long long lo, long long hi, long long *out,
-                      char *err, size_t errlen)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);   /* digits only: no sign, no space */
-    if (*v < '0' || *v > '9' || *end || errno || x < lo || x > hi) {
-        snprintf(err, errlen, "chat: %s=%s: want a number from %lld to %lld", key, v, lo, hi);
-        return -EINVAL;
-    }
-    *out = x;
-    return 0;
-}
-
 static int apply_opt(chat_state_t *st, const iop_service_opt_t *o, char *err, size_t errlen)
 {
     long long x;
     int r;
     if (strcmp(o->key, "max_line") == 0) {
         /* At least "/nick " and the longest nick, which is a line too. */
-        if ((r = opt_number(o->key, o->value, CHAT_MIN_LINE, 65536, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("chat", o, CHAT_MIN_LINE, 65536, &x, err, errlen)) == 0)
             st->max_line = (uint32_t)x;
     } else if (strcmp(o->key, "max_backlog") == 0) {
-        if ((r = opt_number(o->key, o->value, 1024, 1ll << 30, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("chat", o, 1024, 1ll << 30, &x, err, errlen)) == 0)
             st->max_backlog = (size_t)x;
     } else if (strcmp(o->key, "ring") == 0) {
-        if ((r = opt_number(o->key, o->value, 16, 1 << 20, &x, err, errlen)) == 0 && (x & (x - 1))) {
+        if ((r = iop_service_opt_number("chat", o, 16, 1 << 20, &x, err, errlen)) == 0 && (x & (x - 1))) {
             snprintf(err, errlen, "chat: ring=%s: want a power of two", o->value);
             r = -EINVAL;
         }
         if (r == 0)
             st->ring = (uint32_t)x;
     } else if (strcmp(o->key, "sndbuf") == 0) {
-        if ((r = opt_number(o->key, o->value, 0, 1 << 30, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("chat", o, 0, 1 << 30, &x, err, errlen)) == 0)
             st->sndbuf = (int)x;
     } else if (strcmp(o->key, "max_nicks") == 0) {
-        if ((r = opt_number(o->key, o->value, 1, 1 << 20, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("chat", o, 1, 1 << 20, &x, err, errlen)) == 0)
             st->max_nicks = (uint32_t)x;
     } else {
         snprintf(err, errlen, "chat: unknown option '%s' (known: max_line, max_backlog, ring, max_nicks, sndbuf)",

@@ -23,19 +23,16 @@ static int echo_create(void **state, const iop_service_cfg_t *cfg, char *err, si
     st->send_timeout_ns = 30000 * MS;
     for (size_t i = 0; i < cfg->nopts; i++) {
         const iop_service_opt_t *o = &cfg->opts[i];
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(o->value, &end, 10);
-        if (strcmp(o->key, "send_timeout_ms") != 0) {
+        long long v;
+        int r = -EINVAL;
+        if (strcmp(o->key, "send_timeout_ms") != 0)
             snprintf(err, errlen, "echo: unknown option '%s' (there is send_timeout_ms)", o->key);
-        } else if (o->value[0] < '0' || o->value[0] > '9' || *end || errno || v < 1 || v > 86400000) {
-            snprintf(err, errlen, "echo: send_timeout_ms=%s: want a number from 1 to 86400000", o->value);
-        } else {
-            st->send_timeout_ns = v * MS;
-            continue;
+        else if ((r = iop_service_opt_number("echo", o, 1, 86400000, &v, err, errlen)) == 0)
+            st->send_timeout_ns = (uint64_t)v * MS;
+        if (r < 0) {
+            free(st);
+            return r;
         }
-        free(st);
-        return -EINVAL;
     }
     *state = st;
     return 0;

@@ -32,21 +32,6 @@ static int openat2_works(int dirfd)
     return 0;
 }
 
-/* A decimal option in [lo, hi]. */
-static int opt_number(const char *key, const char *v, long long lo, long long hi, long long *out,
-                      char *err, size_t errlen)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);   /* digits only: no sign, no space */
-    if (*v < '0' || *v > '9' || *end || errno || x < lo || x > hi) {
-        snprintf(err, errlen, "http: %s=%s: want a number from %lld to %lld", key, v, lo, hi);
-        return -EINVAL;
-    }
-    *out = x;
-    return 0;
-}
-
 static int open_root(http_state_t *st, const char *root, const char *resolve, char *err, size_t errlen)
 {
     st->root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -85,13 +70,13 @@ static int apply_opt(http_state_t *st, const iop_service_opt_t *o, const char **
         }
         strcpy(st->index, v);
     } else if (strcmp(o->key, "header_timeout_ms") == 0) {
-        if ((r = opt_number(o->key, o->value, 1, 3600000, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("http", o, 1, 3600000, &x, err, errlen)) == 0)
             st->header_timeout_ns = (uint64_t)x * MS;
     } else if (strcmp(o->key, "send_timeout_ms") == 0) {
-        if ((r = opt_number(o->key, o->value, 1, 3600000, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("http", o, 1, 3600000, &x, err, errlen)) == 0)
             st->send_timeout_ns = (uint64_t)x * MS;
     } else if (strcmp(o->key, "max_body") == 0) {
-        if ((r = opt_number(o->key, o->value, 0, 1 << 30, &x, err, errlen)) == 0)
+        if ((r = iop_service_opt_number("http", o, 0, 1 << 30, &x, err, errlen)) == 0)
             st->max_body = x;
     } else if (strcmp(o->key, "resolve") == 0) {
         if (strcmp(o->value, "auto") && strcmp(o->value, "openat2") && strcmp(o->value, "realpath")) {

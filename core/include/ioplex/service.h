@@ -171,4 +171,9 @@ IOP_EXPORT int iop_service_parse_opts(char *text, iop_service_opt_t *opts, size_
 /* The value of key in cfg's options, or NULL. */
 IOP_EXPORT const char *iop_service_opt(const iop_service_cfg_t *cfg, const char *key);
 
+/* For a service's create(): opt's value as a whole decimal number in [lo, hi] into
+ * *out; else -EINVAL and "SERVICE: key=value: want a number from lo to hi" in err. */
+IOP_EXPORT int iop_service_opt_number(const char *service, const iop_service_opt_t *opt, long long lo,
+                                      long long hi, long long *out, char *err, size_t errlen);
+
 #endif
