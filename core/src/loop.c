@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -60,10 +61,19 @@ static int pool_create(iop_loop_t *loop, uint32_t count, uint32_t size)
     loop->pool_out = iop_calloc(count ? count : 1, 1);
     if (!loop->pool_out)
         return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
-    if (loop->be->buf_pool && (loop->caps & IOP_CAP_PROVIDED_BUFFERS) &&
-        loop->be->buf_pool(loop->be_state, p, count, size) == 0) {
-        loop->pool_native = 1;
-        return 0;
+    if (loop->be->buf_pool && (loop->caps & IOP_CAP_PROVIDED_BUFFERS)) {
+        int r = loop->be->buf_pool(loop->be_state, p, count, size);
+        if (r == 0) {
+            loop->pool_native = 1;
+            return 0;
+        }
+        /* The kernel refused (a low memlock limit, a seccomp policy): the core lends
+         * the buffers instead, and the caps and the report say so. */
+        loop->caps &= ~IOP_CAP_PROVIDED_BUFFERS;
+        size_t used = strlen(loop->report);
+        snprintf(loop->report + used, sizeof loop->report - used,
+                 "%sprovided buffers refused (%s): the core lends the receive pool",
+                 used ? "; " : "", strerror(-r));
     }
     loop->pool_free = iop_malloc(count * sizeof *loop->pool_free);
     if (!loop->pool_free)

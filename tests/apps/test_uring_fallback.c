@@ -21,6 +21,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 
 #include <ioplex/error.h>
 #include <ioplex/loop.h>
+#include <ioplex/op.h>
 
 #include "proc.h"
 
@@ -52,6 +54,11 @@
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425   /* the same on every architecture since 5.1 */
 #endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
+#define REGISTER_PBUF_RING 22     /* IORING_REGISTER_PBUF_RING, io_uring_register's opcode */
+#define ANY_ARG UINT32_MAX
 
 #define LINE_TIMEOUT_MS 10000     /* server start-up, generous for sanitizer builds */
 #define RUN_TIMEOUT_MS 20000      /* the client's --check run */
@@ -75,18 +82,23 @@ static const char *no_seccomp;    /* why seccomp filters cannot be used here, or
 /* ---- the filter ------------------------------------------------------------------- */
 
 #ifdef FILTER_ARCH
-/* Installs a filter returning `action` for io_uring_setup and allowing every other
- * syscall. 0, or -errno with the call that failed in *what. */
-static int install_filter(uint32_t action, const char **what)
+/* Installs a filter returning `action` for syscall nr (when its second argument's
+ * low 32 bits are arg1, unless arg1 is ANY_ARG; little-endian ABIs only) and
+ * allowing every other call. 0, or -errno with the call that failed in *what. */
+static int install_filter_on(int nr, uint32_t arg1, uint32_t action, const char **what)
 {
     struct sock_filter code[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FILTER_ARCH, 0, 3),   /* other ABI: allow */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FILTER_ARCH, 0, 5),   /* other ABI: allow */
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arg1, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, action),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
+    if (arg1 == ANY_ARG)          /* no argument test: on to the action */
+        code[5] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JA, 0, 0, 0);
     struct sock_fprog prog = { .len = (unsigned short)(sizeof code / sizeof code[0]), .filter = code };
     /* Without it an unprivileged process may not install a filter. */
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
@@ -100,13 +112,21 @@ static int install_filter(uint32_t action, const char **what)
     return 0;
 }
 #else
-static int install_filter(uint32_t action, const char **what)
+static int install_filter_on(int nr, uint32_t arg1, uint32_t action, const char **what)
 {
+    (void)nr;
+    (void)arg1;
     (void)action;
     *what = "this architecture (the filter knows x86_64 and aarch64 only)";
     return -ENOTSUP;
 }
 #endif
+
+/* The filter most tests use: `action` for io_uring_setup. */
+static int install_filter(uint32_t action, const char **what)
+{
+    return install_filter_on(__NR_io_uring_setup, ANY_ARG, action, what);
+}
 
 /* Errors that mean "no seccomp filters here" rather than a broken test: a kernel
  * without seccomp (EINVAL, ENOSYS), or an outer policy denying seccomp itself
@@ -520,6 +540,123 @@ static void test_library_falls_back(void **state)
     assert_int_equal(WEXITSTATUS(f->srv.status), 0);
 }
 
+/* ---- provided buffers refused -------------------------------------------------------- */
+
+static void pool_recv_cb(iop_op_t *op, int res)
+{
+    int *out = op->data;
+    *out = res;
+}
+
+/* A connected loopback TCP pair: fds[0] the client, fds[1] the accepted side. */
+static int loopback_pair(int fds[2])
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0 ||
+        getsockname(l, (struct sockaddr *)&a, &alen) < 0)
+        return -errno;
+    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof a) < 0)
+        return -errno;
+    fds[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    close(l);
+    return fds[1] < 0 ? -errno : 0;
+}
+
+/* In the child: a filter failing io_uring_register(IORING_REGISTER_PBUF_RING) with
+ * ENOMEM (what a low memlock limit does), then a uring loop with a receive pool and
+ * one recv_buf through it. Lines: "filter RC WHAT", "loop RC NATIVE REPORT",
+ * "recv RES DATA". */
+static void pool_child(int fd)
+{
+    const char *what = "";
+    int r = install_filter_on(__NR_io_uring_register, REGISTER_PBUF_RING,
+                              SECCOMP_RET_ERRNO | ENOMEM, &what);
+    dprintf(fd, "filter %d %s\n", r, what);
+    if (r < 0)
+        _exit(1);
+    iop_loop_t *loop = NULL;
+    iop_loop_opts_t opts = { .size = sizeof opts, .backend = "uring", .buf_count = 8, .buf_size = 256 };
+    r = iop_loop_create(&loop, &opts);
+    if (r < 0) {
+        dprintf(fd, "loop %d - %s\n", r, iop_last_error());
+        _exit(1);
+    }
+    dprintf(fd, "loop 0 %d %s\n", (iop_loop_caps(loop) & IOP_CAP_PROVIDED_BUFFERS) != 0,
+            iop_loop_backend_report(loop));
+    int s[2] = { -1, -1 }, res = 1;
+    if ((r = loopback_pair(s)) < 0) {
+        dprintf(fd, "recv %d loopback pair\n", r);
+        _exit(1);
+    }
+    iop_op_t op;
+    iop_prep_recv_buf(&op, s[1], 0, pool_recv_cb, &res);
+    r = iop_submit(loop, &op);
+    if (r == 0 && send(s[0], "pooled bytes", 12, 0) != 12)
+        r = -errno;
+    while (r == 0 && res == 1 && (r = iop_loop_run(loop, IOP_RUN_ONCE)) >= 0)
+        r = 0;
+    if (r < 0)
+        dprintf(fd, "recv %d -\n", r);
+    else
+        dprintf(fd, "recv %d %.*s\n", res, res > 0 ? res : 0, (const char *)op.u.pooled.buf);
+    if (res > 0)
+        iop_buf_release(loop, op.u.pooled.bid);
+    close(s[0]);
+    close(s[1]);
+    iop_loop_destroy(loop);
+    _exit(0);
+}
+
+/* 5. The kernel refuses the provided-buffer ring: the loop still serves recv_buf
+ *    (from the core's pool), and its caps and report say the backend does not. */
+static void test_provided_buffers_refused(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_SECCOMP();
+    iop_loop_t *probe = NULL;
+    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
+    if (iop_loop_create(&probe, &popts) < 0)
+        skip();                   /* no io_uring here at all */
+    int native = (iop_loop_caps(probe) & IOP_CAP_PROVIDED_BUFFERS) != 0;
+    iop_loop_destroy(probe);
+    if (!native) {
+        fprintf(stderr, "fallback: this kernel has no provided-buffer rings: skipped\n");
+        skip();
+    }
+    int pfd[2];
+    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        pool_child(pfd[1]);
+    }
+    close(pfd[1]);
+    proc_t p = { .pid = pid, .out_fd = pfd[0], .err_fd = -1 };
+    char line[2048];
+    long rc;
+    const char *rest = read_result(&p, "filter", line, sizeof line, &rc);
+    if (rc != 0)
+        fail_msg("the filter did not install in the child: %s: %s", rest, strerror((int)-rc));
+    rest = read_result(&p, "loop", line, sizeof line, &rc);
+    fprintf(stderr, "fallback: [provided buffers refused] loop %ld: %s\n", rc, rest);
+    assert_int_equal(rc, 0);
+    assert_true(strncmp(rest, "0 ", 2) == 0);   /* the cap is cleared */
+    assert_non_null(strstr(rest, "provided buffers refused (Cannot allocate memory)"));
+    rest = read_result(&p, "recv", line, sizeof line, &rc);
+    fprintf(stderr, "fallback: [provided buffers refused] recv_buf %ld: %s\n", rc, rest);
+    assert_int_equal(rc, 12);
+    assert_string_equal(rest, "pooled bytes");
+    assert_int_equal(proc_wait(&p, EXIT_TIMEOUT_MS), 0);
+    assert_true(WIFEXITED(p.status));
+    assert_int_equal(WEXITSTATUS(p.status), 0);
+    close(pfd[0]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "--filtered") == 0)
@@ -550,6 +687,7 @@ int main(int argc, char **argv)
         FALLBACK_TEST(test_avoid_never_probes_uring, kill),
         FALLBACK_TEST(test_library_falls_back, eperm),
         FALLBACK_TEST(test_library_falls_back, enosys),
+        cmocka_unit_test(test_provided_buffers_refused),
     };
     int failed = cmocka_run_group_tests_name("uring fallback under seccomp", tests, probe_seccomp, NULL);
     /* All skipped: ctest shows the test as not run rather than passed. */

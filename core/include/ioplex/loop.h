@@ -95,7 +95,8 @@ IOP_EXPORT const char *iop_loop_backend_report(const iop_loop_t *loop);
 
 /* The receive pool behind recv_buf ops (sized by opts.buf_count / buf_size): the
  * backend's provided buffers where it has them (IOP_CAP_PROVIDED_BUFFERS), a plain
- * free list otherwise. iop_buf_release gives buffer bid back after a recv_buf; a
+ * free list otherwise (also when the kernel refused them: the loop's caps then lack
+ * the flag and its report says why). iop_buf_release gives buffer bid back after a recv_buf; a
  * bid not lent out (given back already, or never handed over) is ignored. */
 IOP_EXPORT void iop_buf_release(iop_loop_t *loop, uint32_t bid);
 IOP_EXPORT void *iop_buf_addr(const iop_loop_t *loop, uint32_t bid);
