@@ -164,6 +164,8 @@ static unsigned find_features(struct io_uring *ring)
         f |= F_MULTISHOT_RECV;
     if (io_uring_opcode_supported(p, IORING_OP_FILES_UPDATE))
         f |= F_FIXED_FILES;
+    if (io_uring_opcode_supported(p, IORING_OP_READ_FIXED) && io_uring_opcode_supported(p, IORING_OP_WRITE_FIXED))
+        f |= F_FIXED_BUFS;
     io_uring_free_probe(p);
     return f;
 }
@@ -283,6 +285,8 @@ static int backend_create(void **state, const iop_backend_host_t *host,
         *host->caps &= ~IOP_CAP_ZEROCOPY_SEND;
     if (!(st->feat & F_FIXED_FILES))
         *host->caps &= ~IOP_CAP_REGISTERED_FILES;
+    if (!(st->feat & F_FIXED_BUFS))
+        *host->caps &= ~IOP_CAP_REGISTERED_BUFFERS;
     /* The ring's memory must not be shared with a forked child. valgrind cannot
      * follow mappings a fork drops (it asserts on the child's next mmap), so there
      * the child keeps a copy, which it cannot use anyway: the core fails a loop run
@@ -726,6 +730,25 @@ static void backend_buf_return(void *state, uint32_t bid)
     io_uring_buf_ring_advance(st->br, 1);
 }
 
+/* iop_buf_register's set becomes the ring's fixed buffers (n == 0: dropped). The
+ * kernel pins the pages now, counted against RLIMIT_MEMLOCK without CAP_IPC_LOCK. */
+static int backend_buf_register(void *state, const struct iovec *iov, unsigned n)
+{
+    uring_state_t *st = state;
+    (*st->host->syscalls)++;
+    if (n == 0) {
+        if (st->bufs_registered)
+            (void)io_uring_unregister_buffers(&st->ring);
+        st->bufs_registered = 0;
+        return 0;
+    }
+    int r = io_uring_register_buffers(&st->ring, iov, n);
+    if (r < 0)
+        return r;
+    st->bufs_registered = 1;
+    return 0;
+}
+
 static int backend_submit(void *state, iop_op_t *op)
 {
     return uring_submit_op(state, op);
@@ -750,7 +773,7 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .caps = IOP_CAP_UNLIMITED_FDS | IOP_CAP_O1_POLL | IOP_CAP_NATIVE_OPS | IOP_CAP_MULTISHOT_ACCEPT |
             IOP_CAP_MULTISHOT_RECV | IOP_CAP_PROVIDED_BUFFERS | IOP_CAP_ZEROCOPY_SEND |
             IOP_CAP_REGISTERED_FILES | IOP_CAP_SQPOLL | IOP_CAP_BUSY_POLL | IOP_CAP_NEED_REINIT |
-            IOP_CAP_KERNEL_DEADLINES,
+            IOP_CAP_KERNEL_DEADLINES | IOP_CAP_REGISTERED_BUFFERS,
     .fd_state_size = sizeof(uring_fd_t),
     .probe = backend_probe,
     .create = backend_create,
@@ -764,4 +787,5 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .buf_return = backend_buf_return,
     .fd_register = backend_fd_register,
     .abandon = backend_abandon,
+    .buf_register = backend_buf_register,
 };

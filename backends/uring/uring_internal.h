@@ -53,6 +53,7 @@ typedef struct uring_fd {
 #define F_CANCEL_FD        0x10u
 #define F_REG_RING_FD      0x20u
 #define F_FIXED_FILES      0x40u
+#define F_FIXED_BUFS       0x80u
 
 typedef struct uring_state {
     struct io_uring ring;
@@ -79,6 +80,7 @@ typedef struct uring_state {
 
     iop_op_t *local_head, *local_tail;  /* finished without the kernel: res in backend_ptr */
 
+    int bufs_registered;     /* iop_buf_register's set is the ring's */
     uint32_t nfixed;         /* slots in the sparse fixed-file table, 0 = none yet */
     int32_t *fixed_free;     /* free slot stack */
     uint32_t nfixed_free;

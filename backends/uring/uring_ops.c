@@ -271,19 +271,32 @@ static int issue(uring_state_t *st, iop_op_t *op)
         break;
     case IOP_OP_SEND:
         if ((op->opts & IOP_OPT_ZEROCOPY) && (st->feat & F_SEND_ZC) && !(op->deadline && st->kdl) &&
-            zerocopy_works(st, fd))
-            io_uring_prep_send_zc(sqe, fd, op->u.io.buf, op->u.io.len,
-                                  op->u.io.msg_flags | MSG_NOSIGNAL, 0);
-        else
+            zerocopy_works(st, fd)) {
+            if (op->opts & IOP_OPT_FIXED_BUF)   /* the pages are pinned already */
+                io_uring_prep_send_zc_fixed(sqe, fd, op->u.io.buf, op->u.io.len,
+                                            op->u.io.msg_flags | MSG_NOSIGNAL, 0, op->buf_index);
+            else
+                io_uring_prep_send_zc(sqe, fd, op->u.io.buf, op->u.io.len,
+                                      op->u.io.msg_flags | MSG_NOSIGNAL, 0);
+        } else
             io_uring_prep_send(sqe, fd, op->u.io.buf, op->u.io.len, op->u.io.msg_flags | MSG_NOSIGNAL);
         break;
     case IOP_OP_READ:
-        io_uring_prep_read(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
-                           op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
+        if (op->opts & IOP_OPT_FIXED_BUF)
+            io_uring_prep_read_fixed(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
+                                     op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset,
+                                     op->buf_index);
+        else
+            io_uring_prep_read(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
+                               op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
         break;
     case IOP_OP_WRITE:
         if (op->opts & IOP_OPT_SOCKET)   /* the core saw a socket: no SIGPIPE */
             io_uring_prep_send(sqe, fd, op->u.rw.buf, op->u.rw.len, MSG_NOSIGNAL);
+        else if (op->opts & IOP_OPT_FIXED_BUF)
+            io_uring_prep_write_fixed(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
+                                      op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset,
+                                      op->buf_index);
         else
             io_uring_prep_write(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
                                 op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);

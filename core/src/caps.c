@@ -6,7 +6,7 @@
 static const char *const cap_names[] = {
     "unlimited-fds", "o1-poll", "native-ops", "multishot-accept", "multishot-recv",
     "provided-buffers", "zerocopy-send", "registered-files", "sqpoll", "busy-poll",
-    "exclusive-wake", "need-reinit", "kernel-deadlines",
+    "exclusive-wake", "need-reinit", "kernel-deadlines", "registered-buffers",
 };
 
 char *iop_caps_str(uint32_t caps, char *buf, size_t len)

@@ -42,6 +42,14 @@ static int try_create(void *ctx, iop__module_t *mod, char *why, size_t whylen)
     return mod->desc->create(&c->loop->be_state, &c->loop->host, &c->cfg, why, whylen);
 }
 
+/* A feature the backend has but the kernel refused: the loop's report says so. */
+static void report_refusal(iop_loop_t *loop, const char *what, int err, const char *instead)
+{
+    size_t used = strlen(loop->report);
+    snprintf(loop->report + used, sizeof loop->report - used, "%s%s refused (%s): %s",
+             used ? "; " : "", what, strerror(-err), instead);
+}
+
 /* ---- the receive pool ------------------------------------------------------ */
 
 /* count x size bytes of page-aligned memory, lent by the backend when it can
@@ -70,10 +78,7 @@ static int pool_create(iop_loop_t *loop, uint32_t count, uint32_t size)
         /* The kernel refused (a low memlock limit, a seccomp policy): the core lends
          * the buffers instead, and the caps and the report say so. */
         loop->caps &= ~IOP_CAP_PROVIDED_BUFFERS;
-        size_t used = strlen(loop->report);
-        snprintf(loop->report + used, sizeof loop->report - used,
-                 "%sprovided buffers refused (%s): the core lends the receive pool",
-                 used ? "; " : "", strerror(-r));
+        report_refusal(loop, "provided buffers", r, "the core lends the receive pool");
     }
     loop->pool_free = iop_malloc(count * sizeof *loop->pool_free);
     if (!loop->pool_free)
@@ -81,6 +86,57 @@ static int pool_create(iop_loop_t *loop, uint32_t count, uint32_t size)
     for (uint32_t i = 0; i < count; i++)
         loop->pool_free[i] = count - 1 - i;   /* bid 0 on top */
     loop->pool_nfree = count;
+    return 0;
+}
+
+/* ---- registered buffers ---------------------------------------------------- */
+
+static int backend_has_buf_register(const iop_loop_t *loop)
+{
+    const iop_backend_desc_t *be = loop->be;
+    return be->desc_size >= offsetof(iop_backend_desc_t, buf_register) + sizeof be->buf_register &&
+           be->buf_register && (loop->caps & IOP_CAP_REGISTERED_BUFFERS);
+}
+
+int iop_buf_register(iop_loop_t *loop, const struct iovec *iov, unsigned n)
+{
+    if (!loop || !iov || n == 0 || n > IOP_BUF_REGISTER_MAX)
+        return iop__fail(-EINVAL, "iop_buf_register: want 1 to %d buffers", IOP_BUF_REGISTER_MAX);
+    if (loop->fixed)
+        return iop__fail(-EBUSY, "iop_buf_register: a set is registered already (iop_buf_unregister it first)");
+    for (unsigned i = 0; i < n; i++)
+        if (!iov[i].iov_base || iov[i].iov_len == 0 || iov[i].iov_len > (1u << 30))
+            return iop__fail(-EINVAL, "iop_buf_register: buffer %u: want an address and 1 byte to 1 GiB", i);
+    struct iovec *copy = iop_malloc(n * sizeof *copy);
+    if (!copy)
+        return iop__fail(-ENOMEM, "iop_buf_register: out of memory");
+    memcpy(copy, iov, n * sizeof *copy);
+    loop->fixed = copy;
+    loop->nfixed = n;
+    loop->fixed_native = 0;
+    if (!backend_has_buf_register(loop))
+        return 0;
+    int r = loop->be->buf_register(loop->be_state, copy, n);
+    if (r == 0) {
+        loop->fixed_native = 1;
+        return 1;
+    }
+    /* The kernel refused (memlock): the ops still run, as plain ones; say so once. */
+    loop->caps &= ~IOP_CAP_REGISTERED_BUFFERS;
+    report_refusal(loop, "registered buffers", r, "ops run with plain buffers");
+    return 0;
+}
+
+int iop_buf_unregister(iop_loop_t *loop)
+{
+    if (!loop || !loop->fixed)
+        return -ENOENT;
+    if (loop->fixed_native)
+        (void)loop->be->buf_register(loop->be_state, NULL, 0);
+    iop_free(loop->fixed);
+    loop->fixed = NULL;
+    loop->nfixed = 0;
+    loop->fixed_native = 0;
     return 0;
 }
 
@@ -245,6 +301,7 @@ void iop_loop_destroy(iop_loop_t *loop)
         munmap(loop->pool, (size_t)loop->pool_count * loop->pool_size);
     iop_free(loop->pool_free);
     iop_free(loop->pool_out);
+    iop_free(loop->fixed);
     iop__module_close(&loop->mod);
     iop__fdtable_free(&loop->fds);
     iop__heap_free(&loop->timers);

@@ -87,6 +87,11 @@ struct iop_loop {
     uint8_t *pool_out;             /* per buffer: lent out, not given back yet */
     int pool_native;               /* the backend lends the buffers */
 
+    /* registered buffers (iop_buf_register): the caller's set, checked on submit */
+    struct iovec *fixed;
+    uint32_t nfixed;
+    int fixed_native;              /* the backend has them registered */
+
     void *sched;                   /* the coroutine scheduler (coro/sched.c), made on first use */
 
     iop_op_t dl_cancel[IOP__DL_CANCELS];   /* op.c: deadlines of backend ops */

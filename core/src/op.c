@@ -332,6 +332,32 @@ static int needs_fd(int kind)
     return kind != IOP_OP_NOP && kind != IOP_OP_TIMEOUT && kind != IOP_OP_CANCEL;
 }
 
+/* IOP_OPT_FIXED_BUF: the same checks on every backend, so that a program that runs
+ * on one runs on all; the option goes to the backend only if it has the set. */
+static int settle_fixed_buf(iop_loop_t *loop, iop_op_t *op)
+{
+    const void *buf;
+    size_t len;
+    if (op->kind == IOP_OP_RECV || op->kind == IOP_OP_SEND)
+        buf = op->u.io.buf, len = op->u.io.len;
+    else if (op->kind == IOP_OP_READ || op->kind == IOP_OP_WRITE)
+        buf = op->u.rw.buf, len = op->u.rw.len;
+    else
+        return iop__fail(-EINVAL, "iop_submit: a registered buffer is for recv, send, read and write, not %s",
+                         iop_op_kind_name(op->kind));
+    if (op->buf_index >= loop->nfixed)
+        return iop__fail(-EINVAL, "iop_submit: %s names registered buffer %u of %u",
+                         iop_op_kind_name(op->kind), op->buf_index, loop->nfixed);
+    const struct iovec *v = &loop->fixed[op->buf_index];
+    uintptr_t b = (uintptr_t)buf, lo = (uintptr_t)v->iov_base;
+    if (b < lo || b - lo > v->iov_len || len > v->iov_len - (b - lo))
+        return iop__fail(-EINVAL, "iop_submit: %s: its buffer is not inside registered buffer %u",
+                         iop_op_kind_name(op->kind), op->buf_index);
+    if (!loop->fixed_native)
+        op->opts &= (uint8_t)~IOP_OPT_FIXED_BUF;
+    return 0;
+}
+
 /* Checks op's options against its kind; drops the ones the backend lacks natively
  * (the core then provides the same contract). -EINVAL for a misplaced option. */
 static int settle_opts(iop_loop_t *loop, iop_op_t *op)
@@ -354,6 +380,8 @@ static int settle_opts(iop_loop_t *loop, iop_op_t *op)
     }
     if (op->kind == IOP_OP_RECV_BUF && !loop->pool)
         return iop__fail(-EINVAL, "iop_submit: recv_buf needs a receive pool (iop_loop_opts_t.buf_count)");
+    if (op->opts & IOP_OPT_FIXED_BUF)
+        return settle_fixed_buf(loop, op);
     return 0;
 }
 

@@ -57,7 +57,8 @@
 #ifndef __NR_io_uring_register
 #define __NR_io_uring_register 427
 #endif
-#define REGISTER_PBUF_RING 22     /* IORING_REGISTER_PBUF_RING, io_uring_register's opcode */
+#define REGISTER_BUFFERS 0        /* IORING_REGISTER_BUFFERS: io_uring_register's opcodes */
+#define REGISTER_PBUF_RING 22     /* IORING_REGISTER_PBUF_RING */
 #define ANY_ARG UINT32_MAX
 
 #define LINE_TIMEOUT_MS 10000     /* server start-up, generous for sanitizer builds */
@@ -565,15 +566,15 @@ static int loopback_pair(int fds[2])
     return fds[1] < 0 ? -errno : 0;
 }
 
-/* In the child: a filter failing io_uring_register(IORING_REGISTER_PBUF_RING) with
- * ENOMEM (what a low memlock limit does), then a uring loop with a receive pool and
- * one recv_buf through it. Lines: "filter RC WHAT", "loop RC NATIVE REPORT",
- * "recv RES DATA". */
-static void pool_child(int fd)
+/* In the child: a filter failing io_uring_register(opcode) with ENOMEM (what a low
+ * memlock limit does), then a uring loop with a receive pool, one recv_buf through
+ * it, a registered buffer and a file read into it. Lines: "filter RC WHAT",
+ * "loop RC NATIVE-POOL REPORT", "recv RES DATA", "bufs RC NATIVE-BUFS REPORT",
+ * "read RES DATA". */
+static void refusal_child(int fd, uint32_t opcode)
 {
     const char *what = "";
-    int r = install_filter_on(__NR_io_uring_register, REGISTER_PBUF_RING,
-                              SECCOMP_RET_ERRNO | ENOMEM, &what);
+    int r = install_filter_on(__NR_io_uring_register, opcode, SECCOMP_RET_ERRNO | ENOMEM, &what);
     dprintf(fd, "filter %d %s\n", r, what);
     if (r < 0)
         _exit(1);
@@ -604,10 +605,77 @@ static void pool_child(int fd)
         dprintf(fd, "recv %d %.*s\n", res, res > 0 ? res : 0, (const char *)op.u.pooled.buf);
     if (res > 0)
         iop_buf_release(loop, op.u.pooled.bid);
+
+    static char reg[4096];
+    struct iovec iov = { reg, sizeof reg };
+    r = iop_buf_register(loop, &iov, 1);
+    dprintf(fd, "bufs %d %d %s\n", r, (iop_loop_caps(loop) & IOP_CAP_REGISTERED_BUFFERS) != 0,
+            iop_loop_backend_report(loop));
+    char path[] = "/tmp/ioplex-fallback-XXXXXX";
+    int file = mkostemp(path, O_CLOEXEC);
+    res = 1;
+    if (file < 0 || unlink(path) < 0 || pwrite(file, "file bytes", 10, 0) != 10)
+        r = -errno;
+    else {
+        iop_prep_read(&op, file, reg + 100, 200, 0, pool_recv_cb, &res);
+        iop_op_set_fixed_buf(&op, 0);
+        r = iop_submit(loop, &op);
+    }
+    while (r == 0 && res == 1 && (r = iop_loop_run(loop, IOP_RUN_ONCE)) >= 0)
+        r = 0;
+    dprintf(fd, "read %d %.*s\n", r < 0 ? r : res, res > 0 ? res : 0, reg + 100);
+    close(file);
     close(s[0]);
     close(s[1]);
     iop_loop_destroy(loop);
     _exit(0);
+}
+
+/* Runs refusal_child with opcode refused; reads its lines into the five strings
+ * (each line[5][512], "" where none came) and checks its exit. */
+static void run_refusal_child(uint32_t opcode, char lines[5][512])
+{
+    int pfd[2];
+    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        refusal_child(pfd[1], opcode);
+    }
+    close(pfd[1]);
+    proc_t p = { .pid = pid, .out_fd = pfd[0], .err_fd = -1 };
+    static const char *const keys[5] = { "filter", "loop", "recv", "bufs", "read" };
+    char line[2048];
+    for (int i = 0; i < 5; i++) {
+        long rc;
+        const char *rest = read_result(&p, keys[i], line, sizeof line, &rc);
+        if (i == 0 && rc != 0)
+            fail_msg("the filter did not install in the child: %s: %s", rest, strerror((int)-rc));
+        snprintf(lines[i], 512, "%ld %s", rc, rest);
+        fprintf(stderr, "fallback: [io_uring_register opcode %u -> ENOMEM] %s %s\n", opcode, keys[i], lines[i]);
+    }
+    assert_int_equal(proc_wait(&p, EXIT_TIMEOUT_MS), 0);
+    assert_true(WIFEXITED(p.status));
+    assert_int_equal(WEXITSTATUS(p.status), 0);
+    close(pfd[0]);
+}
+
+/* Skips unless this kernel gives uring loops both provided buffers and registered
+ * buffers (so that a refusal shows) and seccomp filters work. */
+static void skip_without_both(void)
+{
+    iop_loop_t *probe = NULL;
+    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
+    if (iop_loop_create(&probe, &popts) < 0)
+        skip();                   /* no io_uring here at all */
+    uint32_t caps = iop_loop_caps(probe);
+    iop_loop_destroy(probe);
+    if (!(caps & IOP_CAP_PROVIDED_BUFFERS) || !(caps & IOP_CAP_REGISTERED_BUFFERS)) {
+        fprintf(stderr, "fallback: this kernel lacks provided-buffer rings or registered buffers: skipped\n");
+        skip();
+    }
 }
 
 /* 5. The kernel refuses the provided-buffer ring: the loop still serves recv_buf
@@ -616,45 +684,30 @@ static void test_provided_buffers_refused(void **state)
 {
     (void)state;
     SKIP_WITHOUT_SECCOMP();
-    iop_loop_t *probe = NULL;
-    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
-    if (iop_loop_create(&probe, &popts) < 0)
-        skip();                   /* no io_uring here at all */
-    int native = (iop_loop_caps(probe) & IOP_CAP_PROVIDED_BUFFERS) != 0;
-    iop_loop_destroy(probe);
-    if (!native) {
-        fprintf(stderr, "fallback: this kernel has no provided-buffer rings: skipped\n");
-        skip();
-    }
-    int pfd[2];
-    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(pfd[0]);
-        pool_child(pfd[1]);
-    }
-    close(pfd[1]);
-    proc_t p = { .pid = pid, .out_fd = pfd[0], .err_fd = -1 };
-    char line[2048];
-    long rc;
-    const char *rest = read_result(&p, "filter", line, sizeof line, &rc);
-    if (rc != 0)
-        fail_msg("the filter did not install in the child: %s: %s", rest, strerror((int)-rc));
-    rest = read_result(&p, "loop", line, sizeof line, &rc);
-    fprintf(stderr, "fallback: [provided buffers refused] loop %ld: %s\n", rc, rest);
-    assert_int_equal(rc, 0);
-    assert_true(strncmp(rest, "0 ", 2) == 0);   /* the cap is cleared */
-    assert_non_null(strstr(rest, "provided buffers refused (Cannot allocate memory)"));
-    rest = read_result(&p, "recv", line, sizeof line, &rc);
-    fprintf(stderr, "fallback: [provided buffers refused] recv_buf %ld: %s\n", rc, rest);
-    assert_int_equal(rc, 12);
-    assert_string_equal(rest, "pooled bytes");
-    assert_int_equal(proc_wait(&p, EXIT_TIMEOUT_MS), 0);
-    assert_true(WIFEXITED(p.status));
-    assert_int_equal(WEXITSTATUS(p.status), 0);
-    close(pfd[0]);
+    skip_without_both();
+    char l[5][512];
+    run_refusal_child(REGISTER_PBUF_RING, l);
+    assert_true(strncmp(l[1], "0 0 ", 4) == 0);   /* the cap is cleared */
+    assert_non_null(strstr(l[1], "provided buffers refused (Cannot allocate memory)"));
+    assert_string_equal(l[2], "12 pooled bytes");
+    assert_true(strncmp(l[3], "1 1 ", 4) == 0);   /* registered buffers unaffected */
+    assert_string_equal(l[4], "10 file bytes");
+}
+
+/* 6. The kernel refuses registered buffers: iop_buf_register says 0, ops naming
+ *    them run as plain ones, the caps and report say so. */
+static void test_registered_buffers_refused(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_SECCOMP();
+    skip_without_both();
+    char l[5][512];
+    run_refusal_child(REGISTER_BUFFERS, l);
+    assert_true(strncmp(l[1], "0 1 ", 4) == 0);   /* provided buffers unaffected */
+    assert_string_equal(l[2], "12 pooled bytes");
+    assert_true(strncmp(l[3], "0 0 ", 4) == 0);
+    assert_non_null(strstr(l[3], "registered buffers refused (Cannot allocate memory)"));
+    assert_string_equal(l[4], "10 file bytes");
 }
 
 int main(int argc, char **argv)
@@ -688,6 +741,7 @@ int main(int argc, char **argv)
         FALLBACK_TEST(test_library_falls_back, eperm),
         FALLBACK_TEST(test_library_falls_back, enosys),
         cmocka_unit_test(test_provided_buffers_refused),
+        cmocka_unit_test(test_registered_buffers_refused),
     };
     int failed = cmocka_run_group_tests_name("uring fallback under seccomp", tests, probe_seccomp, NULL);
     /* All skipped: ctest shows the test as not run rather than passed. */

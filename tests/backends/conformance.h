@@ -44,6 +44,11 @@ void test_watch_closed_others_served(void **state);
 void test_watch_closed_before_first_wait(void **state);
 void test_watch_fd_reused_within_batch(void **state);
 
+/* conf_fixed_buf.c */
+void test_fixed_buf_file_rw(void **state);
+void test_fixed_buf_send_recv(void **state);
+void test_fixed_buf_refused(void **state);
+
 /* conf_ops.c */
 void test_op_tcp_accept_connect_send_recv(void **state);
 void test_op_pipe_read_write(void **state);

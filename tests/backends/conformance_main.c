@@ -123,6 +123,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unpollable_device),
         cmocka_unit_test(test_dup_after_forget),
         cmocka_unit_test(test_forget_ends_waiting_multishot),
+
+        cmocka_unit_test(test_fixed_buf_file_rw),
+        cmocka_unit_test(test_fixed_buf_send_recv),
+        cmocka_unit_test(test_fixed_buf_refused),
     };
     char name[64];
     snprintf(name, sizeof name, "conformance.%s", spec);

@@ -74,8 +74,8 @@ void test_caps_str(void **state)
     assert_string_equal(buf, "");
 
     /* Each of the defined bits has its own one-word name. */
-    char names[12][64];
-    for (int i = 0; i < 12; i++) {
+    char names[14][64];
+    for (int i = 0; i < 14; i++) {
         iop_caps_str(1u << i, buf, sizeof buf);
         assert_int_equal(count_words(buf), 1);
         assert_true(strlen(buf) < sizeof names[i]);

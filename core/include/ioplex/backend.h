@@ -136,6 +136,9 @@ typedef struct iop_backend_desc {
      * ring, an epoll set's members, the O_ASYNC of watched files). NULL: the core
      * leaves the instance alone there (its memory stays allocated in the child). */
     void (*abandon)(void *state);
+    /* Registers buffers for ops with IOP_OPT_FIXED_BUF (IOP_CAP_REGISTERED_BUFFERS); n
+     * == 0 drops them. 0, or -errno: the core then runs such ops as plain ones. */
+    int (*buf_register)(void *state, const struct iovec *iov, unsigned n);
 } iop_backend_desc_t;
 
 /* The descriptor size of ABI 2 before the optional members: the loader's minimum. */

@@ -35,6 +35,7 @@ typedef struct iop_op iop_op_t;
 #define IOP_CAP_EXCLUSIVE_WAKE   (1u << 10) /* EPOLLEXCLUSIVE-style shared listeners */
 #define IOP_CAP_NEED_REINIT      (1u << 11) /* instance must be rebuilt after fork */
 #define IOP_CAP_KERNEL_DEADLINES (1u << 12) /* the backend enforces op deadlines itself */
+#define IOP_CAP_REGISTERED_BUFFERS (1u << 13) /* iop_buf_register: buffers mapped once */
 
 /* Loop creation flags (iop_loop_opts_t.flags), passed on to the backend. */
 #define IOP_LOOP_SQPOLL (1u << 0)  /* completion backends: a kernel thread polls the

@@ -6,6 +6,7 @@
 #ifndef IOPLEX_LOOP_H
 #define IOPLEX_LOOP_H
 
+#include <sys/uio.h>
 #include "common.h"
 
 /* Loop creation options. Zero-initialise, set size = sizeof(iop_loop_opts_t), then
@@ -101,6 +102,21 @@ IOP_EXPORT const char *iop_loop_backend_report(const iop_loop_t *loop);
 IOP_EXPORT void iop_buf_release(iop_loop_t *loop, uint32_t bid);
 IOP_EXPORT void *iop_buf_addr(const iop_loop_t *loop, uint32_t bid);
 IOP_EXPORT uint32_t iop_buf_size(const iop_loop_t *loop);
+
+/* Registers n buffers (iov[i].iov_base, iov_len: 1 byte to 1 GiB each, n at most
+ * IOP_BUF_REGISTER_MAX) for ops that name one (iop_op_set_fixed_buf): io_uring then
+ * pins and maps them once instead of on every op. One set per loop. 1 = registered
+ * with the backend; 0 = the backend has no such thing, or the kernel refused (a low
+ * memlock limit): the set is kept by the core, which checks ops against it and runs
+ * them as plain ones (the caps lack IOP_CAP_REGISTERED_BUFFERS, the report says
+ * why); -EINVAL for a bad set, -EBUSY if one is registered already, -ENOMEM. The
+ * memory stays the caller's and must stay valid until iop_buf_unregister or the
+ * loop's destruction. */
+#define IOP_BUF_REGISTER_MAX 1024
+IOP_EXPORT int iop_buf_register(iop_loop_t *loop, const struct iovec *iov, unsigned n);
+/* Drops the set (no op naming one of its buffers may still be in flight). 0, or
+ * -ENOENT if none is registered. */
+IOP_EXPORT int iop_buf_unregister(iop_loop_t *loop);
 
 /* Registers fd with the backend for cheaper ops on it (io_uring fixed files).
  * 1 = registered, 0 = the backend has no such thing (nothing to do), -errno on

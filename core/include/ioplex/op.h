@@ -65,6 +65,8 @@ struct iop_op {
     uint8_t cflags;            /* IOP_CF_* of the result being delivered */
     uint32_t flags;            /* private */
     int32_t fd;
+    uint16_t buf_index;        /* IOP_OPT_FIXED_BUF: the registered buffer holding buf */
+    uint16_t reserved;
     iop_op_cb cb;
     void *data;                /* the caller's */
     uint64_t deadline;         /* absolute loop-clock ns, 0 = none */
@@ -93,6 +95,7 @@ struct iop_op {
 #define IOP_OPT_MULTISHOT 0x01u    /* accept, recv_buf: keep delivering results */
 #define IOP_OPT_ZEROCOPY  0x02u    /* send: no copy; the buffer is the kernel's until !more */
 #define IOP_OPT_POLL_FIRST 0x04u   /* recv/send/recv_buf: expect to wait, skip the first try */
+#define IOP_OPT_FIXED_BUF  0x10u   /* recv/send/read/write: buf lies in registered buffer buf_index */
 /* Set by the core on a write (no offset) to a socket: a backend sends it with
  * MSG_NOSIGNAL, so a reset peer gives -EPIPE instead of SIGPIPE. A write to a pipe
  * nobody reads raises SIGPIPE as write(2) does: ignore SIGPIPE to get -EPIPE. */
@@ -117,6 +120,16 @@ static inline int iop_op_more(const iop_op_t *op) { return op->cflags & IOP_CF_M
 
 static inline void iop_op_set_multishot(iop_op_t *op) { op->opts |= IOP_OPT_MULTISHOT; }
 static inline void iop_op_set_zerocopy(iop_op_t *op) { op->opts |= IOP_OPT_ZEROCOPY; }
+/* The op's buffer lies inside buffer `index` of the loop's registered set
+ * (iop_buf_register); iop_submit refuses it with -EINVAL otherwise. Natively (io_uring)
+ * a read or write then runs as READ_FIXED / WRITE_FIXED and a zero-copy send uses the
+ * registered pages; a recv, a plain send and a write to a socket, and every op on a
+ * backend without IOP_CAP_REGISTERED_BUFFERS, run as they would without it. */
+static inline void iop_op_set_fixed_buf(iop_op_t *op, uint16_t index)
+{
+    op->opts |= IOP_OPT_FIXED_BUF;
+    op->buf_index = index;
+}
 
 /* Every iop_prep_* makes the record a fresh, idle op: that is how a record on the
  * stack or from malloc becomes usable. Re-preparing a record that is still in flight
