@@ -20,6 +20,36 @@
 
 static _Thread_local iop_alloc_stats_t tl_stats;
 
+/* Failure injection (tests only, see alloc.h): allocations left before they start
+ * failing, -1 = never. One predictable branch per allocation when unset. */
+static _Thread_local long tl_fail_after = -1;
+static _Thread_local int tl_fail_once;
+static _Thread_local long tl_failed;
+
+static inline int fail_now(void)
+{
+    if (__builtin_expect(tl_fail_after < 0, 1))
+        return 0;
+    if (tl_fail_after > 0) {
+        tl_fail_after--;
+        return 0;
+    }
+    tl_failed++;
+    if (tl_fail_once)
+        tl_fail_after = -1;
+    errno = ENOMEM;
+    return 1;
+}
+
+long iop__alloc_fail_after(long n, int once)
+{
+    long failed = tl_failed;
+    tl_fail_after = n < 0 ? -1 : n;
+    tl_fail_once = once;
+    tl_failed = 0;
+    return failed;
+}
+
 #ifdef IOPLEX_USE_JEMALLOC
 static int use_libc;
 
@@ -33,6 +63,8 @@ __attribute__((constructor)) static void alloc_choose(void)
 
 void *iop_malloc(size_t size)
 {
+    if (fail_now())
+        return NULL;
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
     if (JE)
@@ -47,6 +79,8 @@ void *iop_calloc(size_t n, size_t size)
         errno = ENOMEM;
         return NULL;
     }
+    if (fail_now())
+        return NULL;
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
     if (JE) {
@@ -61,6 +95,8 @@ void *iop_realloc(void *ptr, size_t size)
 {
     if (!ptr)
         return iop_malloc(size);
+    if (fail_now())
+        return NULL;
     tl_stats.allocs++;
 #ifdef IOPLEX_USE_JEMALLOC
     if (JE)

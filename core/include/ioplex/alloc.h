@@ -22,4 +22,12 @@ IOP_EXPORT void iop_alloc_stats(iop_alloc_stats_t *out);
 /* Name of the allocator behind the seam: "jemalloc" or "libc". */
 IOP_EXPORT const char *iop_alloc_name(void);
 
+/* ---- tests only: not part of the API ----------------------------------------------
+ * Allocation-failure injection for out-of-memory sweeps. After n more successful
+ * allocations on the calling thread (iop_malloc / iop_calloc / iop_realloc, the
+ * backends' included), the next one returns NULL with errno = ENOMEM, and so does
+ * every later one until reset with n = -1 (once = 0), or only that one (once = 1).
+ * Returns how many allocations it failed since the previous call. */
+IOP_EXPORT long iop__alloc_fail_after(long n, int once);
+
 #endif
