@@ -424,8 +424,12 @@ static void queue_rearm(uring_state_t *st, int fd, uring_fd_t *f)
     if (st->nrearm == st->rearm_cap) {
         uint32_t cap = st->rearm_cap ? st->rearm_cap * 2 : 64;
         int32_t *v = st->host->realloc(st->rearm, cap * sizeof *v);
-        if (!v)
-            return;   /* the fd stays unarmed until its interest changes */
+        if (!v) {
+            /* No room to defer it: arm it now. Left unarmed, its watch (the loop's
+             * wake-up eventfd among them) would never fire again. */
+            arm(st, fd, f);
+            return;
+        }
         st->rearm = v;
         st->rearm_cap = cap;
     }
