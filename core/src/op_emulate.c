@@ -175,9 +175,11 @@ static void deadline_fired(iop_timer_t *t)
 
 static void enqueue(iop_loop_t *loop, iop_op_t *op)
 {
-    /* (A deadline already passed never gets here: start() fails the op first.) */
-    if (op->deadline && iop__timer_arm(loop, &op->timer, op->deadline, deadline_fired) < 0) {
-        iop__defer(loop, op, -ETIMEDOUT);
+    /* (A deadline already passed never gets here: start() fails the op first.)
+     * Without memory for its timer the op fails with that, not as timed out. */
+    int r;
+    if (op->deadline && (r = iop__timer_arm(loop, &op->timer, op->deadline, deadline_fired)) < 0) {
+        iop__defer(loop, op, r);
         return;
     }
     iop__fd_t *e = &loop->fds.v[op->fd];
