@@ -592,6 +592,7 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
     }
     char passed[WHY_LEN] = "", why[WHY_LEN], name[NAME_LEN];
     const char *order = IOP_AUTO_ORDER;
+    int nomem = 0;   /* a create failed for lack of memory: say so if none works */
     while (*order) {
         const char *end = strchrnul(order, ',');
         snprintf(name, sizeof name, "%.*s", (int)(end - order), order);
@@ -608,6 +609,7 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
         why[0] = '\0';
         int r = try_create(ctx, mod, why, sizeof why);
         if (r < 0) {
+            nomem |= r == -ENOMEM;
             append(passed, sizeof passed, "%s%s (create failed: %s)", sep, name,
                    why[0] ? why : iop_strerror(r));
             iop__module_close(mod);
@@ -619,7 +621,7 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
     }
     avoid_strays(avoid, avoid_src, why, sizeof why);
     say(0, report, reportlen, "auto: no usable backend; passed over %s%s", passed, why);
-    return iop__fail(-ENODEV, "auto: no usable backend; passed over %s%s", passed, why);
+    return iop__fail(nomem ? -ENOMEM : -ENODEV, "auto: no usable backend; passed over %s%s", passed, why);
 }
 
 int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, void *ctx,
