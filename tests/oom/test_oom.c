@@ -1,0 +1,1014 @@
+/* Out-of-memory sweep: `test_oom BACKEND` runs the loop scenarios on one backend,
+ * `test_oom ipc` the multi-process primitives.
+ *
+ * Each scenario runs again and again with the allocator seam failing allocation n
+ * (iop__alloc_fail_after), n = 0, 1, 2 ..., until one run completes without
+ * meeting an injected failure: once with every allocation from the n-th on
+ * failing (the run gives up at the first error), once with only the n-th failing
+ * (the run goes on after it, and what the failure left behind gets used). Every run must end cleanly:
+ * each call succeeds or returns -ENOMEM (with iop_last_error() filled where the
+ * API promises it), nothing crashes or waits forever, and what failed leaves the
+ * loop usable: once allocations work again the same loop still runs ops, timers
+ * and watches, and destroys without a leak (LeakSanitizer checks at exit in the
+ * sanitizer build). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "test_util.h"
+
+#define MAX_N 4000        /* more allocations than any scenario makes */
+#define RUN_MS 3000       /* a wait longer than this is a hang */
+#define SEC 1000000000ull
+
+/* ---- the sweep ---------------------------------------------------------------------- */
+
+static long injected;    /* failures injected during this run */
+static int once;         /* the sweep's mode: only allocation n fails */
+
+static void inject(long n) { injected += iop__alloc_fail_after(n, once); }
+
+/* The first error a run met, and where: later ones often follow from it (a peer's
+ * EOF, a cancel) and need not be -ENOMEM. */
+typedef struct outcome {
+    int err;
+    const char *what;
+    char msg[256];
+} outcome_t;
+
+static outcome_t oc;
+
+/* r < 0: notes it if it is the run's first error. Returns r. */
+static int note(int r, const char *what)
+{
+    if (r < 0 && !oc.err) {
+        oc.err = r;
+        oc.what = what;
+        snprintf(oc.msg, sizeof oc.msg, "%s", iop_last_error());
+    }
+    return r;
+}
+
+typedef void (*scenario_fn)(void);
+
+/* $OOM_N=n runs the one step n (to debug it); $OOM_VERBOSE=1 tells every step. */
+static void sweep_mode(const char *name, scenario_fn run)
+{
+    const char *only = getenv("OOM_N");
+    const char *mode = once ? "only" : "from";
+    for (long n = only ? atol(only) : 0; n < MAX_N; n++) {
+        memset(&oc, 0, sizeof oc);
+        injected = 0;
+        inject(n);
+        run();
+        inject(-1);
+        if (getenv("OOM_VERBOSE"))
+            print_message("%s: failing %s allocation %ld: %s\n", name, mode, n, oc.err ? oc.what : "absorbed");
+        if (oc.err && oc.err != -ENOMEM)
+            fail_msg("%s, failing %s allocation %ld: %s gave %s (%s)", name, mode, n, oc.what,
+                     iop_strerror(oc.err), oc.msg);
+        if (!injected) {
+            if (oc.err)
+                fail_msg("%s: %s failed without an injected failure: %s", name, oc.what, iop_strerror(oc.err));
+            print_message("%s: %ld allocations, each failure handled (%s n on)\n", name, n,
+                          once ? "only" : "every one from");
+            return;
+        }
+        if (only)
+            return;
+    }
+    fail_msg("%s: still failing after %d allocations", name, MAX_N);
+}
+
+/* Both modes; $OOM_ONCE=0 or 1 picks one. */
+static void sweep(const char *name, scenario_fn run)
+{
+    const char *m = getenv("OOM_ONCE");
+    for (once = 0; once < 2; once++)
+        if (!m || atoi(m) == once)
+            sweep_mode(name, run);
+}
+
+/* Loop creation under the sweep: NULL (the error noted) when it failed. */
+static iop_loop_t *loop_new_flags(uint32_t buf_count, uint32_t flags)
+{
+    iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .flags = flags, .buf_count = buf_count,
+                          .buf_size = 2048 };
+    iop_loop_t *loop = NULL;
+    int r = iop_loop_create(&loop, &o);
+    if (r < 0) {
+        note(r, "iop_loop_create");
+        assert_null(loop);
+        assert_true(iop_last_error()[0] != '\0');
+        return NULL;
+    }
+    return loop;
+}
+
+static iop_loop_t *loop_new(uint32_t buf_count) { return loop_new_flags(buf_count, 0); }
+
+/* ---- after a failure: the same loop still works --------------------------------------- */
+
+static void count_cb(iop_op_t *op, int res)
+{
+    int *n = op->data;
+    assert_true(res >= 0);
+    (*n)++;
+}
+
+static void count_timer(iop_timer_t *t) { (*(int *)t->data)++; }
+
+static void stop_post(iop_post_t *p) { iop_loop_stop(p->data); }
+
+/* Level-triggered: fires each iteration while its fd stays writable; stops at 3. */
+static void watch_thrice(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    if (++*(int *)w->data == 3)
+        iop_watch_stop(w);
+}
+
+static void count_watch(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    (*(int *)w->data)++;
+    iop_watch_stop(w);
+}
+
+static void *post_later(void *arg)
+{
+    static iop_post_t p;
+    tu_sleep_ms(20);
+    p.data = arg;
+    assert_int_equal(iop_loop_post(arg, &p, stop_post), 0);
+    return NULL;
+}
+
+/* With allocation back, a nop, a timeout op, a timer, a watch and a pipe's
+ * write and read, all through loop; each must complete. Then a post from another
+ * thread must wake the loop blocked in its backend. */
+static void still_works(iop_loop_t *loop)
+{
+    inject(-1);
+    pthread_t th;
+    int unused = 0;
+    iop_timer_t far = { .data = &unused };
+    assert_int_equal(iop_timer_start(loop, &far, 10 * SEC, 0, count_timer), 0);
+    assert_int_equal(pthread_create(&th, NULL, post_later, loop), 0);
+    uint64_t t0 = tu_clock_ms();
+    assert_true(iop_loop_run(loop, IOP_RUN_DEFAULT) >= 0);
+    if (tu_clock_ms() - t0 > 2000)
+        fail_msg("a post from another thread no longer wakes the loop");
+    pthread_join(th, NULL);
+    iop_timer_stop(&far);
+    int done = 0, p[2];
+    char wbuf[16] = "still works", rbuf[16];
+    tu_pipe(p);
+    iop_op_t nop, tmo, wr, rd;
+    iop_timer_t t = { .data = &done };
+    iop_watch_t w = { .data = &done };
+    iop_prep_nop(&nop, count_cb, &done);
+    iop_prep_timeout(&tmo, 1000000, count_cb, &done);
+    iop_prep_write(&wr, p[1], wbuf, sizeof wbuf, -1, count_cb, &done);
+    iop_prep_read(&rd, p[0], rbuf, sizeof rbuf, -1, count_cb, &done);
+    assert_int_equal(iop_submit(loop, &nop), 0);
+    assert_int_equal(iop_submit(loop, &tmo), 0);
+    assert_int_equal(iop_submit(loop, &rd), 0);
+    assert_int_equal(iop_submit(loop, &wr), 0);
+    assert_int_equal(iop_timer_start(loop, &t, 1000000, 0, count_timer), 0);
+    assert_int_equal(iop_watch_start(loop, &w, p[1], IOP_WRITE, count_watch), 0);
+    if (!tu_run_until_count(loop, &done, 6, RUN_MS))
+        fail_msg("the loop no longer works after a failure (%d of 6 done)", done);
+    assert_memory_equal(rbuf, wbuf, sizeof wbuf);
+    assert_int_equal(iop_fd_close(loop, p[0]), 0);
+    assert_int_equal(iop_fd_close(loop, p[1]), 0);
+}
+
+/* ---- proactor: accept, connect, send / recv / recv_buf, timers, watches, posts -------- */
+
+typedef struct rec {
+    iop_op_t op;
+    int calls;
+    int res;
+} rec_t;
+
+static void rec_cb(iop_op_t *op, int res)
+{
+    rec_t *r = op->data;
+    r->calls++;
+    r->res = res;
+}
+
+static int rec_done(void *arg) { return ((rec_t *)arg)->calls > 0; }
+
+/* Submits r's op; 0, or the error noted. */
+static int submit(iop_loop_t *loop, rec_t *r, const char *what)
+{
+    r->calls = 0;
+    r->res = 0;
+    return note(iop_submit(loop, &r->op), what);
+}
+
+static void guard_fired(iop_timer_t *t) { (void)t; }
+
+/* Runs loop until done(arg): 1, or 0 when the loop failed (noted). Waiting past
+ * RUN_MS is a hang. A guard timer bounds each blocking turn; without memory for
+ * it the turns do not block. */
+static int run_until(iop_loop_t *loop, int (*done)(void *arg), void *arg, const char *what)
+{
+    uint64_t end = tu_clock_ns() + RUN_MS * 1000000ull;
+    iop_timer_t guard = { 0 };
+    int ok = 1;
+    while (!done(arg)) {
+        if (tu_clock_ns() >= end)
+            fail_msg("%s: not done within %d ms", what, RUN_MS);
+        int r = 0;
+        if (!iop_timer_active(&guard) && iop_timer_start(loop, &guard, 5000000, 0, guard_fired) < 0)
+            r = 1;
+        r = iop_loop_run(loop, r ? IOP_RUN_NOWAIT : IOP_RUN_ONCE);
+        if (r < 0) {
+            note(r, "iop_loop_run");
+            ok = 0;
+            break;
+        }
+    }
+    iop_timer_stop(&guard);
+    return ok;
+}
+
+typedef struct count_goal {
+    const int *n;
+    int goal;
+} count_goal_t;
+
+static int count_reached(void *arg)
+{
+    count_goal_t *g = arg;
+    return *g->n >= g->goal;
+}
+
+static int run_until_count(iop_loop_t *loop, const int *n, int goal, const char *what)
+{
+    count_goal_t g = { n, goal };
+    return run_until(loop, count_reached, &g, what);
+}
+
+/* Waits for r's callback; its result (noted). */
+static int await(iop_loop_t *loop, rec_t *r, const char *what)
+{
+    if (!run_until(loop, rec_done, r, what))
+        return oc.err;
+    assert_int_equal(r->calls, 1);
+    return note(r->res, what);
+}
+
+static void bump_timer(iop_timer_t *t) { (*(int *)t->data)++; }
+static void bump_post(iop_post_t *p) { (*(int *)p->data)++; }
+
+#define NTIMERS 70        /* past the timer heap's first 64 slots */
+#define CHUNK 3000
+
+static void proactor_scenario(void)
+{
+    iop_loop_t *loop = loop_new(4);
+    if (!loop)
+        return;
+    struct sockaddr_in addr;
+    int lfd = tu_tcp_listener(&addr, 8), sfd = -1;
+    /* A high fd number: the loop's fd table must grow for it. */
+    int c0 = tu_tcp_socket(), cfd = fcntl(c0, F_DUPFD_CLOEXEC, 300);
+    assert_true(cfd >= 300);
+    close(c0);
+    rec_t acc, con, snd, rcv, tmo;
+    iop_timer_t timers[NTIMERS];
+    int fired = 0, posted = 0, started = 0;
+    memset(timers, 0, sizeof timers);
+    char out[CHUNK], in[CHUNK];
+    tu_fill_pattern(out, sizeof out, 7);
+
+    iop_prep_accept(&acc.op, lfd, NULL, NULL, rec_cb, &acc);
+    iop_op_set_deadline(&acc.op, iop_now(loop) + 10 * SEC);
+    if (submit(loop, &acc, "submit accept") < 0)
+        goto out;
+    iop_prep_connect(&con.op, cfd, (struct sockaddr *)&addr, sizeof addr, rec_cb, &con);
+    if (submit(loop, &con, "submit connect") < 0 ||
+        await(loop, &con, "connect") < 0 || await(loop, &acc, "accept") < 0)
+        goto out;
+    sfd = acc.res;
+
+    /* Timers, a timeout op, a post. */
+    for (; started < NTIMERS; started++) {
+        timers[started].data = &fired;
+        if (note(iop_timer_start(loop, &timers[started], 1000000 + (uint64_t)started * 1000, 0, bump_timer),
+                 "iop_timer_start") < 0)
+            break;
+    }
+    iop_post_t post = { .data = &posted };
+    if (note(iop_loop_post(loop, &post, bump_post), "iop_loop_post") < 0)
+        goto out;
+    iop_prep_timeout(&tmo.op, 2000000, rec_cb, &tmo);
+    if (submit(loop, &tmo, "submit timeout") < 0 || await(loop, &tmo, "timeout") < 0)
+        goto out;
+    if (!run_until_count(loop, &fired, started, "timers") || !run_until_count(loop, &posted, 1, "post") ||
+        oc.err)
+        goto out;
+
+    /* Bytes both ways: send / recv, then send / recv_buf from the pool. */
+    for (int round = 0; round < 4; round++) {
+        int a = round & 1 ? sfd : cfd, b = round & 1 ? cfd : sfd;
+        iop_prep_send(&snd.op, a, out, sizeof out, 0, rec_cb, &snd);
+        if (round == 2)
+            iop_op_set_deadline(&snd.op, iop_now(loop) + 10 * SEC);
+        if (submit(loop, &snd, "submit send") < 0)
+            goto out;
+        size_t got = 0;
+        while (got < sizeof out) {
+            if (round == 3) {
+                iop_prep_recv_buf(&rcv.op, b, 0, rec_cb, &rcv);
+            } else {
+                iop_prep_recv(&rcv.op, b, in + got, sizeof in - got, 0, rec_cb, &rcv);
+                if (round == 2)
+                    iop_op_set_deadline(&rcv.op, iop_now(loop) + 10 * SEC);
+            }
+            if (submit(loop, &rcv, "submit recv") < 0 || await(loop, &rcv, "recv") < 0)
+                goto out;
+            assert_true(rcv.res > 0);
+            if (round == 3) {
+                memcpy(in + got, rcv.op.u.pooled.buf, (size_t)rcv.res);
+                iop_buf_release(loop, rcv.op.u.pooled.bid);
+            }
+            got += (size_t)rcv.res;
+        }
+        if (await(loop, &snd, "send") < 0)
+            goto out;
+        assert_int_equal(snd.res, sizeof out);
+        assert_memory_equal(in, out, sizeof out);
+    }
+
+    /* A watch, then a close op. */
+    iop_watch_t w = { .data = &fired };
+    fired = 0;
+    if (note(iop_watch_start(loop, &w, cfd, IOP_WRITE, watch_thrice), "iop_watch_start") < 0)
+        goto out;
+    if (!run_until_count(loop, &fired, 3, "a watch firing 3 times"))
+        goto out;
+    iop_prep_close(&acc.op, sfd, rec_cb, &acc);
+    if (submit(loop, &acc, "submit close") < 0)
+        goto out;
+    sfd = -1;   /* closed whatever the result */
+    await(loop, &acc, "close");
+out:
+    for (int i = 0; i < started; i++)
+        iop_timer_stop(&timers[i]);
+    if (oc.err)
+        still_works(loop);
+    if (sfd >= 0)
+        iop_fd_close(loop, sfd);
+    iop_fd_close(loop, cfd);
+    iop_fd_close(loop, lfd);
+    iop_loop_destroy(loop);
+}
+
+static void test_proactor(void **state)
+{
+    (void)state;
+    sweep("proactor", proactor_scenario);
+}
+
+/* ---- many connections: multishot accept, per-fd growth, deadlines, cancel ------------- */
+
+#define NCONN 70          /* past the 64 first slots of the fd, poll and timer arrays */
+
+typedef struct crowd {
+    int sfd[NCONN];
+    int naccepted;
+    int accept_over;
+} crowd_t;
+
+static void accepted(iop_op_t *op, int res)
+{
+    crowd_t *c = op->data;
+    if (res >= 0 && c->naccepted < NCONN)
+        c->sfd[c->naccepted++] = res;
+    else if (res >= 0)
+        close(res);
+    else if (res != -ECANCELED)
+        note(res, "multishot accept");
+    if (!iop_op_more(op))
+        c->accept_over = 1;
+}
+
+static int recs_done(rec_t *r, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!r[i].calls)
+            return 0;
+    return 1;
+}
+
+static int cons_done(void *arg) { return recs_done(arg, NCONN); }
+
+static int nrecv;         /* recvs submitted */
+
+static int recvs_done(void *arg) { return recs_done(arg, nrecv); }
+
+static int accept_over(void *arg) { return ((crowd_t *)arg)->accept_over; }
+
+static int all_accepted(void *arg)
+{
+    crowd_t *c = arg;
+    return c->naccepted == NCONN || c->accept_over;
+}
+
+static void many_scenario(void)
+{
+    iop_loop_t *loop = loop_new_flags(8, IOP_LOOP_REGISTER_BUSY_FDS);
+    if (!loop)
+        return;
+    struct sockaddr_in addr;
+    static crowd_t c;
+    static rec_t con[NCONN], rcv[NCONN];
+    static char bytes[NCONN];
+    static int cfd[NCONN];
+    memset(&c, 0, sizeof c);
+    int lfd = tu_tcp_listener(&addr, NCONN), nclients = 0;
+    iop_op_t acc;
+    rec_t cancel;
+    iop_prep_accept(&acc, lfd, NULL, NULL, accepted, &c);
+    iop_op_set_multishot(&acc);
+    iop_op_set_deadline(&acc, iop_now(loop) + 20 * SEC);
+    if (note(iop_submit(loop, &acc), "submit multishot accept") < 0) {
+        c.accept_over = 1;
+        goto out;
+    }
+    for (; nclients < NCONN; nclients++) {
+        cfd[nclients] = tu_tcp_socket();
+        iop_prep_connect(&con[nclients].op, cfd[nclients], (struct sockaddr *)&addr, sizeof addr, rec_cb,
+                         &con[nclients]);
+        if (submit(loop, &con[nclients], "submit connect") < 0) {
+            close(cfd[nclients]);
+            goto out;
+        }
+    }
+    if (!run_until(loop, cons_done, con, "connects"))
+        goto out;
+    for (int i = 0; i < NCONN; i++)
+        if (note(con[i].res, "connect") < 0)
+            goto out;
+    if (!run_until(loop, all_accepted, &c, "accepts") || c.naccepted < NCONN) {
+        assert_true(oc.err);       /* the series ended early: with an error */
+        goto out;
+    }
+    /* One recv with a deadline on each server side, one byte from each client. */
+    for (nrecv = 0; nrecv < NCONN; nrecv++) {
+        iop_prep_recv(&rcv[nrecv].op, c.sfd[nrecv], &bytes[nrecv], 1, 0, rec_cb, &rcv[nrecv]);
+        iop_op_set_deadline(&rcv[nrecv].op, iop_now(loop) + 20 * SEC);
+        if (submit(loop, &rcv[nrecv], "submit recv") < 0)
+            break;
+    }
+    for (int i = 0; i < NCONN; i++)
+        assert_int_equal(send(cfd[i], "x", 1, 0), 1);
+    if (!run_until(loop, recvs_done, rcv, "recvs"))
+        goto out;
+    for (int i = 0; i < nrecv; i++)
+        if (note(rcv[i].res, "recv") < 0)
+            goto out;
+out:
+    if (!c.accept_over) {
+        iop_prep_cancel(&cancel.op, &acc, rec_cb, &cancel);
+        if (submit(loop, &cancel, "submit cancel") == 0)
+            await(loop, &cancel, "cancel");
+        if (!oc.err)
+            run_until(loop, accept_over, &c, "the multishot accept's end");
+    }
+    if (oc.err)
+        still_works(loop);
+    for (int i = 0; i < c.naccepted; i++)
+        iop_fd_close(loop, c.sfd[i]);
+    for (int i = 0; i < nclients; i++)
+        iop_fd_close(loop, cfd[i]);
+    iop_fd_close(loop, lfd);
+    iop_loop_destroy(loop);
+}
+
+static void test_many(void **state)
+{
+    (void)state;
+    sweep("many connections", many_scenario);
+}
+
+/* ---- coroutines: spawn, I/O, channels, sleep, join, cancel, greenlets ------------------ */
+
+typedef struct echo {
+    int lfd;
+    struct sockaddr_in addr;
+    iop_chan_t *ch;       /* the server tells the counter each chunk's size */
+    long counted;
+} echo_t;
+
+static uint64_t soon(void) { return iop_now(iop_coro_loop(iop_self())) + 10 * SEC; }
+
+static void *as_ptr(intptr_t v) { return (void *)v; }
+
+static void *server(void *arg)
+{
+    echo_t *e = arg;
+    char buf[1024];
+    int fd = note(iop_accept(e->lfd, NULL, NULL, soon()), "iop_accept"), r = fd;
+    while (fd >= 0) {
+        ssize_t n = iop_recv(fd, buf, sizeof buf, 0, soon());
+        if (n <= 0) {
+            r = note((int)n, "iop_recv (server)");
+            break;
+        }
+        int len = (int)n;
+        if ((r = note(iop_chan_send(e->ch, &len, soon()), "iop_chan_send")) < 0)
+            break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t m = iop_send(fd, buf + off, (size_t)(n - off), 0, soon());
+            if (m < 0) {
+                r = note((int)m, "iop_send (server)");
+                break;
+            }
+            off += m;
+        }
+        if (r < 0)
+            break;
+    }
+    if (fd >= 0)
+        iop_close(fd);
+    iop_chan_close(e->ch);
+    return as_ptr(r < 0 ? r : 0);
+}
+
+static void *client(void *arg)
+{
+    echo_t *e = arg;
+    int fd = tu_tcp_socket(), r;
+    char out[2000], in[2000];
+    tu_fill_pattern(out, sizeof out, 3);
+    if ((r = note(iop_connect(fd, (struct sockaddr *)&e->addr, sizeof e->addr, soon()), "iop_connect")) < 0)
+        goto out;
+    for (int round = 0; round < 3 && r >= 0; round++) {
+        ssize_t m = iop_send(fd, out, sizeof out, 0, soon());
+        if (m < 0) {
+            r = note((int)m, "iop_send (client)");
+            break;
+        }
+        for (ssize_t got = 0; got < m;) {
+            ssize_t n = iop_recv(fd, in + got, (size_t)(m - got), 0, soon());
+            if (n <= 0) {
+                r = note(n ? (int)n : -EPIPE, "iop_recv (client)");
+                break;
+            }
+            got += n;
+        }
+        if (r >= 0)
+            assert_memory_equal(in, out, (size_t)m);
+        if ((r = note(iop_sleep(100000), "iop_sleep")) < 0)
+            break;
+    }
+out:
+    iop_close(fd);
+    return as_ptr(r);
+}
+
+static void *counter(void *arg)
+{
+    echo_t *e = arg;
+    int len, r;
+    while ((r = iop_chan_recv(e->ch, &len, soon())) == 0)
+        e->counted += len;
+    return as_ptr(r == -EPIPE ? 0 : note(r, "iop_chan_recv"));
+}
+
+/* A greenlet: doubles what it is switched to, until given 0. */
+static void *doubler(void *arg)
+{
+    intptr_t v = (intptr_t)arg;
+    while (v)
+        v = (intptr_t)iop_switch(iop_main(), as_ptr(v * 2));
+    return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    int r = iop_sleep(SEC);        /* cancelled long before */
+    assert_true(r == -ECANCELED || r == -ENOMEM);
+    return NULL;
+}
+
+/* Joins c from main; a join that times out is a hang. Its result, noted. */
+static int join(iop_coro_t *c, const char *what)
+{
+    void *res = NULL;
+    int r = iop_join(c, &res, tu_clock_ns() + 5 * SEC);
+    if (r == -ETIMEDOUT || r == -EDEADLK)
+        fail_msg("joining %s: %s (%s)", what, iop_strerror(r), iop_last_error());
+    if (r < 0)
+        return note(r, "iop_join");
+    return note((int)(intptr_t)res, what);
+}
+
+static void coro_scenario(void)
+{
+    iop_loop_t *loop = loop_new(0);
+    if (!loop)
+        return;
+    echo_t e = { .lfd = tu_tcp_listener(&e.addr, 8) };
+    iop_coro_t *srv = NULL, *cli = NULL, *cnt = NULL, *slp = NULL, *g = NULL;
+    iop_coro_opts_t named = { .size = sizeof named, .name = "server" };
+    if (note(iop_chan_new(&e.ch, sizeof(int), 2), "iop_chan_new") < 0 ||
+        note(iop_go(loop, sleeper, NULL, NULL, &slp), "iop_go sleeper") < 0)
+        goto out;
+    if (note(iop_go(loop, server, &e, &named, &srv), "iop_go server") == 0 &&
+        (note(iop_go(loop, counter, &e, NULL, &cnt), "iop_go counter") < 0 ||
+         note(iop_go(loop, client, &e, NULL, &cli), "iop_go client") < 0)) {
+        /* Nothing will connect: the ones started are cancelled, then joined. */
+        iop_cancel(srv);
+        if (cnt)
+            iop_cancel(cnt);
+    }
+    if (cli && join(cli, "client") < 0) {
+        iop_cancel(srv);           /* no client: its accept would wait for good */
+        iop_cancel(cnt);
+    }
+    tu_run_nowait(loop, 2);        /* let the sleeper park */
+    int r = iop_cancel(slp);
+    assert_true(r == 0 || r == -ESRCH);   /* -ESRCH: it ended with -ENOMEM already */
+    join(slp, "sleeper");
+    if (srv)
+        join(srv, "server");
+    if (cnt && join(cnt, "counter") == 0 && !oc.err)
+        assert_int_equal(e.counted, 3 * 2000);
+    if (!oc.err && note(iop_coro_create(loop, doubler, NULL, NULL, &g), "iop_coro_create") == 0) {
+        assert_int_equal((intptr_t)iop_switch(g, as_ptr(21)), 42);
+        assert_null(iop_switch(g, NULL));
+        assert_true(iop_coro_done(g));
+        iop_coro_free(g);
+    }
+out:
+    if (oc.err)
+        still_works(loop);
+    iop_fd_close(loop, e.lfd);
+    iop_loop_destroy(loop);
+    iop_chan_free(e.ch);
+}
+
+static void test_coro(void **state)
+{
+    (void)state;
+    sweep("coroutines", coro_scenario);
+}
+
+/* ---- a crowd of coroutines: records past the first chunk, a nursery, a mutex ---------- */
+
+#define NCORO 70          /* past the scheduler's first 64 coroutine records */
+
+typedef struct crowd_ctx {
+    iop_mutex_t m;
+    int ran;
+    int p[2];             /* a pipe for iop_wait_fd */
+    iop_chan_t *a, *b;
+} crowd_ctx_t;
+
+static void *crowd_child(void *arg)
+{
+    crowd_ctx_t *cx = arg;
+    int r = note(iop_mutex_lock(&cx->m, 0), "iop_mutex_lock");
+    if (r == 0) {
+        r = note(iop_sleep(10000), "iop_sleep");
+        iop_mutex_unlock(&cx->m);
+    }
+    if (r == 0)
+        cx->ran++;
+    return NULL;
+}
+
+/* Waits for the pipe, then takes one value from either channel. */
+static void *selector(void *arg)
+{
+    crowd_ctx_t *cx = arg;
+    int v = 0, w = 0;
+    if (note(iop_wait_fd(cx->p[1], IOP_WRITE, soon()), "iop_wait_fd") < 0)
+        return NULL;
+    iop_select_case_t cases[2] = { { .ch = cx->a, .elem = &v }, { .ch = cx->b, .elem = &w } };
+    int i = note(iop_select(cases, 2, soon()), "iop_select");
+    if (i >= 0)
+        assert_int_equal(i ? w : v, 5);
+    return NULL;
+}
+
+static void *feeder(void *arg)
+{
+    crowd_ctx_t *cx = arg;
+    int five = 5;
+    note(iop_chan_send(cx->b, &five, soon()), "iop_chan_send");
+    return NULL;
+}
+
+static void crowd_scenario(void)
+{
+    iop_loop_t *loop = loop_new(0);
+    if (!loop)
+        return;
+    crowd_ctx_t cx = { .ran = 0 };
+    iop_mutex_init(&cx.m);
+    tu_pipe(cx.p);
+    iop_nursery_t n;
+    iop_nursery_init(&n, loop);
+    int spawned = 0;
+    if (note(iop_chan_new(&cx.a, sizeof(int), 0), "iop_chan_new") < 0 ||
+        note(iop_chan_new(&cx.b, sizeof(int), 0), "iop_chan_new") < 0)
+        goto out;
+    if (note(iop_nursery_go(&n, selector, &cx, NULL), "iop_nursery_go") == 0 &&
+        note(iop_nursery_go(&n, feeder, &cx, NULL), "iop_nursery_go") < 0) {
+        /* nothing will feed the selector: close its channels */
+        iop_chan_close(cx.a);
+        iop_chan_close(cx.b);
+    }
+    for (; spawned < NCORO; spawned++)
+        if (note(iop_nursery_go(&n, crowd_child, &cx, NULL), "iop_nursery_go") < 0)
+            break;
+    int r = iop_nursery_close(&n, tu_clock_ns() + 5 * SEC);
+    if (r == -ETIMEDOUT || r == -EDEADLK)
+        fail_msg("crowd: %s (%s)", iop_strerror(r), iop_last_error());
+    note(r, "iop_nursery_close");
+    if (!oc.err)
+        assert_int_equal(cx.ran, NCORO);
+out:
+    if (oc.err)
+        still_works(loop);
+    iop_fd_close(loop, cx.p[0]);
+    iop_fd_close(loop, cx.p[1]);
+    iop_loop_destroy(loop);
+    iop_chan_free(cx.a);
+    iop_chan_free(cx.b);
+}
+
+static void test_crowd(void **state)
+{
+    (void)state;
+    sweep("coroutine crowd", crowd_scenario);
+}
+
+/* ---- the service host: the echo plugin, an accept loop, a client, a drain --------------- */
+
+typedef struct svc_run {
+    iop_service_host_t *h;
+    struct sockaddr_in addr;
+} svc_run_t;
+
+static void *svc_client(void *arg)
+{
+    svc_run_t *sr = arg;
+    echo_t e = { .addr = sr->addr };
+    return client(&e);
+}
+
+static void *svc_drain(void *arg)
+{
+    return as_ptr(iop_service_host_drain(arg, iop_now(iop_coro_loop(iop_self())) + SEC));
+}
+
+static void service_scenario(void)
+{
+    iop_loop_t *loop = loop_new(0);
+    if (!loop)
+        return;
+    iop_service_t *svc = NULL;
+    iop_service_stats_t stats = { 0 };
+    iop_service_host_t h = { .loop = loop, .stats = &stats };
+    svc_run_t sr = { .h = &h };
+    h.listen_fd = tu_tcp_listener(&sr.addr, 8);
+    int started = 0;
+    if (note(iop_service_open(&svc, "echo", NULL), "iop_service_open") < 0)
+        goto out;
+    h.desc = iop_service_desc(svc);
+    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "echo", .listen = "test", .nworkers = 1 };
+    char err[256] = "";
+    if (h.desc->create && note(h.desc->create(&h.state, &cfg, err, sizeof err), "echo create") < 0)
+        goto out;
+    if (note(iop_service_host_start(&h), "iop_service_host_start") < 0)
+        goto out;
+    started = 1;
+    iop_coro_t *cli = NULL, *dr = NULL;
+    if (note(iop_go(loop, svc_client, &sr, NULL, &cli), "iop_go client") == 0)
+        join(cli, "client");
+    if (note(iop_go(loop, svc_drain, &h, NULL, &dr), "iop_go drain") == 0) {
+        join(dr, "iop_service_host_drain");
+        started = 0;
+    }
+out:
+    if (oc.err)
+        still_works(loop);
+    if (started) {             /* the drain could not start: again, with memory */
+        iop_coro_t *d = NULL;
+        assert_int_equal(iop_go(loop, svc_drain, &h, NULL, &d), 0);
+        assert_int_equal(iop_join(d, NULL, tu_clock_ns() + 5 * SEC), 0);
+    }
+    if (h.state)
+        h.desc->destroy(h.state);
+    iop_service_close(svc);
+    iop_fd_close(loop, h.listen_fd);
+    iop_loop_destroy(loop);
+}
+
+static void test_service(void **state)
+{
+    (void)state;
+    sweep("service host", service_scenario);
+}
+
+/* ---- the multi-process layer (`test_oom ipc`, default backend) ------------------------- */
+
+typedef struct ipc_ctx {
+    iop_ppipe_t *ends[2];
+    iop_pqueue_t *q;
+    char *big;
+} ipc_ctx_t;
+
+#define BIG (300 * 1024)  /* more than a socket buffer: sent in fragments */
+
+static void *pipe_sender(void *arg)
+{
+    ipc_ctx_t *x = arg;
+    int fds[1] = { STDERR_FILENO };
+    ssize_t r = iop_ppipe_send(x->ends[0], x->big, BIG, soon());
+    if (note((int)(r < 0 ? r : 0), "iop_ppipe_send") == 0) {
+        r = iop_ppipe_send_fds(x->ends[0], "fd", 2, fds, 1, soon());
+        note((int)(r < 0 ? r : 0), "iop_ppipe_send_fds");
+    }
+    if (oc.err) {              /* the receiver must not wait for what will not come */
+        iop_ppipe_close(x->ends[0]);
+        x->ends[0] = NULL;
+    }
+    return NULL;
+}
+
+static void *pipe_receiver(void *arg)
+{
+    ipc_ctx_t *x = arg;
+    char *buf = malloc(BIG);
+    assert_non_null(buf);
+    ssize_t r = iop_ppipe_recv(x->ends[1], buf, BIG, soon());
+    if (r >= 0) {
+        assert_int_equal(r, BIG);
+        assert_memory_equal(buf, x->big, BIG);
+        int fd = -1, nfds = 1;
+        r = iop_ppipe_recv_fds(x->ends[1], buf, BIG, &fd, &nfds, soon());
+        if (r >= 0) {
+            assert_int_equal(nfds, 1);
+            assert_true(fd >= 0);
+            close(fd);
+        }
+    }
+    if (r < 0 && r != -EPIPE)  /* -EPIPE: the sender gave up (its error is noted) */
+        note((int)r, "iop_ppipe_recv");
+    free(buf);
+    return NULL;
+}
+
+static void *queue_user(void *arg)
+{
+    ipc_ctx_t *x = arg;
+    char m[16];
+    for (int i = 0; i < 3; i++) {
+        if (note(iop_pqueue_put(x->q, "message", 8, soon()), "iop_pqueue_put") < 0)
+            return NULL;
+        ssize_t n = iop_pqueue_get(x->q, m, sizeof m, soon());
+        if (note((int)(n < 0 ? n : 0), "iop_pqueue_get") < 0)
+            return NULL;
+        assert_int_equal(n, 8);
+    }
+    return NULL;
+}
+
+static int square(const void *in, size_t len, iop_pool_out_t *out)
+{
+    assert_int_equal(len, sizeof(int));
+    int v = *(const int *)in;
+    v *= v;
+    return iop_pool_out_set(out, &v, sizeof v);
+}
+
+static void ipc_scenario(void)
+{
+    ipc_ctx_t x = { 0 };
+    iop_shdict_t *d = NULL;
+    iop_plock_t *l = NULL;
+    iop_pool_t *pool = NULL;
+    iop_future_t *f = NULL;
+    iop_loop_t *loop = NULL;
+    x.big = malloc(BIG);
+    assert_non_null(x.big);
+    tu_fill_pattern(x.big, BIG, 11);
+
+    if (note(iop_plock_create(&l), "iop_plock_create") == 0) {
+        assert_int_equal(iop_plock_lock(l, 0), 0);
+        assert_int_equal(iop_plock_unlock(l), 0);
+    }
+    if (note(iop_shdict_create(&d, NULL), "iop_shdict_create") == 0) {
+        int64_t v = 0;
+        if (note(iop_shdict_set(d, "k", "v", 1), "iop_shdict_set") == 0)
+            note(iop_shdict_incr(d, "n", 2, &v), "iop_shdict_incr");
+    }
+    iop_ppipe_opts_t po = { .size = sizeof po, .max_msg = BIG };
+    if (note(iop_ppipe_create(x.ends, &po), "iop_ppipe_create") < 0 ||
+        note(iop_pqueue_create(&x.q, 4, 64), "iop_pqueue_create") < 0 || !(loop = loop_new(0)))
+        goto out;
+    iop_coro_t *snd = NULL, *rcv = NULL, *qu = NULL;
+    if (note(iop_go(loop, pipe_receiver, &x, NULL, &rcv), "iop_go") < 0)
+        goto out;
+    if (note(iop_go(loop, pipe_sender, &x, NULL, &snd), "iop_go") < 0) {
+        iop_ppipe_close(x.ends[0]);   /* the receiver sees -EPIPE */
+        x.ends[0] = NULL;
+    }
+    if (note(iop_go(loop, queue_user, &x, NULL, &qu), "iop_go") == 0)
+        join(qu, "queue user");
+    if (snd)
+        join(snd, "pipe sender");
+    join(rcv, "pipe receiver");
+
+    /* A pool of one worker, driven from plain code. */
+    iop_pool_opts_t o = { .size = sizeof o, .nworkers = 1 };
+    int v = 7;
+    if (note(iop_pool_create(&pool, &o), "iop_pool_create") < 0 ||
+        note(iop_pool_apply_async(pool, square, &v, sizeof v, &f), "iop_pool_apply_async") < 0)
+        goto out;
+    int r = iop_future_wait(f, tu_clock_ns() + 5 * SEC);
+    if (r == -ETIMEDOUT)
+        fail_msg("the pool's future never came");
+    if (note(r, "iop_future_wait") == 0) {
+        size_t len;
+        const int *res = iop_future_result(f, &len);
+        assert_int_equal(len, sizeof *res);
+        assert_int_equal(*res, 49);
+    }
+out:
+    iop_future_free(f);
+    iop_pool_free(pool);
+    if (loop && oc.err)
+        still_works(loop);
+    /* A ppipe end remembers the loop that waited on it: closed before it goes. A
+     * queue is destroyed after its loop (pqueue.h). */
+    iop_ppipe_close(x.ends[0]);
+    iop_ppipe_close(x.ends[1]);
+    iop_loop_destroy(loop);
+    iop_pqueue_destroy(x.q);
+    iop_shdict_free(d);
+    iop_plock_free(l);
+    free(x.big);
+}
+
+static void test_ipc(void **state)
+{
+    (void)state;
+    sweep("ipc", ipc_scenario);
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    const char *spec = tu_backend_from_args(argc, argv);
+    if (!spec) {
+        fprintf(stderr, "usage: %s BACKEND | ipc\n", argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (strcmp(spec, "ipc") == 0) {
+        const struct CMUnitTest ipc[] = { cmocka_unit_test(test_ipc) };
+        return cmocka_run_group_tests_name("ipc", ipc, NULL, NULL);
+    }
+    tu_backend = spec;
+    /* A backend this machine cannot run (no io_uring) is skipped, not swept. */
+    iop_loop_opts_t o = { .size = sizeof o, .backend = spec };
+    iop_loop_t *probe = NULL;
+    int r = iop_loop_create(&probe, &o);
+    if (r < 0) {
+        printf("backend %s unavailable: %s\n", spec, iop_last_error());
+        return 77;
+    }
+    iop_loop_destroy(probe);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_proactor),
+        cmocka_unit_test(test_many),
+        cmocka_unit_test(test_coro),
+        cmocka_unit_test(test_crowd),
+        cmocka_unit_test(test_service),
+    };
+    return cmocka_run_group_tests_name(spec, tests, NULL, NULL);
+}
