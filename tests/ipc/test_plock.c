@@ -2,13 +2,15 @@
  * lockers in four processes), a holder killed with SIGKILL (the next locker gets
  * IOP_PLOCK_OWNER_DIED, waiting or not), deadlines, unlock by a non-holder, and
  * coroutines that wait for a lock held by another process while the loop keeps
- * firing a timer. Runs on the backend named by argv[1].
+ * firing a timer; and threads of one process taking turns. Runs on the backend
+ * named by argv[1].
  *
  * Every child dies with the test process (PR_SET_PDEATHSIG), has its own alarm,
  * and is killed and reaped by PID in the teardown even when an assertion failed.
  * Children report failures through shared memory, never through cmocka. */
 #include "sched_test.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -526,6 +528,49 @@ static void test_same_process_and_thread(void **state)
     assert_int_equal(iop_plock_unlock(lk), 0);
 }
 
+/* ---- threads of one process ------------------------------------------------------------- */
+
+#define THREAD_LOCKERS 4
+#define THREAD_ROUNDS 2000
+
+/* Every other round waits with a deadline (pthread_mutex_clocklock, which TSan
+ * does not intercept: plock.c tells it about that lock by hand). */
+static void *thread_incrementer(void *arg)
+{
+    long bad = 0;
+    (void)arg;
+    for (int i = 0; i < THREAD_ROUNDS; i++) {
+        uint64_t deadline = i % 2 ? tu_clock_ns() + 5000 * MS : 0;
+        if (iop_plock_lock(lk, deadline) != 0) {
+            bad++;
+            continue;
+        }
+        if (atomic_fetch_add(&sh->inside, 1) != 0)
+            bad++;
+        sh->counter++;
+        atomic_fetch_sub(&sh->inside, 1);
+        if (iop_plock_unlock(lk) != 0)
+            bad++;
+    }
+    return (void *)bad;
+}
+
+static void test_threads_of_one_process(void **state)
+{
+    (void)state;
+    pthread_t th[THREAD_LOCKERS];
+    for (int i = 0; i < THREAD_LOCKERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, thread_incrementer, NULL), 0);
+    for (int i = 0; i < THREAD_LOCKERS; i++) {
+        void *bad = (void *)1;
+        assert_int_equal(pthread_join(th[i], &bad), 0);
+        assert_null(bad);
+    }
+    assert_int_equal(sh->counter, THREAD_LOCKERS * THREAD_ROUNDS);
+    assert_int_equal(iop_plock_trylock(lk), 0);
+    assert_int_equal(iop_plock_unlock(lk), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_set(tu_backend_from_args(argc, argv)) < 0) {
@@ -543,6 +588,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unlock_by_non_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_process_and_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_of_one_process, setup, teardown),
     };
     return cmocka_run_group_tests_name("ipc.plock", tests, NULL, NULL);
 }

@@ -28,6 +28,26 @@
 #include "ioplex/loop.h"
 #include "ioplex/plock.h"
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PLOCK_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(PLOCK_TSAN)
+#define PLOCK_TSAN 1
+#endif
+#if PLOCK_TSAN
+/* TSan intercepts pthread_mutex_timedlock but not pthread_mutex_clocklock (GCC 12,
+ * LLVM 14): without these it sees a lock taken with a deadline as never taken, and
+ * reports the data it guards as raced and its unlock as one of a free mutex. The
+ * flags are tsan_interface.h's, declared here as fiber.c does (its header trips
+ * -Wstrict-prototypes). */
+void __tsan_mutex_pre_lock(void *addr, unsigned flags);
+void __tsan_mutex_post_lock(void *addr, unsigned flags, int recursion);
+#define PLOCK_TSAN_TRY_LOCK (1u << 4)
+#define PLOCK_TSAN_TRY_LOCK_FAILED (1u << 5)
+#endif
+
 #define PLOCK_MAPPED 0x1u          /* made by iop_plock_create: unmap in free */
 #define OWNER_THREAD ((uintptr_t)1) /* held outside any coroutine (never a pointer) */
 #define HELD_BY_SIBLING (-EALREADY) /* internal: another context of this thread holds it */
@@ -191,7 +211,14 @@ static int lock_in_thread(iop_plock_t *l, uint64_t deadline)
     if (deadline) {
         struct timespec ts = { .tv_sec = (time_t)(deadline / 1000000000u),
                                .tv_nsec = (long)(deadline % 1000000000u) };
+#if PLOCK_TSAN
+        __tsan_mutex_pre_lock(&l->mu, PLOCK_TSAN_TRY_LOCK);
+#endif
         r = pthread_mutex_clocklock(&l->mu, CLOCK_MONOTONIC, &ts);
+#if PLOCK_TSAN
+        __tsan_mutex_post_lock(&l->mu, r == 0 || r == EOWNERDEAD ? PLOCK_TSAN_TRY_LOCK
+                               : PLOCK_TSAN_TRY_LOCK | PLOCK_TSAN_TRY_LOCK_FAILED, 0);
+#endif
     } else {
         r = pthread_mutex_lock(&l->mu);
     }
