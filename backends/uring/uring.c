@@ -25,6 +25,34 @@
 #define UNDER_VALGRIND() 0
 #endif
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define URING_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(URING_TSAN)
+#define URING_TSAN 1
+#endif
+
+/* liburing maps and unmaps a ring with raw system calls, which ThreadSanitizer does
+ * not see: a ring mapped where another thread's ring was unmapped looks to it like
+ * that ring's memory, written by both threads. Every unmap releases, and every map
+ * acquires, one sync object: the order the kernel gives them. */
+#if URING_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char ring_reuse;
+static void ring_mapped(void) { __tsan_acquire(&ring_reuse); }
+static void ring_exit(struct io_uring *ring)
+{
+    __tsan_release(&ring_reuse);
+    io_uring_queue_exit(ring);
+}
+#else
+static void ring_mapped(void) {}
+static void ring_exit(struct io_uring *ring) { io_uring_queue_exit(ring); }
+#endif
+
 #define DEFAULT_ENTRIES 1024u
 #define MIN_ENTRIES 8u
 
@@ -179,7 +207,7 @@ static int backend_probe(char *why, size_t whylen)
         return r;
     }
     unsigned f = find_features(&ring);
-    io_uring_queue_exit(&ring);
+    ring_exit(&ring);
     if (!(f & F_CANCEL_FD)) {
         snprintf(why, whylen, "io_uring: kernel lacks async cancel (need Linux 5.19 or later)");
         return -ENOTSUP;
@@ -230,6 +258,7 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
                 break;
         }
         if (r == 0) {
+            ring_mapped();
             st->defer = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
             st->disabled = (p.flags & IORING_SETUP_R_DISABLED) != 0;
         }
@@ -266,7 +295,7 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     }
     if (!(st->ring.features & IORING_FEAT_NODROP)) {
         snprintf(why, whylen, "io_uring: kernel may drop completions (no IORING_FEAT_NODROP; need Linux 5.5+)");
-        io_uring_queue_exit(&st->ring);
+        ring_exit(&st->ring);
         host->free(st);
         return -ENOTSUP;
     }
@@ -296,7 +325,7 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     st->first_entry = 1;
     st->ts = host->alloc(st->ring.sq.ring_entries * sizeof *st->ts);
     if (!st->ts) {
-        io_uring_queue_exit(&st->ring);
+        ring_exit(&st->ring);
         host->free(st);
         snprintf(why, whylen, "uring: out of memory");
         return -ENOMEM;
@@ -361,7 +390,7 @@ static void backend_destroy(void *state)
     }
     if (st->br)
         munmap(st->br, st->br_bytes);
-    io_uring_queue_exit(&st->ring);
+    ring_exit(&st->ring);
     st->host->free(st->fixed_free);
     st->host->free(st->rearm);
     st->host->free(st->ts);
