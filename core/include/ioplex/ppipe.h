@@ -40,7 +40,9 @@ typedef struct iop_ppipe_opts {
 IOP_EXPORT int iop_ppipe_create(iop_ppipe_t *ends[2], const iop_ppipe_opts_t *opts);
 
 /* Closes this process's copy of an end and frees it (no coroutine may still be
- * using it). The peer sees -EPIPE once every process holding the end closed it. */
+ * using it). The peer sees -EPIPE once every process holding the end closed it.
+ * An end used from coroutines tells their loop to forget its fd: close it before
+ * that loop is destroyed (the opposite order would touch the freed loop). */
 IOP_EXPORT void iop_ppipe_close(iop_ppipe_t *p);
 
 /* Sends one message; returns len. -EMSGSIZE for len > max_msg. A deadline or a
