@@ -661,11 +661,12 @@ int iop__fd_reserve(iop_loop_t *loop, int fd)
 {
     int r = iop__fdtable_reserve(&loop->fds, fd);
     if (r < 0)
-        return r == -EBADF ? iop__fail(r, "fd %d is out of range", fd) : r;
+        return r == -EBADF ? iop__fail(r, "fd %d is out of range", fd)
+                           : iop__fail(r, "fd %d: no memory for the loop's fd table", fd);
     if (loop->changes_cap < loop->fds.cap) {
         int32_t *c = iop_realloc(loop->changes, loop->fds.cap * sizeof *c);
         if (!c)
-            return -ENOMEM;
+            return iop__fail(-ENOMEM, "fd %d: no memory for the loop's fd table", fd);
         loop->changes = c;
         loop->changes_cap = loop->fds.cap;
     }
