@@ -19,10 +19,21 @@ typedef struct http_state {
     int use_openat2;                 /* else realpath + prefix check */
     uint64_t header_timeout_ns;      /* for a whole request head (and its body) */
     uint64_t send_timeout_ns;        /* for each step of a response's progress */
+    uint64_t idle_release_ns;        /* quiet keep-alive: buffers' pages go back; 0 = never */
     int64_t max_body;                /* a larger request body: 413 */
     char index[HTTP_INDEX_MAX + 1];
     char root_real[PATH_MAX];        /* realpath of the root, for the fallback */
 } http_state_t;
+
+/* A connection's buffers, allocated with it, apart from its record: while it idles
+ * their pages go back to the kernel (see read_more in http_conn.c), all of them. */
+#define HTTP_PATH_CAP (HTTP_MAX_TARGET + 2 + HTTP_INDEX_MAX)
+typedef struct http_bufs {
+    char in[HTTP_IN_CAP];
+    char out[HTTP_OUT_CAP];
+    char path[HTTP_PATH_CAP];        /* decoded path (+ index name) */
+    char full[PATH_MAX], real[PATH_MAX];   /* realpath fallback scratch */
+} http_bufs_t;
 
 /* One connection: allocated once when it opens, nothing per request. */
 typedef struct http_conn {
@@ -42,10 +53,11 @@ typedef struct http_conn {
     int64_t date_sec;                /* Date, formatted once a second */
     char date[HTTP_DATE_LEN + 1];
     iop_service_stats_t own_stats;
-    char in[HTTP_IN_CAP];
-    char out[HTTP_OUT_CAP];
-    char path[HTTP_MAX_TARGET + 2 + HTTP_INDEX_MAX];   /* decoded path (+ index name) */
-    char full[PATH_MAX], real[PATH_MAX];               /* realpath fallback scratch */
+    void *bufs_mem;                  /* the allocation, */
+    void *bufs_pages;                /* its first page boundary, */
+    size_t bufs_len;                 /* and the whole pages from there that hold bufs */
+    http_bufs_t *bufs;
+    char *in, *out, *path, *full, *real;   /* into bufs */
 } http_conn_t;
 
 /* The handlers return 1 (keep the connection), 0 (close it once the response is

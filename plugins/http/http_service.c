@@ -75,6 +75,9 @@ static int apply_opt(http_state_t *st, const iop_service_opt_t *o, const char **
     } else if (strcmp(o->key, "send_timeout_ms") == 0) {
         if ((r = iop_service_opt_number("http", o, 1, 3600000, &x, err, errlen)) == 0)
             st->send_timeout_ns = (uint64_t)x * MS;
+    } else if (strcmp(o->key, "idle_release_ms") == 0) {
+        if ((r = iop_service_opt_number("http", o, 0, 3600000, &x, err, errlen)) == 0)
+            st->idle_release_ns = (uint64_t)x * MS;
     } else if (strcmp(o->key, "max_body") == 0) {
         if ((r = iop_service_opt_number("http", o, 0, 1 << 30, &x, err, errlen)) == 0)
             st->max_body = x;
@@ -86,7 +89,7 @@ static int apply_opt(http_state_t *st, const iop_service_opt_t *o, const char **
         *resolve = o->value;
     } else {
         snprintf(err, errlen, "http: unknown option '%s' (known: root, index, header_timeout_ms, "
-                 "send_timeout_ms, max_body, resolve)", o->key);
+                 "send_timeout_ms, idle_release_ms, max_body, resolve)", o->key);
         return -EINVAL;
     }
     return r;
@@ -112,6 +115,7 @@ static int http_create(void **state, const iop_service_cfg_t *cfg, char *err, si
     st->root_fd = -1;
     st->header_timeout_ns = 10000 * MS;
     st->send_timeout_ns = 30000 * MS;
+    st->idle_release_ns = 3000 * MS;
     st->max_body = 16384;
     strcpy(st->index, "index.html");
     const char *root = NULL, *resolve = "auto";
@@ -139,6 +143,8 @@ IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
         "index=NAME            a directory's index file (default index.html)\n"
         "header_timeout_ms=N   time to receive a request head, then 408 (default 10000)\n"
         "send_timeout_ms=N     time a response may stall (default 30000)\n"
+        "idle_release_ms=N     a keep-alive connection quiet this long gives its buffers'\n"
+        "                      memory back until its next request (default 3000; 0 = never)\n"
         "max_body=BYTES        largest request body skipped on GET/HEAD, else 413 (default 16384)\n"
         "resolve=MODE          auto, openat2 or realpath: how paths are kept under root\n",
     .create = http_create,

@@ -49,7 +49,7 @@ static const char *content_type(const char *path)
 static int open_checked(http_conn_t *c, const char *rel, int flags)
 {
     const http_state_t *st = c->st;
-    if ((size_t)snprintf(c->full, sizeof c->full, "%s/%s", st->root_real, rel) >= sizeof c->full)
+    if ((size_t)snprintf(c->full, PATH_MAX, "%s/%s", st->root_real, rel) >= PATH_MAX)
         return -ENAMETOOLONG;
     if (!realpath(c->full, c->real))
         return -errno;
@@ -371,7 +371,7 @@ static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const str
 int http_static(http_conn_t *c, const http_request_t *rq, int keep)
 {
     /* Room is left after the path for "/" and the index name. */
-    int n = http_decode_path(rq->path.p, rq->path.n, c->path, sizeof c->path - HTTP_INDEX_MAX - 1);
+    int n = http_decode_path(rq->path.p, rq->path.n, c->path, HTTP_PATH_CAP - HTTP_INDEX_MAX - 1);
     if (n < 0)
         return http_error(c, -n, keep, NULL);
     struct stat sb;

@@ -783,6 +783,65 @@ static void test_stats(void **state)
     assert_true(s.stats.bytes_out > out);  /* and the 400 */
 }
 
+static long rss_kb(void)
+{
+    long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Keep-alive connections quiet past idle_release_ms give their buffers' pages
+ * back: the server's memory falls by at least a page per connection (two were
+ * touched: the request's and the response's), and every connection then answers
+ * pipelined requests as before, and a drain still closes them at once. */
+static void test_idle_release(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    hh_server_t s;
+    char opts[512];
+    snprintf(opts, sizeof opts, "root=%s,idle_release_ms=1000", root.www);
+    start(&s, opts);
+    hh_conn_t *c[N];
+    hh_resp_t r;
+    long before = rss_kb();
+    for (int i = 0; i < N; i++) {
+        c[i] = conn_new(&s);
+        assert_int_equal(hh_sends(c[i], "GET /hello.txt" H11 "\r\n"), 0);
+        assert_int_equal(hh_read_response(c[i], &r, 0), 0);
+        assert_int_equal(r.status, 200);
+        hh_resp_free(&r);
+    }
+    long busy = rss_kb();
+    struct timespec ts = { 1, 500000000 };
+    nanosleep(&ts, NULL);
+    long idle = rss_kb();
+    fprintf(stderr, "idle release: %d connections: rss %ld kB, busy %ld kB, idle %ld kB\n", N, before, busy, idle);
+    if (busy - idle < N * 4)
+        fail_msg("rss went from %ld to %ld kB: less than a page back per connection", busy, idle);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hh_sends(c[i], "GET /hello.txt" H11 "\r\nGET /hello" H11 "\r\n"), 0);
+        assert_int_equal(hh_read_response(c[i], &r, 0), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, HF_HELLO_TXT);
+        hh_resp_free(&r);
+        assert_int_equal(hh_read_response(c[i], &r, 0), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "Hello, World!");
+        hh_resp_free(&r);
+    }
+    nanosleep(&ts, NULL);
+    hh_drain(&s, 5000);
+    for (int i = 0; i < N; i++) {
+        assert_true(hh_wait_eof(c[i], 2000));
+        conn_free(c[i]);
+    }
+    assert_int_equal(hh_stop(&s), 0);
+}
+
 /* A drain closes an idle keep-alive connection at once; a request under way is
  * finished, with Connection: close, and then the connection closes. */
 static void test_drain(void **state)
@@ -816,7 +875,7 @@ static void test_bad_options(void **state)
     (void)state;
     static const char *bad[] = {
         "root=/nonexistent/ioplex", "index=a/b", "index=..", "header_timeout_ms=0",
-        "max_body=-1", "resolve=magic", "colour=blue",
+        "max_body=-1", "resolve=magic", "colour=blue", "idle_release_ms=-5",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         hh_server_t s;
@@ -851,6 +910,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_root),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_idle_release),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, group_up, group_down);
