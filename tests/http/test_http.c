@@ -855,6 +855,7 @@ static void test_drain(void **state)
     hh_resp_free(&r);
     assert_int_equal(hh_sends(busy, "GET /hello HTTP/1.1\r\n"), 0);
     struct timespec ts = { 0, 100000000 };
+    nanosleep(&ts, NULL);
     hh_drain(&s, 5000);
     assert_true(hh_wait_eof(idle, 2000));
     assert_int_equal(hh_sends(busy, "Host: t\r\n\r\n"), 0);
