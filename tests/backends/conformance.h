@@ -142,4 +142,13 @@ void test_forget_ends_waiting_multishot(void **state);
 /* conf_register.c */
 void test_register_busy_fds(void **state);
 
+/* conf_queued.c */
+void test_cancel_queued_behind_op(void **state);
+void test_close_fails_every_queued_op(void **state);
+void test_blocking_sockets(void **state);
+void test_poll_first_asked(void **state);
+void test_busy_poll(void **state);
+void test_watch_regular_file(void **state);
+void test_destroy_with_armed_records(void **state);
+
 #endif

@@ -127,6 +127,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fixed_buf_file_rw),
         cmocka_unit_test(test_fixed_buf_send_recv),
         cmocka_unit_test(test_fixed_buf_refused),
+
+        cmocka_unit_test(test_cancel_queued_behind_op),
+        cmocka_unit_test(test_close_fails_every_queued_op),
+        cmocka_unit_test(test_blocking_sockets),
+        cmocka_unit_test(test_poll_first_asked),
+        cmocka_unit_test(test_busy_poll),
+        cmocka_unit_test(test_watch_regular_file),
+        cmocka_unit_test(test_destroy_with_armed_records),
     };
     char name[64];
     snprintf(name, sizeof name, "conformance.%s", spec);
