@@ -813,6 +813,89 @@ static void test_handoff_no_alloc(void **state)
     iop_chan_free(hp.ch);
 }
 
+/* ---- element sizes ------------------------------------------------------------------------- */
+
+/* Elements of every size the copy treats apart (0, 8, 16) and others (1, 24), through
+ * a buffered channel small enough that senders wait, and an unbuffered one: each
+ * arrives whole and in order. 0-byte elements carry no data (elem may be NULL) and
+ * allow a capacity no memory could hold. */
+#define ES_N 12
+
+static struct {
+    iop_chan_t *ch;
+    size_t size;
+    unsigned char got[ES_N][24];
+} es;
+
+static void es_fill(unsigned char *b, size_t size, int i)
+{
+    for (size_t k = 0; k < size; k++)
+        b[k] = (unsigned char)(i * 31 + (int)k * 7 + 1);
+}
+
+static void *es_sender(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ES_N; i++) {
+        unsigned char b[24];
+        es_fill(b, es.size, i);
+        CHECK_EQ(iop_chan_send(es.ch, es.size ? b : NULL, 0), 0);
+        memset(b, 0xee, sizeof b);   /* the channel kept its own copy */
+        if (i % 4 == 0)
+            iop_yield();
+    }
+    iop_chan_close(es.ch);
+    st_done++;
+    return NULL;
+}
+
+static void *es_receiver(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ES_N; i++) {
+        CHECK_EQ(iop_chan_recv(es.ch, es.size ? es.got[i] : NULL, 0), 0);
+        if (i % 3 == 0)
+            iop_yield();
+    }
+    CHECK_EQ(iop_chan_recv(es.ch, es.size ? es.got[0] + 0 : NULL, 0), -EPIPE);
+    st_done++;
+    return NULL;
+}
+
+static void test_element_sizes(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = { 0, 1, 8, 16, 24 };
+    static const size_t caps[] = { 0, 3 };
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        for (size_t ci = 0; ci < 2; ci++) {
+            memset(&es, 0, sizeof es);
+            es.size = sizes[si];
+            es.ch = chan_new(es.size, caps[ci]);
+            st_done = 0;
+            st_go(es_receiver, NULL, NULL);
+            st_go(es_sender, NULL, NULL);
+            st_run_until_done(2, 10000);
+            for (int i = 0; i < ES_N; i++) {
+                unsigned char want[24];
+                es_fill(want, es.size, i);
+                if (es.size)
+                    assert_memory_equal(es.got[i], want, es.size);
+            }
+            iop_chan_free(es.ch);
+        }
+    }
+
+    /* 0-byte elements: a capacity of 2^40 costs nothing, and counts exactly */
+    iop_chan_t *sig = chan_new(0, (size_t)1 << 40);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(iop_chan_send(sig, NULL, 0), 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(iop_chan_recv(sig, NULL, 0), 0);
+    assert_int_equal(iop_chan_recv(sig, NULL, 0), -EPERM);   /* empty, outside a coroutine */
+    iop_chan_free(sig);
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_set(tu_backend_from_args(argc, argv)) < 0) {
@@ -832,6 +915,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_select_deadline, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_select_cancel, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_handoff_no_alloc, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_element_sizes, st_setup, st_teardown),
     };
     return cmocka_run_group_tests_name("coro.chan", tests, NULL, NULL);
 }

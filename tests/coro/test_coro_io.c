@@ -432,6 +432,90 @@ static void test_wait_fd_close(void **state)
     close(p[1]);
 }
 
+/* ---- messages with ancillary data --------------------------------------------------------- */
+
+/* iop_sendmsg / iop_recvmsg with SCM_RIGHTS over a unix socketpair: the receiver parks
+ * first, gets the bytes and a working copy of the fd passed; a datagram pair keeps
+ * message boundaries. */
+static int msg_fds[2], msg_pipe[2];
+
+static void *msg_receiver(void *arg)
+{
+    (void)arg;
+    char data[8] = { 0 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { .iov_base = data, .iov_len = sizeof data };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                        .msg_controllen = sizeof ctl.buf };
+    CHECK_EQ(iop_recvmsg(msg_fds[1], &m, MSG_CMSG_CLOEXEC, st_after_ms(5000)), 4);
+    CHECK(memcmp(data, "pass", 4) == 0);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    CHECK(c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS);
+    if (c) {
+        int got;
+        memcpy(&got, CMSG_DATA(c), sizeof got);
+        CHECK(got >= 0 && got != msg_pipe[1]);
+        CHECK_EQ(iop_write(got, "via", 3, st_after_ms(5000)), 3);   /* the passed pipe end */
+        CHECK_EQ(iop_close(got), 0);
+    }
+    char back[8] = { 0 };
+    CHECK_EQ(iop_read(msg_pipe[0], back, sizeof back, st_after_ms(5000)), 3);
+    CHECK(memcmp(back, "via", 3) == 0);
+    st_done++;
+    return NULL;
+}
+
+static void *msg_sender(void *arg)
+{
+    (void)arg;
+    iop_sleep(5 * MS);   /* the receiver waits first */
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { .iov_base = "pass", .iov_len = 4 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                        .msg_controllen = sizeof ctl.buf };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &msg_pipe[1], sizeof(int));
+    CHECK_EQ(iop_sendmsg(msg_fds[0], &m, 0, st_after_ms(5000)), 4);
+
+    /* two datagrams on a SOCK_DGRAM pair stay two */
+    int d[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, d), 0);
+    struct iovec a = { .iov_base = "one", .iov_len = 3 }, b = { .iov_base = "three", .iov_len = 5 };
+    struct msghdr ma = { .msg_iov = &a, .msg_iovlen = 1 }, mb = { .msg_iov = &b, .msg_iovlen = 1 };
+    CHECK_EQ(iop_sendmsg(d[0], &ma, 0, 0), 3);
+    CHECK_EQ(iop_sendmsg(d[0], &mb, 0, 0), 5);
+    char buf[16] = { 0 };
+    struct iovec r = { .iov_base = buf, .iov_len = sizeof buf };
+    struct msghdr mr = { .msg_iov = &r, .msg_iovlen = 1 };
+    CHECK_EQ(iop_recvmsg(d[1], &mr, 0, st_after_ms(5000)), 3);
+    CHECK(memcmp(buf, "one", 3) == 0);
+    CHECK_EQ(iop_recvmsg(d[1], &mr, 0, st_after_ms(5000)), 5);
+    CHECK(memcmp(buf, "three", 5) == 0);
+    CHECK_EQ(iop_close(d[0]), 0);
+    CHECK_EQ(iop_close(d[1]), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_sendmsg_recvmsg_rights(void **state)
+{
+    (void)state;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, msg_fds), 0);
+    tu_pipe(msg_pipe);
+    st_go(msg_receiver, NULL, "receiver");
+    st_go(msg_sender, NULL, "sender");
+    st_run_until_done(2, 10000);
+    assert_int_equal(iop_fd_close(st_loop, msg_fds[0]), 0);
+    assert_int_equal(iop_fd_close(st_loop, msg_fds[1]), 0);
+    assert_int_equal(iop_fd_close(st_loop, msg_pipe[0]), 0);
+    assert_int_equal(iop_fd_close(st_loop, msg_pipe[1]), 0);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -453,6 +537,7 @@ int main(int argc, char **argv)
         T(test_close_fails_parked_reader),
         T(test_close_when_cancelled),
         T(test_wait_fd),
+        T(test_sendmsg_recvmsg_rights),
     };
     char name[64];
     snprintf(name, sizeof name, "coro.io.%s", spec ? spec : "default");

@@ -575,6 +575,67 @@ static void test_wait_group(void **state)
     assert_int_equal(wgs.wg.count, 0);
 }
 
+/* ---- a cancelled coroutine, and calls without the mutex ------------------------------------ */
+
+/* trylock takes a free mutex; cond_wait without holding the mutex is -EPERM; and a
+ * cancelled coroutine gets -ECANCELED from lock, acquire and wait even where they
+ * would not have waited (a free mutex, a unit left, a wait group at zero), so that a
+ * loop around them unwinds. */
+static struct {
+    iop_mutex_t m;
+    iop_cond_t c;
+    iop_sem_t s;
+    iop_wg_t wg;
+    iop_coro_t *victim;
+    int ready, cancelled;
+} cc;
+
+static void *cc_victim(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_mutex_trylock(&cc.m), 0);
+    CHECK(cc.m.owner == iop_self());
+    CHECK_EQ(iop_mutex_unlock(&cc.m), 0);
+    CHECK_EQ(iop_cond_wait(&cc.c, &cc.m, 0), -EPERM);   /* not holding it */
+    cc.ready = 1;
+    CHECK(yield_until_at_least(&cc.cancelled, 1, 20));
+    CHECK(iop_cancelled());
+    CHECK(cc.m.owner == NULL);
+    CHECK_EQ(iop_mutex_lock(&cc.m, 0), -ECANCELED);
+    CHECK(cc.m.owner == NULL);                          /* not taken either */
+    CHECK_EQ(iop_sem_acquire(&cc.s, 0), -ECANCELED);
+    CHECK_EQ(cc.s.count, 1);                            /* the unit is still there */
+    CHECK_EQ(iop_wg_wait(&cc.wg, 0), -ECANCELED);
+    st_done++;
+    return NULL;
+}
+
+static void *cc_canceller(void *arg)
+{
+    (void)arg;
+    CHECK(yield_until_at_least(&cc.ready, 1, 20));
+    CHECK_EQ(iop_cancel(cc.victim), 0);
+    cc.cancelled = 1;
+    st_done++;
+    return NULL;
+}
+
+static void test_cancelled_and_unowned(void **state)
+{
+    (void)state;
+    memset(&cc, 0, sizeof cc);
+    iop_mutex_init(&cc.m);
+    iop_cond_init(&cc.c);
+    iop_sem_init(&cc.s, 1);
+    iop_wg_init(&cc.wg);
+    assert_int_equal(iop_go(st_loop, cc_victim, NULL, NULL, &cc.victim), 0);
+    st_go(cc_canceller, NULL, NULL);
+    st_run_until_done(2, 10000);
+    assert_int_equal(iop_join(cc.victim, NULL, 0), 0);
+    st_assert_ok();
+    assert_null(cc.m.owner);
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_set(tu_backend_from_args(argc, argv)) < 0) {
@@ -591,6 +652,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_cond_signal_not_lost, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_semaphore, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_wait_group, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_and_unowned, st_setup, st_teardown),
     };
     return cmocka_run_group_tests_name("coro.sync", tests, NULL, NULL);
 }
