@@ -508,6 +508,48 @@ static void test_sender_deadline_withdraws(void **state)
     iop_ppipe_close(ends[0]);
 }
 
+/* Sends one 64 MiB message carrying the write end of a pipe, with no deadline: it
+ * blocks halfway, since nobody reads yet, until the parent kills it. */
+#define STUCK_BYTES (64 * MIB)
+static int stuck_sender_child(iop_ppipe_t *end, void *arg)
+{
+    int wfd = *(int *)arg;
+    uint8_t *big = calloc(1, STUCK_BYTES);
+    iop_ppipe_send_fds(end, big, STUCK_BYTES, &wfd, 1, 0);
+    return 1;   /* never gets here: the socket buffer holds far less */
+}
+
+/* The sender killed halfway through a message with a descriptor: the receiver gets
+ * -EPIPE, not a partial message, and the descriptor that came with the first
+ * fragment is closed (the pipe it belongs to reads end of file). */
+static void test_sender_killed_mid_message(void **state)
+{
+    (void)state;
+    iop_ppipe_opts_t o = { .size = sizeof o, .max_msg = STUCK_BYTES };
+    iop_ppipe_t *ends[2];
+    assert_int_equal(iop_ppipe_create(ends, &o), 0);
+    int pfd[2];
+    assert_int_equal(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+    pid_t pid = spawn_child(ends, stuck_sender_child, &pfd[1]);
+    close(pfd[1]);   /* the child's copy, and the one in flight, are the only others */
+    int nfds = -1;
+    assert_int_equal(iop_ppipe_peek(ends[0], &nfds, after_ms(5000)), STUCK_BYTES);
+    assert_int_equal(nfds, 1);
+    tu_sleep_ms(50);   /* let it fill the socket buffer and block */
+    kids_kill_and_reap(pid);
+
+    uint8_t *buf = malloc(STUCK_BYTES);
+    int fds[2] = { -1, -1 }, n = 2;
+    assert_int_equal(iop_ppipe_recv_fds(ends[0], buf, STUCK_BYTES, fds, &n, after_ms(5000)), -EPIPE);
+    assert_int_equal(fds[0], -1);   /* nothing handed over */
+    char c;
+    assert_int_equal(read(pfd[0], &c, 1), 0);   /* every write end is closed: no leak */
+    assert_int_equal(iop_ppipe_recv(ends[0], buf, MIB, after_ms(5000)), -EPIPE);
+    free(buf);
+    close(pfd[0]);
+    iop_ppipe_close(ends[0]);
+}
+
 /* ---- coroutines ------------------------------------------------------------------------------ */
 
 static int ticks;
@@ -724,6 +766,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_teardown(test_fd_passing_full_table, teardown_kids),
             cmocka_unit_test_teardown(test_receiver_deadline_mid_message, teardown_kids),
             cmocka_unit_test_teardown(test_sender_deadline_withdraws, teardown_kids),
+            cmocka_unit_test_teardown(test_sender_killed_mid_message, teardown_kids),
         };
         return cmocka_run_group_tests_name("ppipe.plain", plain, NULL, NULL);
     }
