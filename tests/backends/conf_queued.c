@@ -334,3 +334,61 @@ void test_destroy_with_armed_records(void **state)
     assert_int_equal(to.res, 0);
     iop_loop_destroy(loop);
 }
+
+static unsigned reg_revents;
+static int reg_calls;
+static void reg_watch_cb(iop_watch_t *w, unsigned revents)
+{
+    reg_revents = revents;
+    reg_calls++;
+    iop_watch_modify(w, 0);   /* once per arming */
+}
+
+/* A registered fd (io_uring: a fixed file; elsewhere a no-op) registered a second
+ * time is still registered once, and a watch on it works in both directions next to
+ * ops; iop_fd_close then releases it. */
+void test_registered_fd_watch(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int s[2];
+    tu_tcp_pair(s);
+    int r = iop_fd_register(loop, s[1]);
+    assert_true(r == 0 || r == 1);
+    assert_int_equal(iop_fd_register(loop, s[1]), r);   /* again: same answer, no second slot */
+    iop_watch_t w = { 0 };
+    reg_calls = 0;
+    reg_revents = 0;
+    assert_int_equal(iop_watch_start(loop, &w, s[1], IOP_READ, reg_watch_cb), 0);
+    tu_run_nowait(loop, 2);
+    assert_int_equal(reg_calls, 0);
+    assert_int_equal(send(s[0], "reg", 3, 0), 3);
+    assert_true(tu_run_until_count(loop, &reg_calls, 1, 2000));
+    assert_true(reg_revents & IOP_READ);
+    char buf[8] = { 0 };
+    rec_t rcv = { 0 };
+    iop_prep_recv(&rcv.op, s[1], buf, sizeof buf, 0, rec_cb, &rcv);
+    assert_int_equal(iop_submit(loop, &rcv.op), 0);
+    assert_true(tu_run_until_count(loop, &rcv.calls, 1, 2000));
+    assert_int_equal(rcv.res, 3);
+    assert_memory_equal(buf, "reg", 3);
+
+    assert_int_equal(iop_watch_modify(&w, IOP_WRITE), 0);
+    assert_true(tu_run_until_count(loop, &reg_calls, 2, 2000));
+    assert_true(reg_revents & IOP_WRITE);
+    iop_watch_stop(&w);
+
+    assert_int_equal(iop_fd_close(loop, s[1]), 0);
+    /* the peer sees the close: the registration did not keep the socket open */
+    char c;
+    ssize_t n = -1;
+    for (int tries = 0; tries < 2000; tries++) {
+        n = recv(s[0], &c, 1, MSG_DONTWAIT);
+        if (n >= 0 || errno != EAGAIN)
+            break;
+        tu_sleep_ms(1);
+    }
+    assert_int_equal(n, 0);
+    conf_close(loop, s[0]);
+    iop_loop_destroy(loop);
+}

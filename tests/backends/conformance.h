@@ -150,5 +150,6 @@ void test_poll_first_asked(void **state);
 void test_busy_poll(void **state);
 void test_watch_regular_file(void **state);
 void test_destroy_with_armed_records(void **state);
+void test_registered_fd_watch(void **state);
 
 #endif

@@ -135,6 +135,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_busy_poll),
         cmocka_unit_test(test_watch_regular_file),
         cmocka_unit_test(test_destroy_with_armed_records),
+        cmocka_unit_test(test_registered_fd_watch),
     };
     char name[64];
     snprintf(name, sizeof name, "conformance.%s", spec);

@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -460,6 +462,82 @@ static void test_echo_send_timeout(void **state)
                  (unsigned long long)took);
 }
 
+/* Out of descriptors: the acceptor's accept fails with EMFILE; it backs off (the
+ * connection waits in the backlog, nothing spins) and, once a connection closes and
+ * frees one, accepts and serves the waiting one. */
+typedef struct echo_wait {
+    iop_loop_t *loop;
+    int fd;
+    char want;
+} echo_wait_t;
+
+static int echoed(void *arg)
+{
+    echo_wait_t *w = arg;
+    char c;
+    return recv(w->fd, &c, 1, MSG_DONTWAIT) == 1 && c == w->want;
+}
+
+static int highest_open_fd(void)
+{
+    int top = -1;
+    for (int fd = 0; fd < 65536; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            top = fd;
+    return top;
+}
+
+static void test_accept_out_of_fds(void **state)
+{
+    fixture_t *f = *state;
+    int c1 = tu_tcp_socket(), c2 = tu_tcp_socket();
+    /* Every number up to the highest open fd taken, and a limit one above it: the
+     * process can open exactly one more fd. */
+    static int holes[1024];
+    int nholes = 0, top = highest_open_fd();
+    for (int fd; nholes < 1024 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) {
+        if (fd > top) {
+            close(fd);
+            break;
+        }
+        holes[nholes++] = fd;
+    }
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)top + 2;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+    echo_wait_t w1 = { f->loop, c1, 'a' }, w2 = { f->loop, c2, 'b' };
+    (void)connect(c1, (struct sockaddr *)&f->addr, sizeof f->addr);
+    int first = 0, second_early = 0, second = 0;
+    uint64_t connections_while_out = 0;
+    tu_run_for(f->loop, 20);
+    if (send(c1, "a", 1, MSG_NOSIGNAL) == 1)
+        first = tu_run_until(f->loop, echoed, &w1, 3000);
+    (void)connect(c2, (struct sockaddr *)&f->addr, sizeof f->addr);
+    tu_run_for(f->loop, 20);
+    if (send(c2, "b", 1, MSG_NOSIGNAL) == 1) {
+        tu_run_for(f->loop, 300);   /* several accept attempts with backoff */
+        second_early = echoed(&w2);
+        connections_while_out = f->stats.connections;
+        close(c1);                  /* its server side closes: one fd free again */
+        second = tu_run_until(f->loop, echoed, &w2, 3000);
+    }
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    for (int i = 0; i < nholes; i++)
+        close(holes[i]);
+
+    assert_true(first);
+    assert_false(second_early);
+    assert_int_equal(connections_while_out, 1);
+    assert_true(second);
+    assert_int_equal(f->stats.connections, 2);
+    close(c2);
+    tu_run_for(f->loop, 50);
+    assert_int_equal(f->stats.open, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--loader") == 0) {
@@ -480,6 +558,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_host_sets_nodelay, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_echo_send_timeout, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_accept_out_of_fds, fixture_up, fixture_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
