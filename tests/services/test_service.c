@@ -123,6 +123,45 @@ static void test_parse_opts(void **state)
     assert_int_equal(iop_service_parse_opts(d, o, 4), 0);
 }
 
+/* iop_service_opt_number: whole decimal numbers in [lo, hi] only; anything else
+ * (a sign, a space, a suffix, nothing, out of range, past long long) is -EINVAL with
+ * the option and the range in the message, and *out left alone. */
+static void test_opt_number(void **state)
+{
+    (void)state;
+    static const struct { const char *v; int ok; long long want; } cases[] = {
+        { "0", 1, 0 }, { "7", 1, 7 }, { "65535", 1, 65535 }, { "007", 1, 7 },
+        { "65536", 0, 0 }, { "", 0, 0 }, { "-1", 0, 0 }, { "+5", 0, 0 }, { " 5", 0, 0 },
+        { "5 ", 0, 0 }, { "5x", 0, 0 }, { "0x10", 0, 0 }, { "99999999999999999999999", 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        iop_service_opt_t opt = { "port", cases[i].v };
+        long long out = -42;
+        char err[128] = "";
+        int r = iop_service_opt_number("svc", &opt, 0, 65535, &out, err, sizeof err);
+        if (cases[i].ok) {
+            assert_int_equal(r, 0);
+            assert_int_equal(out, cases[i].want);
+            assert_string_equal(err, "");
+        } else {
+            if (r != -EINVAL)
+                fail_msg("'%s' accepted as %lld", cases[i].v, out);
+            assert_int_equal(out, -42);
+            char want[128];
+            snprintf(want, sizeof want, "svc: port=%s: want a number from 0 to 65535", cases[i].v);
+            assert_string_equal(err, want);
+        }
+    }
+    /* a lower bound above zero */
+    iop_service_opt_t low = { "workers", "0" };
+    long long out = 0;
+    char err[128];
+    assert_int_equal(iop_service_opt_number("svc", &low, 1, 64, &out, err, sizeof err), -EINVAL);
+    low.value = "64";
+    assert_int_equal(iop_service_opt_number("svc", &low, 1, 64, &out, err, sizeof err), 0);
+    assert_int_equal(out, 64);
+}
+
 /* ---- the host ------------------------------------------------------------------------ */
 
 #define NCLIENTS 40
@@ -547,6 +586,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_broken_modules_refused),
             cmocka_unit_test(test_list),
             cmocka_unit_test(test_parse_opts),
+            cmocka_unit_test(test_opt_number),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
     }
