@@ -29,5 +29,6 @@ void test_create_unknown_backend(void **state);
 void test_create_bad_opts(void **state);
 void test_create_default(void **state);
 void test_timer_moves_between_loops(void **state);
+void test_create_opts_size_and_pool(void **state);
 
 #endif

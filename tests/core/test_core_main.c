@@ -18,6 +18,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_create_bad_opts),
         cmocka_unit_test(test_create_default),
         cmocka_unit_test(test_timer_moves_between_loops),
+        cmocka_unit_test(test_create_opts_size_and_pool),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

@@ -190,3 +190,51 @@ void test_timer_moves_between_loops(void **state)
     iop_loop_destroy(a);
     iop_loop_destroy(b);
 }
+
+static void never_cb(iop_op_t *op, int res)
+{
+    (void)op;
+    fail_msg("a refused op's callback ran (%d)", res);
+}
+
+/* Options a caller built before backend ABI 2 passes (size ends at busy_poll_us):
+ * the fields past its size are never read, whatever the memory holds. The receive
+ * pool's limits are refused with a message; an odd buffer size is kept as asked. */
+void test_create_opts_size_and_pool(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = NULL;
+    iop_loop_opts_t old = { .size = offsetof(iop_loop_opts_t, sqpoll_idle_ms), .backend = tu_backend,
+                            .buf_count = 5, .buf_size = 1 };   /* garbage past size */
+    assert_int_equal(iop_loop_create(&loop, &old), 0);
+    assert_int_equal(iop_buf_size(loop), 0);
+    assert_null(iop_buf_addr(loop, 0));
+    iop_op_t op;
+    iop_prep_recv_buf(&op, 0, 0, never_cb, NULL);
+    assert_int_equal(iop_submit(loop, &op), -EINVAL);   /* no pool */
+    iop_loop_destroy(loop);
+
+    assert_int_equal(iop_loop_create(NULL, NULL), -EINVAL);
+    static const struct { uint32_t count, size; } bad[] = {
+        { 32769, 64 }, { 4, (1u << 24) + 1 }, { 32768, 1u << 24 },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        iop_loop_opts_t o = { .size = sizeof o, .backend = tu_backend, .buf_count = bad[i].count,
+                              .buf_size = bad[i].size };
+        loop = (iop_loop_t *)&o;
+        assert_int_equal(iop_loop_create(&loop, &o), -EINVAL);
+        assert_null(loop);
+        assert_non_null(strstr(iop_last_error(), "too big"));
+    }
+
+    iop_loop_opts_t odd = { .size = sizeof odd, .backend = tu_backend, .buf_count = 4, .buf_size = 100 };
+    assert_int_equal(iop_loop_create(&loop, &odd), 0);
+    assert_int_equal(iop_buf_size(loop), 100);
+    char *b0 = iop_buf_addr(loop, 0), *b3 = iop_buf_addr(loop, 3);
+    assert_non_null(b0);
+    assert_ptr_equal(b3, b0 + 300);
+    assert_null(iop_buf_addr(loop, 4));
+    iop_buf_release(loop, 2);    /* never lent: ignored */
+    iop_buf_release(loop, 99);   /* out of range: ignored */
+    iop_loop_destroy(loop);
+}
