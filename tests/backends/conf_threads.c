@@ -232,7 +232,11 @@ static void *run_elsewhere(void *arg)
     (void)arg;
     iop_timer_t t;
     memset(&t, 0, sizeof t);
-    iop_timer_start(other_loop, &t, 5 * 1000000ull, 0, other_timer);
+    /* From the clock now, not the one cached at creation: a thread started late on a
+     * busy machine found the timer due at once, and the loop ended without waiting
+     * (so sigio never got to say -EXDEV). */
+    iop_update_time(other_loop);
+    iop_timer_start(other_loop, &t, 50 * 1000000ull, 0, other_timer);
     other_res = iop_loop_run(other_loop, IOP_RUN_DEFAULT);
     iop_timer_stop(&t);
     return NULL;
