@@ -38,6 +38,12 @@ static int zerocopy_works(uring_state_t *st, int fd)
     return f->zc == ZC_YES;
 }
 
+/* A read's or write's offset as io_uring takes it: -1 = the file position. */
+static uint64_t rw_offset(const iop_op_t *op)
+{
+    return op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset;
+}
+
 static int native_multishot(const uring_state_t *st, const iop_op_t *op, unsigned need)
 {
     return (op->opts & IOP_OPT_MULTISHOT) && (st->feat & need) && !(op->deadline && st->kdl);
@@ -283,23 +289,19 @@ static int issue(uring_state_t *st, iop_op_t *op)
         break;
     case IOP_OP_READ:
         if (op->opts & IOP_OPT_FIXED_BUF)
-            io_uring_prep_read_fixed(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
-                                     op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset,
+            io_uring_prep_read_fixed(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len, rw_offset(op),
                                      op->buf_index);
         else
-            io_uring_prep_read(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
-                               op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
+            io_uring_prep_read(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len, rw_offset(op));
         break;
     case IOP_OP_WRITE:
         if (op->opts & IOP_OPT_SOCKET)   /* the core saw a socket: no SIGPIPE */
             io_uring_prep_send(sqe, fd, op->u.rw.buf, op->u.rw.len, MSG_NOSIGNAL);
         else if (op->opts & IOP_OPT_FIXED_BUF)
-            io_uring_prep_write_fixed(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
-                                      op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset,
+            io_uring_prep_write_fixed(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len, rw_offset(op),
                                       op->buf_index);
         else
-            io_uring_prep_write(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len,
-                                op->u.rw.offset < 0 ? (uint64_t)-1 : (uint64_t)op->u.rw.offset);
+            io_uring_prep_write(sqe, fd, op->u.rw.buf, (unsigned)op->u.rw.len, rw_offset(op));
         break;
     case IOP_OP_RECVMSG:
         io_uring_prep_recvmsg(sqe, fd, op->u.msg.msg, (unsigned)op->u.msg.msg_flags);

@@ -41,13 +41,7 @@ static int bufs_alloc(http_conn_t *c)
     if (!c->bufs_mem)
         return -ENOMEM;
     c->bufs_pages = (void *)page_up((uintptr_t)c->bufs_mem, page);
-    http_bufs_t *b = (http_bufs_t *)((char *)c->bufs_pages + (color++ * 7 % COLORS) * 64);
-    c->bufs = b;
-    c->in = b->in;
-    c->out = b->out;
-    c->path = b->path;
-    c->full = b->full;
-    c->real = b->real;
+    c->bufs = (http_bufs_t *)((char *)c->bufs_pages + (color++ * 7 % COLORS) * 64);
     return 0;
 }
 
@@ -114,7 +108,7 @@ int http_flush(http_conn_t *c, int flags)
 {
     if (!c->out_len)
         return 0;
-    int r = http_send_all(c, c->out, c->out_len, flags);
+    int r = http_send_all(c, c->bufs->out, c->out_len, flags);
     c->out_len = 0;
     return r;
 }
@@ -138,13 +132,13 @@ int http_error(http_conn_t *c, int status, int keep, const char *extra)
         return r;
     const char *reason = http_reason(status);
     int body = (int)strlen(reason) + 5;    /* "404 Not Found\n" */
-    int n = snprintf(c->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+    int n = snprintf(c->bufs->out + c->out_len, HTTP_OUT_CAP - c->out_len,
                      "HTTP/1.1 %d %s\r\nServer: ioplex\r\nDate: %s\r\n"
                      "Content-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n",
                      status, reason, http_date_now(c), body, extra ? extra : "",
                      http_connection_header(c, keep));
     if (!c->head)
-        n += snprintf(c->out + c->out_len + n, HTTP_OUT_CAP - c->out_len - n, "%d %s\n", status, reason);
+        n += snprintf(c->bufs->out + c->out_len + n, HTTP_OUT_CAP - c->out_len - n, "%d %s\n", status, reason);
     c->out_len += (size_t)n;
     c->stats->errors++;
     return keep;
@@ -159,7 +153,7 @@ static int hello(http_conn_t *c, int keep)
     int r = http_out_room(c, sizeof head + HTTP_DATE_LEN + 32 + sizeof body);
     if (r < 0)
         return r;
-    char *p = c->out + c->out_len;
+    char *p = c->bufs->out + c->out_len;
     memcpy(p, head, sizeof head - 1);
     p += sizeof head - 1;
     memcpy(p, http_date_now(c), HTTP_DATE_LEN);
@@ -174,7 +168,7 @@ static int hello(http_conn_t *c, int keep)
         memcpy(p, body, sizeof body - 1);
         p += sizeof body - 1;
     }
-    c->out_len = (size_t)(p - c->out);
+    c->out_len = (size_t)(p - c->bufs->out);
     return keep;
 }
 
@@ -248,16 +242,16 @@ static int answer_buffered(http_conn_t *c)
             c->req_deadline = 0;           /* the next request gets its own time */
         }
         if (c->scan == 0) {
-            c->in_pos += http_skip_empty_lines(c->in + c->in_pos, c->in_len - c->in_pos);
+            c->in_pos += http_skip_empty_lines(c->bufs->in + c->in_pos, c->in_len - c->in_pos);
             /* A read that ends on the CR of an empty line: wait for its LF. */
-            if (c->in_len - c->in_pos == 1 && c->in[c->in_pos] == '\r')
+            if (c->in_len - c->in_pos == 1 && c->bufs->in[c->in_pos] == '\r')
                 return 1;
         }
         if (c->in_pos == c->in_len) {
             c->in_pos = c->in_len = 0;
             return 1;
         }
-        const char *start = c->in + c->in_pos;
+        const char *start = c->bufs->in + c->in_pos;
         size_t avail = c->in_len - c->in_pos;
         size_t head = http_head_end(start, avail, &c->scan);
         http_request_t rq;
@@ -289,7 +283,7 @@ static int answer_buffered(http_conn_t *c)
 static int read_more(http_conn_t *c)
 {
     if (c->in_pos > 0) {
-        memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+        memmove(c->bufs->in, c->bufs->in + c->in_pos, c->in_len - c->in_pos);
         c->in_len -= c->in_pos;
         c->in_pos = 0;
     }
@@ -311,10 +305,10 @@ static int read_more(http_conn_t *c)
     uint64_t release = c->st->idle_release_ns;
     if (idle && c->out_len == 0 && release && iop_now(c->loop) + release < deadline)
         deadline = iop_now(c->loop) + release;
-    ssize_t n = iop_recv(c->svc->fd, c->in + c->in_len, HTTP_IN_CAP - c->in_len, 0, deadline);
+    ssize_t n = iop_recv(c->svc->fd, c->bufs->in + c->in_len, HTTP_IN_CAP - c->in_len, 0, deadline);
     if (n == -ETIMEDOUT && deadline != c->req_deadline) {
         release_pages(c);          /* quiet for a while: wait on without them */
-        n = iop_recv(c->svc->fd, c->in, HTTP_IN_CAP, 0, c->req_deadline);
+        n = iop_recv(c->svc->fd, c->bufs->in, HTTP_IN_CAP, 0, c->req_deadline);
     }
     c->svc->idle = 0;
     if (n == -ETIMEDOUT) {
@@ -346,7 +340,7 @@ static void linger(http_conn_t *c)
         return;
     uint64_t deadline = iop_now(c->loop) + LINGER_NS;
     for (size_t total = 0; total < LINGER_BYTES;) {
-        ssize_t n = iop_recv(c->svc->fd, c->in, HTTP_IN_CAP, 0, deadline);
+        ssize_t n = iop_recv(c->svc->fd, c->bufs->in, HTTP_IN_CAP, 0, deadline);
         if (n <= 0)
             return;
         total += (size_t)n;

@@ -57,7 +57,6 @@ typedef struct http_conn {
     void *bufs_pages;                /* its first page boundary, */
     size_t bufs_len;                 /* and the whole pages from there that hold bufs */
     http_bufs_t *bufs;
-    char *in, *out, *path, *full, *real;   /* into bufs */
 } http_conn_t;
 
 /* The handlers return 1 (keep the connection), 0 (close it once the response is

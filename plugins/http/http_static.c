@@ -49,15 +49,15 @@ static const char *content_type(const char *path)
 static int open_checked(http_conn_t *c, const char *rel, int flags)
 {
     const http_state_t *st = c->st;
-    if ((size_t)snprintf(c->full, PATH_MAX, "%s/%s", st->root_real, rel) >= PATH_MAX)
+    if ((size_t)snprintf(c->bufs->full, PATH_MAX, "%s/%s", st->root_real, rel) >= PATH_MAX)
         return -ENAMETOOLONG;
-    if (!realpath(c->full, c->real))
+    if (!realpath(c->bufs->full, c->bufs->real))
         return -errno;
     size_t n = strlen(st->root_real);
     if (!(n == 1 && st->root_real[0] == '/') &&
-        (strncmp(c->real, st->root_real, n) != 0 || (c->real[n] != '/' && c->real[n] != '\0')))
+        (strncmp(c->bufs->real, st->root_real, n) != 0 || (c->bufs->real[n] != '/' && c->bufs->real[n] != '\0')))
         return -EXDEV;
-    int fd = open(c->real, flags | O_NOFOLLOW);
+    int fd = open(c->bufs->real, flags | O_NOFOLLOW);
     return fd < 0 ? -errno : fd;
 }
 
@@ -169,15 +169,15 @@ static int redirect_dir(http_conn_t *c, const http_request_t *rq, int keep)
     if (r < 0)
         return r;
     static const char body[] = "301 Moved Permanently\n";
-    int n = snprintf(c->out, HTTP_OUT_CAP, "HTTP/1.1 301 Moved Permanently\r\nServer: ioplex\r\n"
+    int n = snprintf(c->bufs->out, HTTP_OUT_CAP, "HTTP/1.1 301 Moved Permanently\r\nServer: ioplex\r\n"
                      "Date: %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%sLocation: ",
                      http_date_now(c), sizeof body - 1, http_connection_header(c, keep));
     size_t tail = 5 + rq->query.n + 4 + sizeof body;
-    int e = (size_t)n + tail < HTTP_OUT_CAP ? encode_path(c->path, c->out + n, HTTP_OUT_CAP - (size_t)n - tail) : -1;
+    int e = (size_t)n + tail < HTTP_OUT_CAP ? encode_path(c->bufs->path, c->bufs->out + n, HTTP_OUT_CAP - (size_t)n - tail) : -1;
     if (e < 0)
         return http_error(c, 414, keep, NULL);
     n += e;
-    n += snprintf(c->out + n, HTTP_OUT_CAP - (size_t)n, "/%s%.*s\r\n\r\n%s", rq->query.n ? "?" : "",
+    n += snprintf(c->bufs->out + n, HTTP_OUT_CAP - (size_t)n, "/%s%.*s\r\n\r\n%s", rq->query.n ? "?" : "",
                   (int)rq->query.n, rq->query.p, c->head ? "" : body);
     c->out_len = (size_t)n;
     return keep;
@@ -188,7 +188,7 @@ static int not_modified(http_conn_t *c, const char *last_modified, int keep)
     int r = http_out_room(c, 512);
     if (r < 0)
         return r;
-    c->out_len += (size_t)snprintf(c->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+    c->out_len += (size_t)snprintf(c->bufs->out + c->out_len, HTTP_OUT_CAP - c->out_len,
                                    "HTTP/1.1 304 Not Modified\r\nServer: ioplex\r\nDate: %s\r\n"
                                    "Last-Modified: %s\r\n%s\r\n",
                                    http_date_now(c), last_modified, http_connection_header(c, keep));
@@ -286,7 +286,7 @@ static int send_file_body(http_conn_t *c, int fd, uint64_t first, uint64_t len)
 /* Small bodies: read into the out buffer after the headers, one send for both. */
 static int copy_file_body(http_conn_t *c, int fd, uint64_t first, uint64_t len)
 {
-    char *p = c->out + c->out_len;
+    char *p = c->bufs->out + c->out_len;
     for (uint64_t got = 0; got < len;) {
         ssize_t n = pread(fd, p + got, (size_t)(len - got), (off_t)(first + got));
         if (n < 0 && errno == EINTR)
@@ -346,12 +346,12 @@ static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const str
     if (status == 206)
         snprintf(range, sizeof range, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n",
                  first, last, size);
-    c->out_len += (size_t)snprintf(c->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+    c->out_len += (size_t)snprintf(c->bufs->out + c->out_len, HTTP_OUT_CAP - c->out_len,
                                    "HTTP/1.1 %d %s\r\nServer: ioplex\r\nDate: %s\r\n"
                                    "Content-Type: %s\r\nContent-Length: %" PRIu64 "\r\n"
                                    "Last-Modified: %s\r\nAccept-Ranges: bytes\r\n%s%s\r\n",
                                    status, http_reason(status), http_date_now(c),
-                                   content_type(c->path), len, last_modified, range,
+                                   content_type(c->bufs->path), len, last_modified, range,
                                    http_connection_header(c, keep));
     if (c->head || len == 0)
         return keep;
@@ -371,19 +371,19 @@ static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const str
 int http_static(http_conn_t *c, const http_request_t *rq, int keep)
 {
     /* Room is left after the path for "/" and the index name. */
-    int n = http_decode_path(rq->path.p, rq->path.n, c->path, HTTP_PATH_CAP - HTTP_INDEX_MAX - 1);
+    int n = http_decode_path(rq->path.p, rq->path.n, c->bufs->path, HTTP_PATH_CAP - HTTP_INDEX_MAX - 1);
     if (n < 0)
         return http_error(c, -n, keep, NULL);
     struct stat sb;
-    int fd = open_beneath(c, c->path, &sb);
+    int fd = open_beneath(c, c->bufs->path, &sb);
     if (fd < 0)
         return http_error(c, status_for(fd), keep, NULL);
     if (S_ISDIR(sb.st_mode)) {
         close(fd);
-        if (c->path[n - 1] != '/')
+        if (c->bufs->path[n - 1] != '/')
             return redirect_dir(c, rq, keep);
-        strcpy(c->path + n, c->st->index);
-        fd = open_beneath(c, c->path, &sb);
+        strcpy(c->bufs->path + n, c->st->index);
+        fd = open_beneath(c, c->bufs->path, &sb);
         if (fd < 0)
             return http_error(c, status_for(fd), keep, NULL);   /* no index: 404, no listing */
     }
