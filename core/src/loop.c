@@ -67,7 +67,8 @@ static int pool_create(iop_loop_t *loop, uint32_t count, uint32_t size)
     loop->pool_count = count;
     loop->pool_size = size;
     loop->pool_out = iop_calloc(count ? count : 1, 1);
-    if (!loop->pool_out)
+    loop->pool_link = iop_malloc((count ? count : 1) * sizeof *loop->pool_link);
+    if (!loop->pool_out || !loop->pool_link)
         return iop__fail(-ENOMEM, "iop_loop_create: out of memory");
     if (loop->be->buf_pool && (loop->caps & IOP_CAP_PROVIDED_BUFFERS)) {
         int r = loop->be->buf_pool(loop->be_state, p, count, size);
@@ -301,6 +302,7 @@ void iop_loop_destroy(iop_loop_t *loop)
         munmap(loop->pool, (size_t)loop->pool_count * loop->pool_size);
     iop_free(loop->pool_free);
     iop_free(loop->pool_out);
+    iop_free(loop->pool_link);
     iop_free(loop->fixed);
     iop__module_close(&loop->mod);
     iop__fdtable_free(&loop->fds);

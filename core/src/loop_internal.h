@@ -40,6 +40,12 @@
  * many may be in flight at once, the rest wait a moment (op.c). */
 #define IOP__DL_CANCELS 16
 
+/* A pool buffer waiting in a receive stream's queue: the next one (bid + 1, 0 =
+ * last) and the bytes it holds. */
+typedef struct iop__pool_link {
+    uint32_t next, len;
+} iop__pool_link_t;
+
 /* iop_timer_t.flags */
 #define IOP__TF_INTERNAL 0x1u     /* an op's timer: not counted as a user handle */
 
@@ -85,6 +91,7 @@ struct iop_loop {
     uint32_t pool_count, pool_size, pool_nfree;
     uint32_t *pool_free;
     uint8_t *pool_out;             /* per buffer: lent out, not given back yet */
+    iop__pool_link_t *pool_link;   /* per buffer: a receive stream's queue (coro/recv_stream.c) */
     int pool_native;               /* the backend lends the buffers */
 
     /* registered buffers (iop_buf_register): the caller's set, checked on submit */

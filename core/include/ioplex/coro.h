@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include "common.h"
+#include "op.h"
 
 typedef struct iop_coro iop_coro_t;
 typedef void *(*iop_coro_fn)(void *arg);
@@ -121,6 +122,48 @@ IOP_EXPORT int iop_sleep(uint64_t ns);          /* at least ns from now; 0 = yie
  * the fd already has a watch in this loop (another coroutine waiting on it). */
 IOP_EXPORT int iop_wait_fd(int fd, unsigned events, uint64_t deadline);
 IOP_EXPORT int iop_sleep_until(uint64_t deadline);
+
+/* ---- receive streams: one multishot receive per connection ------------------------------
+ *
+ * A receive that stays armed: one multishot recv_buf op on fd (the loop needs a
+ * receive pool, iop_loop_opts_t.buf_count), whose results wait in the stream until
+ * the coroutine takes them. With io_uring's provided buffers (IOP_CAP_PROVIDED_BUFFERS)
+ * the kernel receives into a pool buffer as data arrives and nothing is armed per
+ * read; elsewhere the core lends the buffers and the results are the same. The
+ * record is the caller's (nothing is allocated) and must stay put from open to close;
+ * one coroutine uses it; no other receive may run on fd meanwhile. */
+typedef struct iop_recv_stream {
+    iop_op_t op;               /* private, every field: the multishot receive */
+    iop_op_t cancel;           /* stops it at close */
+    iop_loop_t *loop;
+    iop_coro_t *waiter;        /* parked in next or close */
+    int fd, flags;
+    int end;                   /* once the series ended: 1 = running, else its last result */
+    uint32_t head, tail;       /* queued pool buffers, bid + 1 (0 = none) */
+    uint32_t cur;              /* bid + 1 of the buffer the last next returned */
+    uint32_t cur_last;         /* where what it returned began in that buffer */
+    uint32_t cur_off, cur_len; /* its bytes not handed out yet: [cur_off, cur_len) */
+    uint8_t live, cancel_live;
+} iop_recv_stream_t;
+
+/* Arms the stream on fd (flags: recv flags, usually 0). 0, or -errno: -EINVAL when
+ * the loop has no receive pool, -EPERM outside a coroutine. */
+IOP_EXPORT int iop_recv_stream_open(iop_recv_stream_t *s, int fd, int flags);
+/* The next bytes received, waiting for them until deadline: > 0 with *data
+ * pointing at them, valid until the next call on the stream (the pool buffer that
+ * held the previous ones goes back then); 0 at end of stream; -errno (-ETIMEDOUT,
+ * -ECANCELED, a socket error). Data already queued comes before an error or the
+ * end. When the pool has run dry the kernel has nowhere to put data: the stream
+ * then receives into buf (len bytes) with one plain recv and *data == buf. */
+IOP_EXPORT ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len,
+                                        const char **data, uint64_t deadline);
+/* The caller used only part of what next returned in a pool buffer: its last n
+ * bytes come back first from the next call. -EINVAL if n is more than that. */
+IOP_EXPORT int iop_recv_stream_unread(iop_recv_stream_t *s, size_t n);
+/* Stops the receive, waits until the backend has let go of the record and gives
+ * back the buffers still queued (their data is dropped). Runs to the end even in a
+ * cancelled coroutine; must come before the record goes and before fd is closed. */
+IOP_EXPORT int iop_recv_stream_close(iop_recv_stream_t *s);
 
 /* ---- scoped deadlines (gevent's Timeout) ------------------------------------------------ */
 

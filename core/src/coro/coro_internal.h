@@ -73,6 +73,11 @@ iop_coro_t *iop__current(void);
  * outside a coroutine. Returns the res of the wake. */
 int iop__park(uint64_t deadline);
 
+/* Parks ignoring cancel and deadlines until an iop__wake (a cancel also wakes it,
+ * with -ECANCELED: the caller checks what it waits for and parks again). For
+ * waits that must end, such as a backend letting go of a record. */
+int iop__park_shielded(void);
+
 /* Makes parked c runnable; its iop__park returns res. Callable from op callbacks
  * (resumes c right away) and from coroutines (c runs at the next turn). */
 void iop__wake(iop_coro_t *c, int res);

@@ -640,6 +640,17 @@ int iop__park(uint64_t deadline)
     return c->wake_res;
 }
 
+int iop__park_shielded(void)
+{
+    iop_coro_t *c = tl.current;
+    if (!c)
+        return iop__fail(-EPERM, "a blocking call outside any coroutine: the scheduler itself must never block");
+    c->state = IOP__CS_PARKED;
+    c->wake_res = 0;
+    switch_away(c, 0);
+    return c->wake_res;
+}
+
 void iop__wake(iop_coro_t *c, int res)
 {
     if (c->state != IOP__CS_PARKED)

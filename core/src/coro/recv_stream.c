@@ -1,0 +1,189 @@
+/* Receive streams: one multishot recv_buf op per connection, its results queued in
+ * the stream record until the coroutine takes them (see coro.h).
+ *
+ * The queue is a list of pool buffers linked through the loop's per-buffer links
+ * (loop->pool_link), so it needs no room of its own and cannot overflow: it holds at
+ * most what the pool lends. When the pool runs dry the kernel ends the series with
+ * -ENOBUFS and leaves the data in the socket; the next read takes it with a plain
+ * recv into the caller's buffer and arms the series again, so a dry pool slows a
+ * stream down but loses nothing and never spins.
+ *
+ * Callbacks wake the parked coroutine last, touching nothing after: it may close
+ * the stream and free the record before they return. */
+#include <errno.h>
+#include "loop_internal.h"
+#include "sched_private.h"
+
+#define RUNNING 1                  /* s->end while the series runs */
+
+static void wake(iop_recv_stream_t *s)
+{
+    iop_coro_t *w = s->waiter;
+    if (w) {
+        s->waiter = NULL;
+        iop__wake(w, 0);
+    }
+}
+
+static void on_result(iop_op_t *op, int res)
+{
+    iop_recv_stream_t *s = op->data;
+    iop_loop_t *loop = s->loop;
+    if (res > 0) {
+        uint32_t bid = op->u.pooled.bid;
+        loop->pool_link[bid] = (iop__pool_link_t){ .next = 0, .len = (uint32_t)res };
+        if (s->tail)
+            loop->pool_link[s->tail - 1].next = bid + 1;
+        else
+            s->head = bid + 1;
+        s->tail = bid + 1;
+    }
+    if (!iop_op_more(op)) {
+        s->live = 0;
+        s->end = res > 0 ? RUNNING : res;   /* ended after data: armed again by next */
+    }
+    wake(s);
+}
+
+static void on_cancelled(iop_op_t *op, int res)
+{
+    (void)res;                     /* -EALREADY / -ENOENT: the series ends anyway */
+    iop_recv_stream_t *s = op->data;
+    s->cancel_live = 0;
+    wake(s);
+}
+
+static int arm(iop_recv_stream_t *s)
+{
+    iop_prep_recv_buf(&s->op, s->fd, s->flags, on_result, s);
+    iop_op_set_multishot(&s->op);
+    int r = iop_submit(s->loop, &s->op);
+    if (r < 0) {
+        s->end = r;
+        return r;
+    }
+    s->live = 1;
+    s->end = RUNNING;
+    return 0;
+}
+
+/* The running coroutine, or NULL with *err set. */
+static iop_coro_t *running(const char *what, int *err)
+{
+    iop_coro_t *c = iop__current();
+    if (!c)
+        *err = iop__fail(-EPERM, "%s: outside any coroutine (the scheduler itself must never block)", what);
+    else if (c->cancelled)
+        *err = -ECANCELED, c = NULL;
+    return c;
+}
+
+int iop_recv_stream_open(iop_recv_stream_t *s, int fd, int flags)
+{
+    int r;
+    iop_coro_t *c = running("iop_recv_stream_open", &r);
+    if (!c)
+        return r;
+    iop_loop_t *loop = iop_coro_loop(c);
+    if (!loop->pool)
+        return iop__fail(-EINVAL, "iop_recv_stream_open: the loop has no receive pool (iop_loop_opts_t.buf_count)");
+    *s = (iop_recv_stream_t){ .loop = loop, .fd = fd, .flags = flags };
+    return arm(s);
+}
+
+ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const char **data,
+                             uint64_t deadline)
+{
+    int r;
+    iop_coro_t *c = running("iop_recv_stream_next", &r);
+    if (!c)
+        return r;
+    iop_loop_t *loop = s->loop;
+    if (s->cur) {
+        char *base = iop_buf_addr(loop, s->cur - 1);
+        if (s->cur_off < s->cur_len) {     /* given back with unread */
+            s->cur_last = s->cur_off;
+            s->cur_off = s->cur_len;
+            *data = base + s->cur_last;
+            return (ssize_t)(s->cur_len - s->cur_last);
+        }
+        iop_buf_release(loop, s->cur - 1);
+        s->cur = 0;
+    }
+    for (;;) {
+        if (s->head) {
+            uint32_t bid = s->head - 1;
+            iop__pool_link_t *l = &loop->pool_link[bid];
+            s->head = l->next;
+            if (!s->head)
+                s->tail = 0;
+            s->cur = bid + 1;
+            s->cur_last = 0;
+            s->cur_off = s->cur_len = l->len;
+            *data = iop_buf_addr(loop, bid);
+            return (ssize_t)l->len;
+        }
+        if (!s->live) {
+            if (s->end == -ENOBUFS && buf && len) {
+                ssize_t n = iop_recv(s->fd, buf, len, s->flags, deadline);
+                if (n > 0) {
+                    *data = buf;
+                    (void)arm(s);          /* a failure shows at the next call */
+                } else if (n == 0) {
+                    s->end = 0;
+                }
+                return n;
+            }
+            if (s->end != RUNNING)
+                return s->end;             /* 0 at the end; errors stay */
+            if ((r = arm(s)) < 0)
+                return r;
+            continue;
+        }
+        s->waiter = c;
+        r = iop__park(deadline);
+        s->waiter = NULL;
+        if (r < 0 && !s->head)
+            return r;                      /* -ETIMEDOUT, -ECANCELED: the series goes on */
+    }
+}
+
+int iop_recv_stream_unread(iop_recv_stream_t *s, size_t n)
+{
+    if (!s->cur || n > s->cur_off - s->cur_last)
+        return iop__fail(-EINVAL, "iop_recv_stream_unread: %zu bytes are more than the last call returned "
+                         "from a pool buffer", n);
+    s->cur_off -= (uint32_t)n;
+    return 0;
+}
+
+int iop_recv_stream_close(iop_recv_stream_t *s)
+{
+    iop_coro_t *c = iop__current();
+    if (!c)
+        return iop__fail(-EPERM, "iop_recv_stream_close: outside any coroutine");
+    iop_loop_t *loop = s->loop;
+    int r = 0;
+    if (s->live) {
+        iop_prep_cancel(&s->cancel, &s->op, on_cancelled, s);
+        r = iop_submit(loop, &s->cancel);
+        if (r == 0)
+            s->cancel_live = 1;
+        /* else: the series runs until its fd ends; we wait for that */
+    }
+    while (s->live || s->cancel_live) {
+        s->waiter = c;
+        iop__park_shielded();
+        s->waiter = NULL;
+    }
+    if (s->cur)
+        iop_buf_release(loop, s->cur - 1);
+    while (s->head) {
+        uint32_t bid = s->head - 1;
+        s->head = loop->pool_link[bid].next;
+        iop_buf_release(loop, bid);
+    }
+    s->cur = s->tail = 0;
+    s->end = -EBADF;
+    return r;
+}

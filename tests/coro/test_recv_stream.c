@@ -1,0 +1,299 @@
+/* Receive streams (iop_recv_stream_*) over real loopback TCP, on the backend named
+ * by argv[1]: bytes come in order and whole, also when the receive pool runs dry and
+ * the stream falls back to plain receives; unread; deadlines leave the series
+ * running; a cancelled reader still closes its stream; close gives every queued
+ * buffer back; a loop without a pool is refused. */
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "sched_test.h"
+
+#define POOL_BUFS 4
+#define POOL_SIZE 256
+
+static int pool_setup(void **state)
+{
+    (void)state;
+    iop_loop_opts_t o = { .size = sizeof o, .buf_count = POOL_BUFS, .buf_size = POOL_SIZE };
+    st_loop = tu_loop_new_opts(&o);
+    st_done = 0;
+    st_failure[0] = '\0';
+    return 0;
+}
+
+static int fds[2];                 /* [0] client, [1] server side */
+
+/* ---- every byte, in order, through a pool far smaller than the data ---------------- */
+
+#define BULK (512 * 1024)
+static size_t bulk_fallbacks, bulk_pooled;
+
+static unsigned char pattern(size_t i) { return (unsigned char)(i * 131 + (i >> 9)); }
+
+static void *bulk_reader(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    char own[1000];
+    size_t got = 0;
+    int bad = 0;
+    for (;;) {
+        const char *data;
+        ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(10000));
+        CHECK(n >= 0);
+        if (n <= 0)
+            break;
+        if (data == own)
+            bulk_fallbacks++;
+        else
+            bulk_pooled++;
+        for (ssize_t i = 0; i < n && !bad; i++)
+            if ((unsigned char)data[i] != pattern(got + (size_t)i))
+                bad = 1;
+        got += (size_t)n;
+        /* Stop now and then, so that results pile up and the pool runs dry. */
+        if ((got / 4096) % 8 == 0)
+            iop_sleep(1 * MS);
+    }
+    CHECK(!bad);
+    CHECK_EQ(got, BULK);
+    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &(const char *){ 0 }, 0), 0);   /* end stays */
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void *bulk_writer(void *arg)
+{
+    (void)arg;
+    static unsigned char src[BULK];
+    for (size_t i = 0; i < BULK; i++)
+        src[i] = pattern(i);
+    for (size_t off = 0; off < BULK;) {
+        size_t chunk = BULK - off < 3000 ? BULK - off : 3000;
+        ssize_t n = iop_send(fds[0], src + off, chunk, 0, st_after_ms(10000));
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    CHECK_EQ(shutdown(fds[0], SHUT_WR), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_bulk_in_order_with_a_dry_pool(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    bulk_fallbacks = bulk_pooled = 0;
+    st_go(bulk_reader, NULL, "reader");
+    st_go(bulk_writer, NULL, "writer");
+    st_run_until_done(2, 30000);
+    /* Both ways of receiving ran: the pool, and the plain recv once it was dry. */
+    assert_true(bulk_pooled > 0);
+    assert_true(bulk_fallbacks > 0);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* nothing left armed */
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
+/* ---- unread, deadlines, small messages one by one ----------------------------------- */
+
+static void *chat_reader(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    const char *data;
+    char own[64];
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    /* Nothing yet: the deadline ends the wait, not the series. */
+    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(20)), -ETIMEDOUT);
+    CHECK_EQ(write(fds[0], "hello world", 11), 11);
+    ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+    CHECK_EQ(n, 11);
+    if (n == 11) {
+        CHECK(data != own && memcmp(data, "hello world", 11) == 0);
+        CHECK_EQ(iop_recv_stream_unread(&s, 5), 0);    /* "world" again */
+        CHECK_EQ(iop_recv_stream_unread(&s, 7), -EINVAL);
+        CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000)), 5);
+        CHECK(memcmp(data, "world", 5) == 0);
+        CHECK_EQ(iop_recv_stream_unread(&s, 5), 0);
+        CHECK_EQ(iop_recv_stream_unread(&s, 1), -EINVAL);
+        CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000)), 5);
+        CHECK(memcmp(data, "world", 5) == 0);
+    }
+    /* One message after another, each waited for. */
+    for (int i = 0; i < 50; i++) {
+        char msg[16];
+        int len = snprintf(msg, sizeof msg, "m%d.", i);
+        CHECK_EQ(write(fds[0], msg, (size_t)len), len);
+        char got[16];
+        int have = 0;
+        while (have < len) {
+            n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+            CHECK(n > 0 && have + n <= len);
+            if (n <= 0 || have + n > len)
+                break;
+            memcpy(got + have, data, (size_t)n);
+            have += (int)n;
+        }
+        CHECK(have == len && memcmp(got, msg, (size_t)len) == 0);
+    }
+    CHECK_EQ(iop_recv_stream_unread(&s, 0), 0);
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    /* The fd is the caller's again: a plain recv works. */
+    CHECK_EQ(write(fds[0], "x", 1), 1);
+    CHECK_EQ(iop_recv(fds[1], own, sizeof own, 0, st_after_ms(5000)), 1);
+    st_done++;
+    return NULL;
+}
+
+static void test_unread_and_deadlines(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(chat_reader, NULL, "reader");
+    st_run_until_done(1, 10000);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
+/* ---- cancel, close with data queued, a reset peer ------------------------------------ */
+
+static void *cancelled_reader(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    const char *data;
+    char own[8];
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, 0), -ECANCELED);
+    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, 0), -ECANCELED);   /* sticky */
+    CHECK_EQ(iop_recv_stream_close(&s), 0);    /* runs to the end anyway */
+    st_done++;
+    return (void *)1;
+}
+
+static void test_cancelled_reader_closes(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    iop_coro_t *c;
+    assert_int_equal(iop_go(st_loop, cancelled_reader, NULL, NULL, &c), 0);
+    tu_run_for(st_loop, 5);
+    assert_int_equal(iop_cancel(c), 0);
+    void *res;
+    assert_int_equal(iop_join(c, &res, iop_now(st_loop) + 5000 * MS), 0);
+    assert_ptr_equal(res, (void *)1);
+    st_assert_ok();
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* the series has ended */
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
+/* Fills every pool buffer of the stream without reading, closes it, then checks
+ * that a second stream gets the whole pool back: nothing leaked. */
+static void *hoarder(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    const char *data;
+    char own[8];
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    for (int i = 0; i < POOL_BUFS; i++) {
+        CHECK_EQ(write(fds[0], "abc", 3), 3);
+        iop_sleep(5 * MS);        /* each lands in a buffer of its own */
+    }
+    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000)), 3);
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    /* Drain what the first stream left in the socket, if anything. */
+    while (recv(fds[1], own, sizeof own, MSG_DONTWAIT) > 0)
+        ;
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    int pooled = 0, plain = 0;
+    for (int i = 0; i < POOL_BUFS; i++) {
+        CHECK_EQ(write(fds[0], "defg", 4), 4);
+        iop_sleep(5 * MS);
+    }
+    for (int got = 0; got < 4 * POOL_BUFS;) {
+        ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        pooled += data != own;
+        plain += data == own;
+        got += (int)n;
+    }
+    CHECK(pooled > 0);
+    CHECK_EQ(plain, 0);           /* the whole pool was there to take them */
+    /* The peer resets: queued data first, then the error, which stays. */
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    CHECK_EQ(setsockopt(fds[0], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    CHECK_EQ(write(fds[0], "zz", 2), 2);
+    iop_sleep(5 * MS);
+    CHECK_EQ(close(fds[0]), 0);
+    fds[0] = -1;
+    ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+    if (n == 2)                   /* the data, if the reset did not overtake it */
+        n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+    CHECK_EQ(n, -ECONNRESET);
+    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000)), -ECONNRESET);
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_close_returns_buffers(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(hoarder, NULL, "hoarder");
+    st_run_until_done(1, 10000);
+    iop_fd_close(st_loop, fds[1]);
+}
+
+static void *no_pool(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), -EINVAL);
+    CHECK(strstr(iop_last_error(), "receive pool") != NULL);
+    st_done++;
+    return NULL;
+}
+
+static void test_no_pool(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(no_pool, NULL, "no pool");
+    st_run_until_done(1, 5000);
+    iop_recv_stream_t s;
+    assert_int_equal(iop_recv_stream_open(&s, fds[1], 0), -EPERM);   /* not in a coroutine */
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *spec = tu_backend_from_args(argc, argv);
+    if (spec && tu_backend_set(spec) < 0) {
+        fprintf(stderr, "usage: %s [BACKEND[+sqpoll]] [FILTER]\n", argv[0]);
+        return 2;
+    }
+    if (argc > 2)
+        cmocka_set_test_filter(argv[2]);
+#define T(f) cmocka_unit_test_setup_teardown(f, pool_setup, st_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_bulk_in_order_with_a_dry_pool),
+        T(test_unread_and_deadlines),
+        T(test_cancelled_reader_closes),
+        T(test_close_returns_buffers),
+        cmocka_unit_test_setup_teardown(test_no_pool, st_setup, st_teardown),
+    };
+    char name[64];
+    snprintf(name, sizeof name, "coro.recv_stream.%s", spec ? spec : "default");
+    return cmocka_run_group_tests_name(name, tests, NULL, NULL);
+}
