@@ -28,7 +28,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: " PROG " --service NAME=HOST:PORT[,KEY=VALUE...] [--service ...]\n"
         "               [--backend NAME] [--workers N] [--stats] [--drain-timeout S]\n"
-        "               [--plugin-path DIRS]\n"
+        "               [--recv-pool N] [--plugin-path DIRS]\n"
         "\n"
         "Serves each --service on its address with the service plugin of that name\n"
         "(iop_service_NAME.so on the plugin path), one coroutine per connection. Stays in\n"
@@ -49,6 +49,9 @@ static void usage(FILE *f)
         "  --drain-timeout S    how long open connections may take at a stop (default %d);\n"
         "                       a worker, or --workers 0 itself, still stopping a few\n"
         "                       seconds later is ended (exit status 1)\n"
+        "  --recv-pool N        receive buffers per worker loop (%d B each, default %d;\n"
+        "                       0 = none): services receive into them where the backend\n"
+        "                       lends them (io_uring provided buffers)\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend and service\n"
         "                       modules\n"
         "  --list               list the service plugins found, with their options\n"
@@ -56,7 +59,7 @@ static void usage(FILE *f)
         "\n"
         "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage error,\n"
         "an unknown service or backend, or an address that cannot be bound.\n",
-        DEFAULT_DRAIN_S);
+        DEFAULT_DRAIN_S, RECV_POOL_BUF, RECV_POOL_DEFAULT);
 }
 
 static int add_service(daemon_t *d, const char *arg)
@@ -330,7 +333,8 @@ static int run_solo(daemon_t *d)
 {
     solo_t so = { .d = d, .sig_fd = -1 };
     iop_loop_opts_t lo = { .size = sizeof lo, .flags = IOPLEXD_LOOP_FLAGS, .backend = d->backend,
-                           .plugin_path = d->plugin_path };
+                           .plugin_path = d->plugin_path, .buf_count = d->recv_pool,
+                           .buf_size = RECV_POOL_BUF };
     if (iop_loop_create(&so.loop, &lo) < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
         return EXIT_USAGE;
@@ -375,7 +379,8 @@ out:
 
 int main(int argc, char **argv)
 {
-    static daemon_t d = { .workers = 1, .drain_ns = DEFAULT_DRAIN_S * 1000000000ull };
+    static daemon_t d = { .workers = 1, .drain_ns = DEFAULT_DRAIN_S * 1000000000ull,
+                          .recv_pool = RECV_POOL_DEFAULT };
     int list = 0;
     static const struct option longopts[] = {
         { "service", required_argument, NULL, 'S' },
@@ -384,6 +389,7 @@ int main(int argc, char **argv)
         { "stats", no_argument, NULL, 's' },
         { "drain-timeout", required_argument, NULL, 'D' },
         { "plugin-path", required_argument, NULL, 'p' },
+        { "recv-pool", required_argument, NULL, 'P' },
         { "list", no_argument, NULL, 'L' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -391,7 +397,7 @@ int main(int argc, char **argv)
     int ch;
     uint64_t v;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":S:b:w:sD:p:Lh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":S:b:w:sD:p:P:Lh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'S':
             if (add_service(&d, optarg) < 0)
@@ -420,6 +426,13 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             d.drain_ns = v * 1000000000ull;
+            break;
+        case 'P':
+            if (iop_app_parse_u64(optarg, 0, 32768, &v) < 0) {
+                fprintf(stderr, PROG ": --recv-pool wants a number of buffers from 0 to 32768, not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            d.recv_pool = (uint32_t)v;
             break;
         case 'h': usage(stdout); return 0;
         case ':':

@@ -14,6 +14,8 @@
 /* The service host closes every connection through the loop, so long-lived ones may
  * be registered with the backend (io_uring fixed files: no file lookup per op). */
 #define IOPLEXD_LOOP_FLAGS IOP_LOOP_REGISTER_BUSY_FDS
+#define RECV_POOL_DEFAULT 512          /* receive pool buffers per loop (--recv-pool) */
+#define RECV_POOL_BUF 2048             /* bytes each: a request head, usually */
 
 enum { EXIT_USAGE = 2 };
 
@@ -33,6 +35,7 @@ typedef struct daemon {
     uint32_t workers;            /* 0 = serve in this process */
     int stats;                   /* print a stats line every second */
     uint64_t drain_ns;
+    uint32_t recv_pool;          /* receive pool buffers per loop, 0 = none */
     service_slot_t svc[MAX_SERVICES];
     size_t nsvc;
     size_t listening;            /* services the supervisor bound (with workers) */

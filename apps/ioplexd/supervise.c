@@ -85,7 +85,8 @@ static int worker_main(iop_shard_worker_t *w)
 static int report_backend(const daemon_t *d)
 {
     iop_loop_t *loop;
-    iop_loop_opts_t lo = { .size = sizeof lo, .backend = d->backend, .plugin_path = d->plugin_path };
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = d->backend, .plugin_path = d->plugin_path,
+                           .buf_count = d->recv_pool, .buf_size = RECV_POOL_BUF };
     if (iop_loop_create(&loop, &lo) < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
         return -1;
@@ -106,7 +107,8 @@ int run_workers(daemon_t *d)
         listen[i] = d->svc[i].listen;
     listen[d->nsvc] = NULL;
     iop_loop_opts_t lo = { .size = sizeof lo, .flags = IOPLEXD_LOOP_FLAGS, .backend = d->backend,
-                           .plugin_path = d->plugin_path };
+                           .plugin_path = d->plugin_path, .buf_count = d->recv_pool,
+                           .buf_size = RECV_POOL_BUF };
     iop_shard_opts_t so = {
         .size = sizeof so, .workers = d->workers, .listen = listen, .loop_opts = &lo,
         .backend = d->backend, .worker = worker_main, .arg = d,

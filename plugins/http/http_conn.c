@@ -242,16 +242,16 @@ static int answer_buffered(http_conn_t *c)
             c->req_deadline = 0;           /* the next request gets its own time */
         }
         if (c->scan == 0) {
-            c->in_pos += http_skip_empty_lines(c->bufs->in + c->in_pos, c->in_len - c->in_pos);
+            c->in_pos += http_skip_empty_lines(c->in + c->in_pos, c->in_len - c->in_pos);
             /* A read that ends on the CR of an empty line: wait for its LF. */
-            if (c->in_len - c->in_pos == 1 && c->bufs->in[c->in_pos] == '\r')
+            if (c->in_len - c->in_pos == 1 && c->in[c->in_pos] == '\r')
                 return 1;
         }
         if (c->in_pos == c->in_len) {
             c->in_pos = c->in_len = 0;
             return 1;
         }
-        const char *start = c->bufs->in + c->in_pos;
+        const char *start = c->in + c->in_pos;
         size_t avail = c->in_len - c->in_pos;
         size_t head = http_head_end(start, avail, &c->scan);
         http_request_t rq;
@@ -279,10 +279,53 @@ static int answer_buffered(http_conn_t *c)
     }
 }
 
+/* Receives after in[in_len]: the byte count, 0 at the end, -errno. With a stream
+ * and nothing pending, the bytes stay in the pool buffer they landed in and are
+ * parsed there (c->in points at them); else they are copied behind what is pending
+ * (what does not fit comes again at the next read). */
+static ssize_t receive(http_conn_t *c, uint64_t deadline)
+{
+    char *room = c->bufs->in + c->in_len;
+    size_t space = HTTP_IN_CAP - c->in_len;
+    if (!c->streaming)
+        return iop_recv(c->svc->fd, room, space, 0, deadline);
+    const char *data;
+    ssize_t n = iop_recv_stream_next(&c->rs, room, space, &data, deadline);
+    if (n <= 0 || data == room)    /* the pool was dry: it came into ours */
+        return n;
+    if (c->in_len == 0) {
+        c->in = data;
+        return n;
+    }
+    if ((size_t)n > space) {
+        (void)iop_recv_stream_unread(&c->rs, (size_t)n - space);
+        n = (ssize_t)space;
+    }
+    memcpy(room, data, (size_t)n);
+    return n;
+}
+
+static void stream_close(http_conn_t *c)
+{
+    if (c->streaming) {
+        (void)iop_recv_stream_close(&c->rs);
+        c->streaming = 0;
+        c->in = c->bufs->in;
+    }
+}
+
 /* More bytes of a request: 1, 0 (closed, or timed out), -errno. */
 static int read_more(http_conn_t *c)
 {
-    if (c->in_pos > 0) {
+    if (c->in != c->bufs->in) {
+        /* Parsed where it landed: the next read gives that pool buffer back, so the
+         * unparsed rest (part of a request) moves into ours. */
+        size_t rest = c->in_len - c->in_pos;
+        memcpy(c->bufs->in, c->in + c->in_pos, rest);
+        c->in = c->bufs->in;
+        c->in_len = rest;
+        c->in_pos = 0;
+    } else if (c->in_pos > 0) {
         memmove(c->bufs->in, c->bufs->in + c->in_pos, c->in_len - c->in_pos);
         c->in_len -= c->in_pos;
         c->in_pos = 0;
@@ -305,10 +348,10 @@ static int read_more(http_conn_t *c)
     uint64_t release = c->st->idle_release_ns;
     if (idle && c->out_len == 0 && release && iop_now(c->loop) + release < deadline)
         deadline = iop_now(c->loop) + release;
-    ssize_t n = iop_recv(c->svc->fd, c->bufs->in + c->in_len, HTTP_IN_CAP - c->in_len, 0, deadline);
+    ssize_t n = receive(c, deadline);
     if (n == -ETIMEDOUT && deadline != c->req_deadline) {
         release_pages(c);          /* quiet for a while: wait on without them */
-        n = iop_recv(c->svc->fd, c->bufs->in, HTTP_IN_CAP, 0, c->req_deadline);
+        n = receive(c, c->req_deadline);
     }
     c->svc->idle = 0;
     if (n == -ETIMEDOUT) {
@@ -364,6 +407,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->svc = conn;
     c->stats = conn->stats ? conn->stats : &c->own_stats;
     c->loop = iop_coro_loop(iop_self());
+    c->in = c->bufs->in;
     c->in_pos = c->in_len = c->scan = c->out_len = 0;
     c->discard = c->req_deadline = 0;
     c->minor = 1;
@@ -371,6 +415,11 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->peer_gone = 0;
     c->answered = 0;
     c->date_sec = -1;
+    const http_state_t *st = state;
+    c->streaming = 0;
+    if (st->recv_mode == HTTP_RECV_STREAM ||
+        (st->recv_mode == HTTP_RECV_AUTO && (iop_loop_caps(c->loop) & IOP_CAP_PROVIDED_BUFFERS)))
+        c->streaming = iop_buf_size(c->loop) && iop_recv_stream_open(&c->rs, conn->fd, 0) == 0;
     int r;
     for (;;) {
         r = answer_buffered(c);
@@ -393,6 +442,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
             break;
         }
     }
+    stream_close(c);               /* before linger's plain receives, and before the fd goes */
     if (r == 0 && !c->peer_gone)
         linger(c);
     iop_free(c->bufs_mem);

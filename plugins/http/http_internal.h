@@ -14,6 +14,9 @@
 #define HTTP_SMALL_FILE 8192         /* bodies up to this go through the out buffer */
 #define HTTP_INDEX_MAX 255           /* longest index file name */
 
+/* http_state_t.recv_mode: how a connection receives (option recv=) */
+enum { HTTP_RECV_AUTO, HTTP_RECV_STREAM, HTTP_RECV_PLAIN };
+
 typedef struct http_state {
     int root_fd;                     /* O_PATH dir, -1: no root (only /hello) */
     int use_openat2;                 /* else realpath + prefix check */
@@ -21,6 +24,7 @@ typedef struct http_state {
     uint64_t send_timeout_ns;        /* for each step of a response's progress */
     uint64_t idle_release_ns;        /* quiet keep-alive: buffers' pages go back; 0 = never */
     int64_t max_body;                /* a larger request body: 413 */
+    int recv_mode;                   /* HTTP_RECV_* */
     char index[HTTP_INDEX_MAX + 1];
     char root_real[PATH_MAX];        /* realpath of the root, for the fallback */
 } http_state_t;
@@ -41,6 +45,7 @@ typedef struct http_conn {
     iop_service_conn_t *svc;
     iop_service_stats_t *stats;      /* svc->stats, or own_stats for a host without */
     iop_loop_t *loop;
+    const char *in;                  /* what is parsed: bufs->in, or a pool buffer of the stream */
     size_t in_pos, in_len;           /* unparsed bytes: in[in_pos .. in_len) */
     size_t scan;                     /* http_head_end's progress, relative to in_pos */
     uint64_t discard;                /* request body bytes still to skip */
@@ -50,6 +55,8 @@ typedef struct http_conn {
     int head;                        /* ... is a HEAD */
     int peer_gone;                   /* EOF or an error from recv: no lingering */
     int answered;                    /* a request was answered on it: idle between them */
+    int streaming;                   /* receives through rs */
+    iop_recv_stream_t rs;
     int64_t date_sec;                /* Date, formatted once a second */
     char date[HTTP_DATE_LEN + 1];
     iop_service_stats_t own_stats;

@@ -81,6 +81,17 @@ static int apply_opt(http_state_t *st, const iop_service_opt_t *o, const char **
     } else if (strcmp(o->key, "max_body") == 0) {
         if ((r = iop_service_opt_number("http", o, 0, 1 << 30, &x, err, errlen)) == 0)
             st->max_body = x;
+    } else if (strcmp(o->key, "recv") == 0) {
+        if (strcmp(o->value, "auto") == 0)
+            st->recv_mode = HTTP_RECV_AUTO;
+        else if (strcmp(o->value, "stream") == 0)
+            st->recv_mode = HTTP_RECV_STREAM;
+        else if (strcmp(o->value, "plain") == 0)
+            st->recv_mode = HTTP_RECV_PLAIN;
+        else {
+            snprintf(err, errlen, "http: recv=%s: want auto, stream or plain", o->value);
+            return -EINVAL;
+        }
     } else if (strcmp(o->key, "resolve") == 0) {
         if (strcmp(o->value, "auto") && strcmp(o->value, "openat2") && strcmp(o->value, "realpath")) {
             snprintf(err, errlen, "http: resolve=%s: want auto, openat2 or realpath", o->value);
@@ -89,7 +100,7 @@ static int apply_opt(http_state_t *st, const iop_service_opt_t *o, const char **
         *resolve = o->value;
     } else {
         snprintf(err, errlen, "http: unknown option '%s' (known: root, index, header_timeout_ms, "
-                 "send_timeout_ms, idle_release_ms, max_body, resolve)", o->key);
+                 "send_timeout_ms, idle_release_ms, max_body, recv, resolve)", o->key);
         return -EINVAL;
     }
     return r;
@@ -146,6 +157,10 @@ IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
         "idle_release_ms=N     a keep-alive connection quiet this long gives its buffers'\n"
         "                      memory back until its next request (default 3000; 0 = never)\n"
         "max_body=BYTES        largest request body skipped on GET/HEAD, else 413 (default 16384)\n"
+        "recv=MODE             stream: one multishot receive per connection into the loop's\n"
+        "                      receive pool; plain: a receive per read into the connection's\n"
+        "                      buffer; auto (default): stream where the kernel fills the pool\n"
+        "                      (io_uring provided buffers), else plain\n"
         "resolve=MODE          auto, openat2 or realpath: how paths are kept under root\n",
     .create = http_create,
     .serve = http_serve,

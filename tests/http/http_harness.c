@@ -59,7 +59,8 @@ static void *server_main(void *arg)
     iop_service_t *svc = NULL;
     void *state = NULL;
     int lfd = -1;
-    iop_loop_opts_t lo = { .size = sizeof lo, .backend = s->backend };
+    /* A small receive pool, so that many connections run it dry (see hh_start). */
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = s->backend, .buf_count = 64, .buf_size = 2048 };
     if (iop_loop_create(&run.loop, &lo) < 0) {
         snprintf(s->err, sizeof s->err, "loop on %s: %s", s->backend ? s->backend : "default", iop_last_error());
         goto fail;
@@ -126,7 +127,15 @@ int hh_start(hh_server_t *s, const char *backend, const char *opts, uint16_t por
     memset(s, 0, sizeof *s);
     s->backend = backend;
     s->port = port;
-    snprintf(s->opts_text, sizeof s->opts_text, "%s", opts ? opts : "");
+    /* $HH_RECV (stream, plain) sets how every connection receives, unless the test
+     * says: ctest runs the suite once with the service's choice for the backend
+     * and once with the other. */
+    const char *recv = getenv("HH_RECV");
+    opts = opts ? opts : "";
+    if (recv && *recv && !strstr(opts, "recv="))
+        snprintf(s->opts_text, sizeof s->opts_text, "%s%srecv=%s", opts, *opts ? "," : "", recv);
+    else
+        snprintf(s->opts_text, sizeof s->opts_text, "%s", opts);
     s->nopts = iop_service_parse_opts(s->opts_text, s->opts, sizeof s->opts / sizeof *s->opts);
     if (s->nopts < 0) {
         snprintf(s->err, sizeof s->err, "bad options '%s'", opts);
