@@ -10,6 +10,9 @@
  * supervisor takes the signals and drains them: each stops accepting and lets its
  * connections finish until the drain deadline.
  *
+ * With --multishot each connection receives through a receive stream instead: one
+ * multishot receive into the loop's pool, echoed from the pool buffer it landed in.
+ *
  * iop-echo-proactor is the same service written with callbacks on the proactor
  * interface, with the loop's fast-path modes (multishot, provided buffers). */
 #include <errno.h>
@@ -36,6 +39,8 @@
 #define BACKOFF_MIN_NS (50ull * 1000 * 1000)
 #define BACKOFF_MAX_NS (1000ull * 1000 * 1000)
 #define SHED_MAX_PER_ATTEMPT 64       /* pending connections dropped per attempt */
+#define POOL_BUFS 256                 /* --multishot: the receive pool */
+#define POOL_BUF_SIZE 2048
 
 enum { EXIT_USAGE = 2 };
 
@@ -45,6 +50,7 @@ typedef struct server {
     int spare_fd;                /* given up to accept-and-drop under EMFILE */
     int sig_fd;
     int fixed_files;
+    int multishot;               /* receive streams */
     int want_stats;
     iop_shard_worker_t *worker;  /* with --workers: this worker, else NULL */
     iop_nursery_t conns;         /* one coroutine per connection */
@@ -68,18 +74,24 @@ static void *serve_conn(void *arg)
     server_t *s = server;
     int fd = (int)(intptr_t)arg;
     char buf[CONN_BUF_SIZE];
+    iop_recv_stream_t rs;
+    int streaming = s->multishot && iop_recv_stream_open(&rs, fd, 0) == 0;
     for (;;) {
-        ssize_t n = iop_recv(fd, buf, sizeof buf, 0, 0);
+        const char *data = buf;  /* with a stream: the pool buffer, or buf when it ran dry */
+        ssize_t n = streaming ? iop_recv_stream_next(&rs, buf, sizeof buf, &data, 0)
+                              : iop_recv(fd, buf, sizeof buf, 0, 0);
         if (n <= 0)              /* end of file, reset, or cancelled at shutdown */
             break;
         s->echoes++;
         for (ssize_t off = 0, w; off < n; off += w) {
-            w = iop_send(fd, buf + off, (size_t)(n - off), 0, 0);
+            w = iop_send(fd, data + off, (size_t)(n - off), 0, 0);
             if (w <= 0)
                 goto out;
         }
     }
 out:
+    if (streaming)
+        iop_recv_stream_close(&rs);   /* before the fd goes; runs even when cancelled */
     iop_close(fd);               /* runs to the end even when cancelled */
     s->nlive--;
     return NULL;
@@ -270,7 +282,7 @@ static void print_stats(const server_t *s)
 
 typedef struct sharded {
     const char *backend_line;    /* "backend X (why)", learnt before the fork */
-    int fixed_files, want_stats;
+    int fixed_files, multishot, want_stats;
 } sharded_t;
 
 static void on_listen(void *arg, uint32_t index, const struct sockaddr *addr, socklen_t len)
@@ -294,7 +306,8 @@ static int echo_worker(iop_shard_worker_t *w)
 {
     sharded_t *sh = iop_shard_arg(w);
     server_t s = { .loop = iop_shard_loop(w), .listen_fd = iop_shard_listener(w, 0), .spare_fd = -1,
-                   .sig_fd = -1, .fixed_files = sh->fixed_files, .want_stats = sh->want_stats,
+                   .sig_fd = -1, .fixed_files = sh->fixed_files, .multishot = sh->multishot,
+                   .want_stats = sh->want_stats,
                    .worker = w };
     server = &s;
     iop_nursery_init(&s.conns, s.loop);
@@ -309,7 +322,7 @@ static int echo_worker(iop_shard_worker_t *w)
 }
 
 static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop_opts_t *lo,
-                       int fixed_files, int want_stats)
+                       int fixed_files, int multishot, int want_stats)
 {
     /* Each worker makes its own loop after the fork; ask once here which backend that
      * will be, to say so in the listening line and to fail early. */
@@ -329,7 +342,8 @@ static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop
         fprintf(stderr, PROG ": %s\n", iop_last_error());
         return EXIT_FAILURE;
     }
-    sharded_t sh = { .backend_line = line, .fixed_files = fixed_files, .want_stats = want_stats };
+    sharded_t sh = { .backend_line = line, .fixed_files = fixed_files, .multishot = multishot,
+                     .want_stats = want_stats };
     const char *listen[] = { listen_addr, NULL };
     iop_shard_opts_t so = {
         .size = sizeof so, .workers = workers, .listen = listen, .loop_opts = lo,
@@ -376,6 +390,9 @@ static void usage(FILE *f)
         "  --fixed-files        register each connection with the backend at accept (io_uring\n"
         "                       fixed files); without it a connection is registered at its\n"
         "                       32nd recv/send (IOP_LOOP_REGISTER_BUSY_FDS)\n"
+        "  --multishot          each connection receives through a receive stream: one\n"
+        "                       multishot receive into a pool of %d x %d B buffers\n"
+        "                       (io_uring provided buffers; elsewhere the loop lends them)\n"
         "  --uring-sqpoll       io_uring: a kernel thread polls the submission queue\n"
         "                       (burns a CPU while busy; never the default)\n"
         "  --sqpoll-idle MS     idle time before that thread sleeps (default 1000)\n"
@@ -384,18 +401,17 @@ static void usage(FILE *f)
         "                       echoed, connections, heap allocations, loop counters\n"
         "  --help               this text\n"
         "\n"
-        "Multishot receives and backend-provided buffers are modes of the callback-style\n"
-        "iop-echo-proactor.\n"
+        "The callback-style iop-echo-proactor has the same modes and more.\n"
         "\n"
         "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error (an\n"
         "address in use included) or when the event loop cannot start (backend\n"
-        "unavailable: the reason is printed).\n");
+        "unavailable: the reason is printed).\n", POOL_BUFS, POOL_BUF_SIZE);
 }
 
 int main(int argc, char **argv)
 {
     const char *backend = NULL, *listen_addr = "127.0.0.1:7000", *plugin_path = NULL;
-    int want_stats = 0, fixed_files = 0;
+    int want_stats = 0, fixed_files = 0, multishot = 0;
     unsigned long busy_poll = 0, sq_idle = 0, sq_cpu1 = 0, workers = 0;
     unsigned long flags = IOP_LOOP_REGISTER_BUSY_FDS;   /* connections close through the loop */
     static const struct option longopts[] = {
@@ -409,7 +425,7 @@ int main(int argc, char **argv)
         { "sqpoll-idle", required_argument, NULL, 'I' },
         { "sqpoll-cpu", required_argument, NULL, 'C' },
         { "workers", required_argument, NULL, 'W' },
-        { "multishot", no_argument, NULL, 'X' },
+        { "multishot", no_argument, NULL, 'M' },
         { "provided-buffers", no_argument, NULL, 'X' },
         { "pool", required_argument, NULL, 'X' },
         { "help", no_argument, NULL, 'h' },
@@ -424,6 +440,7 @@ int main(int argc, char **argv)
         case 'p': plugin_path = optarg; break;
         case 's': want_stats = 1; break;
         case 'F': fixed_files = 1; break;
+        case 'M': multishot = 1; break;
         case 'Q': flags |= IOP_LOOP_SQPOLL; break;
         case 'B': case 'I': case 'C': case 'W': {
             uint64_t v;
@@ -440,7 +457,7 @@ int main(int argc, char **argv)
         }
         case 'X':
             fprintf(stderr, PROG ": %s is a mode of iop-echo-proactor, the callback-style "
-                    "server (this one receives into each coroutine's own buffer)\n",
+                    "server (here --multishot receives into a pool of its own)\n",
                     argv[optind - 1]);
             return EXIT_USAGE;
         case 'h': usage(stdout); return 0;
@@ -469,12 +486,14 @@ int main(int argc, char **argv)
         .size = sizeof opts, .backend = backend, .plugin_path = plugin_path,
         .flags = (uint32_t)flags, .busy_poll_us = (uint32_t)busy_poll,
         .sqpoll_idle_ms = (uint32_t)sq_idle, .sqpoll_cpu1 = (uint32_t)sq_cpu1,
+        .buf_count = multishot ? POOL_BUFS : 0, .buf_size = multishot ? POOL_BUF_SIZE : 0,
     };
     if (workers) {
         freeaddrinfo(addrs);     /* the supervisor binds (SO_REUSEPORT, one per worker) */
-        return run_workers((uint32_t)workers, listen_addr, &opts, fixed_files, want_stats);
+        return run_workers((uint32_t)workers, listen_addr, &opts, fixed_files, multishot, want_stats);
     }
-    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .fixed_files = fixed_files };
+    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .fixed_files = fixed_files,
+                   .multishot = multishot };
     server = &s;
     int r = iop_loop_create(&s.loop, &opts);
     if (r < 0) {

@@ -14,7 +14,7 @@
 /* The service host closes every connection through the loop, so long-lived ones may
  * be registered with the backend (io_uring fixed files: no file lookup per op). */
 #define IOPLEXD_LOOP_FLAGS IOP_LOOP_REGISTER_BUSY_FDS
-#define RECV_POOL_DEFAULT 512          /* receive pool buffers per loop (--recv-pool) */
+#define RECV_POOL_DEFAULT 256          /* receive pool buffers per loop (--recv-pool) */
 #define RECV_POOL_BUF 2048             /* bytes each: a request head, usually */
 
 enum { EXIT_USAGE = 2 };

@@ -57,7 +57,7 @@ typedef struct fixture {
 /* Starts the server and learns its address from its one line. */
 static int start_server(fixture_t *f, const char *be, const char *listen, long nofile)
 {
-    char *argv[8];
+    char *argv[10];
     int i = 0;
     argv[i++] = ECHO_SERVER_PATH;
     if (be) {
@@ -68,6 +68,10 @@ static int start_server(fixture_t *f, const char *be, const char *listen, long n
     argv[i++] = (char *)listen;
     if (with_stats)
         argv[i++] = "--stats";
+    /* One more flag for every server of the run (ctest: --multishot). */
+    const char *extra = getenv("ECHO_SERVER_EXTRA");
+    if (extra && *extra)
+        argv[i++] = (char *)extra;
     argv[i] = NULL;
     int r = proc_start(&f->srv, argv, nofile);
     if (r < 0)

@@ -134,7 +134,6 @@ IOP_EXPORT int iop_sleep_until(uint64_t deadline);
  * one coroutine uses it; no other receive may run on fd meanwhile. */
 typedef struct iop_recv_stream {
     iop_op_t op;               /* private, every field: the multishot receive */
-    iop_op_t cancel;           /* stops it at close */
     iop_loop_t *loop;
     iop_coro_t *waiter;        /* parked in next or close */
     int fd, flags;

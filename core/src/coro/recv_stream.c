@@ -164,9 +164,10 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
         return iop__fail(-EPERM, "iop_recv_stream_close: outside any coroutine");
     iop_loop_t *loop = s->loop;
     int r = 0;
+    iop_op_t cancel;               /* in this frame: close waits for its callback */
     if (s->live) {
-        iop_prep_cancel(&s->cancel, &s->op, on_cancelled, s);
-        r = iop_submit(loop, &s->cancel);
+        iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
+        r = iop_submit(loop, &cancel);
         if (r == 0)
             s->cancel_live = 1;
         /* else: the series runs until its fd ends; we wait for that */
