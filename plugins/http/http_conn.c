@@ -4,6 +4,7 @@
  * whole buffer is 431. Errors that leave the request stream in doubt close the
  * connection after their response. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -398,7 +399,12 @@ static int quiet(int r)
 
 int http_serve(void *state, iop_service_conn_t *conn)
 {
-    http_conn_t *c = iop_malloc(sizeof *c);
+    const http_state_t *st = state;
+    iop_loop_t *loop = iop_coro_loop(iop_self());
+    int stream = iop_buf_size(loop) &&
+                 (st->recv_mode == HTTP_RECV_STREAM ||
+                  (st->recv_mode == HTTP_RECV_AUTO && (iop_loop_caps(loop) & IOP_CAP_PROVIDED_BUFFERS)));
+    http_conn_t *c = iop_malloc(stream ? sizeof *c : offsetof(http_conn_t, rs));
     if (!c || bufs_alloc(c) < 0) {
         iop_free(c);
         return -ENOMEM;
@@ -406,7 +412,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->st = state;
     c->svc = conn;
     c->stats = conn->stats ? conn->stats : &c->own_stats;
-    c->loop = iop_coro_loop(iop_self());
+    c->loop = loop;
     c->in = c->bufs->in;
     c->in_pos = c->in_len = c->scan = c->out_len = 0;
     c->discard = c->req_deadline = 0;
@@ -415,11 +421,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->peer_gone = 0;
     c->answered = 0;
     c->date_sec = -1;
-    const http_state_t *st = state;
-    c->streaming = 0;
-    if (st->recv_mode == HTTP_RECV_STREAM ||
-        (st->recv_mode == HTTP_RECV_AUTO && (iop_loop_caps(c->loop) & IOP_CAP_PROVIDED_BUFFERS)))
-        c->streaming = iop_buf_size(c->loop) && iop_recv_stream_open(&c->rs, conn->fd, 0) == 0;
+    c->streaming = stream && iop_recv_stream_open(&c->rs, conn->fd, 0) == 0;
     int r;
     for (;;) {
         r = answer_buffered(c);

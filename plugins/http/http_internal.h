@@ -56,7 +56,6 @@ typedef struct http_conn {
     int peer_gone;                   /* EOF or an error from recv: no lingering */
     int answered;                    /* a request was answered on it: idle between them */
     int streaming;                   /* receives through rs */
-    iop_recv_stream_t rs;
     int64_t date_sec;                /* Date, formatted once a second */
     char date[HTTP_DATE_LEN + 1];
     iop_service_stats_t own_stats;
@@ -64,6 +63,7 @@ typedef struct http_conn {
     void *bufs_pages;                /* its first page boundary, */
     size_t bufs_len;                 /* and the whole pages from there that hold bufs */
     http_bufs_t *bufs;
+    iop_recv_stream_t rs;            /* last: a connection without a stream is allocated without it */
 } http_conn_t;
 
 /* The handlers return 1 (keep the connection), 0 (close it once the response is
