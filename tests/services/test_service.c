@@ -501,6 +501,82 @@ static void test_echo_send_timeout(void **state)
                  (unsigned long long)took);
 }
 
+/* The send deadline is per step of progress, not for a whole echo: a client that
+ * reads slowly but steadily (1 KiB every 30 ms) keeps its connection although
+ * echoing one read's worth (up to 16 KiB) takes longer than send_timeout_ms (300).
+ * The server's socket gets a small send buffer (accepted sockets inherit the
+ * listener's), so its sends really wait on the client. */
+#define SLOW_BYTES (48 * 1024)
+static int slow_fd, slow_sent_all, slow_bad;
+static size_t slow_got;
+
+static unsigned char slow_byte(size_t i) { return (unsigned char)(i * 7 + (i >> 8)); }
+
+static void *slow_sender(void *arg)
+{
+    (void)arg;
+    static unsigned char src[SLOW_BYTES];
+    for (size_t i = 0; i < SLOW_BYTES; i++)
+        src[i] = slow_byte(i);
+    size_t off = 0;
+    while (off < SLOW_BYTES) {
+        ssize_t w = iop_send(slow_fd, src + off, SLOW_BYTES - off, MSG_NOSIGNAL, iop_now(fx->loop) + 10000000000ull);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    slow_sent_all = off == SLOW_BYTES && shutdown(slow_fd, SHUT_WR) == 0;
+    return NULL;
+}
+
+static void *slow_reader(void *arg)
+{
+    (void)arg;
+    slow_fd = tu_tcp_socket();
+    int small = 4096;
+    setsockopt(slow_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    if (iop_connect(slow_fd, (struct sockaddr *)&fx->addr, sizeof fx->addr, iop_now(fx->loop) + 5000000000ull) == 0) {
+        iop_coro_t *sender;
+        iop_go(fx->loop, slow_sender, NULL, NULL, &sender);
+        char buf[1024];
+        for (;;) {
+            ssize_t n = iop_recv(slow_fd, buf, sizeof buf, 0, iop_now(fx->loop) + 5000000000ull);
+            if (n <= 0) {
+                slow_bad |= n < 0;     /* a reset: the server gave up on us */
+                break;
+            }
+            for (ssize_t i = 0; i < n; i++)
+                slow_bad |= (unsigned char)buf[i] != slow_byte(slow_got + (size_t)i);
+            slow_got += (size_t)n;
+            iop_sleep(30000000ull);
+        }
+        iop_join(sender, NULL, 0);
+    }
+    iop_close(slow_fd);
+    fx->done = 1;
+    return NULL;
+}
+
+static void test_echo_slow_reader_kept(void **state)
+{
+    fixture_t *f = *state;
+    int small = 4096;
+    assert_int_equal(setsockopt(f->host.listen_fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    slow_got = 0;
+    slow_bad = slow_sent_all = 0;
+    uint64_t t0 = tu_clock_ms();
+    iop_coro_t *c;
+    assert_int_equal(iop_go(f->loop, slow_reader, NULL, NULL, &c), 0);
+    assert_true(tu_run_until(f->loop, done, &f->done, 20000));
+    assert_int_equal(iop_join(c, NULL, 0), 0);
+    uint64_t took = tu_clock_ms() - t0;
+    if (slow_bad || !slow_sent_all || slow_got != SLOW_BYTES)
+        fail_msg("slow reader: %zu of %d bytes echoed, sent all %d, error or corruption %d, after %llu ms",
+                 slow_got, SLOW_BYTES, slow_sent_all, slow_bad, (unsigned long long)took);
+    /* It must have outlasted the send timeout several times over to mean anything. */
+    assert_true(took > 3 * 300);
+}
+
 /* Out of descriptors: the acceptor's accept fails with EMFILE; it backs off (the
  * connection waits in the backlog, nothing spins) and, once a connection closes and
  * frees one, accepts and serves the waiting one. */
@@ -598,6 +674,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_host_sets_nodelay, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_echo_send_timeout, fixture_up, fixture_down),
+        cmocka_unit_test_setup_teardown(test_echo_slow_reader_kept, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_accept_out_of_fds, fixture_up, fixture_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
