@@ -521,13 +521,17 @@ static uint64_t soon(void) { return iop_now(iop_coro_loop(iop_self())) + 10 * SE
 
 static void *as_ptr(intptr_t v) { return (void *)v; }
 
+/* Receives through a receive stream (into the loop's pool of two buffers). */
 static void *server(void *arg)
 {
     echo_t *e = arg;
     char buf[1024];
+    iop_recv_stream_t rs;
     int fd = note(iop_accept(e->lfd, NULL, NULL, soon()), "iop_accept"), r = fd;
-    while (fd >= 0) {
-        ssize_t n = iop_recv(fd, buf, sizeof buf, 0, soon());
+    int streaming = fd >= 0 && (r = note(iop_recv_stream_open(&rs, fd, 0), "iop_recv_stream_open")) == 0;
+    while (streaming) {
+        const char *data;
+        ssize_t n = iop_recv_stream_next(&rs, buf, sizeof buf, &data, soon());
         if (n <= 0) {
             r = note((int)n, "iop_recv (server)");
             break;
@@ -536,7 +540,7 @@ static void *server(void *arg)
         if ((r = note(iop_chan_send(e->ch, &len, soon()), "iop_chan_send")) < 0)
             break;
         for (ssize_t off = 0; off < n;) {
-            ssize_t m = iop_send(fd, buf + off, (size_t)(n - off), 0, soon());
+            ssize_t m = iop_send(fd, data + off, (size_t)(n - off), 0, soon());
             if (m < 0) {
                 r = note((int)m, "iop_send (server)");
                 break;
@@ -546,6 +550,8 @@ static void *server(void *arg)
         if (r < 0)
             break;
     }
+    if (streaming)
+        iop_recv_stream_close(&rs);
     if (fd >= 0)
         iop_close(fd);
     iop_chan_close(e->ch);
@@ -624,7 +630,7 @@ static int join(iop_coro_t *c, const char *what)
 
 static void coro_scenario(void)
 {
-    iop_loop_t *loop = loop_new(0);
+    iop_loop_t *loop = loop_new(2);
     if (!loop)
         return;
     echo_t e = { .lfd = tu_tcp_listener(&e.addr, 8) };
