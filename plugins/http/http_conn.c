@@ -294,7 +294,10 @@ static ssize_t receive(http_conn_t *c, uint64_t deadline)
     ssize_t n = iop_recv_stream_next(&c->rs, room, space, &data, deadline);
     if (n <= 0 || data == room)    /* the pool was dry: it came into ours */
         return n;
-    if (c->in_len == 0) {
+    /* Parsed in place only if it would fit ours: the unfinished rest moves there
+     * (read_more), and a longer head must still fill ours to be 431 (the pool's
+     * buffers may be larger than HTTP_IN_CAP). */
+    if (c->in_len == 0 && (size_t)n <= space) {
         c->in = data;
         return n;
     }

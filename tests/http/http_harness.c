@@ -60,7 +60,8 @@ static void *server_main(void *arg)
     void *state = NULL;
     int lfd = -1;
     /* A small receive pool, so that many connections run it dry (see hh_start). */
-    iop_loop_opts_t lo = { .size = sizeof lo, .backend = s->backend, .buf_count = 64, .buf_size = 2048 };
+    iop_loop_opts_t lo = { .size = sizeof lo, .backend = s->backend, .buf_count = s->buf_count,
+                           .buf_size = s->buf_size };
     if (iop_loop_create(&run.loop, &lo) < 0) {
         snprintf(s->err, sizeof s->err, "loop on %s: %s", s->backend ? s->backend : "default", iop_last_error());
         goto fail;
@@ -124,8 +125,16 @@ fail:
 
 int hh_start(hh_server_t *s, const char *backend, const char *opts, uint16_t port)
 {
+    return hh_start_pool(s, backend, opts, port, 64, 2048);
+}
+
+int hh_start_pool(hh_server_t *s, const char *backend, const char *opts, uint16_t port,
+                  uint32_t buf_count, uint32_t buf_size)
+{
     memset(s, 0, sizeof *s);
     s->backend = backend;
+    s->buf_count = buf_count;
+    s->buf_size = buf_size;
     s->port = port;
     /* $HH_RECV (stream, plain) sets how every connection receives, unless the test
      * says: ctest runs the suite once with the service's choice for the backend

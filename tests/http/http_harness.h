@@ -26,11 +26,15 @@ typedef struct hh_server {
     atomic_int stop;
     atomic_int drain_ms;           /* > 0: start a drain with this deadline */
     int drain_result;
+    uint32_t buf_count, buf_size;  /* the loop's receive pool */
 } hh_server_t;
 
 /* Starts the http service with opts ("root=DIR,index=NAME", may be "") on backend
  * (NULL = default) at 127.0.0.1:port (0 = any). 0, or -1 with s->err. */
 int hh_start(hh_server_t *s, const char *backend, const char *opts, uint16_t port);
+/* The same with a receive pool of buf_count x buf_size B (hh_start: 64 x 2048). */
+int hh_start_pool(hh_server_t *s, const char *backend, const char *opts, uint16_t port,
+                  uint32_t buf_count, uint32_t buf_size);
 /* Starts a drain (idle connections closed at once, busy ones after ms). */
 void hh_drain(hh_server_t *s, int ms);
 /* Drains (if not yet), stops the loop and joins the thread. Returns the drain's

@@ -797,6 +797,51 @@ static long rss_kb(void)
  * back: the server's memory falls by at least a page per connection (two were
  * touched: the request's and the response's); half of them then answer pipelined
  * requests as before, and a drain still closes them all at once. */
+/* A host whose receive pool has buffers larger than the connection's own (16 KiB):
+ * a head that lands whole in one of them is still 431, and the unfinished rest of
+ * a read parsed in place never overruns the connection's buffer. */
+static void test_large_pool_buffers(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    if (hh_start_pool(&s, backend, "recv=stream", 0, 8, 65536) < 0)
+        fail_msg("http server: %s", s.err);
+    enum { PAD = 60000 };
+    static char req[PAD + 256];
+    hh_resp_t r;
+    /* A whole 20 KB head in one read. */
+    int n = snprintf(req, sizeof req, "GET /hello" H11 "X-Pad: ");
+    memset(req + n, 'a', 20000);
+    n += 20000;
+    n += snprintf(req + n, sizeof req - (size_t)n, "\r\n\r\n");
+    hh_conn_t *c = conn_new(&s);
+    assert_int_equal(hh_send(c, req, (size_t)n), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 431);
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
+    /* A request, then 60 KB of a head that does not end, in one read. */
+    n = snprintf(req, sizeof req, "GET /hello" H11 "\r\nGET /hello" H11 "X-Pad: ");
+    memset(req + n, 'a', PAD);
+    n += PAD;
+    c = conn_new(&s);
+    assert_int_equal(hh_send(c, req, (size_t)n), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 431);
+    hh_resp_free(&r);
+    assert_true(hh_wait_eof(c, 3000));
+    conn_free(c);
+    /* The server is still fine. */
+    get(&s, "GET /hello" H11 "\r\n", &r);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    hh_stop(&s);
+}
+
 static void test_idle_release(void **state)
 {
     (void)state;
@@ -910,6 +955,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_idle_release),
+        cmocka_unit_test(test_large_pool_buffers),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, group_up, group_down);
