@@ -2,7 +2,8 @@
  * by argv[1]: bytes come in order and whole, also when the receive pool runs dry and
  * the stream falls back to plain receives; unread; deadlines leave the series
  * running; a cancelled reader still closes its stream; close gives every queued
- * buffer back; a loop without a pool is refused. */
+ * buffer back; a loop without a pool is refused; a dry pool's fallback under unread,
+ * deadline and cancel; two streams sharing a small pool; an fd closed under a stream. */
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -276,6 +277,189 @@ static void test_no_pool(void **state)
     iop_fd_close(st_loop, fds[1]);
 }
 
+/* ---- a dry pool: the fallback receive, unread and cancel there ------------------------ */
+
+static int fds2[2];
+static iop_recv_stream_t hog_s;
+static int hog_state;              /* 1 = holding the pool, 2 = release it */
+
+/* Holds every pool buffer: a stream whose results it never takes. */
+static void *hog(void *arg)
+{
+    int *pair = arg;
+    CHECK_EQ(iop_recv_stream_open(&hog_s, pair[1], 0), 0);
+    for (int i = 0; i < POOL_BUFS; i++) {
+        CHECK_EQ(write(pair[0], "abc", 3), 3);
+        iop_sleep(5 * MS);
+    }
+    hog_state = 1;
+    while (hog_state != 2)
+        iop_sleep(1 * MS);
+    CHECK_EQ(iop_recv_stream_close(&hog_s), 0);
+    hog_state = 3;
+    st_done++;
+    return NULL;
+}
+
+/* Receives with the pool dry: into its own buffer, which unread refuses; a deadline,
+ * then a cancel, end waits of the fallback (readiness backends) or of the stream. */
+static iop_coro_t *victim_c;
+static ssize_t victim_res[3];
+static void *victim(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    const char *data;
+    char own[64];
+    while (hog_state != 1)
+        iop_sleep(1 * MS);
+    CHECK_EQ(iop_recv_stream_open(&s, fds2[1], 0), 0);
+    CHECK_EQ(write(fds2[0], "xy", 2), 2);
+    victim_res[0] = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+    CHECK(victim_res[0] == 2 && data == own);     /* the pool is dry */
+    CHECK_EQ(iop_recv_stream_unread(&s, 1), -EINVAL);  /* not a pool buffer */
+    victim_res[1] = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(50));
+    CHECK_EQ(victim_res[1], -ETIMEDOUT);
+    victim_res[2] = iop_recv_stream_next(&s, own, sizeof own, &data, 0);   /* cancelled here */
+    CHECK_EQ(victim_res[2], -ECANCELED);
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_cancel_in_fallback(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    tu_tcp_pair(fds2);
+    hog_state = 0;
+    memset(victim_res, 0, sizeof victim_res);
+    st_go(hog, fds, "hog");
+    assert_int_equal(iop_go(st_loop, victim, NULL, NULL, &victim_c), 0);
+    for (int i = 0; i < 200 && victim_res[1] != -ETIMEDOUT; i++)
+        tu_run_for(st_loop, 5);
+    tu_run_for(st_loop, 20);
+    assert_int_equal(iop_cancel(victim_c), 0);
+    assert_int_equal(iop_join(victim_c, NULL, iop_now(st_loop) + 5000 * MS), 0);
+    hog_state = 2;
+    st_run_until_done(2, 5000);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+    iop_fd_close(st_loop, fds2[0]);
+    iop_fd_close(st_loop, fds2[1]);
+}
+
+/* ---- two bulk transfers through one small pool at once, with unreads -------------------- */
+
+#define BULK2 (256 * 1024)
+static void *bulk2_reader(void *arg)
+{
+    int *pair = arg;
+    iop_recv_stream_t s;
+    CHECK_EQ(iop_recv_stream_open(&s, pair[1], 0), 0);
+    char own[700];
+    size_t got = 0;
+    int bad = 0;
+    unsigned k = 0;
+    for (;;) {
+        const char *data;
+        ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(10000));
+        CHECK(n >= 0);
+        if (n <= 0)
+            break;
+        /* Now and then give half of a pool buffer back. */
+        if (data != own && n > 3 && (++k % 3) == 0) {
+            CHECK_EQ(iop_recv_stream_unread(&s, (size_t)n / 2), 0);
+            n -= n / 2;
+        }
+        for (ssize_t i = 0; i < n && !bad; i++)
+            if ((unsigned char)data[i] != pattern(got + (size_t)i))
+                bad = 1;
+        got += (size_t)n;
+        if ((k % 5) == 0)
+            iop_sleep(1 * MS);
+    }
+    CHECK(!bad);
+    CHECK_EQ(got, BULK2);
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void *bulk2_writer(void *arg)
+{
+    int *pair = arg;
+    static unsigned char src[BULK2];
+    for (size_t i = 0; i < BULK2; i++)
+        src[i] = pattern(i);
+    for (size_t off = 0; off < BULK2;) {
+        size_t chunk = BULK2 - off < 1500 ? BULK2 - off : 1500;
+        ssize_t n = iop_send(pair[0], src + off, chunk, 0, st_after_ms(10000));
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    CHECK_EQ(shutdown(pair[0], SHUT_WR), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_two_streams_one_pool(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    tu_tcp_pair(fds2);
+    st_go(bulk2_reader, fds, "r1");
+    st_go(bulk2_reader, fds2, "r2");
+    st_go(bulk2_writer, fds, "w1");
+    st_go(bulk2_writer, fds2, "w2");
+    st_run_until_done(4, 30000);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+    iop_fd_close(st_loop, fds2[0]);
+    iop_fd_close(st_loop, fds2[1]);
+}
+
+/* ---- another coroutine closes the fd under a parked reader: an error, not a hang ----- */
+
+static ssize_t closed_res;
+static void *closed_reader(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    const char *data;
+    char own[64];
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    closed_res = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(3000));
+    CHECK(closed_res < 0 && closed_res != -ETIMEDOUT);
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void *closer(void *arg)
+{
+    (void)arg;
+    iop_sleep(20 * MS);
+    CHECK_EQ(iop_close(fds[1]), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_fd_closed_under_stream(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(closed_reader, NULL, "reader");
+    st_go(closer, NULL, "closer");
+    st_run_until_done(2, 10000);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
+    iop_fd_close(st_loop, fds[0]);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -291,6 +475,9 @@ int main(int argc, char **argv)
         T(test_unread_and_deadlines),
         T(test_cancelled_reader_closes),
         T(test_close_returns_buffers),
+        T(test_cancel_in_fallback),
+        T(test_two_streams_one_pool),
+        T(test_fd_closed_under_stream),
         cmocka_unit_test_setup_teardown(test_no_pool, st_setup, st_teardown),
     };
     char name[64];
