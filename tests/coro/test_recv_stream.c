@@ -460,6 +460,43 @@ static void test_fd_closed_under_stream(void **state)
     iop_fd_close(st_loop, fds[0]);
 }
 
+/* Without a buffer of its own a stream can only wait for the pool: once the pool
+ * has run dry and refilled, the next call arms the series again and gets data. */
+static void *bufless(void *arg)
+{
+    (void)arg;
+    iop_recv_stream_t s;
+    const char *data;
+    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    /* Every pool buffer queued, then one more message: the series ends dry. */
+    for (int i = 0; i <= POOL_BUFS; i++) {
+        CHECK_EQ(write(fds[0], "abc", 3), 3);
+        iop_sleep(5 * MS);
+    }
+    int got = 0;
+    for (int i = 0; i < 2 * POOL_BUFS && got < 3 * (POOL_BUFS + 1); i++) {
+        ssize_t n = iop_recv_stream_next(&s, NULL, 0, &data, st_after_ms(5000));
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        got += (int)n;
+    }
+    CHECK_EQ(got, 3 * (POOL_BUFS + 1));   /* the last one came after the pool refilled */
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_no_buffer_after_a_dry_pool(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(bufless, NULL, "bufless");
+    st_run_until_done(1, 10000);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -478,6 +515,7 @@ int main(int argc, char **argv)
         T(test_cancel_in_fallback),
         T(test_two_streams_one_pool),
         T(test_fd_closed_under_stream),
+        T(test_no_buffer_after_a_dry_pool),
         cmocka_unit_test_setup_teardown(test_no_pool, st_setup, st_teardown),
     };
     char name[64];

@@ -153,7 +153,9 @@ IOP_EXPORT int iop_recv_stream_open(iop_recv_stream_t *s, int fd, int flags);
  * held the previous ones goes back then); 0 at end of stream; -errno (-ETIMEDOUT,
  * -ECANCELED, a socket error). Data already queued comes before an error or the
  * end. When the pool has run dry the kernel has nowhere to put data: the stream
- * then receives into buf (len bytes) with one plain recv and *data == buf. */
+ * then receives into buf (len bytes) with one plain recv and *data == buf; with
+ * no buf (NULL or len 0) it tries the pool once more and returns -ENOBUFS if
+ * that is still dry. */
 IOP_EXPORT ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len,
                                         const char **data, uint64_t deadline);
 /* The caller used only part of what next returned in a pool buffer: its last n

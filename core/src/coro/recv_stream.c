@@ -11,10 +11,12 @@
  * Callbacks wake the parked coroutine last, touching nothing after: it may close
  * the stream and free the record before they return. */
 #include <errno.h>
+#include <string.h>
 #include "loop_internal.h"
 #include "sched_private.h"
 
 #define RUNNING 1                  /* s->end while the series runs */
+#define CANCEL_RETRY_NS 1000000ull /* close: a cancel the backend could not take, again after */
 
 static void wake(iop_recv_stream_t *s)
 {
@@ -51,6 +53,11 @@ static void on_cancelled(iop_op_t *op, int res)
     iop_recv_stream_t *s = op->data;
     s->cancel_live = 0;
     wake(s);
+}
+
+static void retry_due(iop_timer_t *t)
+{
+    wake(t->data);
 }
 
 static int arm(iop_recv_stream_t *s)
@@ -99,6 +106,7 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
     if (!c)
         return r;
     iop_loop_t *loop = s->loop;
+    int rearmed = 0;
     if (s->cur) {
         char *base = iop_buf_addr(loop, s->cur - 1);
         if (s->cur_off < s->cur_len) {     /* given back with unread */
@@ -124,7 +132,16 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
             return (ssize_t)l->len;
         }
         if (!s->live) {
-            if (s->end == -ENOBUFS && buf && len) {
+            if (s->end == -ENOBUFS && (!buf || !len)) {
+                /* Nowhere else to put the data: try the pool again, once a call. */
+                if (rearmed)
+                    return -ENOBUFS;
+                rearmed = 1;
+                if ((r = arm(s)) < 0)
+                    return r;
+                continue;
+            }
+            if (s->end == -ENOBUFS) {
                 ssize_t n = iop_recv(s->fd, buf, len, s->flags, deadline);
                 if (n > 0) {
                     *data = buf;
@@ -163,19 +180,28 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
     if (!c)
         return iop__fail(-EPERM, "iop_recv_stream_close: outside any coroutine");
     iop_loop_t *loop = s->loop;
-    int r = 0;
     iop_op_t cancel;               /* in this frame: close waits for its callback */
-    if (s->live) {
-        iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
-        r = iop_submit(loop, &cancel);
-        if (r == 0)
-            s->cancel_live = 1;
-        /* else: the series runs until its fd ends; we wait for that */
-    }
+    iop_timer_t retry;
+    int sent = 0;
     while (s->live || s->cancel_live) {
+        int timed = 0;
+        if (s->live && !sent) {
+            iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
+            if (iop_submit(loop, &cancel) == 0) {
+                sent = s->cancel_live = 1;
+            } else {
+                /* The backend could not take it now (a full queue): try again in a
+                 * moment rather than wait for the peer to end the series. */
+                memset(&retry, 0, sizeof retry);
+                retry.data = s;
+                timed = iop_timer_start(loop, &retry, CANCEL_RETRY_NS, 0, retry_due) == 0;
+            }
+        }
         s->waiter = c;
         iop__park_shielded();
         s->waiter = NULL;
+        if (timed)
+            iop_timer_stop(&retry);
     }
     if (s->cur)
         iop_buf_release(loop, s->cur - 1);
@@ -186,5 +212,5 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
     }
     s->cur = s->tail = 0;
     s->end = -EBADF;
-    return r;
+    return 0;
 }
