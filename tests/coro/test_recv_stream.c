@@ -26,60 +26,75 @@ static int fds[2];                 /* [0] client, [1] server side */
 
 /* ---- every byte, in order, through a pool far smaller than the data ---------------- */
 
-#define BULK (512 * 1024)
-static size_t bulk_fallbacks, bulk_pooled;
-
 static unsigned char pattern(size_t i) { return (unsigned char)(i * 131 + (i >> 9)); }
+
+/* One transfer: a writer sends total bytes of pattern in chunks, a reader takes them
+ * through a stream (with a buffer of own_len for a dry pool), giving half of every
+ * unread_every-th pool buffer back, and pauses now and then so that results pile up
+ * and the pool runs dry. */
+typedef struct bulk {
+    int *pair;                     /* [0] writer, [1] reader */
+    size_t total, chunk, own_len;
+    unsigned unread_every;         /* 0 = never */
+    size_t fallbacks, pooled;      /* reads into the own buffer, into the pool */
+} bulk_t;
 
 static void *bulk_reader(void *arg)
 {
-    (void)arg;
+    bulk_t *b = arg;
     iop_recv_stream_t s;
-    CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+    CHECK_EQ(iop_recv_stream_open(&s, b->pair[1], 0), 0);
     char own[1000];
     size_t got = 0;
     int bad = 0;
+    unsigned k = 0;
     for (;;) {
         const char *data;
-        ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(10000));
+        ssize_t n = iop_recv_stream_next(&s, own, b->own_len, &data, st_after_ms(10000));
         CHECK(n >= 0);
         if (n <= 0)
             break;
-        if (data == own)
-            bulk_fallbacks++;
-        else
-            bulk_pooled++;
+        if (data == own) {
+            b->fallbacks++;
+        } else {
+            b->pooled++;
+            if (b->unread_every && n > 3 && ++k % b->unread_every == 0) {
+                CHECK_EQ(iop_recv_stream_unread(&s, (size_t)n / 2), 0);
+                n -= n / 2;
+            }
+        }
         for (ssize_t i = 0; i < n && !bad; i++)
             if ((unsigned char)data[i] != pattern(got + (size_t)i))
                 bad = 1;
         got += (size_t)n;
-        /* Stop now and then, so that results pile up and the pool runs dry. */
         if ((got / 4096) % 8 == 0)
             iop_sleep(1 * MS);
     }
     CHECK(!bad);
-    CHECK_EQ(got, BULK);
-    CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &(const char *){ 0 }, 0), 0);   /* end stays */
+    CHECK_EQ(got, b->total);
+    CHECK_EQ(iop_recv_stream_next(&s, own, b->own_len, &(const char *){ 0 }, 0), 0);   /* end stays */
     CHECK_EQ(iop_recv_stream_close(&s), 0);
     st_done++;
     return NULL;
 }
 
+#define BULK_MAX (512 * 1024)
+
 static void *bulk_writer(void *arg)
 {
-    (void)arg;
-    static unsigned char src[BULK];
-    for (size_t i = 0; i < BULK; i++)
+    bulk_t *b = arg;
+    static unsigned char src[BULK_MAX];
+    for (size_t i = 0; i < b->total; i++)
         src[i] = pattern(i);
-    for (size_t off = 0; off < BULK;) {
-        size_t chunk = BULK - off < 3000 ? BULK - off : 3000;
-        ssize_t n = iop_send(fds[0], src + off, chunk, 0, st_after_ms(10000));
+    for (size_t off = 0; off < b->total;) {
+        size_t chunk = b->total - off < b->chunk ? b->total - off : b->chunk;
+        ssize_t n = iop_send(b->pair[0], src + off, chunk, 0, st_after_ms(10000));
         CHECK(n > 0);
         if (n <= 0)
             break;
         off += (size_t)n;
     }
-    CHECK_EQ(shutdown(fds[0], SHUT_WR), 0);
+    CHECK_EQ(shutdown(b->pair[0], SHUT_WR), 0);
     st_done++;
     return NULL;
 }
@@ -88,13 +103,13 @@ static void test_bulk_in_order_with_a_dry_pool(void **state)
 {
     (void)state;
     tu_tcp_pair(fds);
-    bulk_fallbacks = bulk_pooled = 0;
-    st_go(bulk_reader, NULL, "reader");
-    st_go(bulk_writer, NULL, "writer");
+    bulk_t b = { .pair = fds, .total = BULK_MAX, .chunk = 3000, .own_len = 1000 };
+    st_go(bulk_reader, &b, "reader");
+    st_go(bulk_writer, &b, "writer");
     st_run_until_done(2, 30000);
     /* Both ways of receiving ran: the pool, and the plain recv once it was dry. */
-    assert_true(bulk_pooled > 0);
-    assert_true(bulk_fallbacks > 0);
+    assert_true(b.pooled > 0);
+    assert_true(b.fallbacks > 0);
     assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* nothing left armed */
     iop_fd_close(st_loop, fds[0]);
     iop_fd_close(st_loop, fds[1]);
@@ -352,69 +367,18 @@ static void test_cancel_in_fallback(void **state)
 
 /* ---- two bulk transfers through one small pool at once, with unreads -------------------- */
 
-#define BULK2 (256 * 1024)
-static void *bulk2_reader(void *arg)
-{
-    int *pair = arg;
-    iop_recv_stream_t s;
-    CHECK_EQ(iop_recv_stream_open(&s, pair[1], 0), 0);
-    char own[700];
-    size_t got = 0;
-    int bad = 0;
-    unsigned k = 0;
-    for (;;) {
-        const char *data;
-        ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(10000));
-        CHECK(n >= 0);
-        if (n <= 0)
-            break;
-        /* Now and then give half of a pool buffer back. */
-        if (data != own && n > 3 && (++k % 3) == 0) {
-            CHECK_EQ(iop_recv_stream_unread(&s, (size_t)n / 2), 0);
-            n -= n / 2;
-        }
-        for (ssize_t i = 0; i < n && !bad; i++)
-            if ((unsigned char)data[i] != pattern(got + (size_t)i))
-                bad = 1;
-        got += (size_t)n;
-        if ((k % 5) == 0)
-            iop_sleep(1 * MS);
-    }
-    CHECK(!bad);
-    CHECK_EQ(got, BULK2);
-    CHECK_EQ(iop_recv_stream_close(&s), 0);
-    st_done++;
-    return NULL;
-}
-
-static void *bulk2_writer(void *arg)
-{
-    int *pair = arg;
-    static unsigned char src[BULK2];
-    for (size_t i = 0; i < BULK2; i++)
-        src[i] = pattern(i);
-    for (size_t off = 0; off < BULK2;) {
-        size_t chunk = BULK2 - off < 1500 ? BULK2 - off : 1500;
-        ssize_t n = iop_send(pair[0], src + off, chunk, 0, st_after_ms(10000));
-        CHECK(n > 0);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
-    CHECK_EQ(shutdown(pair[0], SHUT_WR), 0);
-    st_done++;
-    return NULL;
-}
-
 static void test_two_streams_one_pool(void **state)
 {
     (void)state;
     tu_tcp_pair(fds);
     tu_tcp_pair(fds2);
-    st_go(bulk2_reader, fds, "r1");
-    st_go(bulk2_reader, fds2, "r2");
-    st_go(bulk2_writer, fds, "w1");
-    st_go(bulk2_writer, fds2, "w2");
+    bulk_t b1 = { .pair = fds, .total = 256 * 1024, .chunk = 1500, .own_len = 700, .unread_every = 3 };
+    bulk_t b2 = b1;
+    b2.pair = fds2;
+    st_go(bulk_reader, &b1, "r1");
+    st_go(bulk_reader, &b2, "r2");
+    st_go(bulk_writer, &b1, "w1");
+    st_go(bulk_writer, &b2, "w2");
     st_run_until_done(4, 30000);
     assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
     iop_fd_close(st_loop, fds[0]);
