@@ -309,29 +309,17 @@ static ssize_t receive(http_conn_t *c, uint64_t deadline)
     return n;
 }
 
-static void stream_close(http_conn_t *c)
-{
-    if (c->streaming) {
-        (void)iop_recv_stream_close(&c->rs);
-        c->streaming = 0;
-        c->in = c->bufs->in;
-    }
-}
-
 /* More bytes of a request: 1, 0 (closed, or timed out), -errno. */
 static int read_more(http_conn_t *c)
 {
-    if (c->in != c->bufs->in) {
-        /* Parsed where it landed: the next read gives that pool buffer back, so the
-         * unparsed rest (part of a request) moves into ours. */
+    /* The unparsed rest (part of a request) moves to the front of our buffer; one
+     * parsed where it landed moves into it, since the next read gives that pool
+     * buffer back. */
+    if (c->in_pos > 0 || c->in != c->bufs->in) {
         size_t rest = c->in_len - c->in_pos;
-        memcpy(c->bufs->in, c->in + c->in_pos, rest);
+        memmove(c->bufs->in, c->in + c->in_pos, rest);
         c->in = c->bufs->in;
         c->in_len = rest;
-        c->in_pos = 0;
-    } else if (c->in_pos > 0) {
-        memmove(c->bufs->in, c->bufs->in + c->in_pos, c->in_len - c->in_pos);
-        c->in_len -= c->in_pos;
         c->in_pos = 0;
     }
     if (!c->req_deadline)
@@ -447,7 +435,8 @@ int http_serve(void *state, iop_service_conn_t *conn)
             break;
         }
     }
-    stream_close(c);               /* before linger's plain receives, and before the fd goes */
+    if (c->streaming)              /* before linger's plain receives, and before the fd goes */
+        iop_recv_stream_close(&c->rs);
     if (r == 0 && !c->peer_gone)
         linger(c);
     iop_free(c->bufs_mem);

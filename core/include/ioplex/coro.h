@@ -137,12 +137,12 @@ typedef struct iop_recv_stream {
     iop_loop_t *loop;
     iop_coro_t *waiter;        /* parked in next or close */
     int fd, flags;
-    int end;                   /* once the series ended: 1 = running, else its last result */
+    int end;                   /* 1 = running; 2 = ended after data (arm again); else its last result */
     uint32_t head, tail;       /* queued pool buffers, bid + 1 (0 = none) */
     uint32_t cur;              /* bid + 1 of the buffer the last next returned */
     uint32_t cur_last;         /* where what it returned began in that buffer */
     uint32_t cur_off, cur_len; /* its bytes not handed out yet: [cur_off, cur_len) */
-    uint8_t live, cancel_live;
+    uint8_t cancel_live;
 } iop_recv_stream_t;
 
 /* Arms the stream on fd (flags: recv flags, usually 0). 0, or -errno: -EINVAL when

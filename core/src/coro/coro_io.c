@@ -38,9 +38,7 @@ void iop__io_cancel(iop_coro_t *c)
         w->pending++;
 }
 
-/* The running coroutine, or NULL with *err = -EPERM (blocking outside a coroutine)
- * or -ECANCELED. */
-static iop_coro_t *io_begin(const char *what, int *err)
+iop_coro_t *iop__io_begin(const char *what, int *err)
 {
     iop_coro_t *c = iop__current();
     if (!c)
@@ -76,7 +74,7 @@ static int io_run(iop_coro_t *c, iop__io_wait_t *w, uint64_t deadline)
 ssize_t iop_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_recv", &r);
+    iop_coro_t *c = iop__io_begin("iop_recv", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -87,7 +85,7 @@ ssize_t iop_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline)
 ssize_t iop_send(int fd, const void *buf, size_t len, int flags, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_send", &r);
+    iop_coro_t *c = iop__io_begin("iop_send", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -98,7 +96,7 @@ ssize_t iop_send(int fd, const void *buf, size_t len, int flags, uint64_t deadli
 ssize_t iop_read(int fd, void *buf, size_t len, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_read", &r);
+    iop_coro_t *c = iop__io_begin("iop_read", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -109,7 +107,7 @@ ssize_t iop_read(int fd, void *buf, size_t len, uint64_t deadline)
 ssize_t iop_write(int fd, const void *buf, size_t len, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_write", &r);
+    iop_coro_t *c = iop__io_begin("iop_write", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -120,7 +118,7 @@ ssize_t iop_write(int fd, const void *buf, size_t len, uint64_t deadline)
 ssize_t iop_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_recvmsg", &r);
+    iop_coro_t *c = iop__io_begin("iop_recvmsg", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -131,7 +129,7 @@ ssize_t iop_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline)
 ssize_t iop_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_sendmsg", &r);
+    iop_coro_t *c = iop__io_begin("iop_sendmsg", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -142,7 +140,7 @@ ssize_t iop_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadli
 int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_accept", &r);
+    iop_coro_t *c = iop__io_begin("iop_accept", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -153,7 +151,7 @@ int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadl
 int iop_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_connect", &r);
+    iop_coro_t *c = iop__io_begin("iop_connect", &r);
     if (!c)
         return r;
     iop__io_wait_t w;
@@ -187,7 +185,7 @@ int iop_close(int fd)
 int iop_sleep(uint64_t ns)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_sleep", &r);
+    iop_coro_t *c = iop__io_begin("iop_sleep", &r);
     if (!c)
         return r;
     if (!ns)
@@ -203,7 +201,7 @@ int iop_sleep(uint64_t ns)
 int iop_sleep_until(uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = io_begin("iop_sleep_until", &r);
+    iop_coro_t *c = iop__io_begin("iop_sleep_until", &r);
     if (!c)
         return r;
     if (!deadline)

@@ -16,6 +16,7 @@
 #include "sched_private.h"
 
 #define RUNNING 1                  /* s->end while the series runs */
+#define REARM 2                    /* ... once it ended after data: next arms it again */
 #define CANCEL_RETRY_NS 1000000ull /* close: a cancel the backend could not take, again after */
 
 static void wake(iop_recv_stream_t *s)
@@ -40,10 +41,8 @@ static void on_result(iop_op_t *op, int res)
             s->head = bid + 1;
         s->tail = bid + 1;
     }
-    if (!iop_op_more(op)) {
-        s->live = 0;
-        s->end = res > 0 ? RUNNING : res;   /* ended after data: armed again by next */
-    }
+    if (!iop_op_more(op))
+        s->end = res > 0 ? REARM : res;
     wake(s);
 }
 
@@ -69,26 +68,14 @@ static int arm(iop_recv_stream_t *s)
         s->end = r;
         return r;
     }
-    s->live = 1;
     s->end = RUNNING;
     return 0;
-}
-
-/* The running coroutine, or NULL with *err set. */
-static iop_coro_t *running(const char *what, int *err)
-{
-    iop_coro_t *c = iop__current();
-    if (!c)
-        *err = iop__fail(-EPERM, "%s: outside any coroutine (the scheduler itself must never block)", what);
-    else if (c->cancelled)
-        *err = -ECANCELED, c = NULL;
-    return c;
 }
 
 int iop_recv_stream_open(iop_recv_stream_t *s, int fd, int flags)
 {
     int r;
-    iop_coro_t *c = running("iop_recv_stream_open", &r);
+    iop_coro_t *c = iop__io_begin("iop_recv_stream_open", &r);
     if (!c)
         return r;
     iop_loop_t *loop = iop_coro_loop(c);
@@ -102,7 +89,7 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
                              uint64_t deadline)
 {
     int r;
-    iop_coro_t *c = running("iop_recv_stream_next", &r);
+    iop_coro_t *c = iop__io_begin("iop_recv_stream_next", &r);
     if (!c)
         return r;
     iop_loop_t *loop = s->loop;
@@ -131,28 +118,22 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
             *data = iop_buf_addr(loop, bid);
             return (ssize_t)l->len;
         }
-        if (!s->live) {
-            if (s->end == -ENOBUFS && (!buf || !len)) {
-                /* Nowhere else to put the data: try the pool again, once a call. */
-                if (rearmed)
-                    return -ENOBUFS;
-                rearmed = 1;
-                if ((r = arm(s)) < 0)
-                    return r;
-                continue;
+        if (s->end == -ENOBUFS && buf && len) {
+            ssize_t n = iop_recv(s->fd, buf, len, s->flags, deadline);
+            if (n > 0) {
+                *data = buf;
+                (void)arm(s);              /* a failure shows at the next call */
+            } else if (n == 0) {
+                s->end = 0;
             }
-            if (s->end == -ENOBUFS) {
-                ssize_t n = iop_recv(s->fd, buf, len, s->flags, deadline);
-                if (n > 0) {
-                    *data = buf;
-                    (void)arm(s);          /* a failure shows at the next call */
-                } else if (n == 0) {
-                    s->end = 0;
-                }
-                return n;
-            }
-            if (s->end != RUNNING)
-                return s->end;             /* 0 at the end; errors stay */
+            return n;
+        }
+        if (s->end == -ENOBUFS && !rearmed) {
+            rearmed = 1;                   /* no buffer of the caller's: the pool again, once */
+        } else if (s->end != RUNNING && s->end != REARM) {
+            return s->end;                 /* 0 at the end; errors stay */
+        }
+        if (s->end != RUNNING) {
             if ((r = arm(s)) < 0)
                 return r;
             continue;
@@ -183,9 +164,9 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
     iop_op_t cancel;               /* in this frame: close waits for its callback */
     iop_timer_t retry;
     int sent = 0;
-    while (s->live || s->cancel_live) {
+    while (s->end == RUNNING || s->cancel_live) {
         int timed = 0;
-        if (s->live && !sent) {
+        if (s->end == RUNNING && !sent) {
             iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
             if (iop_submit(loop, &cancel) == 0) {
                 sent = s->cancel_live = 1;

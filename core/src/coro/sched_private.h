@@ -20,6 +20,10 @@ typedef struct iop__io_wait {
     uint8_t shielded;              /* close: runs to the end even when cancelled */
 } iop__io_wait_t;
 
+/* The running coroutine, for a blocking call named what: NULL with *err = -EPERM
+ * (outside a coroutine, with a message) or -ECANCELED (it has been cancelled). */
+iop_coro_t *iop__io_begin(const char *what, int *err);
+
 /* iop_cancel of a coroutine parked on an op: cancels the op in the backend. */
 void iop__io_cancel(iop_coro_t *c);
 
