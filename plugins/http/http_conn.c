@@ -1,6 +1,6 @@
 /* One HTTP connection: read into a fixed buffer, answer every complete request in
- * it in order (pipelining) into the out buffer, send the batch with one send, read
- * again. A request split across reads waits in the buffer; a head that fills the
+ * it in order (pipelining) into the out buffer, send the batch with one send and
+ * read again while it goes (a send behind). A request split across reads waits in the buffer; a head that fills the
  * whole buffer is 431. Errors that leave the request stream in doubt close the
  * connection after their response. */
 #include <errno.h>
@@ -92,8 +92,20 @@ uint64_t http_send_deadline(const http_conn_t *c)
     return iop_now(c->loop) + c->st->send_timeout_ns;
 }
 
+int http_send_wait(http_conn_t *c)
+{
+    ssize_t r = iop_send_behind_wait(&c->sb, http_send_deadline(c));
+    if (r < 0)
+        return (int)r;
+    c->stats->bytes_out += (uint64_t)r;
+    return 0;
+}
+
 int http_send_all(http_conn_t *c, const char *p, size_t n, int flags)
 {
+    int r = http_send_wait(c);
+    if (r < 0)
+        return r;
     while (n) {
         ssize_t w = iop_send(c->svc->fd, p, n, flags, http_send_deadline(c));
         if (w < 0)
@@ -108,7 +120,7 @@ int http_send_all(http_conn_t *c, const char *p, size_t n, int flags)
 int http_flush(http_conn_t *c, int flags)
 {
     if (!c->out_len)
-        return 0;
+        return http_send_wait(c);
     int r = http_send_all(c, c->bufs->out, c->out_len, flags);
     c->out_len = 0;
     return r;
@@ -116,7 +128,22 @@ int http_flush(http_conn_t *c, int flags)
 
 int http_out_room(http_conn_t *c, size_t need)
 {
+    int r = http_send_wait(c);
+    if (r < 0)
+        return r;
     return HTTP_OUT_CAP - c->out_len < need ? http_flush(c, 0) : 0;
+}
+
+/* Starts sending the out buffer and returns: the coroutine goes on to read the
+ * next request (parking once per exchange, not twice), and whatever writes into
+ * out or sends next waits for it first (http_out_room, http_send_all). */
+static int flush_behind(http_conn_t *c)
+{
+    if (!c->out_len)
+        return 0;
+    int r = iop_send_behind(&c->sb, c->svc->fd, c->bufs->out, c->out_len, 0);
+    c->out_len = 0;
+    return r;
 }
 
 const char *http_connection_header(const http_conn_t *c, int keep)
@@ -342,6 +369,9 @@ static int read_more(http_conn_t *c)
         deadline = iop_now(c->loop) + release;
     ssize_t n = receive(c, deadline);
     if (n == -ETIMEDOUT && deadline != c->req_deadline) {
+        int r = http_send_wait(c); /* done long ago, unless the peer does not read */
+        if (r < 0)
+            return r;
         release_pages(c);          /* quiet for a while: wait on without them */
         n = receive(c, c->req_deadline);
     }
@@ -412,11 +442,12 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->peer_gone = 0;
     c->answered = 0;
     c->date_sec = -1;
+    c->sb = (iop_send_behind_t){ 0 };
     c->streaming = stream && iop_recv_stream_open(&c->rs, conn->fd, 0) == 0;
     int r;
     for (;;) {
         r = answer_buffered(c);
-        int f = http_flush(c, 0);
+        int f = r > 0 ? flush_behind(c) : http_flush(c, 0);
         if (r > 0 && f < 0)
             r = f;
         if (r <= 0)
@@ -435,6 +466,9 @@ int http_serve(void *state, iop_service_conn_t *conn)
             break;
         }
     }
+    int w = http_send_wait(c);     /* before the FIN, and before the fd and out go */
+    if (r == 0 && w < 0)
+        r = w;
     if (c->streaming)              /* before linger's plain receives, and before the fd goes */
         iop_recv_stream_close(&c->rs);
     if (r == 0 && !c->peer_gone)

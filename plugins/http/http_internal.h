@@ -63,6 +63,7 @@ typedef struct http_conn {
     void *bufs_pages;                /* its first page boundary, */
     size_t bufs_len;                 /* and the whole pages from there that hold bufs */
     http_bufs_t *bufs;
+    iop_send_behind_t sb;            /* the last batch of responses, sent while the next request is read */
     iop_recv_stream_t rs;            /* last: a connection without a stream is allocated without it */
 } http_conn_t;
 
@@ -75,6 +76,7 @@ const char *http_date_now(http_conn_t *c);
 uint64_t http_send_deadline(const http_conn_t *c);
 int http_send_all(http_conn_t *c, const char *p, size_t n, int flags);
 int http_flush(http_conn_t *c, int flags);
+int http_send_wait(http_conn_t *c);   /* the send behind done: before out or fd is used again */
 int http_out_room(http_conn_t *c, size_t need);     /* flushes when less is free */
 const char *http_connection_header(const http_conn_t *c, int keep);
 /* A small text/plain error response; extra: more header lines ("K: V\r\n...") or NULL. */

@@ -166,6 +166,39 @@ IOP_EXPORT int iop_recv_stream_unread(iop_recv_stream_t *s, size_t n);
  * cancelled coroutine; must come before the record goes and before fd is closed. */
 IOP_EXPORT int iop_recv_stream_close(iop_recv_stream_t *s);
 
+/* ---- sends behind: the coroutine goes on while the backend sends ------------------------
+ *
+ * iop_send parks until the send is done. A server that answers and then reads the
+ * next request can instead start the send and go straight to its receive: the send
+ * completes in the backend meanwhile, and the coroutine parks once per exchange
+ * instead of twice. The record is the caller's (nothing is allocated); buf must stay
+ * as it is, and the record where it is, until iop_send_behind_wait has returned.
+ * No other send on fd until then: the wait sends the rest of a short send, which
+ * would come after whatever was sent meanwhile. */
+typedef struct iop_send_behind {
+    iop_op_t op;               /* private, every field */
+    iop_loop_t *loop;
+    iop_coro_t *waiter;        /* parked in wait */
+    const char *buf;
+    size_t len, done;          /* asked, sent so far */
+    int fd, flags;
+    int res;                   /* the first error, else 0 */
+    uint8_t busy;              /* begun and not waited for */
+    uint8_t in_flight, cancel_live, due;
+} iop_send_behind_t;
+
+/* Starts sending len bytes of buf on fd (send flags) and returns without waiting:
+ * 0, or -errno (nothing was started; the record is then idle). A record must not be
+ * begun again before iop_send_behind_wait has collected it. */
+IOP_EXPORT int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, size_t len, int flags);
+/* Waits until every byte is sent (a short send goes on with the rest): len, or
+ * -errno (a socket error; -ETIMEDOUT at the deadline, the send then cancelled and
+ * how much of it left unknown). 0 for an idle record (zeroed, or already waited
+ * for). Like SO_LINGER on a close: a cancel of the coroutine does not cut a send short
+ * before its deadline, since its bytes were promised to the peer; with no deadline
+ * (deadline 0 and no scope) a cancel cancels it at once (-ECANCELED). */
+IOP_EXPORT ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline);
+
 /* ---- scoped deadlines (gevent's Timeout) ------------------------------------------------ */
 
 /* Every blocking call of the current coroutine until the matching pop also stops at

@@ -1,0 +1,138 @@
+/* Sends behind (see coro.h): the send op runs in the backend while the coroutine
+ * goes on; iop_send_behind_wait collects it, sending the rest after a short send.
+ *
+ * The wait parks shielded from cancel, with its own timer for the deadline: a send
+ * whose bytes were promised to the peer ends when it is done or at the deadline,
+ * and only then is it cancelled. With no deadline a cancel cancels it at once, so
+ * that nothing waits for ever on a peer that does not read.
+ *
+ * The callbacks wake the parked coroutine last, touching nothing after: it may
+ * return from the wait and free the record before they return. */
+#include <errno.h>
+#include <string.h>
+#include "sched_private.h"
+
+#define CANCEL_RETRY_NS 1000000ull /* a cancel the backend could not take, again after */
+
+static void wake(iop_send_behind_t *s)
+{
+    iop_coro_t *w = s->waiter;
+    if (w) {
+        s->waiter = NULL;
+        iop__wake(w, 0);
+    }
+}
+
+static void on_sent(iop_op_t *op, int res)
+{
+    iop_send_behind_t *s = op->data;
+    s->in_flight = 0;
+    if (res > 0)
+        s->done += (size_t)res;
+    else if (res < 0)
+        s->res = res;
+    else if (s->done < s->len)
+        s->res = -EPIPE;           /* 0 bytes of a non-empty send: never again more */
+    wake(s);
+}
+
+static void on_cancelled(iop_op_t *op, int res)
+{
+    (void)res;                     /* -EALREADY / -ENOENT: the send ends anyway */
+    iop_send_behind_t *s = op->data;
+    s->cancel_live = 0;
+    wake(s);
+}
+
+static void on_due(iop_timer_t *t)
+{
+    iop_send_behind_t *s = t->data;
+    s->due = 1;
+    wake(s);
+}
+
+/* The bytes not sent yet, as one send op. */
+static int submit(iop_send_behind_t *s)
+{
+    iop_prep_send(&s->op, s->fd, s->buf + s->done, s->len - s->done, s->flags, on_sent, s);
+    int r = iop_submit(s->loop, &s->op);
+    if (r == 0)
+        s->in_flight = 1;
+    return r;
+}
+
+int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, size_t len, int flags)
+{
+    int r;
+    iop_coro_t *c = iop__io_begin("iop_send_behind", &r);
+    if (!c)
+        return r;
+    *s = (iop_send_behind_t){ .loop = iop_coro_loop(c), .buf = buf, .len = len, .fd = fd, .flags = flags };
+    if ((r = submit(s)) < 0)
+        return r;
+    s->busy = 1;
+    return 0;
+}
+
+ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
+{
+    iop_coro_t *c = iop__current();
+    if (!c)
+        return iop__fail(-EPERM, "iop_send_behind_wait: outside any coroutine");
+    if (!s->busy)
+        return 0;
+    iop_loop_t *loop = s->loop;
+    uint64_t d = iop__deadline(deadline);
+    int stop = 0;                  /* -ETIMEDOUT / -ECANCELED once the send is to end */
+    int cancel_sent = 0;
+    iop_op_t cancel;               /* in this frame: the wait outlasts its callback */
+    iop_timer_t timer;
+    memset(&timer, 0, sizeof timer);
+    timer.data = s;
+    s->due = 0;
+    int timed = 0;
+    for (;;) {
+        if (!s->in_flight && !s->cancel_live) {
+            if (s->res < 0 || s->done == s->len || stop)
+                break;
+            int r = submit(s);     /* the rest of a short send */
+            if (r < 0) {
+                s->res = r;
+                break;
+            }
+        }
+        if (!stop) {
+            if (s->due)
+                stop = -ETIMEDOUT;
+            else if (!d && c->cancelled)
+                stop = -ECANCELED;
+            else if (d && !timed) {
+                uint64_t now = iop_now(loop);
+                if (d <= now)
+                    stop = -ETIMEDOUT;
+                else
+                    timed = iop_timer_start(loop, &timer, d - now, 0, on_due) == 0;
+            }
+        }
+        if (stop && s->in_flight && !cancel_sent) {
+            iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
+            if (iop_submit(loop, &cancel) == 0) {
+                cancel_sent = s->cancel_live = 1;
+            } else {
+                /* The backend could not take it now (a full queue): again in a moment. */
+                if (timed)
+                    iop_timer_stop(&timer);
+                timed = iop_timer_start(loop, &timer, CANCEL_RETRY_NS, 0, on_due) == 0;
+            }
+        }
+        s->waiter = c;
+        iop__park_shielded();
+        s->waiter = NULL;
+    }
+    if (timed)
+        iop_timer_stop(&timer);
+    s->busy = 0;
+    if (s->done == s->len)
+        return (ssize_t)s->len;    /* all of it went, whatever else happened */
+    return s->res < 0 && !(stop && s->res == -ECANCELED) ? s->res : stop;
+}
