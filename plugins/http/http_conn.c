@@ -281,18 +281,29 @@ static int answer_buffered(http_conn_t *c)
         }
         const char *start = c->in + c->in_pos;
         size_t avail = c->in_len - c->in_pos;
-        size_t head = http_head_end(start, avail, &c->scan);
         http_request_t rq;
-        if (!head) {
+        int e = 0;
+        size_t head = 0;
+        if (c->scan == 0) {
+            /* A new head: most arrive whole, so parse it at once rather than first
+             * look for its end. A parse error on a prefix holds for any head that
+             * starts with it; an incomplete one is scanned for its end from now on. */
+            e = http_parse_request(start, avail, &rq);
+            head = e > 0 ? (size_t)e : 0;
+        }
+        if (!head && e == 0)
+            head = http_head_end(start, avail, &c->scan);
+        if (!head && e == 0) {
             if (c->in_pos > 0 || c->in_len < HTTP_IN_CAP)
                 return 1;
             /* The buffer is full of one head: its start may say why (414, 400). */
             c->head = 0;
             c->stats->requests++;
-            int e = http_parse_request(start, avail, &rq);
+            e = http_parse_request(start, avail, &rq);
             return http_error(c, e < 0 ? -e : 431, 0, NULL);
         }
-        int e = http_parse_request(start, head, &rq);
+        if (e == 0)
+            e = http_parse_request(start, head, &rq);
         c->in_pos += head;
         c->scan = 0;
         c->req_deadline = 0;

@@ -6,18 +6,28 @@
 
 #define NEED_MORE 0
 
-static int is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    switch (c) {                   /* a bit test, not a strchr per byte of every name */
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return 1;
-    default:
-        return 0;
-    }
-}
+/* Byte classes, one table lookup per byte in the loops that walk a head; the
+ * table is computed by the compiler from these definitions. */
+enum { C_TCHAR = 1, C_VCHAR = 2, C_HOST = 4 };
+#define IS_ALNUM(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9'))
+#define IS_TCHAR(c) (IS_ALNUM(c) || (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || \
+                     (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || (c) == '-' || \
+                     (c) == '.' || (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
+#define IS_VCHAR(c) ((c) > 0x20 && (c) != 0x7f)   /* VCHAR and obs-text: a field value's bytes */
+#define IS_HOST(c) (IS_ALNUM(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || \
+                    (c) == '%' || (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || \
+                    (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' || (c) == ',' || \
+                    (c) == ';' || (c) == '=')
+#define CLASS(c) ((IS_TCHAR(c) ? C_TCHAR : 0) | (IS_VCHAR(c) ? C_VCHAR : 0) | (IS_HOST(c) ? C_HOST : 0))
+#define ROW(r) CLASS(r), CLASS(r + 1), CLASS(r + 2), CLASS(r + 3), CLASS(r + 4), CLASS(r + 5), \
+               CLASS(r + 6), CLASS(r + 7), CLASS(r + 8), CLASS(r + 9), CLASS(r + 10), CLASS(r + 11), \
+               CLASS(r + 12), CLASS(r + 13), CLASS(r + 14), CLASS(r + 15)
+static const unsigned char classes[256] = {
+    ROW(0x00), ROW(0x10), ROW(0x20), ROW(0x30), ROW(0x40), ROW(0x50), ROW(0x60), ROW(0x70),
+    ROW(0x80), ROW(0x90), ROW(0xa0), ROW(0xb0), ROW(0xc0), ROW(0xd0), ROW(0xe0), ROW(0xf0),
+};
+
+static int is_class(unsigned char c, unsigned k) { return classes[c] & k; }
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
@@ -143,7 +153,7 @@ static int split_target(http_request_t *rq)
 static int parse_request_line(const char *b, size_t n, size_t *ip, http_request_t *rq)
 {
     size_t i = *ip, start = i;
-    while (i < n && is_tchar((unsigned char)b[i])) {
+    while (i < n && is_class((unsigned char)b[i], C_TCHAR)) {
         if (++i - start > HTTP_MAX_METHOD)
             return -400;
     }
@@ -245,18 +255,7 @@ static void keep_first(http_str_t *slot, http_str_t v)
 }
 
 /* reg-name and IPv4 characters (RFC 3986: unreserved, pct-encoded, sub-delims). */
-static int host_char(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    switch (c) {
-    case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&': case '\'':
-    case '(': case ')': case '*': case '+': case ',': case ';': case '=':
-        return 1;
-    default:
-        return 0;
-    }
-}
+static int host_char(unsigned char c) { return is_class(c, C_HOST); }
 
 /* uri-host [ ":" port ] (RFC 3986: reg-name, IPv4, "[" IP-literal "]"; port is
  * digits); may be empty. */
@@ -355,7 +354,7 @@ static int parse_header_line(const char *b, size_t n, size_t *ip, http_request_t
     if (++rq->nheaders > HTTP_MAX_HEADERS)
         return -431;
     size_t start = i;
-    while (i < n && is_tchar((unsigned char)b[i]))
+    while (i < n && is_class((unsigned char)b[i], C_TCHAR))
         i++;
     if (i == n)
         return NEED_MORE;
@@ -366,14 +365,17 @@ static int parse_header_line(const char *b, size_t n, size_t *ip, http_request_t
     while (i < n && (b[i] == ' ' || b[i] == '\t'))
         i++;
     size_t vs = i, ve = i;
-    for (; i < n; i++) {
-        unsigned char c = (unsigned char)b[i];
-        if (c == '\r' || c == '\n')
+    while (i < n) {                        /* runs of visible bytes, then what ends them */
+        size_t run = i;
+        while (i < n && is_class((unsigned char)b[i], C_VCHAR))
+            i++;
+        if (i > run)
+            ve = i;                        /* trailing whitespace is not part of the value */
+        if (i == n || b[i] == '\r' || b[i] == '\n')
             break;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return -400;
-        if (c != ' ' && c != '\t')
-            ve = i + 1;
+        if (b[i] != ' ' && b[i] != '\t')
+            return -400;                   /* a control character, DEL */
+        i++;
     }
     int r = eat_eol(b, n, &i);
     if (r <= 0)
@@ -387,8 +389,18 @@ static int parse_header_line(const char *b, size_t n, size_t *ip, http_request_t
 
 int http_parse_request(const char *b, size_t n, http_request_t *rq)
 {
-    memset(rq, 0, sizeof *rq);
+    /* Field by field: the compiler made a memset of the whole record a `rep stos`,
+     * ~6 ns of the ~50 that a short request takes. */
+    static const http_str_t none = { 0 };
+    rq->method = HTTP_OTHER;
+    rq->minor = 0;
+    rq->method_name = rq->target = rq->path = none;
+    rq->query = rq->host = rq->if_modified_since = rq->if_range = rq->range = none;
+    rq->if_match = rq->if_none_match = rq->if_unmodified_since = none;
+    rq->connection = 0;
     rq->content_length = -1;
+    rq->transfer_encoding = rq->expect_continue = 0;
+    rq->nheaders = 0;
     size_t i = http_skip_empty_lines(b, n);
     int r = parse_request_line(b, n, &i, rq);
     if (r <= 0)

@@ -38,6 +38,7 @@ typedef enum http_method { HTTP_OTHER = 0, HTTP_GET, HTTP_HEAD } http_method_t;
 #define HTTP_CONN_CLOSE     0x1u     /* "Connection: close" */
 #define HTTP_CONN_KEEPALIVE 0x2u     /* "Connection: keep-alive" */
 
+/* http_parse_request sets every field by name (no memset): a new one must be set there. */
 typedef struct http_request {
     http_method_t method;
     http_str_t method_name;
