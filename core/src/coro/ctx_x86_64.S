@@ -54,11 +54,23 @@ iop__ctx_switch:
         movq    %r14, F_R14(%rsp)
         movq    %r15, F_R15(%rsp)
         movq    %rsp, (%rdi)           /* from->sp */
+        movq    %rsp, %rax             /* from's frame, to compare the control words */
 
         movq    (%rsi), %rsp           /* to->sp: from here on we run on to's stack */
         movq    F_RIP(%rsp), %rcx      /* resume address (rcx is caller-saved) */
+        /* ldmxcsr and fldcw are slow (microcoded) and coroutines almost never change
+         * the control words: load them only when they differ. Only MXCSR's control
+         * bits count; its status bits (0-5) are not preserved across calls. */
+        movl    F_MXCSR(%rsp), %edx
+        xorl    F_MXCSR(%rax), %edx
+        testl   $0xffc0, %edx
+        jz      1f
         ldmxcsr F_MXCSR(%rsp)
+1:      movzwl  F_X87CW(%rsp), %edx
+        cmpw    F_X87CW(%rax), %dx
+        je      2f
         fldcw   F_X87CW(%rsp)
+2:
         movq    F_RBX(%rsp), %rbx
         movq    F_RBP(%rsp), %rbp
         movq    F_R12(%rsp), %r12
