@@ -1,7 +1,8 @@
 /* Sends behind (iop_send_behind / iop_send_behind_wait) over real loopback TCP, on
  * the backend named by argv[1]: the coroutine goes on while its send runs; a send
  * far larger than the socket buffers arrives whole and in order (the wait sends the
- * rest of short sends); a send the peer never takes ends at the deadline; a cancel
+ * rest of short sends), also while nobody waits for it; a send the peer never takes
+ * ends at the deadline; a cancel
  * does not cut a send short before its deadline but does at once without one; a
  * reset peer is an error; a send after the wait follows it; idle records and misuse. */
 #include <fcntl.h>
@@ -128,6 +129,47 @@ static void test_big_send_whole_and_in_order(void **state)
     st_go(big_reader, NULL, "reader");
     st_run_until_done(2, 30000);
     assert_int_equal(big_got, BIG);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
+/* ---- a short send goes on while nobody waits for it ------------------------------------ */
+
+/* The sender waits for the reader's word that all of it came before it collects the
+ * send: the rest of each short send must go out without the wait, as a server's
+ * response must while it waits for the next request. */
+static void *unwaited_sender(void *arg)
+{
+    (void)arg;
+    iop_send_behind_t sb;
+    CHECK_EQ(iop_send_behind(&sb, fds[1], big, BIG / 4, 0), 0);
+    char c;
+    CHECK_EQ(iop_recv(fds[1], &c, 1, 0, st_after_ms(20000)), 1);
+    CHECK_EQ(iop_send_behind_wait(&sb, st_after_ms(1000)), BIG / 4);
+    st_done++;
+    return NULL;
+}
+
+static void *acking_reader(void *arg)
+{
+    (void)arg;
+    big_got = read_pattern(fds[0], 0, BIG / 4, 4);
+    CHECK_EQ(iop_send(fds[0], "k", 1, 0, st_after_ms(1000)), 1);
+    st_done++;
+    return NULL;
+}
+
+static void test_short_send_goes_on_unwaited(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    small_buffers();
+    fill_big();
+    big_got = 0;
+    st_go(unwaited_sender, NULL, "sender");
+    st_go(acking_reader, NULL, "reader");
+    st_run_until_done(2, 30000);
+    assert_int_equal(big_got, BIG / 4);
     iop_fd_close(st_loop, fds[0]);
     iop_fd_close(st_loop, fds[1]);
 }
@@ -335,6 +377,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(test_goes_on_while_sending),
         T(test_big_send_whole_and_in_order),
+        T(test_short_send_goes_on_unwaited),
         T(test_deadline_ends_a_stuck_send),
         T(test_cancel_lingers_until_the_deadline),
         T(test_cancel_without_deadline_is_at_once),

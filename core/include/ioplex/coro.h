@@ -173,8 +173,8 @@ IOP_EXPORT int iop_recv_stream_close(iop_recv_stream_t *s);
  * completes in the backend meanwhile, and the coroutine parks once per exchange
  * instead of twice. The record is the caller's (nothing is allocated); buf must stay
  * as it is, and the record where it is, until iop_send_behind_wait has returned.
- * No other send on fd until then: the wait sends the rest of a short send, which
- * would come after whatever was sent meanwhile. */
+ * No other send on fd until then: the rest of a short send goes on by itself (not
+ * only once waited for), and would come after whatever was sent meanwhile. */
 typedef struct iop_send_behind {
     iop_op_t op;               /* private, every field */
     iop_loop_t *loop;
@@ -185,6 +185,7 @@ typedef struct iop_send_behind {
     int res;                   /* the first error, else 0 */
     uint8_t busy;              /* begun and not waited for */
     uint8_t in_flight, cancel_live, due;
+    uint8_t stopping;          /* the wait ends it: a short send goes no further */
 } iop_send_behind_t;
 
 /* Starts sending len bytes of buf on fd (send flags) and returns without waiting:

@@ -1,5 +1,7 @@
 /* Sends behind (see coro.h): the send op runs in the backend while the coroutine
- * goes on; iop_send_behind_wait collects it, sending the rest after a short send.
+ * goes on, its callback sending the rest after a short send (a peer that waits for
+ * all of it before it sends again would else wait until the coroutine waits);
+ * iop_send_behind_wait collects it.
  *
  * The wait parks shielded from cancel, with its own timer for the deadline: a send
  * whose bytes were promised to the peer ends when it is done or at the deadline,
@@ -23,6 +25,18 @@ static void wake(iop_send_behind_t *s)
     }
 }
 
+static void on_sent(iop_op_t *op, int res);
+
+/* The bytes not sent yet, as one send op. */
+static int submit(iop_send_behind_t *s)
+{
+    iop_prep_send(&s->op, s->fd, s->buf + s->done, s->len - s->done, s->flags, on_sent, s);
+    int r = iop_submit(s->loop, &s->op);
+    if (r == 0)
+        s->in_flight = 1;
+    return r;
+}
+
 static void on_sent(iop_op_t *op, int res)
 {
     iop_send_behind_t *s = op->data;
@@ -33,6 +47,12 @@ static void on_sent(iop_op_t *op, int res)
         s->res = res;
     else if (s->done < s->len)
         s->res = -EPIPE;           /* 0 bytes of a non-empty send: never again more */
+    if (res > 0 && s->done < s->len && !s->stopping) {
+        int r = submit(s);
+        if (r == 0)
+            return;                /* still in flight: nothing for the waiter yet */
+        s->res = r;
+    }
     wake(s);
 }
 
@@ -49,16 +69,6 @@ static void on_due(iop_timer_t *t)
     iop_send_behind_t *s = t->data;
     s->due = 1;
     wake(s);
-}
-
-/* The bytes not sent yet, as one send op. */
-static int submit(iop_send_behind_t *s)
-{
-    iop_prep_send(&s->op, s->fd, s->buf + s->done, s->len - s->done, s->flags, on_sent, s);
-    int r = iop_submit(s->loop, &s->op);
-    if (r == 0)
-        s->in_flight = 1;
-    return r;
 }
 
 int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, size_t len, int flags)
@@ -91,16 +101,7 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
     timer.data = s;
     s->due = 0;
     int timed = 0;
-    for (;;) {
-        if (!s->in_flight && !s->cancel_live) {
-            if (s->res < 0 || s->done == s->len || stop)
-                break;
-            int r = submit(s);     /* the rest of a short send */
-            if (r < 0) {
-                s->res = r;
-                break;
-            }
-        }
+    while (s->in_flight || s->cancel_live) {
         if (!stop) {
             if (s->due)
                 stop = -ETIMEDOUT;
@@ -114,6 +115,7 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
                     timed = iop_timer_start(loop, &timer, d - now, 0, on_due) == 0;
             }
         }
+        s->stopping = stop != 0;   /* a short send then ends it: no rest after the cancel */
         if (stop && s->in_flight && !cancel_sent) {
             iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
             if (iop_submit(loop, &cancel) == 0) {
