@@ -2,12 +2,13 @@
  * per connection in a nursery. Each connection's record lives on its coroutine's
  * stack and sits in the host's list while it is served, so that a drain can cancel
  * the idle ones at once (request/response services) and leave the others until the
- * deadline. */
+ * deadline, when it cancels them and shuts their sockets down. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include "ioplex.h"
 #include "error_internal.h"
@@ -159,6 +160,16 @@ int iop_service_host_start(iop_service_host_t *h)
     return iop_go(h->loop, acceptor_main, h, &opts, &h->acceptor);
 }
 
+/* The drain's end: the sockets of the connections still served are shut down. Their
+ * cancel does not end everything at once (a send behind lingers after a cancel
+ * until its own deadline, which may be far later); a shut socket fails it now. */
+static void drain_over(iop_timer_t *t)
+{
+    iop_service_host_t *h = t->data;
+    for (host_conn_t *c = h->live; c; c = c->next)
+        (void)shutdown(c->pub.fd, SHUT_RDWR);
+}
+
 int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline)
 {
     if (!h)
@@ -174,5 +185,13 @@ int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline)
         for (host_conn_t *c = h->live; c; c = c->next)
             if (c->pub.idle)
                 iop_cancel(c->coro);
-    return iop_nursery_close(&h->conns, deadline ? deadline : iop_now(h->loop));
+    uint64_t now = iop_now(h->loop), end = deadline ? deadline : now;
+    iop_timer_t over;
+    memset(&over, 0, sizeof over);
+    over.data = h;
+    int timed = iop_timer_start(h->loop, &over, end > now ? end - now : 0, 0, drain_over) == 0;
+    int r = iop_nursery_close(&h->conns, end);
+    if (timed)
+        iop_timer_stop(&over);
+    return r;
 }

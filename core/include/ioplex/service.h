@@ -160,7 +160,9 @@ typedef struct iop_service_host {
 /* Starts the accept loop (from a coroutine or not): 0 or -errno. */
 IOP_EXPORT int iop_service_host_start(iop_service_host_t *h);
 /* Stops accepting, cancels idle connections now (IOP_SERVICE_DRAIN_IDLE) and the
- * others at deadline (0 = now), and waits for every connection coroutine to end. Call it from a coroutine
+ * others at deadline (0 = now), when it also shuts down the sockets of those left
+ * (a send lingering after a cancel then fails), and waits for every connection
+ * coroutine to end. Call it from a coroutine
  * of h->loop. 0, or -ETIMEDOUT when some connections had to be cancelled busy. */
 IOP_EXPORT int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline);
 
