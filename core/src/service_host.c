@@ -160,14 +160,18 @@ int iop_service_host_start(iop_service_host_t *h)
     return iop_go(h->loop, acceptor_main, h, &opts, &h->acceptor);
 }
 
-/* The drain's end: the sockets of the connections still served are shut down. Their
- * cancel does not end everything at once (a send behind lingers after a cancel
- * until its own deadline, which may be far later); a shut socket fails it now. */
+/* The drain's end: the sockets of the connections still served are shut down and
+ * their waiting ops fail. Their cancel does not end everything at once (a send
+ * behind lingers after a cancel until its own deadline, which may be far later).
+ * The shutdown alone would not reach an op on every backend (sigio gets no signal
+ * for a shutdown of our own): forgetting the fd fails its waiting ops everywhere. */
 static void drain_over(iop_timer_t *t)
 {
     iop_service_host_t *h = t->data;
-    for (host_conn_t *c = h->live; c; c = c->next)
+    for (host_conn_t *c = h->live; c; c = c->next) {
         (void)shutdown(c->pub.fd, SHUT_RDWR);
+        iop_fd_forget(h->loop, c->pub.fd);
+    }
 }
 
 int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline)
