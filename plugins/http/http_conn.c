@@ -436,11 +436,9 @@ int http_serve(void *state, iop_service_conn_t *conn)
     int stream = iop_buf_size(loop) &&
                  (st->recv_mode == HTTP_RECV_STREAM ||
                   (st->recv_mode == HTTP_RECV_AUTO && (iop_loop_caps(loop) & IOP_CAP_PROVIDED_BUFFERS)));
-    http_conn_t *c = iop_malloc(stream ? sizeof *c : offsetof(http_conn_t, rs));
-    if (!c || bufs_alloc(c) < 0) {
-        iop_free(c);
+    http_conn_t rec, *c = &rec;
+    if (bufs_alloc(c) < 0)
         return -ENOMEM;
-    }
     c->st = state;
     c->svc = conn;
     c->stats = conn->stats ? conn->stats : &c->own_stats;
@@ -485,6 +483,5 @@ int http_serve(void *state, iop_service_conn_t *conn)
     if (r == 0 && !c->peer_gone)
         linger(c);
     iop_free(c->bufs_mem);
-    iop_free(c);
     return quiet(r);
 }
