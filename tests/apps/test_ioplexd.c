@@ -610,6 +610,69 @@ static void test_load_http(void **state)
     rmdir(root);
 }
 
+/* SIGTERM while an http client has stopped reading in the middle of its responses
+ * (sends behind among them): the drain ends at its deadline and ioplexd exits 0,
+ * instead of waiting on the stalled sends until its watchdog ends it (status 1, at
+ * the drain timeout + 3 s). */
+static void test_drain_with_stalled_http_reader(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/iop-stalled-http-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char file[128];
+    snprintf(file, sizeof file, "%s/small.bin", root);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 8000; i++)   /* small enough to go out of the send buffer, behind */
+        fputc('a' + i % 26, fp);
+    fclose(fp);
+    char svc[200];
+    snprintf(svc, sizeof svc, "http=127.0.0.1:0,root=%s,send_timeout_ms=20000", root);
+    char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "0", "--drain-timeout", "1",
+                     "--service", svc, NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    char line[512], addr[128] = "";
+    while (!addr[0] && proc_read_line(&p, line, sizeof line, 10000) >= 0) {
+        const char *at = strstr(line, "http listening on ");
+        if (at)
+            sscanf(at + strlen("http listening on "), "%127s", addr);
+    }
+    assert_true(addr[0] != '\0');
+    char host[64];
+    int port = 0;
+    assert_int_equal(sscanf(addr, "%63[^:]:%d", host, &port), 2);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    /* One request per read of the server's (each response then leaves as a send
+     * behind, the coroutine going on to read), until its sends are stuck behind our
+     * unread bytes: far more than every socket buffer on the way holds. */
+    static const char req[] = "GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < 2000; i++) {
+        if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof req - 1)
+            break;
+        poll(NULL, 0, i % 5 == 0);  /* ~0.2 ms apart on average */
+    }
+    poll(NULL, 0, 300);
+    long long t0 = now_ms();
+    kill(p.pid, SIGTERM);
+    int r = proc_wait(&p, 10000);
+    long long took = now_ms() - t0;
+    char err[4096];
+    if (r != 0 || took > 3000)
+        fail_msg("ioplexd: %d after %lld ms (drain timeout 1 s)\nstderr:\n%s", r, took,
+                 proc_stderr(&p, err, sizeof err));
+    close(fd);
+    proc_cleanup(&p);
+    unlink(file);
+    rmdir(root);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--cli") == 0) {
@@ -627,6 +690,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stats_after_worker_death),
         cmocka_unit_test(test_stats_three_generations),
         cmocka_unit_test(test_load_http),
+        cmocka_unit_test(test_drain_with_stalled_http_reader),
         cmocka_unit_test(test_v6_wildcard_is_v6_only),
         cmocka_unit_test(test_restart_fails_past_crash_limit),
     };
