@@ -545,33 +545,48 @@ static void test_cli(void **state)
     assert_null(strstr(err, "connections per worker"));
 }
 
+/* A root for the http service in a new temporary directory (root: a mkdtemp
+ * template) with one file of size bytes; its path in file. */
+static void make_http_root(char *root, const char *name, int size, char *file, size_t filelen)
+{
+    assert_non_null(mkdtemp(root));
+    snprintf(file, filelen, "%s/%s", root, name);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < size; i++)
+        fputc('a' + i % 26, fp);
+    fclose(fp);
+}
+
+/* Starts ioplexd (argv) and waits for the http service's address. */
+static void start_http_daemon(proc_t *p, char **argv, char *addr, size_t addrlen)
+{
+    assert_int_equal(proc_start(p, argv, 0), 0);
+    char line[512];
+    addr[0] = '\0';
+    while (!addr[0] && proc_read_line(p, line, sizeof line, 10000) >= 0) {
+        const char *at = strstr(line, "http listening on ");
+        if (at)
+            snprintf(addr, addrlen, "%.*s", (int)strcspn(at + strlen("http listening on "), " \n"),
+                     at + strlen("http listening on "));
+    }
+    assert_true(addr[0] != '\0');
+}
+
 /* iop-client load http: a body larger than its buffer counts as one response; an
  * answer that is not 2xx/3xx is an error (status 1, the status named); a path that
  * is not one is refused before any request (status 2). */
 static void test_load_http(void **state)
 {
     (void)state;
-    char root[] = "/tmp/iop-load-http-XXXXXX";
-    assert_non_null(mkdtemp(root));
-    char file[128];
-    snprintf(file, sizeof file, "%s/big.bin", root);
-    FILE *fp = fopen(file, "w");
-    assert_non_null(fp);
-    for (int i = 0; i < 150000; i++)
-        fputc('a' + i % 26, fp);
-    fclose(fp);
+    char root[] = "/tmp/iop-load-http-XXXXXX", file[128];
+    make_http_root(root, "big.bin", 150000, file, sizeof file);
     char svc[160];
     snprintf(svc, sizeof svc, "http=127.0.0.1:0,root=%s", root);
     char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "2", "--service", svc, NULL };
     proc_t p;
-    assert_int_equal(proc_start(&p, argv, 0), 0);
-    char line[512], addr[128] = "";
-    while (!addr[0] && proc_read_line(&p, line, sizeof line, 10000) >= 0) {
-        const char *at = strstr(line, "http listening on ");
-        if (at)
-            sscanf(at + strlen("http listening on "), "%127s", addr);
-    }
-    assert_true(addr[0] != '\0');
+    char addr[128];
+    start_http_daemon(&p, argv, addr, sizeof addr);
     static const struct { const char *path; int status; const char *says; } runs[] = {
         { "/big.bin", 0, " 0 errors" },
         { "/hello", 0, " 0 errors" },
@@ -617,28 +632,15 @@ static void test_load_http(void **state)
 static void test_drain_with_stalled_http_reader(void **state)
 {
     (void)state;
-    char root[] = "/tmp/iop-stalled-http-XXXXXX";
-    assert_non_null(mkdtemp(root));
-    char file[128];
-    snprintf(file, sizeof file, "%s/small.bin", root);
-    FILE *fp = fopen(file, "w");
-    assert_non_null(fp);
-    for (int i = 0; i < 8000; i++)   /* small enough to go out of the send buffer, behind */
-        fputc('a' + i % 26, fp);
-    fclose(fp);
+    char root[] = "/tmp/iop-stalled-http-XXXXXX", file[128];
+    make_http_root(root, "small.bin", 8000, file, sizeof file);   /* small: out of the send buffer, behind */
     char svc[200];
     snprintf(svc, sizeof svc, "http=127.0.0.1:0,root=%s,send_timeout_ms=20000", root);
     char *argv[] = { IOPLEXD_PATH, "--backend", (char *)backend, "--workers", "0", "--drain-timeout", "1",
                      "--service", svc, NULL };
     proc_t p;
-    assert_int_equal(proc_start(&p, argv, 0), 0);
-    char line[512], addr[128] = "";
-    while (!addr[0] && proc_read_line(&p, line, sizeof line, 10000) >= 0) {
-        const char *at = strstr(line, "http listening on ");
-        if (at)
-            sscanf(at + strlen("http listening on "), "%127s", addr);
-    }
-    assert_true(addr[0] != '\0');
+    char addr[128];
+    start_http_daemon(&p, argv, addr, sizeof addr);
     char host[64];
     int port = 0;
     assert_int_equal(sscanf(addr, "%63[^:]:%d", host, &port), 2);
