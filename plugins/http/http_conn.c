@@ -1,10 +1,9 @@
 /* One HTTP connection: read into a fixed buffer, answer every complete request in
  * it in order (pipelining) into the out buffer, send the batch with one send and
- * read again while it goes (a send behind). A request split across reads waits in the buffer; a head that fills the
- * whole buffer is 431. Errors that leave the request stream in doubt close the
- * connection after their response. */
+ * read again while it goes (a send behind). A request split across reads waits in
+ * the buffer; a head that fills the whole buffer is 431. Errors that leave the
+ * request stream in doubt close the connection after their response. */
 #include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>

@@ -9,6 +9,7 @@
  * thrown away); every later blocking call returns -ECANCELED at once. */
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include "sched_private.h"
 
 static void io_done(iop_op_t *op, int res)
@@ -36,6 +37,20 @@ void iop__io_cancel(iop_coro_t *c)
     iop_prep_cancel(&w->cancel, &w->op, cancel_done, w);
     if (iop_submit(iop_coro_loop(c), &w->cancel) == 0)
         w->pending++;
+}
+
+#define CANCEL_RETRY_NS 1000000ull
+
+int iop__cancel_or_retry(iop_loop_t *loop, iop_op_t *cancel, iop_op_t *target, iop_op_cb cb, void *data,
+                         iop_timer_t *retry, void (*due)(iop_timer_t *t))
+{
+    iop_prep_cancel(cancel, target, cb, data);
+    if (iop_submit(loop, cancel) == 0)
+        return 1;
+    memset(retry, 0, sizeof *retry);
+    retry->data = data;
+    (void)iop_timer_start(loop, retry, CANCEL_RETRY_NS, 0, due);
+    return 0;
 }
 
 iop_coro_t *iop__io_begin(const char *what, int *err)

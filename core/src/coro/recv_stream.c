@@ -11,13 +11,11 @@
  * Callbacks wake the parked coroutine last, touching nothing after: it may close
  * the stream and free the record before they return. */
 #include <errno.h>
-#include <string.h>
 #include "loop_internal.h"
 #include "sched_private.h"
 
 #define RUNNING 1                  /* s->end while the series runs */
 #define REARM 2                    /* ... once it ended after data: next arms it again */
-#define CANCEL_RETRY_NS 1000000ull /* close: a cancel the backend could not take, again after */
 
 static void wake(iop_recv_stream_t *s)
 {
@@ -162,27 +160,16 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
         return iop__fail(-EPERM, "iop_recv_stream_close: outside any coroutine");
     iop_loop_t *loop = s->loop;
     iop_op_t cancel;               /* in this frame: close waits for its callback */
-    iop_timer_t retry;
+    iop_timer_t retry = { 0 };
     int sent = 0;
     while (s->end == RUNNING || s->cancel_live) {
-        int timed = 0;
-        if (s->end == RUNNING && !sent) {
-            iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
-            if (iop_submit(loop, &cancel) == 0) {
-                sent = s->cancel_live = 1;
-            } else {
-                /* The backend could not take it now (a full queue): try again in a
-                 * moment rather than wait for the peer to end the series. */
-                memset(&retry, 0, sizeof retry);
-                retry.data = s;
-                timed = iop_timer_start(loop, &retry, CANCEL_RETRY_NS, 0, retry_due) == 0;
-            }
-        }
+        if (s->end == RUNNING && !sent)
+            sent = s->cancel_live = (uint8_t)iop__cancel_or_retry(loop, &cancel, &s->op, on_cancelled, s,
+                                                                  &retry, retry_due);
         s->waiter = c;
         iop__park_shielded();
         s->waiter = NULL;
-        if (timed)
-            iop_timer_stop(&retry);
+        iop_timer_stop(&retry);
     }
     if (s->cur)
         iop_buf_release(loop, s->cur - 1);

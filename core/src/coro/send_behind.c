@@ -14,8 +14,6 @@
 #include <string.h>
 #include "sched_private.h"
 
-#define CANCEL_RETRY_NS 1000000ull /* a cancel the backend could not take, again after */
-
 static void wake(iop_send_behind_t *s)
 {
     iop_coro_t *w = s->waiter;
@@ -117,22 +115,15 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
         }
         s->stopping = stop != 0;   /* a short send then ends it: no rest after the cancel */
         if (stop && s->in_flight && !cancel_sent) {
-            iop_prep_cancel(&cancel, &s->op, on_cancelled, s);
-            if (iop_submit(loop, &cancel) == 0) {
-                cancel_sent = s->cancel_live = 1;
-            } else {
-                /* The backend could not take it now (a full queue): again in a moment. */
-                if (timed)
-                    iop_timer_stop(&timer);
-                timed = iop_timer_start(loop, &timer, CANCEL_RETRY_NS, 0, on_due) == 0;
-            }
+            iop_timer_stop(&timer);    /* the deadline has done its part; the retry may need it */
+            cancel_sent = s->cancel_live =
+                (uint8_t)iop__cancel_or_retry(loop, &cancel, &s->op, on_cancelled, s, &timer, on_due);
         }
         s->waiter = c;
         iop__park_shielded();
         s->waiter = NULL;
     }
-    if (timed)
-        iop_timer_stop(&timer);
+    iop_timer_stop(&timer);
     s->busy = 0;
     if (s->done == s->len)
         return (ssize_t)s->len;    /* all of it went, whatever else happened */
