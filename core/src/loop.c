@@ -269,6 +269,8 @@ static void release_records(iop_loop_t *loop)
         op->state = IOP__OP_IDLE;
     for (uint32_t i = 0; i < loop->timers.n + loop->timers.nfar; i++) {
         iop_timer_t *t = iop__heap_at(&loop->timers, i);
+        if (!t)
+            continue;              /* a hole in the bag */
         t->heap_idx = 0;
         if (t->flags & IOP__TF_INTERNAL) {
             iop_op_t *op = (iop_op_t *)((char *)t - offsetof(iop_op_t, timer));

@@ -44,15 +44,51 @@ static void sift_down(iop__heap_t *h, uint32_t i, iop__heap_slot_t s)
     place(h, i, s);
 }
 
+static void near_push(iop__heap_t *h, iop_timer_t *t)
+{
+    sift_up(h, h->n++, (iop__heap_slot_t){ t->when, t });
+}
+
 void iop__heap_init(iop__heap_t *h)
 {
     *h = (iop__heap_t){ .far_min = UINT64_MAX };
+}
+
+/* The bag's timers close up at its front (touching each one's record: rare, see
+ * reserve and iop__heap_advance), keep only those due at or after target and
+ * give the rest to the heap; far_min becomes exact. */
+static void far_close_up(iop__heap_t *h, uint64_t target)
+{
+    uint64_t low = UINT64_MAX;
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < h->nfar; i++) {
+        iop__heap_slot_t s = h->far[i];
+        if (!s.t)
+            continue;
+        if (s.when < target) {
+            near_push(h, s.t);
+        } else {
+            h->far[keep] = s;
+            s.t->heap_idx = ++keep | IOP__HEAP_FAR;
+            if (s.when < low)
+                low = s.when;
+        }
+    }
+    h->nfar = keep;
+    h->holes = h->free_hole = 0;
+    h->far_min = low;
 }
 
 static int reserve(iop__heap_t *h)
 {
     if (h->n + h->nfar < h->cap)
         return 0;
+    if (h->holes) {
+        /* Holes hold the room: close them rather than grow. At least `holes`
+         * pushes come before the next time, so each pays O(1) of it. */
+        far_close_up(h, 0);
+        return 0;
+    }
     uint32_t cap = h->cap ? h->cap * 2 : 64;
     iop__heap_slot_t *v = iop_realloc(h->v, cap * sizeof *v);
     if (!v)
@@ -66,21 +102,25 @@ static int reserve(iop__heap_t *h)
     return 0;
 }
 
-static void near_push(iop__heap_t *h, iop_timer_t *t)
-{
-    sift_up(h, h->n++, (iop__heap_slot_t){ t->when, t });
-}
-
 int iop__heap_push(iop__heap_t *h, iop_timer_t *t)
 {
-    if (reserve(h) < 0)
+    int far = t->when >= h->horizon;
+    if (!(far && h->free_hole) && reserve(h) < 0)   /* a hole is room enough */
         return -ENOMEM;
-    if (t->when < h->horizon) {
+    if (!far) {
         near_push(h, t);
         return 0;
     }
-    h->far[h->nfar] = (iop__heap_slot_t){ t->when, t };
-    t->heap_idx = ++h->nfar | IOP__HEAP_FAR;
+    uint32_t i;
+    if (h->free_hole) {
+        i = h->free_hole - 1;
+        h->free_hole = (uint32_t)h->far[i].when;
+        h->holes--;
+    } else {
+        i = h->nfar++;
+    }
+    h->far[i] = (iop__heap_slot_t){ t->when, t };
+    t->heap_idx = (i + 1) | IOP__HEAP_FAR;
     if (t->when < h->far_min)
         h->far_min = t->when;
     return 0;
@@ -92,12 +132,16 @@ void iop__heap_remove(iop__heap_t *h, iop_timer_t *t)
     if (t->heap_idx & IOP__HEAP_FAR) {
         /* far_min stays a lower bound; iop__heap_advance makes it exact again. */
         t->heap_idx = 0;
-        if (i != --h->nfar) {
-            h->far[i] = h->far[h->nfar];
-            h->far[i].t->heap_idx = (i + 1) | IOP__HEAP_FAR;
-        }
-        if (!h->nfar)
+        if (h->nfar - h->holes == 1) {
+            h->nfar = h->holes = h->free_hole = 0;   /* the last one: all holes go */
             h->far_min = UINT64_MAX;
+        } else if (i == h->nfar - 1) {
+            h->nfar--;
+        } else {
+            h->far[i] = (iop__heap_slot_t){ h->free_hole, NULL };
+            h->free_hole = i + 1;
+            h->holes++;
+        }
         return;
     }
     iop__heap_slot_t last = h->v[--h->n];
@@ -124,21 +168,7 @@ void iop__heap_advance(iop__heap_t *h, uint64_t now)
     }
     /* Those due before target go to the heap (cap covers both arrays: no
      * allocation); the rest close up and give the new bound. */
-    uint64_t low = UINT64_MAX;
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < h->nfar; i++) {
-        iop__heap_slot_t s = h->far[i];
-        if (s.when < target) {
-            near_push(h, s.t);
-        } else {
-            h->far[keep] = s;
-            s.t->heap_idx = ++keep | IOP__HEAP_FAR;
-            if (s.when < low)
-                low = s.when;
-        }
-    }
-    h->nfar = keep;
-    h->far_min = low;
+    far_close_up(h, target);
     h->horizon = target;
 }
 

@@ -10,9 +10,12 @@
  * Far: a timer due at or after `horizon` waits in an unsorted bag. Most of them
  * never fire: an op's deadline of seconds is removed when the op completes, mostly
  * within a millisecond, and removing from the heap moves a record on every level
- * (one cache miss each) where the bag moves one (its last slot into the hole).
+ * (one cache miss each) where the bag touches none but its own: the slot becomes
+ * a hole on a free list, which the next timer for the bag takes. (Moving the last
+ * slot into the hole wrote that timer's record, another connection's cold line.)
  * iop__heap_advance moves the bag's timers into the heap well before they are
- * due; far_min, a lower bound of the bag's deadlines, says when that is needed.
+ * due and closes the holes; far_min, a lower bound of the bag's deadlines, says
+ * when that is needed.
  *
  * Each record knows its slot (heap_idx: slot + 1, IOP__HEAP_FAR set in the bag), so
  * removal needs no search. A timer's `when` must not change while it is armed. */
@@ -31,8 +34,10 @@ typedef struct iop__heap_slot {
 
 typedef struct iop__heap {
     iop__heap_slot_t *v;       /* near: the heap */
-    iop__heap_slot_t *far;     /* far: the bag */
+    iop__heap_slot_t *far;     /* far: the bag; a hole has t NULL, when = next hole + 1 */
     uint32_t n, nfar, cap;     /* both arrays hold cap slots: moving never allocates */
+    uint32_t holes;            /* of far's nfar slots */
+    uint32_t free_hole;        /* first hole + 1, 0 if none */
     uint64_t horizon;          /* every timer in the bag is due at or after this */
     uint64_t far_min;          /* at most the bag's earliest deadline; UINT64_MAX if empty */
 } iop__heap_t;
@@ -53,7 +58,7 @@ static inline uint64_t iop__heap_next_when(const iop__heap_t *h)
     uint64_t w = iop__heap_top_when(h);
     return w < h->far_min ? w : h->far_min;
 }
-/* Slot i of all armed timers, i < n + nfar, in no order. */
+/* Slot i of all armed timers, i < n + nfar, in no order; NULL for a hole. */
 static inline iop_timer_t *iop__heap_at(const iop__heap_t *h, uint32_t i)
 {
     return i < h->n ? h->v[i].t : h->far[i - h->n].t;

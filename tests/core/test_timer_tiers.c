@@ -1,7 +1,8 @@
 /* The timer set's two tiers (heap and far bag) on a simulated clock: timers due
  * from now to 5 s out are pushed, removed and taken as the clock moves in steps
  * of up to 300 ms; after every advance the tiers' invariants hold, every due timer
- * is taken in (when, seq) order, none early, none lost, none twice. */
+ * is taken in (when, seq) order, none early, none lost, none twice. Removing from
+ * the bag leaves a hole and touches no other timer's record. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -39,14 +40,30 @@ static void arm(iop__heap_t *h, rec_t *r, uint64_t when)
     r->armed = 1;
 }
 
+/* The bag's holes are exactly those on its free list. */
+static void check_holes(const iop__heap_t *h)
+{
+    uint32_t holes = 0, listed = 0;
+    for (uint32_t i = 0; i < h->nfar; i++)
+        holes += !h->far[i].t;
+    assert_int_equal(holes, h->holes);
+    for (uint32_t i = h->free_hole; i; i = (uint32_t)h->far[i - 1].when) {
+        assert_true(i <= h->nfar);
+        assert_null(h->far[i - 1].t);
+        assert_true(++listed <= holes);
+    }
+    assert_int_equal(listed, holes);
+}
+
 /* Every armed record is where its heap_idx says; the bag holds no timer due before
  * the horizon or before far_min; the heap is ordered. */
-static void check(const iop__heap_t *h, const rec_t *v)
+static void check(const iop__heap_t *h, const rec_t *v, int nrec)
 {
     uint32_t armed = 0;
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < nrec; i++)
         armed += (uint32_t)v[i].armed;
-    assert_int_equal(h->n + h->nfar, armed);
+    assert_int_equal(h->n + h->nfar - h->holes, armed);
+    check_holes(h);
     for (uint32_t i = 0; i < h->n; i++) {
         assert_int_equal(h->v[i].t->heap_idx, i + 1);
         assert_true(h->v[i].when == h->v[i].t->when);
@@ -54,6 +71,8 @@ static void check(const iop__heap_t *h, const rec_t *v)
             assert_true(h->v[(i - 1) / 4].when <= h->v[i].when);
     }
     for (uint32_t i = 0; i < h->nfar; i++) {
+        if (!h->far[i].t)
+            continue;
         assert_int_equal(h->far[i].t->heap_idx, (i + 1) | IOP__HEAP_FAR);
         assert_true(h->far[i].when >= h->horizon);
         assert_true(h->far[i].when >= h->far_min);
@@ -72,13 +91,13 @@ static void test_tiers_simulated_clock(void **state)
         arm(&h, &v[i], now + next_rand() % SPAN_NS);
     int taken = 0, removed = 0, bag_seen = 0;
     uint64_t last_when = 0, last_seq = 0;
-    for (int step = 0; step < 200 || h.n + h.nfar; step++) {
+    for (int step = 0; step < 200 || h.n + h.nfar - h.holes; step++) {
         iop__heap_advance(&h, now);
-        check(&h, v);
+        check(&h, v, N);
         bag_seen |= h.nfar > 0;
         /* Every timer due by now is in the heap: take them in order. */
         for (uint32_t i = 0; i < h.nfar; i++)
-            assert_true(h.far[i].when > now);
+            assert_true(!h.far[i].t || h.far[i].when > now);
         /* The loop may sleep until next_when: no armed timer is due before it. */
         uint64_t first = UINT64_MAX;
         for (int i = 0; i < N; i++)
@@ -167,11 +186,59 @@ static void test_tiers_past_deadline(void **state)
     iop__heap_free(&h);
 }
 
+/* A removal from the bag's middle writes no other record (it used to move the
+ * last timer into the hole); the hole is taken by the next far timer, and when
+ * holes are all the room left, a push closes them instead of growing. */
+static void test_bag_holes(void **state)
+{
+    (void)state;
+    enum { M = 64 };                      /* the arrays' first capacity */
+    rec_t v[M + 8] = { 0 };
+    iop__heap_t h;
+    iop__heap_init(&h);
+    uint64_t now = 1000000000ull;
+    iop__heap_advance(&h, now);
+    for (int i = 0; i < M; i++)
+        arm(&h, &v[i], now + 10 * SPAN_NS + (uint64_t)i);
+    assert_int_equal(h.nfar, M);
+    assert_int_equal(h.cap, M);
+    uint32_t idx[M];
+    for (int i = 0; i < M; i++)
+        idx[i] = v[i].t.heap_idx;
+    for (int i = 10; i < 20; i++) {
+        iop__heap_remove(&h, &v[i].t);
+        v[i].armed = 0;
+        for (int j = 0; j < M; j++)
+            if (v[j].armed)
+                assert_int_equal(v[j].t.heap_idx, idx[j]);
+    }
+    assert_int_equal(h.holes, 10);
+    check(&h, v, M + 8);
+    arm(&h, &v[10], now + 20 * SPAN_NS); /* into a hole */
+    assert_int_equal(h.holes, 9);
+    assert_int_equal(h.nfar, M);
+    check(&h, v, M + 8);
+    /* Near timers need heap room: the holes give it up, the arrays stay as they are. */
+    for (int i = M; i < M + 8; i++)
+        arm(&h, &v[i], now + 1000 + (uint64_t)i);
+    assert_int_equal(h.cap, M);
+    assert_int_equal(h.holes, 0);
+    check(&h, v, M + 8);
+    assert_true(iop__heap_top(&h) == &v[M].t);
+    for (int i = 0; i < M + 8; i++)
+        if (v[i].armed)
+            iop__heap_remove(&h, &v[i].t);
+    assert_int_equal(h.n + h.nfar + h.holes, 0);
+    assert_int_equal(h.far_min, UINT64_MAX);
+    iop__heap_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiers_simulated_clock),
         cmocka_unit_test(test_tiers_past_deadline),
+        cmocka_unit_test(test_bag_holes),
     };
     return cmocka_run_group_tests_name("timer_tiers", tests, NULL, NULL);
 }
