@@ -82,13 +82,17 @@ int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, size_t len, i
     return 0;
 }
 
-ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
+/* What the wait returns once nothing is in flight. */
+static ssize_t collect(iop_send_behind_t *s, int stop)
 {
-    iop_coro_t *c = iop__current();
-    if (!c)
-        return iop__fail(-EPERM, "iop_send_behind_wait: outside any coroutine");
-    if (!s->busy)
-        return 0;
+    s->busy = 0;
+    if (s->done == s->len)
+        return (ssize_t)s->len;    /* all of it went, whatever else happened */
+    return s->res < 0 && !(stop && s->res == -ECANCELED) ? s->res : stop;
+}
+
+static ssize_t wait_parked(iop_send_behind_t *s, iop_coro_t *c, uint64_t deadline)
+{
     iop_loop_t *loop = s->loop;
     uint64_t d = iop__deadline(deadline);
     int stop = 0;                  /* -ETIMEDOUT / -ECANCELED once the send is to end */
@@ -97,7 +101,6 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
     iop_timer_t timer;
     memset(&timer, 0, sizeof timer);
     timer.data = s;
-    s->due = 0;
     int timed = 0;
     while (s->in_flight || s->cancel_live) {
         if (!stop) {
@@ -107,6 +110,7 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
                 stop = -ECANCELED;
             else if (d && !timed) {
                 uint64_t now = iop_now(loop);
+                s->due = 0;
                 if (d <= now)
                     stop = -ETIMEDOUT;
                 else
@@ -124,8 +128,17 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
         s->waiter = NULL;
     }
     iop_timer_stop(&timer);
-    s->busy = 0;
-    if (s->done == s->len)
-        return (ssize_t)s->len;    /* all of it went, whatever else happened */
-    return s->res < 0 && !(stop && s->res == -ECANCELED) ? s->res : stop;
+    return collect(s, stop);
+}
+
+ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
+{
+    iop_coro_t *c = iop__current();
+    if (!c)
+        return iop__fail(-EPERM, "iop_send_behind_wait: outside any coroutine");
+    if (!s->busy)
+        return 0;
+    if (!s->in_flight && !s->cancel_live)
+        return collect(s, 0);      /* done already: the usual case, no frame to set up */
+    return wait_parked(s, c, deadline);
 }
