@@ -59,6 +59,7 @@ typedef struct http_conn {
     int answered;                    /* a request was answered on it: idle between them */
     int streaming;                   /* receives through rs */
     int64_t date_sec;                /* Date, formatted once a second */
+    uint64_t date_until;             /* loop time (iop_now) when date_sec may be over */
     char date[HTTP_DATE_LEN + 1];
     iop_service_stats_t own_stats;
     void *bufs_mem;                  /* the allocation, */
