@@ -111,6 +111,34 @@ static void test_hello(void **state)
     hh_resp_free(&r);
 }
 
+static int64_t date_of_next_hello(hh_conn_t *c)
+{
+    hh_resp_t r;
+    char date[64];
+    int64_t t = -1;
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_non_null(hh_header(&r, "Date", date, sizeof date));
+    assert_int_equal(http_parse_date(date, strlen(date), &t), 0);
+    hh_resp_free(&r);
+    return t;
+}
+
+/* The Date value is kept per connection and formatted once a second: a keep-alive
+ * connection still gets the time of each response, not of its first one. */
+static void test_date_moves_on(void **state)
+{
+    (void)state;
+    hh_conn_t *c = conn_new(&srv);
+    int64_t t1 = date_of_next_hello(c);
+    usleep(1500 * 1000);
+    int64_t t2 = date_of_next_hello(c);
+    int64_t now = (int64_t)time(NULL);
+    assert_true(t2 >= t1 + 1);
+    assert_true(t2 <= now && now - t2 <= 1);
+    conn_free(c);
+}
+
 static void test_pipelining(void **state)
 {
     (void)state;
@@ -977,6 +1005,7 @@ int main(int argc, char **argv)
     alarm(120);                            /* a hung test dies instead of hanging ctest */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_date_moves_on),
         cmocka_unit_test(test_pipelining),
         cmocka_unit_test(test_split_requests),
         cmocka_unit_test(test_keepalive),
