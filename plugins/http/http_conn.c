@@ -124,21 +124,42 @@ int http_send_all(http_conn_t *c, const char *p, size_t n, int flags)
     return 0;
 }
 
+/* Nothing pending: responses start in the record's own room again. */
+static void out_reset(http_conn_t *c)
+{
+    c->out = c->small;
+    c->out_len = 0;
+    c->out_cap = HTTP_SMALL_OUT;
+}
+
+static void out_to_buffer(http_conn_t *c)
+{
+    memcpy(c->bufs->out, c->out, c->out_len);
+    c->out = c->bufs->out;
+    c->out_cap = HTTP_OUT_CAP;
+}
+
 int http_flush(http_conn_t *c, int flags)
 {
     if (!c->out_len)
         return http_send_wait(c);
-    int r = http_send_all(c, c->bufs->out, c->out_len, flags);
-    c->out_len = 0;
+    int r = http_send_all(c, c->out, c->out_len, flags);
+    out_reset(c);
     return r;
 }
 
 int http_out_room(http_conn_t *c, size_t need)
 {
     int r = http_send_wait(c);
-    if (r < 0)
+    if (r < 0 || c->out_cap - c->out_len >= need)
         return r;
-    return HTTP_OUT_CAP - c->out_len < need ? http_flush(c, 0) : 0;
+    if (c->out == c->bufs->out || c->out_len + need > HTTP_OUT_CAP) {
+        r = http_flush(c, 0);
+        if (r < 0 || need <= HTTP_SMALL_OUT)
+            return r;
+    }
+    out_to_buffer(c);
+    return 0;
 }
 
 /* Starts sending the out buffer and returns: the coroutine goes on to read the
@@ -148,8 +169,8 @@ static int flush_behind(http_conn_t *c)
 {
     if (!c->out_len)
         return 0;
-    int r = iop_send_behind(&c->sb, c->svc->fd, c->bufs->out, c->out_len, 0);
-    c->out_len = 0;
+    int r = iop_send_behind(&c->sb, c->svc->fd, c->out, c->out_len, 0);
+    out_reset(c);                  /* (the next writer waits for the send first) */
     return r;
 }
 
@@ -167,13 +188,13 @@ int http_error(http_conn_t *c, int status, int keep, const char *extra)
         return r;
     const char *reason = http_reason(status);
     int body = (int)strlen(reason) + 5;    /* "404 Not Found\n" */
-    int n = snprintf(c->bufs->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+    int n = snprintf(c->out + c->out_len, c->out_cap - c->out_len,
                      "HTTP/1.1 %d %s\r\nServer: ioplex\r\nDate: %s\r\n"
                      "Content-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n",
                      status, reason, http_date_now(c), body, extra ? extra : "",
                      http_connection_header(c, keep));
     if (!c->head)
-        n += snprintf(c->bufs->out + c->out_len + n, HTTP_OUT_CAP - c->out_len - n, "%d %s\n", status, reason);
+        n += snprintf(c->out + c->out_len + n, c->out_cap - c->out_len - n, "%d %s\n", status, reason);
     c->out_len += (size_t)n;
     c->stats->errors++;
     return keep;
@@ -188,7 +209,7 @@ static int hello(http_conn_t *c, int keep)
     int r = http_out_room(c, sizeof head + HTTP_DATE_LEN + 32 + sizeof body);
     if (r < 0)
         return r;
-    char *p = c->bufs->out + c->out_len;
+    char *p = c->out + c->out_len;
     memcpy(p, head, sizeof head - 1);
     p += sizeof head - 1;
     memcpy(p, http_date_now(c), HTTP_DATE_LEN);
@@ -203,7 +224,7 @@ static int hello(http_conn_t *c, int keep)
         memcpy(p, body, sizeof body - 1);
         p += sizeof body - 1;
     }
-    c->out_len = (size_t)(p - c->bufs->out);
+    c->out_len = (size_t)(p - c->out);
     return keep;
 }
 
@@ -451,7 +472,8 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->stats = conn->stats ? conn->stats : &c->own_stats;
     c->loop = loop;
     c->in = c->bufs->in;
-    c->in_pos = c->in_len = c->scan = c->out_len = 0;
+    c->in_pos = c->in_len = c->scan = 0;
+    out_reset(c);
     c->discard = c->req_deadline = 0;
     c->minor = 1;
     c->head = 0;

@@ -165,19 +165,19 @@ static int encode_path(const char *path, char *out, size_t cap)
  * relative links in its index resolve against the directory. */
 static int redirect_dir(http_conn_t *c, const http_request_t *rq, int keep)
 {
-    int r = http_flush(c, 0);              /* the whole out buffer for a long Location */
+    int r = http_out_room(c, HTTP_OUT_CAP);   /* the whole out buffer for a long Location */
     if (r < 0)
         return r;
     static const char body[] = "301 Moved Permanently\n";
-    int n = snprintf(c->bufs->out, HTTP_OUT_CAP, "HTTP/1.1 301 Moved Permanently\r\nServer: ioplex\r\n"
+    int n = snprintf(c->out, HTTP_OUT_CAP, "HTTP/1.1 301 Moved Permanently\r\nServer: ioplex\r\n"
                      "Date: %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%sLocation: ",
                      http_date_now(c), sizeof body - 1, http_connection_header(c, keep));
     size_t tail = 5 + rq->query.n + 4 + sizeof body;
-    int e = (size_t)n + tail < HTTP_OUT_CAP ? encode_path(c->bufs->path, c->bufs->out + n, HTTP_OUT_CAP - (size_t)n - tail) : -1;
+    int e = (size_t)n + tail < HTTP_OUT_CAP ? encode_path(c->bufs->path, c->out + n, HTTP_OUT_CAP - (size_t)n - tail) : -1;
     if (e < 0)
         return http_error(c, 414, keep, NULL);
     n += e;
-    n += snprintf(c->bufs->out + n, HTTP_OUT_CAP - (size_t)n, "/%s%.*s\r\n\r\n%s", rq->query.n ? "?" : "",
+    n += snprintf(c->out + n, HTTP_OUT_CAP - (size_t)n, "/%s%.*s\r\n\r\n%s", rq->query.n ? "?" : "",
                   (int)rq->query.n, rq->query.p, c->head ? "" : body);
     c->out_len = (size_t)n;
     return keep;
@@ -188,7 +188,7 @@ static int not_modified(http_conn_t *c, const char *last_modified, int keep)
     int r = http_out_room(c, 512);
     if (r < 0)
         return r;
-    c->out_len += (size_t)snprintf(c->bufs->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+    c->out_len += (size_t)snprintf(c->out + c->out_len, c->out_cap - c->out_len,
                                    "HTTP/1.1 304 Not Modified\r\nServer: ioplex\r\nDate: %s\r\n"
                                    "Last-Modified: %s\r\n%s\r\n",
                                    http_date_now(c), last_modified, http_connection_header(c, keep));
@@ -286,7 +286,7 @@ static int send_file_body(http_conn_t *c, int fd, uint64_t first, uint64_t len)
 /* Small bodies: read into the out buffer after the headers, one send for both. */
 static int copy_file_body(http_conn_t *c, int fd, uint64_t first, uint64_t len)
 {
-    char *p = c->bufs->out + c->out_len;
+    char *p = c->out + c->out_len;
     for (uint64_t got = 0; got < len;) {
         ssize_t n = pread(fd, p + got, (size_t)(len - got), (off_t)(first + got));
         if (n < 0 && errno == EINTR)
@@ -346,7 +346,7 @@ static int send_file(http_conn_t *c, const http_request_t *rq, int fd, const str
     if (status == 206)
         snprintf(range, sizeof range, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n",
                  first, last, size);
-    c->out_len += (size_t)snprintf(c->bufs->out + c->out_len, HTTP_OUT_CAP - c->out_len,
+    c->out_len += (size_t)snprintf(c->out + c->out_len, c->out_cap - c->out_len,
                                    "HTTP/1.1 %d %s\r\nServer: ioplex\r\nDate: %s\r\n"
                                    "Content-Type: %s\r\nContent-Length: %" PRIu64 "\r\n"
                                    "Last-Modified: %s\r\nAccept-Ranges: bytes\r\n%s%s\r\n",

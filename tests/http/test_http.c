@@ -168,6 +168,52 @@ static void test_pipelining(void **state)
     conn_free(c);
 }
 
+/* Responses of every size in one long pipeline: those that fit the connection's
+ * own small room, a larger one after them (what is pending moves to the buffer),
+ * HEADs, and batches past the buffer's 16 KiB (flushed in the middle): all come
+ * whole and in order. */
+static void test_pipelined_mix(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 80 };
+    static const char *const reqs[] = {
+        "GET /hello" H11 "\r\n", "GET /hello" H11 "\r\n", "GET /nope" H11 "\r\n",
+        "HEAD /hello" H11 "\r\n", "GET /hello.txt" H11 "\r\n",
+    };
+    enum { NREQ = sizeof reqs / sizeof *reqs };
+    static char all[ROUNDS * NREQ * 40];
+    size_t n = 0;
+    for (int i = 0; i < ROUNDS; i++)
+        for (int k = 0; k < NREQ; k++)
+            n += (size_t)snprintf(all + n, sizeof all - n, "%s", reqs[k]);
+    hh_conn_t *c = conn_new(&srv);
+    assert_int_equal(hh_send(c, all, n), 0);
+    for (int i = 0; i < ROUNDS; i++) {
+        for (int k = 0; k < NREQ; k++) {
+            hh_resp_t r;
+            assert_int_equal(hh_read_response(c, &r, k == 3), 0);
+            switch (k) {
+            case 2:
+                assert_int_equal(r.status, 404);
+                break;
+            case 3:
+                assert_int_equal(r.status, 200);
+                expect_header(&r, "Content-Length", "13");
+                break;
+            case 4:
+                assert_int_equal(r.status, 200);
+                assert_string_equal(r.body, HF_HELLO_TXT);
+                break;
+            default:
+                assert_int_equal(r.status, 200);
+                assert_string_equal(r.body, "Hello, World!");
+            }
+            hh_resp_free(&r);
+        }
+    }
+    conn_free(c);
+}
+
 static void test_split_requests(void **state)
 {
     (void)state;
@@ -1007,6 +1053,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_date_moves_on),
         cmocka_unit_test(test_pipelining),
+        cmocka_unit_test(test_pipelined_mix),
         cmocka_unit_test(test_split_requests),
         cmocka_unit_test(test_keepalive),
         cmocka_unit_test(test_head),
