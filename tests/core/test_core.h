@@ -14,6 +14,7 @@
 
 /* test_timer_heap.c */
 void test_timer_heap_stress(void **state);
+void test_far_timers_with_holes(void **state);
 
 /* test_clock.c */
 void test_now_monotonic(void **state);

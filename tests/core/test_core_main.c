@@ -7,6 +7,7 @@ int main(int argc, char **argv)
     tu_backend = tu_backend_from_args(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timer_heap_stress),
+        cmocka_unit_test(test_far_timers_with_holes),
         cmocka_unit_test(test_now_monotonic),
         cmocka_unit_test(test_now_cached_within_iteration),
         cmocka_unit_test(test_update_time),

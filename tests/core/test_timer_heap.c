@@ -128,3 +128,49 @@ void test_timer_heap_stress(void **state)
     free(S.v);
     iop_loop_destroy(S.loop);
 }
+
+static int far_fired;
+static void far_count(iop_timer_t *t)
+{
+    (void)t;
+    far_fired++;
+}
+
+/* Timers seconds away wait in the loop's far bag; stopping some in its middle
+ * leaves holes there. A short timer and a repeating one still fire among them,
+ * restarts reuse the holes, and a loop destroyed with holes in its bag leaves
+ * every timer still armed inactive. */
+void test_far_timers_with_holes(void **state)
+{
+    (void)state;
+    enum { M = 300 };
+    iop_loop_t *loop = tu_loop_new();
+    static iop_timer_t t[M];
+    memset(t, 0, sizeof t);
+    far_fired = 0;
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), 0);   /* the clock, the horizon */
+    for (int i = 0; i < M; i++)
+        assert_int_equal(iop_timer_start(loop, &t[i], (5000u + (unsigned)i) * 1000000ull, 0, far_count), 0);
+    for (int i = 1; i < M; i += 3)
+        iop_timer_stop(&t[i]);             /* holes */
+    for (int i = 1; i < M / 2; i += 3)     /* into the holes again */
+        assert_int_equal(iop_timer_start(loop, &t[i], (7000u + (unsigned)i) * 1000000ull, 0, far_count), 0);
+    iop_timer_t near, rep;
+    memset(&near, 0, sizeof near);
+    memset(&rep, 0, sizeof rep);
+    assert_int_equal(iop_timer_start(loop, &near, 2000000, 0, far_count), 0);
+    assert_int_equal(iop_timer_start(loop, &rep, 1000000, 1000000, far_count), 0);
+    for (int i = 0; i < 200 && far_fired < 4; i++)
+        assert_true(iop_loop_run(loop, IOP_RUN_ONCE) >= 0);
+    assert_true(far_fired >= 4);           /* near once, rep at least three times */
+    assert_false(iop_timer_active(&near));
+    assert_true(iop_timer_active(&rep));
+    iop_timer_stop(&rep);
+    int armed = 0;
+    for (int i = 0; i < M; i++)
+        armed += iop_timer_active(&t[i]);
+    assert_int_equal(armed, M - (M / 3) + (M / 2 - 1 + 2) / 3);
+    iop_loop_destroy(loop);
+    for (int i = 0; i < M; i++)
+        assert_false(iop_timer_active(&t[i]));
+}

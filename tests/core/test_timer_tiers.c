@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <cmocka.h>
 #include "timer_heap.h"
 
@@ -233,12 +234,102 @@ static void test_bag_holes(void **state)
     iop__heap_free(&h);
 }
 
+/* Few timers, so that the arrays' capacity is often reached: timers in and out of
+ * the bag at random (most removed before they are due, the rest re-armed sooner or
+ * later) against a plain list of what is armed. Every due timer is taken, in
+ * (when, seq) order, none early; the bag's holes stay on its free list; the last
+ * timer out of the bag takes every hole with it; and holes are reused or closed,
+ * never grown over (the capacity stays within twice the most timers ever armed). */
+static void test_bag_churn_model(void **state)
+{
+    (void)state;
+    enum { K = 150, STEPS = 40000 };
+    static rec_t v[K];
+    memset(v, 0, sizeof v);
+    iop__heap_t h;
+    iop__heap_init(&h);
+    uint64_t now = 3000000000ull;
+    uint32_t most = 0, live = 0;
+    int taken = 0, resets = 0, reused = 0;
+    for (int step = 0; step < STEPS; step++) {
+        rec_t *r = &v[next_rand() % K];
+        /* Phases that fill the arrays and phases that empty them. */
+        int fill = step / 2000 % 2 == 0;
+        uint32_t op = next_rand() % 16;
+        if (fill && op >= 8 && op < 12)
+            op = 0;                       /* more arms than removals */
+        else if (!fill && op < 8)
+            op = 8 + op % 6;              /* no arms: they end up removed */
+        if (op < 6) {                     /* a deadline seconds away: the bag */
+            uint32_t holes = h.holes;
+            live += !r->armed;
+            arm(&h, r, now + IOP__HEAP_FAR_NS + next_rand() % (4 * IOP__HEAP_FAR_NS));
+            reused += h.holes < holes && (r->t.heap_idx & IOP__HEAP_FAR);
+        } else if (op < 8) {              /* a short one, the heap */
+            live += !r->armed;
+            arm(&h, r, now + next_rand() % (IOP__HEAP_FAR_NS / 2));
+        } else if (op < 14) {             /* done before its deadline */
+            if (r->armed) {
+                int last = (r->t.heap_idx & IOP__HEAP_FAR) && h.nfar - h.holes == 1;
+                iop__heap_remove(&h, &r->t);
+                assert_int_equal(r->t.heap_idx, 0);
+                r->armed = 0;
+                live--;
+                if (last) {
+                    assert_int_equal(h.nfar, 0);
+                    assert_int_equal(h.holes, 0);
+                    assert_int_equal(h.free_hole, 0);
+                    assert_int_equal(h.far_min, UINT64_MAX);
+                    resets++;
+                }
+            }
+        } else {                          /* the clock moves: take what is due */
+            now += next_rand() % (IOP__HEAP_FAR_NS / 30);
+            iop__heap_advance(&h, now);
+            uint64_t last_when = 0, last_seq = 0;
+            int first = 1;
+            iop_timer_t *t;
+            while (iop__heap_top_when(&h) <= now && (t = iop__heap_top(&h))) {
+                rec_t *d = (rec_t *)((char *)t - offsetof(rec_t, t));
+                assert_true(d->armed);
+                assert_true(first || t->when > last_when || (t->when == last_when && t->seq > last_seq));
+                first = 0;
+                last_when = t->when;
+                last_seq = t->seq;
+                iop__heap_remove(&h, t);
+                d->armed = 0;
+                live--;
+                taken++;
+            }
+            for (int i = 0; i < K; i++)
+                assert_true(!v[i].armed || v[i].t.when > now);
+            uint64_t low = UINT64_MAX;
+            for (int i = 0; i < K; i++)
+                if (v[i].armed && v[i].t.when < low)
+                    low = v[i].t.when;
+            assert_true(iop__heap_next_when(&h) <= low);
+        }
+        if (live > most)
+            most = live;
+        check(&h, v, K);
+    }
+    assert_true(h.cap <= 2 * most);
+    print_message("taken %d resets %d reused %d most %u cap %u\n", taken, resets, reused, most, h.cap);
+    assert_true(taken > 0 && resets > 0 && reused > 0);
+    for (int i = 0; i < K; i++)
+        if (v[i].armed)
+            iop__heap_remove(&h, &v[i].t);
+    assert_int_equal(h.n + h.nfar + h.holes, 0);
+    iop__heap_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiers_simulated_clock),
         cmocka_unit_test(test_tiers_past_deadline),
         cmocka_unit_test(test_bag_holes),
+        cmocka_unit_test(test_bag_churn_model),
     };
     return cmocka_run_group_tests_name("timer_tiers", tests, NULL, NULL);
 }
