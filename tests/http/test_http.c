@@ -84,6 +84,26 @@ static hh_conn_t *conn_new(const hh_server_t *s)
     return c;
 }
 
+/* A slow reader: its receive buffer is 4 KiB from the start (set after connecting,
+ * the window already offered shrinks and loopback drops what overflows it: 200 ms
+ * retransmits). Blocking with 5 s timeouts, or non-blocking. */
+static hh_conn_t *conn_small_rcvbuf(const hh_server_t *s, int nonblock)
+{
+    hh_conn_t *c = malloc(sizeof *c);
+    assert_non_null(c);
+    c->len = 0;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    assert_true(c->fd >= 0);
+    int small = 4096;
+    struct timeval tv = { 5, 0 };
+    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+    assert_true(connect(c->fd, (const struct sockaddr *)&s->addr, sizeof s->addr) == 0 ||
+                (nonblock && errno == EINPROGRESS));
+    return c;
+}
+
 static void conn_free(hh_conn_t *c)
 {
     hh_close(c);
@@ -288,19 +308,7 @@ static void test_pipelined_random(void **state)
         kinds[i] = rnd % 4 ? (int)(rnd >> 8) % 2 : (int)(rnd >> 8) % NPIPE;
         n += (size_t)snprintf(all + n, sizeof all - n, "%s", pipe_reqs[kinds[i]].text);
     }
-    /* A small receive buffer from the start (set later, the window already
-     * offered shrinks and loopback drops what overflows it: 200 ms retransmits). */
-    hh_conn_t *c = malloc(sizeof *c);
-    assert_non_null(c);
-    c->len = 0;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(c->fd >= 0);
-    int small = 4096;
-    struct timeval tv = { 5, 0 };
-    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
-    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
-    assert_int_equal(connect(c->fd, (const struct sockaddr *)&srv.addr, sizeof srv.addr), 0);
+    hh_conn_t *c = conn_small_rcvbuf(&srv, 0);
     pipe_sender_t s = { c, all, n, -1 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, pipe_send, &s), 0);
@@ -1114,14 +1122,7 @@ static void test_drain_with_stalled_reader(void **state)
     char opts[512];
     snprintf(opts, sizeof opts, "root=%s,send_timeout_ms=8000", root.www);
     start(&s, opts);
-    hh_conn_t *c = malloc(sizeof *c);
-    assert_non_null(c);
-    c->len = 0;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    assert_true(c->fd >= 0);
-    int small = 4096;
-    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-    assert_true(connect(c->fd, (const struct sockaddr *)&s.addr, sizeof s.addr) == 0 || errno == EINPROGRESS);
+    hh_conn_t *c = conn_small_rcvbuf(&s, 1);
     /* One request per read, so that each response is a send behind, until the
      * server's buffers and ours are full. */
     struct timespec gap = { 0, 200000 };

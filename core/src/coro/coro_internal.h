@@ -85,6 +85,17 @@ void iop__wake(iop_coro_t *c, int res);
 /* iop__wake that never switches: c runs at the scheduler's next turn. */
 void iop__wake_later(iop_coro_t *c, int res);
 
+/* Wakes the coroutine a record keeps in *waiter (parked on it), if any, and clears
+ * it first: a callback calls it last, since the woken coroutine may free the record. */
+static inline void iop__wake_waiter(iop_coro_t **waiter)
+{
+    iop_coro_t *w = *waiter;
+    if (w) {
+        *waiter = NULL;
+        iop__wake(w, 0);
+    }
+}
+
 /* The earlier of deadline and the current coroutine's scopes; 0 = none. */
 uint64_t iop__deadline(uint64_t deadline);
 

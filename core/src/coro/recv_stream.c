@@ -17,15 +17,6 @@
 #define RUNNING 1                  /* s->end while the series runs */
 #define REARM 2                    /* ... once it ended after data: next arms it again */
 
-static void wake(iop_recv_stream_t *s)
-{
-    iop_coro_t *w = s->waiter;
-    if (w) {
-        s->waiter = NULL;
-        iop__wake(w, 0);
-    }
-}
-
 static void on_result(iop_op_t *op, int res)
 {
     iop_recv_stream_t *s = op->data;
@@ -41,7 +32,7 @@ static void on_result(iop_op_t *op, int res)
     }
     if (!iop_op_more(op))
         s->end = res > 0 ? REARM : res;
-    wake(s);
+    iop__wake_waiter(&s->waiter);
 }
 
 static void on_cancelled(iop_op_t *op, int res)
@@ -49,12 +40,13 @@ static void on_cancelled(iop_op_t *op, int res)
     (void)res;                     /* -EALREADY / -ENOENT: the series ends anyway */
     iop_recv_stream_t *s = op->data;
     s->cancel_live = 0;
-    wake(s);
+    iop__wake_waiter(&s->waiter);
 }
 
 static void retry_due(iop_timer_t *t)
 {
-    wake(t->data);
+    iop_recv_stream_t *s = t->data;
+    iop__wake_waiter(&s->waiter);
 }
 
 static int arm(iop_recv_stream_t *s)

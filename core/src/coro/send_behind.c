@@ -14,15 +14,6 @@
 #include <string.h>
 #include "sched_private.h"
 
-static void wake(iop_send_behind_t *s)
-{
-    iop_coro_t *w = s->waiter;
-    if (w) {
-        s->waiter = NULL;
-        iop__wake(w, 0);
-    }
-}
-
 static void on_sent(iop_op_t *op, int res);
 
 /* The bytes not sent yet, as one send op. */
@@ -51,7 +42,7 @@ static void on_sent(iop_op_t *op, int res)
             return;                /* still in flight: nothing for the waiter yet */
         s->res = r;
     }
-    wake(s);
+    iop__wake_waiter(&s->waiter);
 }
 
 static void on_cancelled(iop_op_t *op, int res)
@@ -59,14 +50,14 @@ static void on_cancelled(iop_op_t *op, int res)
     (void)res;                     /* -EALREADY / -ENOENT: the send ends anyway */
     iop_send_behind_t *s = op->data;
     s->cancel_live = 0;
-    wake(s);
+    iop__wake_waiter(&s->waiter);
 }
 
 static void on_due(iop_timer_t *t)
 {
     iop_send_behind_t *s = t->data;
     s->due = 1;
-    wake(s);
+    iop__wake_waiter(&s->waiter);
 }
 
 int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, size_t len, int flags)
