@@ -75,6 +75,16 @@ const char *http_reason(int status)
     }
 }
 
+/* The Date of the thread's connections, formatted once a second for all of them:
+ * each new connection formatted its own anew (~5% of the server's user CPU when
+ * every request comes on a connection of its own). Each connection keeps a copy,
+ * so that its responses touch only its own lines. */
+static _Thread_local struct {
+    int64_t sec;
+    uint64_t until;                /* loop time (iop_now, CLOCK_MONOTONIC) when sec may be over */
+    char text[HTTP_DATE_LEN + 1];
+} thread_date = { .sec = -1 };
+
 /* The wall clock is read only when the loop's clock (read once per iteration
  * anyway) says the second formatted last may be over: a clock read per response
  * cost ~2% of the server's user CPU under wrk. A wall clock set meanwhile shows
@@ -83,13 +93,20 @@ const char *http_date_now(http_conn_t *c)
 {
     uint64_t now = iop_now(c->loop);
     if (now >= c->date_until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME_COARSE, &ts);   /* vDSO: no system call */
-        if (ts.tv_sec != c->date_sec) {
-            c->date_sec = ts.tv_sec;
-            http_format_date(ts.tv_sec, c->date);
+        if (now >= thread_date.until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME_COARSE, &ts);   /* vDSO: no system call */
+            if (ts.tv_sec != thread_date.sec) {
+                thread_date.sec = ts.tv_sec;
+                http_format_date(ts.tv_sec, thread_date.text);
+            }
+            thread_date.until = now + 1000000000u - (uint64_t)ts.tv_nsec;
         }
-        c->date_until = now + 1000000000u - (uint64_t)ts.tv_nsec;
+        if (c->date_sec != thread_date.sec) {
+            c->date_sec = thread_date.sec;
+            memcpy(c->date, thread_date.text, sizeof c->date);
+        }
+        c->date_until = thread_date.until;
     }
     return c->date;
 }
@@ -254,6 +271,8 @@ static int answer(http_conn_t *c, const http_request_t *rq)
     int keep = wants_keepalive(rq) && !*c->svc->draining;
     c->answered = 1;
     int64_t body = rq->content_length > 0 ? rq->content_length : 0;
+    /* A client that asks to close sends nothing after this request (RFC 9112 9.6). */
+    c->asked_close = !wants_keepalive(rq) && body == 0 && !rq->transfer_encoding;
     /* A client that asked "100-continue" may hold the body back until told, and
      * after a final answer send its next request instead: skipping the body would
      * then eat that request. Answer and close (RFC 9110 10.1.1). */
@@ -437,9 +456,15 @@ static int read_more(http_conn_t *c)
 
 /* Closing while the client may still be sending (a rejected body, pipelined
  * requests after a close) would make the kernel answer with RST and the client
- * could lose our response: send FIN, then read and drop for a moment. */
+ * could lose our response: send FIN, then read and drop for a moment. A client
+ * that asked to close sends no more: unless bytes wait unread after all, the close
+ * goes out at once (one peek instead of a shutdown and a wait for the client's FIN,
+ * ~a sixth of the server's CPU per connection when each request has its own). */
 static void linger(http_conn_t *c)
 {
+    char byte;
+    if (c->asked_close && c->in_pos == c->in_len && recv(c->svc->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+        return;                    /* nothing unread (or the client has already gone) */
     if (shutdown(c->svc->fd, SHUT_WR) < 0)
         return;
     uint64_t deadline = iop_now(c->loop) + LINGER_NS;
@@ -478,7 +503,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->minor = 1;
     c->head = 0;
     c->peer_gone = 0;
-    c->answered = 0;
+    c->answered = c->asked_close = 0;
     c->date_sec = -1;
     c->date_until = 0;
     c->sb = (iop_send_behind_t){ 0 };

@@ -59,6 +59,7 @@ typedef struct http_conn {
     int head;                        /* ... is a HEAD */
     int peer_gone;                   /* EOF or an error from recv: no lingering */
     int answered;                    /* a request was answered on it: idle between them */
+    int asked_close;                 /* the last one asked to close and has no body: no lingering */
     int streaming;                   /* receives through rs */
     int64_t date_sec;                /* Date, formatted once a second */
     uint64_t date_until;             /* loop time (iop_now) when date_sec may be over */

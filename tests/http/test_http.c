@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <stdio.h>
@@ -416,6 +418,64 @@ static void test_keepalive(void **state)
     assert_false(hh_wait_eof(c, 100));
     conn_free(c);
     (void)v;
+}
+
+/* After the server's FIN: sends one byte and waits up to ms for the RST of a socket
+ * the server has closed (1), or sees the connection still open, the server reading
+ * and dropping what comes (0). */
+static int reset_after_eof(hh_conn_t *c, int ms)
+{
+    assert_true(hh_wait_eof(c, 3000));
+    assert_int_equal(send(c->fd, "x", 1, MSG_NOSIGNAL), 1);
+    for (int waited = 0; waited < ms; waited += 10) {
+        struct tcp_info ti;
+        socklen_t len = sizeof ti;
+        assert_int_equal(getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+        if (ti.tcpi_state == TCP_CLOSE)
+            return 1;
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* A client that asked to close sends nothing more: its connection is closed at
+ * once, not kept until its own FIN. One that may still be sending (pipelined bytes
+ * after the close, a body refused with 413) is read and dropped for a while, so
+ * that the kernel does not answer them with a reset that could cost the client our
+ * response. */
+static void test_close_linger(void **state)
+{
+    (void)state;
+    hh_resp_t r;
+    hh_conn_t *c = conn_new(&srv);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "Connection: close\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    hh_resp_free(&r);
+    if (!reset_after_eof(c, 2000))
+        fail_msg("asked to close: still open after the response");
+    conn_free(c);
+    c = conn_new(&srv);
+    assert_int_equal(hh_sends(c, "GET /hello HTTP/1.0\r\n\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    hh_resp_free(&r);
+    if (!reset_after_eof(c, 2000))
+        fail_msg("HTTP/1.0 without keep-alive: still open after the response");
+    conn_free(c);
+    static const char *const more[] = {
+        "GET /hello" H11 "Connection: close\r\n\r\nGET /hello" H11 "\r\n",
+        "GET /hello" H11 "Content-Length: 999999999999\r\n\r\nbody...",
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        c = conn_new(&srv);
+        assert_int_equal(hh_sends(c, more[i]), 0);
+        assert_int_equal(hh_read_response(c, &r, 0), 0);
+        assert_int_equal(r.status, i == 0 ? 200 : 413);
+        hh_resp_free(&r);
+        if (reset_after_eof(c, 300))
+            fail_msg("%s: reset while the client may still be sending", i == 0 ? "pipelined" : "413");
+        conn_free(c);
+    }
 }
 
 static void test_head(void **state)
@@ -1176,6 +1236,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_pipelined_random),
         cmocka_unit_test(test_split_requests),
         cmocka_unit_test(test_keepalive),
+        cmocka_unit_test(test_close_linger),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_header_timeout),
