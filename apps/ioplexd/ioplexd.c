@@ -28,7 +28,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: " PROG " --service NAME=HOST:PORT[,KEY=VALUE...] [--service ...]\n"
         "               [--backend NAME] [--workers N] [--stats] [--drain-timeout S]\n"
-        "               [--recv-pool N] [--plugin-path DIRS]\n"
+        "               [--recv-pool N] [--no-defer-accept] [--plugin-path DIRS]\n"
         "\n"
         "Serves each --service on its address with the service plugin of that name\n"
         "(iop_service_NAME.so on the plugin path), one coroutine per connection. Stays in\n"
@@ -52,6 +52,10 @@ static void usage(FILE *f)
         "  --recv-pool N        receive buffers per worker loop (%d B each, default %d;\n"
         "                       0 = none): services receive into them where the backend\n"
         "                       lends them (io_uring provided buffers)\n"
+        "  --no-defer-accept    accept every connection as soon as it is made; by default\n"
+        "                       the kernel holds one to a service where the client speaks\n"
+        "                       first (http) until its first bytes are in, or about a\n"
+        "                       second (TCP_DEFER_ACCEPT)\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend and service\n"
         "                       modules\n"
         "  --list               list the service plugins found, with their options\n"
@@ -140,6 +144,11 @@ static int services_create(daemon_t *d)
             return -1;
         }
         s->desc = iop_service_desc(s->module);
+        if (d->no_defer_accept && (s->desc->flags & IOP_SERVICE_CLIENT_FIRST)) {
+            s->own_desc = *s->desc;
+            s->own_desc.flags &= ~IOP_SERVICE_CLIENT_FIRST;
+            s->desc = &s->own_desc;
+        }
         iop_service_cfg_t cfg = {
             .size = sizeof cfg, .name = s->name, .listen = s->listen, .opts = s->opts,
             .nopts = s->nopts, .nworkers = d->workers ? (int)d->workers : 1,
@@ -390,6 +399,7 @@ int main(int argc, char **argv)
         { "drain-timeout", required_argument, NULL, 'D' },
         { "plugin-path", required_argument, NULL, 'p' },
         { "recv-pool", required_argument, NULL, 'P' },
+        { "no-defer-accept", no_argument, NULL, 'A' },
         { "list", no_argument, NULL, 'L' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -397,7 +407,7 @@ int main(int argc, char **argv)
     int ch;
     uint64_t v;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":S:b:w:sD:p:P:Lh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":S:b:w:sD:p:P:ALh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'S':
             if (add_service(&d, optarg) < 0)
@@ -412,6 +422,7 @@ int main(int argc, char **argv)
             break;
         case 'p': d.plugin_path = optarg; break;
         case 's': d.stats = 1; break;
+        case 'A': d.no_defer_accept = 1; break;
         case 'L': list = 1; break;
         case 'w':
             if (iop_app_parse_u64(optarg, 0, 256, &v) < 0) {

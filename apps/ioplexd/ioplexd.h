@@ -26,6 +26,7 @@ typedef struct service_slot {
     size_t nopts;
     iop_service_t *module;
     const iop_service_desc_t *desc;
+    iop_service_desc_t own_desc; /* the plugin's, with flags changed (--no-defer-accept) */
     void *state;                 /* from desc->create, inherited by the workers */
     int listen_fd;               /* --workers 0: our own listener */
 } service_slot_t;
@@ -34,6 +35,7 @@ typedef struct daemon {
     const char *backend, *plugin_path;
     uint32_t workers;            /* 0 = serve in this process */
     int stats;                   /* print a stats line every second */
+    int no_defer_accept;         /* accept client-first services' connections at once */
     uint64_t drain_ns;
     uint32_t recv_pool;          /* receive pool buffers per loop, 0 = none */
     service_slot_t svc[MAX_SERVICES];

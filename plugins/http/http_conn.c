@@ -507,7 +507,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
     c->date_sec = -1;
     c->date_until = 0;
     c->sb = (iop_send_behind_t){ 0 };
-    c->streaming = stream && iop_recv_stream_open(&c->rs, conn->fd, 0) == 0;
+    c->streaming = 0;
     int r;
     for (;;) {
         r = answer_buffered(c);
@@ -521,6 +521,14 @@ int http_serve(void *state, iop_service_conn_t *conn)
         if (*conn->draining && c->answered && c->in_pos == c->in_len && !c->discard) {
             r = 0;                         /* nothing begun: stop before reading another */
             break;
+        }
+        /* The stream from the second request on: its multishot receive costs more
+         * to arm and to cancel than one receive, which is all the first request
+         * needs (the kernel hands the connection over with it: TCP_DEFER_ACCEPT),
+         * and all a connection per request ever needs. */
+        if (stream && c->answered) {
+            c->streaming = iop_recv_stream_open(&c->rs, conn->fd, 0) == 0;
+            stream = 0;
         }
         r = read_more(c);
         if (r <= 0) {

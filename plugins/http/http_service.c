@@ -146,7 +146,8 @@ static int http_create(void **state, const iop_service_cfg_t *cfg, char *err, si
 IOP_SERVICE_EXPORT const iop_service_desc_t iop_service_descriptor = {
     .abi_version = IOP_SERVICE_ABI_VERSION,
     .desc_size = sizeof(iop_service_desc_t),
-    .flags = IOP_SERVICE_DRAIN_IDLE,       /* keep-alive connections between requests */
+    .flags = IOP_SERVICE_DRAIN_IDLE |      /* keep-alive connections between requests */
+             IOP_SERVICE_CLIENT_FIRST,     /* a connection is of use once its request is in */
     .name = "http",
     .summary = "HTTP/1.1 static files (GET, HEAD, Range, keep-alive) and a /hello route",
     .options_help =

@@ -5,7 +5,7 @@
  *        test_ioplexd BACKEND --supervisor
  *                               worker deaths and failed starts, stats across
  *                               generations, a stop hook that hangs
- *        test_ioplexd --cli     the command line */
+ *        test_ioplexd --cli     the command line, --no-defer-accept */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -629,6 +629,57 @@ static void test_load_http(void **state)
     rmdir(root);
 }
 
+/* A connection to http that sends nothing: with --no-defer-accept it is accepted
+ * at once and closed by the header timeout (200 ms); by default the kernel holds it
+ * back for about a second first (TCP_DEFER_ACCEPT), in either worker mode. */
+static void test_defer_accept_option(void **state)
+{
+    (void)state;
+    static const char *const modes[][2] = { { "0", NULL }, { "0", "--no-defer-accept" },
+                                            { "1", NULL }, { "1", "--no-defer-accept" } };
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        char *argv[12];
+        int n = 0;
+        argv[n++] = IOPLEXD_PATH;
+        argv[n++] = "--backend";
+        argv[n++] = "epoll";
+        argv[n++] = "--workers";
+        argv[n++] = (char *)modes[m][0];
+        argv[n++] = "--service";
+        argv[n++] = "http=127.0.0.1:0,header_timeout_ms=200";
+        if (modes[m][1])
+            argv[n++] = (char *)modes[m][1];
+        argv[n] = NULL;
+        proc_t p;
+        char addr[128], host[64];
+        start_http_daemon(&p, argv, addr, sizeof addr);
+        int port = 0;
+        assert_int_equal(sscanf(addr, "%63[^:]:%d", host, &port), 2);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+        /* Serving first (the listener's option is set as its host starts): one
+         * request answered. */
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        static const char req[] = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        assert_int_equal(poll(&pf, 1, 5000), 1);
+        close(fd);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        pf.fd = fd;
+        int closed = poll(&pf, 1, 700) == 1;
+        close(fd);
+        kill(p.pid, SIGTERM);
+        assert_int_equal(proc_wait(&p, 10000), 0);
+        if (closed != (modes[m][1] != NULL))
+            fail_msg("--workers %s %s: a silent connection %s within 700 ms", modes[m][0],
+                     modes[m][1] ? modes[m][1] : "(defer)", closed ? "was closed" : "stayed open");
+        proc_cleanup(&p);
+    }
+}
+
 /* SIGTERM while an http client has stopped reading in the middle of its responses
  * (sends behind among them): the drain ends at its deadline and ioplexd exits 0,
  * instead of waiting on the stalled sends until its watchdog ends it (status 1, at
@@ -682,7 +733,7 @@ static void test_drain_with_stalled_http_reader(void **state)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--cli") == 0) {
-        const struct CMUnitTest tests[] = { cmocka_unit_test(test_cli) };
+        const struct CMUnitTest tests[] = { cmocka_unit_test(test_cli), cmocka_unit_test(test_defer_accept_option) };
         return cmocka_run_group_tests(tests, NULL, NULL);
     }
     backend = argc > 1 ? argv[1] : "epoll";

@@ -108,6 +108,7 @@ static void *server_main(void *arg)
     close(lfd);
     d->destroy(state);
     iop_service_close(svc);
+    iop_loop_get_stats(run.loop, &s->loop_stats);
     iop_loop_destroy(run.loop);
     return NULL;
 fail:

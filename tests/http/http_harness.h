@@ -14,6 +14,7 @@
 typedef struct hh_server {
     struct sockaddr_in addr;       /* where it listens */
     iop_service_stats_t stats;     /* read them after hh_stop (or racily before) */
+    iop_loop_stats_t loop_stats;   /* the loop's, after hh_stop */
     char err[512];                 /* why hh_start failed */
     /* private */
     const char *backend;

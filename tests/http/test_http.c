@@ -478,6 +478,59 @@ static void test_close_linger(void **state)
     }
 }
 
+/* http is a client-first service: its host has the kernel hand a connection over
+ * only once the request is in, so a silent one is not accepted (for about a
+ * second), while one that sends is served at once. */
+static void test_deferred_accept(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    start(&s, "");
+    hh_conn_t *silent = conn_new(&s);
+    struct timespec ts = { 0, 200000000 };
+    nanosleep(&ts, NULL);
+    uint64_t accepted = __atomic_load_n(&s.stats.connections, __ATOMIC_RELAXED);
+    if (accepted != 0)
+        fail_msg("a connection that sent nothing was accepted within 200 ms");
+    hh_resp_t r;
+    hh_conn_t *c = conn_new(&s);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(r.status, 200);
+    hh_resp_free(&r);
+    assert_int_equal(__atomic_load_n(&s.stats.connections, __ATOMIC_RELAXED), 1);
+    conn_free(c);
+    conn_free(silent);
+    assert_int_equal(hh_stop(&s), 0);
+}
+
+/* Where the backend lends receive buffers (io_uring), a keep-alive connection
+ * receives through a stream after its first request: one multishot receive for all
+ * of its requests, not one receive each. */
+static void test_stream_engages(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    hh_server_t s;
+    start(&s, "");
+    hh_conn_t *c = conn_new(&s);
+    hh_resp_t r;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+        assert_int_equal(hh_read_response(c, &r, 0), 0);
+        hh_resp_free(&r);
+    }
+    conn_free(c);
+    assert_int_equal(hh_stop(&s), 0);
+    uint64_t ops = s.loop_stats.ops_submitted;
+    fprintf(stderr, "%d requests on one connection: %llu ops submitted\n", N, (unsigned long long)ops);
+    /* A send each, and a receive each without the stream. */
+    const char *mode = getenv("HH_RECV");
+    int streams = mode ? strcmp(mode, "stream") == 0 : strncmp(backend, "uring", 5) == 0;
+    if (streams && ops > N * 3 / 2)
+        fail_msg("%llu ops for %d requests: no stream", (unsigned long long)ops, N);
+}
+
 static void test_head(void **state)
 {
     (void)state;
@@ -1063,12 +1116,16 @@ static void test_large_pool_buffers(void **state)
     enum { PAD = 60000 };
     static char req[PAD + 256];
     hh_resp_t r;
-    /* A whole 20 KB head in one read. */
+    /* A whole 20 KB head in one read (the connection's second: the stream is
+     * opened after the first request). */
     int n = snprintf(req, sizeof req, "GET /hello" H11 "X-Pad: ");
     memset(req + n, 'a', 20000);
     n += 20000;
     n += snprintf(req + n, sizeof req - (size_t)n, "\r\n\r\n");
     hh_conn_t *c = conn_new(&s);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    hh_resp_free(&r);
     assert_int_equal(hh_send(c, req, (size_t)n), 0);
     assert_int_equal(hh_read_response(c, &r, 0), 0);
     assert_int_equal(r.status, 431);
@@ -1080,6 +1137,9 @@ static void test_large_pool_buffers(void **state)
     memset(req + n, 'a', PAD);
     n += PAD;
     c = conn_new(&s);
+    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
+    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    hh_resp_free(&r);
     assert_int_equal(hh_send(c, req, (size_t)n), 0);
     assert_int_equal(hh_read_response(c, &r, 0), 0);
     assert_int_equal(r.status, 200);
@@ -1237,6 +1297,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_split_requests),
         cmocka_unit_test(test_keepalive),
         cmocka_unit_test(test_close_linger),
+        cmocka_unit_test(test_deferred_accept),
+        cmocka_unit_test(test_stream_engages),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_header_timeout),

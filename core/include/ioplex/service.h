@@ -78,6 +78,12 @@ typedef struct iop_service_conn {
                                        * are idle (conn->idle) at once; without it, every
                                        * connection keeps being served until it ends or
                                        * the drain deadline (sessions like echo, chat) */
+#define IOP_SERVICE_CLIENT_FIRST 0x2u /* the client speaks first (HTTP): the host has the
+                                       * kernel hold a new TCP connection back until its
+                                       * first bytes are in (TCP_DEFER_ACCEPT on the
+                                       * listener), so serving it starts with a receive
+                                       * that succeeds; one that sends nothing is handed
+                                       * over after about a second */
 
 typedef struct iop_service_desc {
     uint32_t abi_version;      /* IOP_SERVICE_ABI_VERSION, always first */
