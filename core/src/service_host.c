@@ -52,8 +52,9 @@ static void *conn_main(void *arg)
     c.pub.stats = h->stats;
     c.pub.draining = &h->draining;
     /* Services write whole replies: Nagle would hold a reply's last segment back
-     * until the peer's (delayed) ACK of the one before, 40 ms a time. */
-    if (c.peer.ss_family == AF_INET || c.peer.ss_family == AF_INET6) {
+     * until the peer's (delayed) ACK of the one before, 40 ms a time. A connection
+     * from listen_fd has TCP_NODELAY from it (set at start); others set it here. */
+    if (h->listen_fd < 0 && (c.peer.ss_family == AF_INET || c.peer.ss_family == AF_INET6)) {
         int one = 1;
         (void)setsockopt(c.pub.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
@@ -152,6 +153,12 @@ int iop_service_host_start(iop_service_host_t *h)
     if (!h || !h->desc || !h->loop || !h->stats || (h->listen_fd < 0 && !h->accept))
         return iop__fail(-EINVAL, "iop_service_host_start: incomplete host record (desc, loop, stats, "
                          "and a listener or an accept function are required)");
+    if (h->listen_fd >= 0) {
+        /* Accepted sockets inherit it: one system call per host, not per connection.
+         * Not TCP: a no-op. */
+        int one = 1;
+        (void)setsockopt(h->listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     if ((h->desc->flags & IOP_SERVICE_CLIENT_FIRST) && h->listen_fd >= 0) {
         /* Accepting before the request is in costs a failed receive, a readiness
          * registration and a wake per connection (a third of the CPU per connection

@@ -443,6 +443,23 @@ static void *nodelay_client(void *arg)
     return NULL;
 }
 
+/* A host without listen_fd: its accept function's connections. */
+static int other_listener = -1;
+
+static int accept_other(void *arg, struct sockaddr *addr, socklen_t *addrlen)
+{
+    (void)arg;
+    return iop_accept(other_listener, addr, addrlen, 0);
+}
+
+static void *drain_host(void *arg)
+{
+    iop_service_host_t *h = arg;
+    iop_service_host_drain(h, iop_now(h->loop) + 300000000ull);
+    fx->done = 1;
+    return NULL;
+}
+
 static void test_host_sets_nodelay(void **state)
 {
     fixture_t *f = *state;
@@ -455,7 +472,26 @@ static void test_host_sets_nodelay(void **state)
     assert_int_equal(iop_go(f->loop, nodelay_client, NULL, NULL, &c), 0);
     assert_true(tu_run_until(f->loop, done, &f->done, 5000));
     assert_int_equal(iop_join(c, NULL, 0), 0);
-    assert_int_equal(nodelay_seen, 1);
+    assert_int_equal(nodelay_seen, 1);   /* inherited from the listener */
+
+    /* Through an accept function, from a listener the host was not given. */
+    struct sockaddr_in a;
+    other_listener = tu_tcp_listener(&a, 16);
+    iop_service_stats_t stats = { 0 };
+    iop_service_host_t h = { .desc = &probe, .state = f->host.state, .loop = f->loop, .listen_fd = -1,
+                             .stats = &stats, .accept = accept_other };
+    assert_int_equal(iop_service_host_start(&h), 0);
+    f->addr = a;                  /* where nodelay_client connects */
+    nodelay_seen = -1;
+    f->done = 0;
+    assert_int_equal(iop_go(f->loop, nodelay_client, NULL, NULL, &c), 0);
+    assert_true(tu_run_until(f->loop, done, &f->done, 5000));
+    assert_int_equal(iop_join(c, NULL, 0), 0);
+    assert_int_equal(nodelay_seen, 1);   /* set on the connection */
+    f->done = 0;
+    assert_int_equal(iop_go(f->loop, drain_host, &h, NULL, NULL), 0);
+    assert_true(tu_run_until(f->loop, done, &f->done, 5000));
+    close(other_listener);
 }
 
 /* echo drops a client that sends and never reads once its echo has stalled for

@@ -145,7 +145,10 @@ typedef struct iop_service_host {
     const iop_service_desc_t *desc;
     void *state;               /* from desc->create */
     iop_loop_t *loop;
-    int listen_fd;             /* non-blocking listener */
+    int listen_fd;             /* non-blocking listener; the host sets TCP_NODELAY (and for
+                                * IOP_SERVICE_CLIENT_FIRST, TCP_DEFER_ACCEPT) on it, which
+                                * its connections inherit: an accept function below must
+                                * take them from it, or leave this -1 */
     int worker;
     iop_service_stats_t *stats;   /* this worker's counters (may be shared memory); required:
                                    * services count into conn->stats */
