@@ -33,7 +33,8 @@ typedef struct uring_fd {
     uint32_t armed;          /* mask of the poll in flight */
     int32_t fixed;           /* fixed-file slot + 1, 0 = not registered */
     uint16_t queued;         /* in the rearm list */
-    uint16_t zc;             /* zero-copy send: 0 not known yet, ZC_YES, ZC_NO */
+    uint8_t zc;              /* zero-copy send: 0 not known yet, ZC_YES, ZC_NO */
+    uint8_t positional;      /* a read or write at an offset was submitted: close cancels */
     uring_dir_t dir[2];      /* 0: accept, recv*, read; 1: connect, send*, write */
 } uring_fd_t;
 

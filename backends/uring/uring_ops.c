@@ -70,30 +70,40 @@ static int link_deadline(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *
 /* close: every op on the fd is cancelled first (the kernel holds the file while an
  * op waits on it, so a plain close would leave a recv pending and send no FIN),
  * its fixed slot is emptied, then the fd is closed; hard links keep the order even
- * when the cancel finds nothing. */
+ * when the cancel finds nothing. No cancel when nothing can be in the kernel: no
+ * op in either direction whose last CQE is still out, no poll, never a positioned
+ * read or write (those are not tracked). Closing an idle connection is the common
+ * case, and its cancel was ~3% of the server's CPU with a connection per request. */
 static int prep_close(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *op)
 {
     uring_fd_t *f = fd_state(st, op->fd);
     int fixed = f ? f->fixed : 0;
+    int busy = f && (f->dir[0].holder || f->dir[1].holder || f->token || f->positional);
     if (f) {
         fail_waiting(st, f, -ECANCELED);
         f->mask = f->armed = 0;
         f->token = 0;
         f->fixed = 0;   /* the slot is free once its close_direct below is done */
     }
-    io_uring_prep_cancel_fd(sqe, op->fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, UD_IGNORE);
-    sqe->flags |= IOSQE_IO_HARDLINK;
+    if (busy) {
+        io_uring_prep_cancel_fd(sqe, op->fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        sqe->flags |= IOSQE_IO_HARDLINK;
+        sqe = NULL;
+    }
     if (fixed) {
-        sqe = uring_sqe(st);
+        if (!sqe)
+            sqe = uring_sqe(st);
         if (!sqe)
             return -EBUSY;
         io_uring_prep_close_direct(sqe, (unsigned)(fixed - 1));
         /* Not free before: a registration meanwhile would be emptied by it. */
         io_uring_sqe_set_data64(sqe, (uint64_t)(fixed - 1) << 3 | UD_SLOT);
         sqe->flags |= IOSQE_IO_HARDLINK;
+        sqe = NULL;
     }
-    sqe = uring_sqe(st);
+    if (!sqe)
+        sqe = uring_sqe(st);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_close(sqe, op->fd);
@@ -171,8 +181,11 @@ int uring_submit_op(uring_state_t *st, iop_op_t *op)
     int r = issue(st, op);
     if (r == 0) {
         st->inflight++;
-        if (f)
+        if (f) {
             f->dir[d].holder = op;
+        } else if ((op->kind == IOP_OP_READ || op->kind == IOP_OP_WRITE) && (f = fd_state(st, op->fd))) {
+            f->positional = 1;   /* in flight untracked: its close must cancel */
+        }
     }
     return r;
 }
