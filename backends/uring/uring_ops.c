@@ -92,9 +92,7 @@ static int prep_close(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *op)
         sqe = NULL;
     }
     if (fixed) {
-        if (!sqe)
-            sqe = uring_sqe(st);
-        if (!sqe)
+        if (!sqe && !(sqe = uring_sqe(st)))
             return -EBUSY;
         io_uring_prep_close_direct(sqe, (unsigned)(fixed - 1));
         /* Not free before: a registration meanwhile would be emptied by it. */
@@ -102,9 +100,7 @@ static int prep_close(uring_state_t *st, struct io_uring_sqe *sqe, iop_op_t *op)
         sqe->flags |= IOSQE_IO_HARDLINK;
         sqe = NULL;
     }
-    if (!sqe)
-        sqe = uring_sqe(st);
-    if (!sqe)
+    if (!sqe && !(sqe = uring_sqe(st)))
         return -EBUSY;
     io_uring_prep_close(sqe, op->fd);
     io_uring_sqe_set_data(sqe, op);

@@ -154,18 +154,16 @@ int iop_service_host_start(iop_service_host_t *h)
         return iop__fail(-EINVAL, "iop_service_host_start: incomplete host record (desc, loop, stats, "
                          "and a listener or an accept function are required)");
     if (h->listen_fd >= 0) {
-        /* Accepted sockets inherit it: one system call per host, not per connection.
-         * Not TCP: a no-op. */
+        /* Options accepted sockets inherit: one system call per host, not per
+         * connection (not TCP: no-ops). Accepting a client-first connection before
+         * its request is in costs a failed receive, a readiness registration and a
+         * wake (a third of the CPU per connection on epoll with a connection per
+         * request); 1 s is the shortest deferral, one SYN-ACK retransmit, after
+         * which a silent client is accepted anyway. */
         int one = 1;
         (void)setsockopt(h->listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if ((h->desc->flags & IOP_SERVICE_CLIENT_FIRST) && h->listen_fd >= 0) {
-        /* Accepting before the request is in costs a failed receive, a readiness
-         * registration and a wake per connection (a third of the CPU per connection
-         * on epoll with a connection per request). 1 s: the shortest, one SYN-ACK
-         * retransmit, after which a silent client is accepted anyway. Not TCP: no-op. */
-        int secs = 1;
-        (void)setsockopt(h->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+        if (h->desc->flags & IOP_SERVICE_CLIENT_FIRST)
+            (void)setsockopt(h->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
     }
     h->draining = 0;
     h->live = NULL;
