@@ -226,7 +226,8 @@ void url_host_header(const fetch_url_t *u, char *buf, size_t len)
 /* Appends src[0..len) to dst at *n (dst has room: sized by the caller). */
 static void put(char *dst, size_t *n, const char *src, size_t len)
 {
-    memcpy(dst + *n, src, len);
+    if (len)                       /* an absent part is (NULL, 0): no memcpy from NULL */
+        memcpy(dst + *n, src, len);
     *n += len;
     dst[*n] = '\0';
 }

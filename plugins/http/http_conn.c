@@ -119,8 +119,10 @@ uint64_t http_send_deadline(const http_conn_t *c)
 int http_send_wait(http_conn_t *c)
 {
     ssize_t r = iop_send_behind_wait(&c->sb, http_send_deadline(c));
-    if (r < 0)
+    if (r < 0) {
+        c->stats->bytes_out += iop_send_behind_sent(&c->sb);   /* what went before it failed */
         return (int)r;
+    }
     c->stats->bytes_out += (uint64_t)r;
     return 0;
 }
@@ -494,6 +496,7 @@ int http_serve(void *state, iop_service_conn_t *conn)
         return -ENOMEM;
     c->st = state;
     c->svc = conn;
+    c->own_stats = (iop_service_stats_t){ 0 };
     c->stats = conn->stats ? conn->stats : &c->own_stats;
     c->loop = loop;
     c->in = c->bufs->in;

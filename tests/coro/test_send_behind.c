@@ -2,9 +2,10 @@
  * the backend named by argv[1]: the coroutine goes on while its send runs; a send
  * far larger than the socket buffers arrives whole and in order (the wait sends the
  * rest of short sends), also while nobody waits for it; a send the peer never takes
- * ends at the deadline; a cancel
- * does not cut a send short before its deadline but does at once without one; a
- * reset peer is an error; a send after the wait follows it; idle records and misuse. */
+ * ends at the deadline, and the peer gets exactly what iop_send_behind_sent counts;
+ * a cancel does not cut a send short before its deadline but does at once without
+ * one; a reset peer is an error; a send after the wait follows it; idle records and
+ * misuse. */
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -178,7 +179,11 @@ static void test_short_send_goes_on_unwaited(void **state)
 
 static uint64_t elapsed_ns;
 
-/* The peer never reads: the wait ends at its deadline and the record is idle after. */
+static size_t stuck_sent;          /* what the stuck send got into the socket */
+static ssize_t stuck_more;         /* the plain send after it: 1 or -ETIMEDOUT */
+
+/* The peer does not read: the wait ends at its deadline and the record is idle after;
+ * iop_send_behind_sent says how much went. */
 static void *stuck_sender(void *arg)
 {
     (void)arg;
@@ -187,10 +192,30 @@ static void *stuck_sender(void *arg)
     uint64_t t0 = iop_update_time(st_loop);
     CHECK_EQ(iop_send_behind_wait(&sb, st_after_ms(50)), -ETIMEDOUT);
     elapsed_ns = iop_update_time(st_loop) - t0;
+    stuck_sent = iop_send_behind_sent(&sb);
+    CHECK(stuck_sent > 0 && stuck_sent < BIG);
     CHECK_EQ(iop_send_behind_wait(&sb, st_after_ms(50)), 0);
+    CHECK_EQ(iop_send_behind_sent(&sb), stuck_sent);
     /* The fd is usable: a plain send goes into what room there is, or times out. */
-    ssize_t n = iop_send(fds[1], "x", 1, 0, st_after_ms(20));
-    CHECK(n == 1 || n == -ETIMEDOUT);
+    stuck_more = iop_send(fds[1], "x", 1, 0, st_after_ms(20));
+    CHECK(stuck_more == 1 || stuck_more == -ETIMEDOUT);
+    shutdown(fds[1], SHUT_WR);
+    st_done++;
+    return NULL;
+}
+
+/* Then the peer reads: exactly what was counted as sent, then the plain send, then
+ * the end. */
+static void *stuck_reader(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(read_pattern(fds[0], 0, stuck_sent, 0), stuck_sent);
+    char c[2];
+    if (stuck_more == 1) {
+        CHECK_EQ(iop_recv(fds[0], c, 1, 0, st_after_ms(5000)), 1);
+        CHECK_EQ(c[0], 'x');
+    }
+    CHECK_EQ(iop_recv(fds[0], c, sizeof c, 0, st_after_ms(5000)), 0);
     st_done++;
     return NULL;
 }
@@ -205,6 +230,8 @@ static void test_deadline_ends_a_stuck_send(void **state)
     st_run_until_done(1, 10000);
     assert_true(elapsed_ns >= 45 * MS && elapsed_ns < 2000 * MS);
     assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* nothing left in flight */
+    st_go(stuck_reader, NULL, "reader");
+    st_run_until_done(2, 10000);
     iop_fd_close(st_loop, fds[0]);
     iop_fd_close(st_loop, fds[1]);
 }

@@ -133,3 +133,8 @@ ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline)
         return collect(s, 0);      /* done already: the usual case, no frame to set up */
     return wait_parked(s, c, deadline);
 }
+
+size_t iop_send_behind_sent(const iop_send_behind_t *s)
+{
+    return s->done;
+}
