@@ -1,6 +1,6 @@
 /* Coroutine I/O over real loopback TCP and pipes: every call, deadlines (own and
  * scoped), cancel of a coroutine parked in recv (the op is cancelled, the fd still
- * works), close failing a parked reader. Runs on the backend named by argv[1]. */
+ * works; a refused cancel is sent again), close failing a parked reader. Runs on the backend named by argv[1]. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -271,6 +271,50 @@ static void test_cancel_recv_from_coroutine(void **state)
     iop_fd_close(st_loop, cx_fds[1]);
 }
 
+/* A backend that refuses the cancel (a full queue) gets it again a moment later:
+ * the reader, parked with no deadline, still ends with -ECANCELED. */
+static void test_cancel_refused_is_retried(void **state)
+{
+    (void)state;
+    tu_tcp_pair(cx_fds);
+    iop_coro_t *r;
+    assert_int_equal(iop_go(st_loop, parked_reader, NULL, NULL, &r), 0);
+    tu_run_for(st_loop, 5);
+    iop__cancel_refuse_next(2);
+    assert_int_equal(iop_cancel(r), 0);
+    void *res;
+    assert_int_equal(iop_join(r, &res, iop_now(st_loop) + 5000 * MS), 0);
+    assert_int_equal((intptr_t)res, -ECANCELED);
+    assert_int_equal(iop__cancel_refuse_next(-1), 2);   /* the first two were refused */
+    check_fd_still_works();
+    st_assert_ok();
+    iop_fd_close(st_loop, cx_fds[0]);
+    iop_fd_close(st_loop, cx_fds[1]);
+}
+
+/* The op ends before the refused cancel's retry: the retry is dropped, and nothing
+ * is left pointing into the finished call's frame. */
+static void test_op_ends_before_cancel_retry(void **state)
+{
+    (void)state;
+    tu_tcp_pair(cx_fds);
+    iop_coro_t *r;
+    assert_int_equal(iop_go(st_loop, fresh_reader, NULL, NULL, &r), 0);
+    tu_run_for(st_loop, 5);
+    iop__cancel_refuse_next(1);
+    assert_int_equal(iop_cancel(r), 0);
+    assert_int_equal(write(cx_fds[0], "ping", 4), 4);   /* the recv completes first */
+    void *res;
+    assert_int_equal(iop_join(r, &res, iop_now(st_loop) + 5000 * MS), 0);
+    assert_int_equal(iop__cancel_refuse_next(-1), 1);
+    tu_run_for(st_loop, 5);                             /* past the retry's moment */
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
+    assert_int_equal(st_done, 1);
+    st_assert_ok();
+    iop_fd_close(st_loop, cx_fds[0]);
+    iop_fd_close(st_loop, cx_fds[1]);
+}
+
 /* iop_close through the loop fails a coroutine parked on the fd. */
 static void *closer(void *arg)
 {
@@ -534,6 +578,8 @@ int main(int argc, char **argv)
         T(test_connect_refused),
         T(test_cancel_recv_from_main),
         T(test_cancel_recv_from_coroutine),
+        T(test_cancel_refused_is_retried),
+        T(test_op_ends_before_cancel_retry),
         T(test_close_fails_parked_reader),
         T(test_close_when_cancelled),
         T(test_wait_fd),

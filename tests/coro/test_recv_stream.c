@@ -270,6 +270,40 @@ static void test_close_returns_buffers(void **state)
     iop_fd_close(st_loop, fds[1]);
 }
 
+/* A refused cancel at close is sent again: close still ends the stream, and the fd
+ * and the pool serve a new one. */
+static void *refused_closer(void *arg)
+{
+    (void)arg;
+    char own[64];
+    const char *data;
+    for (int round = 0; round < 2; round++) {
+        iop_recv_stream_t s;
+        CHECK_EQ(iop_recv_stream_open(&s, fds[1], 0), 0);
+        CHECK_EQ(write(fds[0], "abcd", 4), 4);
+        CHECK_EQ(iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000)), 4);
+        CHECK(data != own && memcmp(data, "abcd", 4) == 0);
+        if (round == 0)
+            iop__cancel_refuse_next(2);
+        CHECK_EQ(iop_recv_stream_close(&s), 0);
+        if (round == 0)
+            CHECK_EQ(iop__cancel_refuse_next(-1), 2);
+    }
+    st_done++;
+    return NULL;
+}
+
+static void test_close_retries_a_refused_cancel(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(refused_closer, NULL, "closer");
+    st_run_until_done(1, 10000);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* nothing left in flight */
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
 static void *no_pool(void *arg)
 {
     (void)arg;
@@ -476,6 +510,7 @@ int main(int argc, char **argv)
         T(test_unread_and_deadlines),
         T(test_cancelled_reader_closes),
         T(test_close_returns_buffers),
+        T(test_close_retries_a_refused_cancel),
         T(test_cancel_in_fallback),
         T(test_two_streams_one_pool),
         T(test_fd_closed_under_stream),

@@ -236,6 +236,26 @@ static void test_deadline_ends_a_stuck_send(void **state)
     iop_fd_close(st_loop, fds[1]);
 }
 
+/* The same with the cancel at the deadline refused twice (a backend with a full
+ * queue): it is sent again, and the wait still ends soon after its deadline. */
+static void test_deadline_retries_a_refused_cancel(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    small_buffers();
+    fill_big();
+    iop__cancel_refuse_next(2);
+    st_go(stuck_sender, NULL, "stuck");
+    st_run_until_done(1, 10000);
+    assert_int_equal(iop__cancel_refuse_next(-1), 2);
+    assert_true(elapsed_ns >= 45 * MS && elapsed_ns < 2000 * MS);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
+    st_go(stuck_reader, NULL, "reader");
+    st_run_until_done(2, 10000);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
 static iop_coro_t *waiter;
 
 /* Cancelled while waiting with a deadline: the send goes on and completes. */
@@ -406,6 +426,7 @@ int main(int argc, char **argv)
         T(test_big_send_whole_and_in_order),
         T(test_short_send_goes_on_unwaited),
         T(test_deadline_ends_a_stuck_send),
+        T(test_deadline_retries_a_refused_cancel),
         T(test_cancel_lingers_until_the_deadline),
         T(test_cancel_without_deadline_is_at_once),
         T(test_cancelled_collects_a_finished_send),

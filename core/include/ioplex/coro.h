@@ -278,4 +278,10 @@ IOP_EXPORT void iop_wg_add(iop_wg_t *wg, int64_t n);
 IOP_EXPORT void iop_wg_done(iop_wg_t *wg);
 IOP_EXPORT int iop_wg_wait(iop_wg_t *wg, uint64_t deadline);
 
+/* Tests only: the next n cancels that coroutine calls send to the backend (iop_cancel
+ * of a parked I/O call, the end of a send behind or of a receive stream) are refused
+ * as a backend with a full queue would refuse them, so that their retry runs. n < 0
+ * stops it. Returns how many it refused since the previous call; this thread only. */
+IOP_EXPORT long iop__cancel_refuse_next(long n);
+
 #endif

@@ -6,7 +6,8 @@
  * the coroutine resumes only after both callbacks have run, so that nothing the
  * loop or the backend holds still points into its stack. The result is the op's:
  * -ECANCELED, or what it completed with if it finished first (data read is never
- * thrown away); every later blocking call returns -ECANCELED at once. */
+ * thrown away); every later blocking call returns -ECANCELED at once. A cancel the
+ * backend refuses (a full queue) goes again a moment later. */
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
@@ -28,25 +29,53 @@ static void cancel_done(iop_op_t *op, int res)
         iop__wake(w->coro, w->res);
 }
 
+static void cancel_retry_due(iop_timer_t *t)
+{
+    iop__io_wait_t *w = t->data;
+    w->retry_armed = 0;
+    if (w->pending == 0)
+        return;                    /* the op ended meanwhile: its coroutine is woken */
+    w->cancel_sent = 0;
+    iop__io_cancel(w->coro);
+}
+
 void iop__io_cancel(iop_coro_t *c)
 {
     iop__io_wait_t *w = (iop__io_wait_t *)((char *)c->wait_op - offsetof(iop__io_wait_t, op));
     if (w->cancel_sent || w->shielded)
         return;
     w->cancel_sent = 1;
-    iop_prep_cancel(&w->cancel, &w->op, cancel_done, w);
-    if (iop_submit(iop_coro_loop(c), &w->cancel) == 0)
+    /* A refused cancel is sent again a moment later: else a parked call with no
+     * deadline would wait for its op to end by itself, perhaps never. */
+    if (iop__cancel_or_retry(iop_coro_loop(c), &w->cancel, &w->op, cancel_done, w, &w->retry,
+                             cancel_retry_due))
         w->pending++;
+    else
+        w->retry_armed = 1;
 }
 
 #define CANCEL_RETRY_NS 1000000ull
+
+static _Thread_local long tl_refuse_next, tl_refused;
+
+long iop__cancel_refuse_next(long n)
+{
+    long refused = tl_refused;
+    tl_refuse_next = n < 0 ? 0 : n;
+    tl_refused = 0;
+    return refused;
+}
 
 int iop__cancel_or_retry(iop_loop_t *loop, iop_op_t *cancel, iop_op_t *target, iop_op_cb cb, void *data,
                          iop_timer_t *retry, void (*due)(iop_timer_t *t))
 {
     iop_prep_cancel(cancel, target, cb, data);
-    if (iop_submit(loop, cancel) == 0)
+    if (tl_refuse_next > 0) {
+        tl_refuse_next--;
+        tl_refused++;
+    } else if (iop_submit(loop, cancel) == 0) {
         return 1;
+    }
     memset(retry, 0, sizeof *retry);
     retry->data = data;
     (void)iop_timer_start(loop, retry, CANCEL_RETRY_NS, 0, due);
@@ -77,12 +106,15 @@ static int io_run(iop_coro_t *c, iop__io_wait_t *w, uint64_t deadline)
     w->pending = 1;
     w->cancel_sent = 0;
     w->shielded = 0;
+    w->retry_armed = 0;
     int r = iop_submit(loop, &w->op);
     if (r < 0)
         return r;
     c->wait_op = &w->op;
     r = iop__park(0);
     c->wait_op = NULL;
+    if (w->retry_armed)            /* the op ended before the cancel went */
+        iop_timer_stop(&w->retry);
     return r;
 }
 
@@ -188,6 +220,7 @@ int iop_close(int fd)
     w.pending = 1;
     w.cancel_sent = 0;
     w.shielded = 1;
+    w.retry_armed = 0;
     int r = iop_submit(iop_coro_loop(c), &w.op);
     if (r < 0)
         return r;

@@ -18,6 +18,8 @@ typedef struct iop__io_wait {
     uint8_t pending;               /* callbacks still to run */
     uint8_t cancel_sent;
     uint8_t shielded;              /* close: runs to the end even when cancelled */
+    uint8_t retry_armed;           /* the cancel was refused: retry is due to send it */
+    iop_timer_t retry;             /* set up only then */
 } iop__io_wait_t;
 
 /* The running coroutine, for a blocking call named what: NULL with *err = -EPERM
