@@ -30,6 +30,7 @@ static void kick(chat_client_t *c)
 void chat_client_end(chat_client_t *c)
 {
     c->ending = 1;
+    chat_worker_unhold(c->w, c);
     if (!c->end_posted) {
         c->end_posted = 1;
         iop_sem_release(&c->end);
@@ -107,6 +108,8 @@ static void *sender_main(void *arg)
         }
         c->conn->stats->bytes_out += (uint64_t)w;
         chat_outbox_consume(&c->out, (size_t)w);
+        if (c->out.queued <= c->w->pace_mark)
+            chat_worker_unhold(c->w, c);
     }
     return NULL;
 }

@@ -166,6 +166,8 @@ typedef struct chat_client {
     int overflow;                  /* dropped for its backlog */
     int send_failed;
     int end_posted;
+    uint64_t pace_since;           /* when its backlog went over the worker's pace_mark */
+    int pace_skip;                 /* over it too long: not waited for until back under */
     iop_coro_t *receiver;          /* while it runs */
     int recv_running;              /* spawned and not ended yet */
     iop_sem_t recv_done;
@@ -212,6 +214,9 @@ struct chat_worker {
     size_t batch_cap;
     size_t *batch_off;             /* where each one starts, and the end */
     uint64_t *stuck;               /* per slot: 1 + the pos at which we stopped waiting for it */
+    size_t pace_mark;              /* a member's backlog above this holds the reader */
+    chat_client_t *held_by;        /* the member the reader waits for, if any */
+    iop_sem_t unheld;              /* its sender got it back under the mark */
 };
 
 int chat_worker_start(void *state, iop_loop_t *loop, int worker, char *err, size_t errlen);
@@ -226,5 +231,8 @@ int chat_worker_wait_delivered(chat_worker_t *w, uint64_t seq);
 /* Parks while some live reader (of any worker) is half a ring behind, so that
  * bursts slow the writers down instead of making readers miss messages. */
 int chat_worker_throttle(chat_worker_t *w);
+/* c's backlog is back under the pace mark, or c is ending: the reader need not wait
+ * for it (any more). */
+void chat_worker_unhold(chat_worker_t *w, chat_client_t *c);
 
 #endif

@@ -1,8 +1,9 @@
 /* One worker's side of the room: its reader coroutine follows the log from where
  * the worker started and copies every record into the outbox of each local client
  * that had joined by then (all in log order, so every client of every worker sees
- * one order), a batch of records at a time. It never waits for a client: a full
- * outbox drops that client. It publishes how far it got, which slows down the
+ * one order), a batch of records at a time. It waits a little for a member whose
+ * backlog is near its limit (hold_for_backlog), never long: a full outbox drops
+ * that member. It publishes how far it got, which slows down the
  * writers of every worker before it falls a ring behind (chat_worker_throttle).
  * It also notices the host's drain, dead workers (whose nicks it sweeps), and does
  * the leaves that cancelled connections could not do. */
@@ -170,6 +171,49 @@ int chat_worker_throttle(chat_worker_t *w)
     }
 }
 
+/* ---- pacing by the members' backlogs --------------------------------------------------- */
+
+/* A member whose backlog the next batch could push over max_backlog holds the reader
+ * (and so, through the log's flow control, the writers of every worker) until its
+ * sender has brought it back under the mark: under a flood the room slows to what
+ * the members' sockets take instead of dropping members that read as fast as they
+ * can. At most CHAT_THROTTLE_NS at a time: a member that stays over the mark that
+ * long is slower than the room, and is not waited for again until it is back under
+ * (its backlog may then overflow, which drops it). 1 after a wait, 0 when nobody
+ * holds the reader. */
+static int hold_for_backlog(chat_worker_t *w)
+{
+    uint64_t now = iop_now(w->loop);
+    for (chat_client_t *c = w->clients; c; c = c->next) {
+        if (c->ending || c->pace_skip || c->out.queued <= w->pace_mark)
+            continue;
+        if (!c->pace_since)
+            c->pace_since = now;
+        uint64_t until = c->pace_since + CHAT_THROTTLE_NS;
+        if (now >= until) {
+            c->pace_skip = 1;
+            continue;
+        }
+        if (until > now + CHAT_SLICE_NS)
+            until = now + CHAT_SLICE_NS;   /* the reader's other duties come round */
+        w->held_by = c;
+        iop_sem_acquire(&w->unheld, until);   /* -ETIMEDOUT, -ECANCELED: looked at next */
+        w->held_by = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+void chat_worker_unhold(chat_worker_t *w, chat_client_t *c)
+{
+    c->pace_since = 0;
+    c->pace_skip = 0;
+    if (w->held_by == c) {
+        w->held_by = NULL;
+        iop_sem_release(&w->unheld);
+    }
+}
+
 static void watch_drain(chat_worker_t *w)
 {
     if (w->drain_seen || !w->draining || !*w->draining)
@@ -198,6 +242,8 @@ static void *reader_main(void *arg)
                 chat_names_sweep(st);
             next_check = now + CHAT_CHECK_NS;
         }
+        if (hold_for_backlog(w))
+            continue;
         if (follow(w)) {
             iop_yield();
             continue;
@@ -221,6 +267,8 @@ static int batch_alloc(chat_worker_t *w, const chat_state_t *st)
     if (cap < 2u * st->log->line_cap)
         cap = 2u * st->log->line_cap;
     w->batch_cap = cap;
+    /* Over the mark, a whole batch could overflow a member's backlog. */
+    w->pace_mark = st->max_backlog > cap ? st->max_backlog - cap : st->max_backlog / 2;
     w->batch = iop_malloc(cap);
     w->batch_off = iop_malloc((BATCH + 1) * sizeof *w->batch_off);
     w->stuck = iop_calloc(st->log->nslots, sizeof *w->stuck);
@@ -263,6 +311,7 @@ int chat_worker_start(void *state, iop_loop_t *loop, int worker, char *err, size
     w->pos = chat_log_head(st->log);
     iop_mutex_init(&w->mu);
     iop_cond_init(&w->advanced);
+    iop_sem_init(&w->unheld, 0);
     static const iop_coro_opts_t opts = { .size = sizeof opts, .name = "chat-reader" };
     int r = iop_go(loop, reader_main, w, &opts, &w->reader);
     if (r < 0) {

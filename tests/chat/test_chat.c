@@ -9,7 +9,9 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -415,6 +417,108 @@ static void test_slow_client(void **state)
     peer_close(watch);
 }
 
+/* ---- a flood with small socket buffers (max_backlog=16384, sndbuf=4096) ----------------------------- */
+
+#define FLOOD_LINES 1000
+#define FLOOD_TEXT 900
+
+typedef struct flooded {         /* one member's side of the flood, read without blocking */
+    peer_t *p;
+    size_t len;                  /* bytes in p->buf */
+    int next;                    /* the message it expects next */
+    int lost;                    /* a line out of order, dropped, or missed */
+    char what[120];
+} flooded_t;
+
+/* Takes the whole lines in f->p->buf: flood messages must come in order; other
+ * room lines (joins) are skipped; a drop or a gap ends it. */
+static void flood_lines(flooded_t *f)
+{
+    char *b = f->p->buf, *nl;
+    size_t used = 0;
+    while (!f->lost && (nl = memchr(b + used, '\n', f->len - used))) {
+        *nl = '\0';
+        const char *line = b + used;
+        int m;
+        if (sscanf(line, "<w> m%d ", &m) == 1) {
+            if (m != f->next) {
+                f->lost = 1;
+                snprintf(f->what, sizeof f->what, "message %d instead of %d", m, f->next);
+            }
+            f->next++;
+        } else if (strncmp(line, "* disconnected", 14) == 0 || strncmp(line, "* missed", 8) == 0) {
+            f->lost = 1;
+            snprintf(f->what, sizeof f->what, "'%.100s' at message %d", line, f->next);
+        }
+        used = (size_t)(nl - b) + 1;
+    }
+    memmove(b, b + used, f->len - used);
+    f->len -= used;
+}
+
+/* One member floods the room with FLOOD_LINES lines as fast as its socket takes them,
+ * while every member (the writer too, on either worker) reads as fast as it can. The
+ * members' sockets take at most ~8 KiB a turn and their backlog limit is 16 KiB, so
+ * the room must slow down to them: each gets every line, in order, and none is
+ * dropped as too slow. */
+static void test_flood_keeps_fast_readers(void **state)
+{
+    (void)state;
+    flooded_t f[3] = { { .p = join_as(0, "w") }, { .p = join_as(0, "r0") }, { .p = join_as(1, "r1") } };
+    expect(f[0].p, "* r0 joined");
+    expect(f[0].p, "* r1 joined");
+    expect(f[1].p, "* r1 joined");
+    size_t line_len = 6 + 1 + FLOOD_TEXT + 1, total = line_len * FLOOD_LINES, off = 0;
+    char *out = malloc(total + 1);  /* + the last snprintf's '\0' */
+    assert_non_null(out);
+    for (int i = 0; i < FLOOD_LINES; i++)
+        snprintf(out + (size_t)i * line_len, line_len + 1, "m%05d %0*d\n", i, FLOOD_TEXT, 0);
+    for (int i = 0; i < 3; i++)
+        f[i].len = f[i].p->len;    /* what join_as read ahead */
+    uint64_t deadline = tu_clock_ns() + 20000 * 1000000ull;
+    int done = 0;
+    while (done < 3 && tu_clock_ns() < deadline) {
+        struct pollfd pf[3];
+        for (int i = 0; i < 3; i++)
+            pf[i] = (struct pollfd){ .fd = f[i].p->fd, .events = POLLIN };
+        if (off < total)
+            pf[0].events |= POLLOUT;
+        assert_true(poll(pf, 3, 1000) >= 0);
+        if (pf[0].revents & POLLOUT) {
+            ssize_t n = send(f[0].p->fd, out + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            assert_true(n > 0 || errno == EAGAIN);
+            if (n > 0)
+                off += (size_t)n;
+        }
+        done = 0;
+        for (int i = 0; i < 3; i++) {
+            if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t n = recv(f[i].p->fd, f[i].p->buf + f[i].len, PEER_BUF - f[i].len, MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN)) {
+                    f[i].lost = 1;
+                    snprintf(f[i].what, sizeof f[i].what, "closed at message %d", f[i].next);
+                }
+                if (n > 0) {
+                    f[i].len += (size_t)n;
+                    flood_lines(&f[i]);
+                }
+            }
+            done += f[i].lost || f[i].next == FLOOD_LINES;
+        }
+    }
+    free(out);
+    for (int i = 0; i < 3; i++) {
+        if (f[i].lost || f[i].next != FLOOD_LINES)
+            fail_msg("%s: %s (got %d of %d messages)", f[i].p->name, f[i].lost ? f[i].what : "timed out",
+                     f[i].next, FLOOD_LINES);
+        f[i].p->len = 0;
+    }
+    say(f[1].p, "/who");                          /* nobody was dropped */
+    assert_int_equal(peer_wait_for(f[1].p, "* in the room (3): r0 r1 w", T) >= 0, 1);
+    for (int i = 0; i < 3; i++)
+        peer_close(f[i].p);
+}
+
 /* ---- a reader that falls behind the ring (ring=16) ------------------------------------------------ */
 
 static void test_missed(void **state)
@@ -536,6 +640,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_long_line, two_workers_short_lines, room_down),
         cmocka_unit_test_setup_teardown(test_commands, one_worker, room_down),
         cmocka_unit_test_setup_teardown(test_slow_client, small_backlog, room_down),
+        cmocka_unit_test_setup_teardown(test_flood_keeps_fast_readers, small_backlog, room_down),
         cmocka_unit_test_setup_teardown(test_missed, small_ring, room_down),
         cmocka_unit_test_setup_teardown(test_drain, two_workers, room_down),
         cmocka_unit_test_setup_teardown(test_stats, one_worker, room_down),
