@@ -15,6 +15,7 @@
 #include "error_internal.h"
 #include "ioplex/alloc.h"
 #include "ioplex/plugin.h"
+#include "ioplex/service.h"
 #include "ioplex_paths.h"
 #include "loader.h"
 
@@ -342,8 +343,6 @@ static const char *ltdl_reason(void)
  * with why set and *err the reason's errno (EACCES, ELOOP ... or ENOEXEC). */
 static void *bind_now(const char *path, int *err, char *why, size_t whylen)
 {
-    if ((*err = iop__module_check(path, why, whylen)) < 0)
-        return NULL;
     dlerror();
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
@@ -400,14 +399,26 @@ static void ltdl_close(lt_dlhandle h)
 
 /* ---- checking a module -------------------------------------------------------- */
 
+/* A backend's or a service's descriptor of another ABI: -EPROTO with the reason
+ * (read from the file before loading, or from the loaded descriptor). */
+static int check_abi(const char *kind, uint32_t abi, char *why, size_t whylen)
+{
+    if (strcmp(kind, "backend") == 0 && abi != IOP_BACKEND_ABI_VERSION)
+        return say(-EPROTO, why, whylen, "built for ABI %u, this ioplex speaks ABI %u",
+                   abi, IOP_BACKEND_ABI_VERSION);
+    if (strcmp(kind, "service") == 0 && abi != IOP_SERVICE_ABI_VERSION)
+        return say(-EPROTO, why, whylen, "built for service ABI %u, this ioplex speaks ABI %u",
+                   abi, IOP_SERVICE_ABI_VERSION);
+    return 0;
+}
+
 /* Refuses a backend descriptor built for another ABI or missing what the core
  * calls. Nothing but abi_version is read until the ABI is known to match. */
 static int check_backend_desc(const void *sym, const char *name, char *why, size_t whylen)
 {
-    uint32_t abi = *(const uint32_t *)sym;
-    if (abi != IOP_BACKEND_ABI_VERSION)
-        return say(-EPROTO, why, whylen, "built for ABI %u, this ioplex speaks ABI %u",
-                   abi, IOP_BACKEND_ABI_VERSION);
+    int r = check_abi("backend", *(const uint32_t *)sym, why, whylen);
+    if (r < 0)
+        return r;
     const iop_backend_desc_t *d = sym;
     if (d->desc_size < IOP_BACKEND_DESC_MIN_SIZE)
         return say(-EPROTO, why, whylen, "descriptor is %u bytes, ABI %u needs %zu",
@@ -437,8 +448,13 @@ static int module_load(const char *kind, const char *name, const char *path, con
     memset(mod, 0, sizeof *mod);
     lt_dlhandle h = NULL;
     const void *sym = NULL;
-    int r = ltdl_open(path, &h, why, whylen);
-    if (r < 0)
+    /* The file, its descriptor and the descriptor's ABI, before any of its code
+     * runs (dlopen runs its constructors). */
+    uint32_t abi;
+    int r = iop__module_check(path, symbol, &abi, why, whylen);
+    if (r == 1)
+        r = check_abi(kind, abi, why, whylen);
+    if (r < 0 || (r = ltdl_open(path, &h, why, whylen)) < 0)
         return r;
     r = ltdl_sym(h, symbol, &sym, why, whylen);
     if (r == 0 && strcmp(kind, "backend") == 0)

@@ -5,7 +5,9 @@
  * LOADER_MODULE_DIR holds testnull (works) and broken modules; LOADER_SHADOW_DIR holds
  * an epoll that works but is marked with IOP_CAP_SQPOLL, a poll with the wrong ABI and
  * a testnull marked with IOP_CAP_BUSY_POLL (see CMakeLists.txt). */
+#include <elf.h>
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,6 +89,10 @@ static void test_broken_modules_refused(void **state)
         { "misnamed", -EPROTO, "descriptor names itself 'other', the file name says 'misnamed'" },
         { "nowatch", -EPROTO, "readiness backend without watch" },
     };
+    static const char *const markers[] = { "IOPLEX_TEST_LOADED_WRONGABI", "IOPLEX_TEST_LOADED_NOSYM",
+                                           "IOPLEX_TEST_LOADED_MISNAMED" };
+    for (size_t i = 0; i < sizeof markers / sizeof *markers; i++)
+        unsetenv(markers[i]);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char file[512];
         snprintf(file, sizeof file, MODULES "/iop_backend_%s.so", cases[i].name);
@@ -95,6 +101,13 @@ static void test_broken_modules_refused(void **state)
         assert_contains(msg, cases[i].reason);
         assert_null(strchr(msg, '\n'));
     }
+    /* A wrong ABI and a missing descriptor are seen in the file: none of the
+     * module's code ran (its constructor sets the marker). A wrong name is only seen
+     * in the loaded descriptor, so that module's constructor did run. */
+    assert_null(getenv(markers[0]));
+    assert_null(getenv(markers[1]));
+    assert_non_null(getenv(markers[2]));
+    unsetenv(markers[2]);
     /* The dynamic linker's reason, not libltdl's blanket "file not found". */
     const char *msg = create_fails("garbage", MODULES, NULL, -ENOEXEC);
     assert_null(strstr(msg, "file not found"));
@@ -125,6 +138,29 @@ static void test_damaged_files(void **state)
         assert_int_equal(fwrite(buf, 1, cuts[i], out), cuts[i]);
         fclose(out);
     }
+    /* Without section headers the file's symbols cannot be read before loading: a
+     * good module still loads, and a wrong ABI is still refused, once loaded. */
+    static const char *const unsectioned[] = { "testnull", "wrongabi" };
+    for (size_t i = 0; i < 2; i++) {
+        char from[512];
+        snprintf(from, sizeof from, MODULES "/iop_backend_%s.so", unsectioned[i]);
+        in = fopen(from, "rb");
+        assert_non_null(in);
+        static char mod[1 << 20];
+        size_t len = fread(mod, 1, sizeof mod, in);
+        fclose(in);
+        ElfW(Ehdr) eh;
+        memcpy(&eh, mod, sizeof eh);
+        eh.e_shoff = 0;
+        eh.e_shnum = 0;
+        eh.e_shstrndx = 0;
+        memcpy(mod, &eh, sizeof eh);
+        snprintf(path, sizeof path, "%s/iop_backend_nosec%s.so", dir, unsectioned[i]);
+        FILE *out = fopen(path, "wb");
+        assert_non_null(out);
+        assert_int_equal(fwrite(mod, 1, len, out), len);
+        fclose(out);
+    }
     snprintf(path, sizeof path, "%s/iop_backend_fifo.so", dir);
     assert_int_equal(mkfifo(path, 0600), 0);
     snprintf(path, sizeof path, "%s/iop_backend_adir.so", dir);
@@ -146,6 +182,22 @@ static void test_damaged_files(void **state)
         assert_contains(iop_last_error(), dir);
         assert_contains(iop_last_error(), cases[i].reason);
     }
+    /* The descriptors name themselves testnull / wrongabi, not nosec...: the
+     * loaded module is checked, and says so. */
+    unsetenv("IOPLEX_TEST_LOADED_WRONGABI");
+    static const struct { const char *name, *reason; } loaded[] = {
+        { "nosectestnull", "descriptor names itself 'testnull'" },
+        { "nosecwrongabi", "built for ABI 999" },
+    };
+    for (size_t i = 0; i < 2; i++) {
+        iop_loop_opts_t o = opts_for(loaded[i].name, search, NULL);
+        iop_loop_t *loop = NULL;
+        if (iop_loop_create(&loop, &o) >= 0)
+            fail_msg("%s: loaded", loaded[i].name);
+        assert_contains(iop_last_error(), loaded[i].reason);
+    }
+    assert_non_null(getenv("IOPLEX_TEST_LOADED_WRONGABI"));   /* it had to be loaded to tell */
+    unsetenv("IOPLEX_TEST_LOADED_WRONGABI");
     snprintf(path, sizeof path, "rm -rf '%s'", dir);
     assert_int_equal(system(path), 0);
 }
