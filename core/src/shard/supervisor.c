@@ -69,8 +69,8 @@ void iop__shard_stop(iop__shard_sup_t *s, const char *why)
         iop__shard_drain_proc(s, p, deadline);
     for (uint32_t i = 0; i < s->n; i++)
         s->slots[i].respawn_at = 0;
-    iop__shard_log(s, IOP_SHARD_INFO, "%s: draining %u worker processes (timeout %.1f s)", why, s->nprocs,
-                   (double)s->o.drain_timeout_ns / (double)IOP__NS);
+    iop__shard_log(s, IOP_SHARD_INFO, "%s: draining %u worker processes (any still running in %.1f s is "
+                   "killed)", why, s->nprocs, (double)s->o.drain_timeout_ns / (double)IOP__NS);
 }
 
 static int check_opts(const iop_shard_opts_t *in, iop_shard_opts_t *o)
