@@ -103,6 +103,7 @@ static void *server_main(void *arg)
         if (atomic_load(&s->stop) && atomic_load(&s->phase) == 2)
             break;
         iop_loop_run(run.loop, IOP_RUN_ONCE);
+        atomic_store(&s->accepted, s->stats.connections);
     }
     iop_timer_stop(&run.tick);
     close(lfd);

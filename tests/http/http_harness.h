@@ -13,7 +13,9 @@
 
 typedef struct hh_server {
     struct sockaddr_in addr;       /* where it listens */
-    iop_service_stats_t stats;     /* read them after hh_stop (or racily before) */
+    iop_service_stats_t stats;     /* read them after hh_stop */
+    _Atomic uint64_t accepted;     /* stats.connections, published by the server thread
+                                    * every iteration (within 10 ms): read it any time */
     iop_loop_stats_t loop_stats;   /* the loop's, after hh_stop */
     char err[512];                 /* why hh_start failed */
     /* private */
