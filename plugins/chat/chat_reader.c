@@ -3,10 +3,10 @@
  * that had joined by then (all in log order, so every client of every worker sees
  * one order), a batch of records at a time. It waits a little for a member whose
  * backlog is near its limit (hold_for_backlog), never long: a full outbox drops
- * that member. It publishes how far it got, which slows down the
- * writers of every worker before it falls a ring behind (chat_worker_throttle).
- * It also notices the host's drain, dead workers (whose nicks it sweeps), and does
- * the leaves that cancelled connections could not do. */
+ * that member. It publishes how far it got, which slows down the writers of every
+ * worker before it falls a ring behind (chat_worker_throttle). It also notices the
+ * host's drain, dead workers (whose nicks it sweeps), and does the leaves that
+ * cancelled connections could not do. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -195,9 +195,10 @@ IOP_EXPORT int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, si
 /* Waits until every byte is sent (a short send goes on with the rest): len, or
  * -errno (a socket error; -ETIMEDOUT at the deadline, the send then cancelled;
  * iop_send_behind_sent tells how much of it went). 0 for an idle record (zeroed, or
- * already waited for). Like SO_LINGER on a close: a cancel of the coroutine does not cut a send short
- * before its deadline, since its bytes were promised to the peer; with no deadline
- * (deadline 0 and no scope) a cancel cancels it at once (-ECANCELED). */
+ * already waited for). Like SO_LINGER on a close: a cancel of the coroutine does
+ * not cut a send short before its deadline, since its bytes were promised to the
+ * peer; with no deadline (deadline 0 and no scope) a cancel cancels it at once
+ * (-ECANCELED). */
 IOP_EXPORT ssize_t iop_send_behind_wait(iop_send_behind_t *s, uint64_t deadline);
 /* After a wait that returned -errno: how many of the bytes the socket took, and so
  * what the peer gets (those, in order, and nothing after). Also after one that
