@@ -169,8 +169,11 @@ static int connect_host(fetch_host_t *h, uint64_t deadline, char *err, size_t er
         iop_app_format_addr(last->ai_addr, last->ai_addrlen, where, sizeof where);
     else
         snprintf(where, sizeof where, "no address");
-    snprintf(err, errlen, "cannot connect to %s:%u (%s): %s", h->name, (unsigned)h->port,
-             where, r == -ETIMEDOUT ? "timed out" : iop_strerror(r));
+    char target[300];
+    snprintf(target, sizeof target, strchr(h->name, ':') ? "[%s]:%u" : "%s:%u", h->name, (unsigned)h->port);
+    int same = strcmp(target, where) == 0;    /* name the address only if it adds something */
+    snprintf(err, errlen, "cannot connect to %s%s%s%s: %s", target, same ? "" : " (", same ? "" : where,
+             same ? "" : ")", r == -ETIMEDOUT ? "timed out" : iop_strerror(r));
     return r;
 }
 
