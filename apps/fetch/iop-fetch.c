@@ -222,7 +222,8 @@ static void usage(FILE *f)
         "                         lines and lines starting with '#' are skipped, and\n"
         "                         a '#' comment may follow a URL)\n"
         "      --timeout SECONDS  limit on connecting plus receiving the response head,\n"
-        "                         and on each read of the body (default %d)\n"
+        "                         and on each read of the body; fractions allowed\n"
+        "                         (default %d)\n"
         "      --max-redirects N  redirects followed per URL (default %d)\n"
         "  -q, --quiet            print only failures\n"
         "      --backend NAME     select, poll, epoll, sigio, uring or auto\n"
@@ -324,8 +325,8 @@ static int run_fetch(fetch_t *f, const char *backend, const char *plugin_path)
 int main(int argc, char **argv)
 {
     const char *backend = NULL, *plugin_path = NULL;
-    uint64_t conc = DEFAULT_CONCURRENCY, timeout_s = DEFAULT_TIMEOUT_S,
-             redirects = DEFAULT_MAX_REDIRECTS;
+    uint64_t conc = DEFAULT_CONCURRENCY, redirects = DEFAULT_MAX_REDIRECTS;
+    double timeout_s = DEFAULT_TIMEOUT_S;
     fetch_opts_t o = { .dir = NULL };
     url_list_t urls = { 0 };
     const char *inputs[16];
@@ -374,7 +375,7 @@ int main(int argc, char **argv)
         case 'q': o.quiet = 1; break;
         case OPT_STDOUT: o.to_stdout = 1; break;
         case OPT_TIMEOUT:
-            if (iop_app_parse_u64(optarg, 1, 24 * 3600, &timeout_s) < 0)
+            if (iop_app_parse_seconds(optarg, 24 * 3600, &timeout_s) < 0 || timeout_s < 0.001)
                 return bad_value("--timeout", optarg);
             break;
         case OPT_REDIRECTS:
@@ -420,7 +421,7 @@ int main(int argc, char **argv)
         goto out;
     }
     o.concurrency = (unsigned)conc;
-    o.timeout_ns = timeout_s * 1000000000ull;
+    o.timeout_ns = (uint64_t)(timeout_s * 1e9);
     o.max_redirects = (unsigned)redirects;
     if (!o.dir)
         o.dir = ".";
