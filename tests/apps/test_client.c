@@ -194,7 +194,7 @@ static void test_load_stalled_connection(void **state)
     char out[2048], err[2048];
     long long ms;
     int st = client(&ms, out, sizeof out, err, sizeof err, NULL, 0, "load", "echo", s.addr, "--connections", "4",
-                    "--duration", "1", "--warmup", "0", "--timeout", "30", NULL);
+                    "--duration", "0.5", "--warmup", "0", "--timeout", "30", NULL);
     server_stop(&s);
     if (st != 1 || !strstr(err, "no answer by the end of the run") || ms > 5000 || strstr(out, " 0 errors"))
         fail_msg("status %d after %lld ms\nstdout: %s\nstderr: %s", st, ms, out, err);
@@ -211,12 +211,12 @@ static void test_load_keeps_connections(void **state)
     char out[2048], err[2048];
     long long ms;
     int st = client(&ms, out, sizeof out, err, sizeof err, NULL, 0, "load", "echo", s.addr, "--connections", "2",
-                    "--duration", "1", "--warmup", "0", "--json", NULL);
+                    "--duration", "0.6", "--warmup", "0", "--json", NULL);
     server_stop(&s);
     const char *req = strstr(out, "\"requests\":"), *errs = strstr(out, "\"errors\":");
     long long nreq = req ? atoll(req + 11) : 0, nerr = errs ? atoll(errs + 9) : 0;
-    /* each reconnect waits 100 ms: some 10 rounds of 20 echoes per connection */
-    if (st != 1 || ms < 900 || nerr < 4 || nreq < 100)
+    /* each reconnect waits 100 ms: some 6 rounds of 20 echoes per connection */
+    if (st != 1 || ms < 550 || nerr < 4 || nreq < 100)
         fail_msg("status %d after %lld ms, %lld requests, %lld errors\nstdout: %s\nstderr: %s", st, ms, nreq,
                  nerr, out, err);
 }
