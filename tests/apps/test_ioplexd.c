@@ -368,9 +368,9 @@ static void test_rolling_restart_under_load(void **state)
     assert_true(load >= 0);
     if (load == 0) {
         char out[1024];
-        _exit(run_load(d.addr, "20", "3", out, sizeof out) == 0 && strstr(out, " 0 errors") ? 0 : 1);
+        _exit(run_load(d.addr, "20", "2", out, sizeof out) == 0 && strstr(out, " 0 errors") ? 0 : 1);
     }
-    poll(NULL, 0, 1000);
+    poll(NULL, 0, 700);                   /* the restart takes well under a second */
     kill(d.p.pid, SIGHUP);
     assert_int_equal(proc_exit_code(load, 30000), 0);
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
@@ -612,7 +612,7 @@ static void test_load_http(void **state)
     assert_true(load >= 0);
     if (load == 0) {
         char out[2048], err[2048];
-        char *c[] = { CLIENT_PATH, "load", "http", addr, "--connections", "10", "--duration", "2.5",
+        char *c[] = { CLIENT_PATH, "load", "http", addr, "--connections", "10", "--duration", "1.8",
                       "--warmup", "0", "--backend", (char *)backend, NULL };
         int st = proc_run(c, NULL, 0, out, sizeof out, err, sizeof err, 60000);
         int ok = st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, " 0 errors");
@@ -620,7 +620,7 @@ static void test_load_http(void **state)
             fprintf(stderr, "load http during SIGHUP: status 0x%x\nstdout: %s\nstderr: %s\n", st, out, err);
         _exit(ok ? 0 : 1);
     }
-    poll(NULL, 0, 800);
+    poll(NULL, 0, 600);
     kill(p.pid, SIGHUP);
     assert_int_equal(proc_exit_code(load, 30000), 0);
     kill(p.pid, SIGTERM);
