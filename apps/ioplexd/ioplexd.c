@@ -27,8 +27,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: " PROG " --service NAME=HOST:PORT[,KEY=VALUE...] [--service ...]\n"
-        "               [--backend NAME] [--workers N] [--stats] [--drain-timeout S]\n"
-        "               [--recv-pool N] [--no-defer-accept] [--plugin-path DIRS]\n"
+        "               [--backend NAME] [--workers N] [--stats] [--stats-interval S]\n"
+        "               [--drain-timeout S] [--recv-pool N] [--no-defer-accept]\n"
+        "               [--plugin-path DIRS]\n"
         "\n"
         "Serves each --service on its address with the service plugin of that name\n"
         "(iop_service_NAME.so on the plugin path), one coroutine per connection. Stays in\n"
@@ -46,6 +47,8 @@ static void usage(FILE *f)
         "                       this process, without a supervisor)\n"
         "  --stats              print a line per second: connections, requests/s,\n"
         "                       bytes/s, errors, backend, per worker\n"
+        "  --stats-interval S   ... every S seconds instead, fractions allowed (0.05 to\n"
+        "                       3600); implies --stats\n"
         "  --drain-timeout S    how long open connections may take at a stop (default %d);\n"
         "                       a worker, or --workers 0 itself, still stopping a few\n"
         "                       seconds later is ended (exit status 1)\n"
@@ -389,13 +392,14 @@ out:
 int main(int argc, char **argv)
 {
     static daemon_t d = { .workers = 1, .drain_ns = DEFAULT_DRAIN_S * 1000000000ull,
-                          .recv_pool = RECV_POOL_DEFAULT };
+                          .recv_pool = RECV_POOL_DEFAULT, .stats_ns = 1000000000ull };
     int list = 0;
     static const struct option longopts[] = {
         { "service", required_argument, NULL, 'S' },
         { "backend", required_argument, NULL, 'b' },
         { "workers", required_argument, NULL, 'w' },
         { "stats", no_argument, NULL, 's' },
+        { "stats-interval", required_argument, NULL, 'I' },
         { "drain-timeout", required_argument, NULL, 'D' },
         { "plugin-path", required_argument, NULL, 'p' },
         { "recv-pool", required_argument, NULL, 'P' },
@@ -407,7 +411,7 @@ int main(int argc, char **argv)
     int ch;
     uint64_t v;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":S:b:w:sD:p:P:ALh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":S:b:w:sI:D:p:P:ALh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'S':
             if (add_service(&d, optarg) < 0)
@@ -422,6 +426,16 @@ int main(int argc, char **argv)
             break;
         case 'p': d.plugin_path = optarg; break;
         case 's': d.stats = 1; break;
+        case 'I': {
+            double secs;
+            if (iop_app_parse_seconds(optarg, 3600, &secs) < 0 || secs < 0.05) {
+                fprintf(stderr, PROG ": --stats-interval wants seconds (0.05 to 3600), not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            d.stats = 1;
+            d.stats_ns = (uint64_t)(secs * 1e9);
+            break;
+        }
         case 'A': d.no_defer_accept = 1; break;
         case 'L': list = 1; break;
         case 'w':

@@ -34,7 +34,8 @@ typedef struct service_slot {
 typedef struct daemon {
     const char *backend, *plugin_path;
     uint32_t workers;            /* 0 = serve in this process */
-    int stats;                   /* print a stats line every second */
+    int stats;                   /* print a stats line every stats_ns */
+    uint64_t stats_ns;           /* --stats-interval, default a second */
     int no_defer_accept;         /* accept client-first services' connections at once */
     uint64_t drain_ns;
     uint32_t recv_pool;          /* receive pool buffers per loop, 0 = none */

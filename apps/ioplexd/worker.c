@@ -35,7 +35,7 @@ static void *stats_ticker(void *arg)
     ticker_t *t = arg;
     uint64_t last = iop_now(t->loop);
     stats_line(t->d, NULL, 0);    /* counters of earlier generations are not this second's */
-    while (iop_sleep_until(last + SEC) == 0) {
+    while (iop_sleep_until(last + t->d->stats_ns) == 0) {
         uint64_t now = iop_now(t->loop);
         stats_line(t->d, iop_loop_backend(t->loop), (double)(now - last) / 1e9);
         last = now;

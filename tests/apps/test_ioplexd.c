@@ -130,11 +130,11 @@ static void test_workers_serve_and_drain(void **state)
 {
     (void)state;
     daemon_proc_t d;
-    start_daemon(&d, "2", "--stats");
+    start_daemon(&d, "2", "--stats-interval=0.2");
     char out[1024];
     assert_int_equal(run_load(d.addr, "40", "1", out, sizeof out), 0);
     assert_non_null(strstr(out, " 0 errors"));
-    poll(NULL, 0, 1200);          /* at least one stats line */
+    poll(NULL, 0, 300);           /* at least one stats line */
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
     char err[16384];
     proc_stderr(&d.p, err, sizeof err);
@@ -156,7 +156,7 @@ static void test_stats_after_worker_death(void **state)
 {
     (void)state;
     daemon_proc_t d;
-    start_daemon(&d, "2", "--stats");
+    start_daemon(&d, "2", "--stats-interval=0.2");
     char host[64];
     int port = 0;
     assert_int_equal(sscanf(d.addr, "%63[^:]:%d", host, &port), 2);
@@ -182,10 +182,10 @@ static void test_stats_after_worker_death(void **state)
     }
     assert_true(w0 > 0);
     assert_int_equal(kill(w0, SIGKILL), 0);
-    poll(NULL, 0, 1500);
+    poll(NULL, 0, 600);           /* its replacement starts, stats lines go on */
     for (int i = 0; i < 10; i++)
         close(fds[i]);
-    poll(NULL, 0, 2500);          /* two stats lines after the clients left */
+    poll(NULL, 0, 600);           /* two stats lines (0.2 s apart) after the clients left */
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
     proc_stderr(&d.p, err, sizeof err);
     const char *last = NULL;
@@ -229,7 +229,7 @@ static void test_stats_three_generations(void **state)
 {
     (void)state;
     daemon_proc_t d;
-    start_daemon(&d, "1", "--stats");
+    start_daemon(&d, "1", "--stats-interval=0.2");
     int a = echo_connect(d.addr);
     kill(d.p.pid, SIGHUP);
     poll(NULL, 0, 800);
@@ -237,17 +237,17 @@ static void test_stats_three_generations(void **state)
     kill(d.p.pid, SIGHUP);
     poll(NULL, 0, 800);
     int c = echo_connect(d.addr);
-    /* One stats line a second while generations drain: each draining worker 0 used
-     * to go on printing its own, counting the same counters twice. */
+    /* One stats line every 0.2 s while generations drain: each draining worker 0
+     * used to go on printing its own, counting the same counters twice. */
     char err[32768];
     int before = count_lines(proc_stderr(&d.p, err, sizeof err), "stats: ");
-    poll(NULL, 0, 2000);
+    poll(NULL, 0, 1000);
     int during = count_lines(proc_stderr(&d.p, err, sizeof err), "stats: ") - before;
-    if (during > 3)
-        fail_msg("%d stats lines in 2 s with three generations of worker 0", during);
+    if (during > 7)
+        fail_msg("%d stats lines in 1 s (one each 0.2 s) with three generations of worker 0", during);
     close(a);                     /* the two draining generations end */
     close(b);
-    poll(NULL, 0, 2500);
+    poll(NULL, 0, 1000);
     proc_stderr(&d.p, err, sizeof err);
     const char *last = NULL;
     for (const char *at = err; (at = strstr(at, "stats: ")); at++)
