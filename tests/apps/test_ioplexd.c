@@ -510,6 +510,10 @@ static void test_cli(void **state)
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,a=1,a=2", "--workers", "0" }, 2, NULL, "'a' given twice" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,", "--workers", "0" }, 2, NULL, "an option without a name" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "" }, 2, NULL, "--backend wants a name" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--stats-interval", "0.01" }, 2, NULL,
+          "--stats-interval wants seconds (0.05 to 3600)" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--stats-interval", "soon" }, 2, NULL,
+          "not 'soon'" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0", "--backend", "nosuch" }, 2, NULL, "nosuch" },
         /* brackets hold an IPv6 address; a v4-mapped one cannot be listened on; the
          * same words in both modes */
