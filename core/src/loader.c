@@ -412,13 +412,9 @@ static int check_abi(const char *kind, uint32_t abi, char *why, size_t whylen)
     return 0;
 }
 
-/* Refuses a backend descriptor built for another ABI or missing what the core
- * calls. Nothing but abi_version is read until the ABI is known to match. */
+/* Refuses a backend descriptor missing what the core calls (its ABI checked). */
 static int check_backend_desc(const void *sym, const char *name, char *why, size_t whylen)
 {
-    int r = check_abi("backend", *(const uint32_t *)sym, why, whylen);
-    if (r < 0)
-        return r;
     const iop_backend_desc_t *d = sym;
     if (d->desc_size < IOP_BACKEND_DESC_MIN_SIZE)
         return say(-EPROTO, why, whylen, "descriptor is %u bytes, ABI %u needs %zu",
@@ -440,8 +436,8 @@ static int check_backend_desc(const void *sym, const char *name, char *why, size
 }
 
 /* Opens the module at path and checks its descriptor; the probe is not run. The
- * reason (without the path) goes to why. Kinds other than backend are checked by
- * their own layer once loaded. */
+ * reason (without the path) goes to why. Of kinds other than backend only the ABI
+ * is checked here; their own layer checks the rest once loaded. */
 static int module_load(const char *kind, const char *name, const char *path, const char *symbol,
                        iop__module_t *mod, char *why, size_t whylen)
 {
@@ -457,6 +453,8 @@ static int module_load(const char *kind, const char *name, const char *path, con
     if (r < 0 || (r = ltdl_open(path, &h, why, whylen)) < 0)
         return r;
     r = ltdl_sym(h, symbol, &sym, why, whylen);
+    if (r == 0)   /* again: a file without section headers could not be read before */
+        r = check_abi(kind, *(const uint32_t *)sym, why, whylen);
     if (r == 0 && strcmp(kind, "backend") == 0)
         r = check_backend_desc(sym, name, why, whylen);
     if (r < 0) {

@@ -31,8 +31,8 @@ typedef struct iop__found {
  * name; *out is freed with iop_free. 0 or -errno. */
 int iop__module_list(const char *kind, const char *plugin_path, iop__found_t **out, size_t *count);
 
-/* Opens the module found at f->path and looks up symbol (no probe, and no
- * descriptor check for kinds other than backend). 0 or -errno with why. */
+/* Opens the module found at f->path and looks up symbol (no probe; for kinds
+ * other than backend the descriptor's ABI only). 0 or -errno with why. */
 int iop__module_load(const char *kind, const iop__found_t *f, const char *symbol,
                      iop__module_t *mod, char *why, size_t whylen);
 

@@ -13,16 +13,10 @@ struct iop_service {
     iop__module_t mod;
 };
 
-/* Refuses a descriptor of another ABI, too small, without serve, or named unlike
- * its file. Nothing but abi_version is read before the ABI is known to match. */
+/* Refuses a descriptor too small, without serve, or named unlike its file (the
+ * loader refused one of another ABI before reading anything else of it). */
 static int check_desc(const void *sym, const char *name, char *why, size_t whylen)
 {
-    uint32_t abi = *(const uint32_t *)sym;
-    if (abi != IOP_SERVICE_ABI_VERSION) {
-        snprintf(why, whylen, "built for service ABI %u, this ioplex speaks ABI %u",
-                 abi, IOP_SERVICE_ABI_VERSION);
-        return -EPROTO;
-    }
     const iop_service_desc_t *d = sym;
     if (d->desc_size < sizeof *d) {
         snprintf(why, whylen, "descriptor is %u bytes, service ABI %u needs %zu",
