@@ -47,4 +47,7 @@ long long now_ms(void);
 /* CPU time (user + system) pid has used, in seconds; < 0 on error. */
 double proc_cpu_seconds(pid_t pid);
 
+/* How many fds pid has open; < 0 on error. */
+int proc_open_fds(pid_t pid);
+
 #endif
