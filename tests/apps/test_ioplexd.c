@@ -150,6 +150,24 @@ static void test_workers_serve_and_drain(void **state)
     proc_cleanup(&d.p);
 }
 
+/* Waits up to timeout_ms for the last "stats: " line to contain want; that line
+ * (NULL if none) is left in *last, within err. */
+static int last_stats_says(proc_t *p, const char *want, int timeout_ms, char *err, size_t len,
+                           const char **last)
+{
+    long long t0 = now_ms();
+    for (;;) {
+        *last = NULL;
+        for (const char *at = proc_stderr(p, err, len); (at = strstr(at, "stats: ")); at++)
+            *last = at;
+        if (*last && strstr(*last, want) && strstr(*last, want) < *last + strcspn(*last, "\n"))
+            return 1;
+        if (now_ms() - t0 >= timeout_ms)
+            return 0;
+        poll(NULL, 0, 50);
+    }
+}
+
 /* A worker killed with connections open: its replacement serves on, and --stats
  * no longer counts the dead worker's connections as open once the clients left. */
 static void test_stats_after_worker_death(void **state)
@@ -185,15 +203,11 @@ static void test_stats_after_worker_death(void **state)
     poll(NULL, 0, 600);           /* its replacement starts, stats lines go on */
     for (int i = 0; i < 10; i++)
         close(fds[i]);
-    poll(NULL, 0, 600);           /* two stats lines (0.2 s apart) after the clients left */
+    const char *last;             /* a line every 0.2 s: one soon says all are closed */
+    if (!last_stats_says(&d.p, " 0 open,", 5000, err, sizeof err, &last))
+        fail_msg("a dead worker's connections still counted: %.*s",
+                 last ? (int)strcspn(last, "\n") : 6, last ? last : "(none)");
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
-    proc_stderr(&d.p, err, sizeof err);
-    const char *last = NULL;
-    for (const char *s = err; (s = strstr(s, "stats: ")); s++)
-        last = s;
-    assert_non_null(last);
-    if (!strstr(last, " 0 open,"))
-        fail_msg("a dead worker's connections still counted: %.*s", (int)strcspn(last, "\n"), last);
     proc_cleanup(&d.p);
 }
 
@@ -247,14 +261,10 @@ static void test_stats_three_generations(void **state)
         fail_msg("%d stats lines in 1 s (one each 0.2 s) with three generations of worker 0", during);
     close(a);                     /* the two draining generations end */
     close(b);
-    poll(NULL, 0, 1000);
-    proc_stderr(&d.p, err, sizeof err);
-    const char *last = NULL;
-    for (const char *at = err; (at = strstr(at, "stats: ")); at++)
-        last = at;
-    assert_non_null(last);
-    if (!strstr(last, " 1 open,"))
-        fail_msg("one connection open, the last stats line says: %.*s", (int)strcspn(last, "\n"), last);
+    const char *last;
+    if (!last_stats_says(&d.p, " 1 open,", 5000, err, sizeof err, &last))
+        fail_msg("one connection open, the last stats line says: %.*s",
+                 last ? (int)strcspn(last, "\n") : 6, last ? last : "(none)");
     close(c);
     assert_int_equal(stop_daemon(&d, SIGTERM, 10000), 0);
     proc_cleanup(&d.p);
@@ -406,8 +416,11 @@ static void test_restart_with_failing_start(void **state)
     assert_true(fd >= 0);
     close(fd);
     kill(p.pid, SIGHUP);
-    poll(NULL, 0, 300);                  /* a few failed starts, well under the crash limit */
     char err[16384];
+    long long t0 = now_ms();             /* the first failed start (slow under load) */
+    while (!strstr(proc_stderr(&p, err, sizeof err), "told to fail") && now_ms() - t0 < 5000)
+        poll(NULL, 0, 20);
+    poll(NULL, 0, 300);                  /* a few more, well under the crash limit */
     proc_stderr(&p, err, sizeof err);
     unlink(flag);
     if (!strstr(err, "told to fail") || strstr(err, "draining pid"))
