@@ -67,6 +67,14 @@ int tu_raise_nofile(rlim_t need, char *why, size_t whylen);
  * that value, or 0 when none did. */
 int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *arg);
 
+/* 1 in an ASan or TSan build, where everything runs several times slower: for the
+ * few tests whose windows must scale. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TU_SANITIZED 1
+#else
+#define TU_SANITIZED 0
+#endif
+
 /* Fills buf with a reproducible pseudo-random pattern from seed. */
 void tu_fill_pattern(void *buf, size_t len, uint32_t seed);
 

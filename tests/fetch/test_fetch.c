@@ -28,6 +28,7 @@
 
 #include "canned_server.h"
 #include "proc.h"
+#include "test_util.h"
 
 #ifndef FETCH_PATH
 #error "FETCH_PATH must name the iop-fetch binary"
@@ -40,11 +41,6 @@
 
 static const char *backend;        /* NULL: the binary's default */
 static int under_valgrind;
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1             /* everything runs several times slower */
-#else
-#define SANITIZED 0
-#endif
 
 typedef struct fx {
     canned_server_t srv;
@@ -759,7 +755,7 @@ static void test_stdout_slow_reader(void **state)
     }
     argv[n++] = "--stdout";
     argv[n++] = "--timeout";
-    argv[n++] = SANITIZED ? "2" : "1";
+    argv[n++] = TU_SANITIZED ? "2" : "1";
     argv[n++] = f->urls[0];
     argv[n++] = f->urls[1];
     argv[n] = NULL;
@@ -777,7 +773,7 @@ static void test_stdout_slow_reader(void **state)
         _exit(127);
     }
     close(pp[1]);
-    poll(NULL, 0, SANITIZED ? 4000 : 2500);   /* the reader is busy: longer than the timeout */
+    poll(NULL, 0, TU_SANITIZED ? 4000 : 2500);   /* the reader is busy: longer than the timeout */
     char buf[65536];
     size_t total = 0;
     ssize_t r;
