@@ -297,21 +297,31 @@ uint32_t tu_rand(uint32_t *state)
     return *state = x;
 }
 
-void tu_fill_pattern(void *buf, size_t len, uint32_t seed)
+uint32_t tu_pattern_start(uint32_t seed)
 {
-    /* Four bytes a step: bodies of tens of MB are made in the sanitizer builds too,
-     * where every store is a call. Any length is a prefix of a longer fill. */
-    uint32_t st = seed ? seed : 1;
+    return seed ? seed : 1;
+}
+
+/* Four bytes a step: bodies of tens of MB are made in the sanitizer builds too,
+ * where every store is a call. Any length is a prefix of a longer fill. */
+void tu_pattern_fill(uint32_t *state, void *buf, size_t len)
+{
     unsigned char *p = buf;
     size_t i = 0;
     for (; i + 4 <= len; i += 4) {
-        uint32_t x = tu_rand(&st);
+        uint32_t x = tu_rand(state);
         memcpy(p + i, &x, 4);
     }
     if (i < len) {
-        uint32_t x = tu_rand(&st);
+        uint32_t x = tu_rand(state);
         memcpy(p + i, &x, len - i);
     }
+}
+
+void tu_fill_pattern(void *buf, size_t len, uint32_t seed)
+{
+    uint32_t st = tu_pattern_start(seed);
+    tu_pattern_fill(&st, buf, len);
 }
 
 int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *arg)

@@ -78,6 +78,11 @@ int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *a
 /* Fills buf with a reproducible pseudo-random pattern from seed. */
 void tu_fill_pattern(void *buf, size_t len, uint32_t seed);
 
+/* The same pattern a piece at a time: a state from tu_pattern_start(seed), then
+ * tu_pattern_fill over consecutive pieces, each a multiple of 4 bytes but the last. */
+uint32_t tu_pattern_start(uint32_t seed);
+void tu_pattern_fill(uint32_t *state, void *buf, size_t len);
+
 /* Small deterministic PRNG (xorshift32); state must start non-zero. */
 uint32_t tu_rand(uint32_t *state);
 

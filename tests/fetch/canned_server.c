@@ -90,6 +90,26 @@ static unsigned char *make_body(size_t n, unsigned seed)
     return b;
 }
 
+/* canned_body(n, seed), made a piece at a time as it goes out: a body of tens of
+ * MB made whole first kept the server thread from its other connections. */
+static int send_body(sconn_t *c, size_t n, unsigned seed)
+{
+    enum { PIECE = 64 * 1024 };
+    unsigned char *piece = malloc(PIECE);   /* its own: the sends park */
+    if (!piece)
+        return -1;
+    uint32_t st = tu_pattern_start(seed);
+    int r = 0;
+    for (size_t off = 0; r == 0 && off < n;) {
+        size_t len = n - off < PIECE ? n - off : PIECE;
+        tu_pattern_fill(&st, piece, len);
+        r = send_all(c, piece, len);
+        off += len;
+    }
+    free(piece);
+    return r;
+}
+
 static int send_chunked(sconn_t *c, const unsigned char *body, size_t n, unsigned seed)
 {
     uint32_t rng = seed | 1;
@@ -124,12 +144,13 @@ static int respond(sconn_t *c, const char *path)
         sscanf(path, "/info/%u/%u/%255s", &n, &seed, name) == 3 ||
         sscanf(path, "/chunk/%u/%u/%255s", &n, &seed, name) == 3 ||
         sscanf(path, "/close/%u/%u/%255s", &n, &seed, name) == 3) {
-        unsigned char *body = make_body(n, seed);
-        if (!body)
-            return 0;
         int r;
         if (strncmp(path, "/chunk/", 7) == 0) {
+            unsigned char *body = make_body(n, seed);
+            if (!body)
+                return 0;
             r = send_chunked(c, body, n, seed);
+            free(body);
         } else if (strncmp(path, "/close/", 7) == 0) {
             r = send_str(c, "HTTP/1.0 200 OK\r\nServer: canned\r\n\r\n");
             keep = 0;
@@ -142,8 +163,7 @@ static int respond(sconn_t *c, const char *path)
                 r = send_str(c, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\n\r\n", n);
         }
         if (r == 0 && strncmp(path, "/chunk/", 7) != 0)
-            r = send_all(c, body, n);
-        free(body);
+            r = send_body(c, n, seed);
         return r == 0 && keep;
     }
     if (sscanf(path, "/rel/%d/%255s", &k, name) == 2 || sscanf(path, "/abs/%d/%255s", &k, name) == 2) {
