@@ -277,9 +277,10 @@ void test_watch_and_op_share_fd(void **state)
     iop_prep_recv(&r.op, s[1], buf, sizeof buf, 0, rec_cb, &r);
     assert_int_equal(iop_submit(loop, &r.op), 0);
     first_report(loop, &ws.calls, 1);
-    tu_run_nowait(loop, 1);
+    /* Under SQPOLL the re-armed poll may miss an iteration when the SQ thread is
+     * slow to take it: the next report, however many iterations it takes. */
+    first_report(loop, &ws.calls, 2);   /* the op's read interest leaves the watch alone */
     assert_int_equal(r.calls, 0);
-    assert_int_equal(ws.calls, 2);   /* the op's read interest leaves the watch alone */
 
     assert_int_equal(send(s[0], "ping", 4, 0), 4);
     assert_true(tu_run_until_count(loop, &r.calls, 1, 2000));
@@ -287,8 +288,7 @@ void test_watch_and_op_share_fd(void **state)
     assert_memory_equal(buf, "ping", 4);
 
     int before = ws.calls;
-    tu_run_nowait(loop, 1);
-    assert_int_equal(ws.calls, before + 1);   /* and the op's end leaves it too */
+    first_report(loop, &ws.calls, before + 1);   /* and the op's end leaves it too */
     assert_true(ws.last & IOP_WRITE);
 
     iop_watch_stop(&w);
