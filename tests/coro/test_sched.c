@@ -669,12 +669,15 @@ static void test_configure(void **state)
 /* One joiner at a time, main included: a second gets -EBUSY, whichever came first.
  * (Two successful joins freed the record twice; later spawns shared it.) */
 static iop_coro_t *jt_target;
-static int jt_res;
+static int jt_res, jt_joining;
+
+static int flag_set(void *arg) { return *(const int *)arg != 0; }
 
 static void *join_target(void *arg)
 {
     (void)arg;
     void *res = NULL;
+    jt_joining = 1;                /* and parked in the join when the iteration ends */
     jt_res = iop_join(jt_target, &res, 0);
     if (jt_res == 0)
         CHECK_EQ((intptr_t)res, 77);
@@ -687,9 +690,10 @@ static void test_join_from_main_and_coroutine(void **state)
     (void)state;
     void *res = NULL;
     /* a coroutine joins first, then main */
-    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)20, NULL, &jt_target), 0);
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)200, NULL, &jt_target), 0);
+    jt_joining = 0;
     st_go(join_target, NULL, "joiner");
-    tu_run_for(st_loop, 2);
+    assert_true(tu_run_until(st_loop, flag_set, &jt_joining, 5000));
     assert_int_equal(iop_join(jt_target, &res, 0), -EBUSY);
     st_run_until_done(1, 5000);
     assert_int_equal(jt_res, 0);
@@ -717,9 +721,11 @@ static void test_join_from_main_and_coroutine(void **state)
 static void test_free_while_joined(void **state)
 {
     (void)state;
-    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)20, NULL, &jt_target), 0);
+    /* 200 ms: still asleep when freed, however late this thread runs */
+    assert_int_equal(iop_go(st_loop, sleeper, (void *)(intptr_t)200, NULL, &jt_target), 0);
+    jt_joining = 0;
     st_go(join_target, NULL, "joiner");
-    tu_run_for(st_loop, 2);
+    assert_true(tu_run_until(st_loop, flag_set, &jt_joining, 5000));
     iop_coro_free(jt_target);      /* the joiner waits on it */
     st_run_until_done(1, 5000);
     assert_int_equal(jt_res, 0);   /* and it got the result */
