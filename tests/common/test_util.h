@@ -35,8 +35,9 @@ uint64_t tu_clock_ms(void);
 void tu_sleep_ms(unsigned ms);
 
 /* Runs loop with IOP_RUN_ONCE until done(arg) is true or limit_ms of wall-clock time
- * have passed. A private guard timer keeps every iteration from blocking past the
- * limit, even when nothing else is pending. Returns 1 if done, 0 on timeout. */
+ * have passed, and at least once unless done at the start. A private guard timer
+ * keeps every iteration from blocking past the limit, even when nothing else is
+ * pending. Returns 1 if done, 0 on timeout. */
 int tu_run_until(iop_loop_t *loop, int (*done)(void *arg), void *arg, unsigned limit_ms);
 
 /* tu_run_until for the common case "until *counter >= target". */
