@@ -58,6 +58,10 @@ for dir in "$tmp/cm-backends:$tmp/cm-plugins" "$tmp/pc"; do
     out=$("$prefix/bin/iop-plugins" --plugin-path "$dir")
     grep -q '^mine .*probe: ok' <<<"$out" || { echo "$out"; fail "iop-plugins does not show mine as usable"; }
     grep -q '^upper .*service' <<<"$out" || { echo "$out"; fail "iop-plugins does not list upper"; }
+    # Emptied here, not by the redirection below: that happens in the background
+    # job, and the wait loop could still read the last run's lines.
+    : >"$tmp/d.out"
+    : >"$tmp/d.err"
     "$prefix/bin/ioplexd" --workers 0 --backend mine --plugin-path "$dir" \
         --service 'upper=127.0.0.1:0,prefix=>' >"$tmp/d.out" 2>"$tmp/d.err" &
     daemon=$!
