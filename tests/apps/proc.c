@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -43,10 +44,15 @@ static int temp_file(void)
 /* Forks argv with the given fds as its stdin, stdout and stderr. */
 static pid_t spawn(char *const argv[], int in, int out, int err, long nofile)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
         return pid < 0 ? -errno : pid;
     /* child: only async-signal-safe calls from here to exec */
+    /* Dies with the test: a failed assertion leaves the test function without
+     * stopping what it started (an ioplexd's workers then die with it). */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(127);
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         _exit(127);
     if (nofile > 0) {
