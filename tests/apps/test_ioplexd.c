@@ -160,7 +160,8 @@ static int last_stats_says(proc_t *p, const char *want, int timeout_ms, char *er
         *last = NULL;
         for (const char *at = proc_stderr(p, err, len); (at = strstr(at, "stats: ")); at++)
             *last = at;
-        if (*last && strstr(*last, want) && strstr(*last, want) < *last + strcspn(*last, "\n"))
+        const char *at = *last ? strstr(*last, want) : NULL;
+        if (at && at < *last + strcspn(*last, "\n"))
             return 1;
         if (now_ms() - t0 >= timeout_ms)
             return 0;

@@ -56,8 +56,6 @@ static int send_all(sconn_t *c, const void *data, size_t len)
             return -1;
         p += n;
         len -= (size_t)n;
-        if (len > 0)
-            iop_yield();   /* a send that never waits would starve the other connections */
     }
     return 0;
 }

@@ -760,33 +760,19 @@ static void test_stdout_slow_reader(void **state)
     argv[n++] = f->urls[1];
     argv[n] = NULL;
     f->nurls = 0;
-    int pp[2];
-    assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
-    int errfd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    assert_true(errfd >= 0);
-    pid_t p = fork();
-    assert_true(p >= 0);
-    if (p == 0) {
-        dup2(pp[1], 1);
-        dup2(errfd, 2);
-        execv(FETCH_PATH, argv);
-        _exit(127);
-    }
-    close(pp[1]);
+    proc_t p;                             /* stdout a pipe we do not read for a while */
+    assert_int_equal(proc_start(&p, argv, 0), 0);
     poll(NULL, 0, TU_SANITIZED ? 4000 : 2500);   /* the reader is busy: longer than the timeout */
     char buf[65536];
     size_t total = 0;
     ssize_t r;
-    while ((r = read(pp[0], buf, sizeof buf)) > 0)
+    while ((r = read(p.out_fd, buf, sizeof buf)) > 0)
         total += (size_t)r;
-    close(pp[0]);
-    int code = proc_exit_code(p, 30000);
-    if (code != 0 || total != 20000000 + 7) {
-        ssize_t got = pread(errfd, buf, sizeof buf - 1, 0);
-        buf[got > 0 ? got : 0] = '\0';
+    int code = proc_wait(&p, 30000) == 0 && WIFEXITED(p.status) ? WEXITSTATUS(p.status) : -1;
+    proc_stderr(&p, buf, sizeof buf);
+    proc_cleanup(&p);
+    if (code != 0 || total != 20000000 + 7)
         fail_msg("exit %d, %zu bytes on stdout\nstderr: %s", code, total, buf);
-    }
-    close(errfd);
 }
 
 /* --stdout: bodies whole, in the order of the URLs, whatever order they finish in. */
