@@ -183,6 +183,20 @@ char *proc_stderr(proc_t *p, char *buf, size_t len)
     return buf;
 }
 
+bool proc_stderr_wait(proc_t *p, const char *needle, int timeout_ms)
+{
+    size_t len = 1 << 16;
+    char *buf = malloc(len);
+    if (!buf)
+        return false;
+    long long t0 = now_ms();
+    bool found;
+    while (!(found = strstr(proc_stderr(p, buf, len), needle) != NULL) && now_ms() - t0 < timeout_ms)
+        poll(NULL, 0, 20);
+    free(buf);
+    return found;
+}
+
 /* Appends what fd has to buf; closes fd at end of file. */
 static void drain(int *fd, char *buf, size_t len, size_t *n)
 {

@@ -4,6 +4,7 @@
 #define TEST_APPS_PROC_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <sys/types.h>
 
 typedef struct proc {
@@ -34,6 +35,9 @@ void proc_cleanup(proc_t *p);
 
 /* What the child wrote on stderr so far (NUL-terminated, truncated to len - 1). */
 char *proc_stderr(proc_t *p, char *buf, size_t len);
+
+/* Waits up to timeout_ms for the child's stderr to hold needle; true once it does. */
+bool proc_stderr_wait(proc_t *p, const char *needle, int timeout_ms);
 
 /* Runs argv to completion with `in` (may be NULL) on its stdin, collecting stdout into
  * out and stderr into err (both NUL-terminated, truncated to fit). Kills it after

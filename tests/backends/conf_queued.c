@@ -226,17 +226,17 @@ void test_poll_first_asked(void **state)
 void test_busy_poll(void **state)
 {
     (void)state;
-    iop_loop_opts_t o = { .size = sizeof o, .busy_poll_us = 1000000 };   /* a 1 s spin */
+    iop_loop_opts_t o = { .size = sizeof o, .busy_poll_us = 5000000 };   /* a 5 s spin */
     iop_loop_t *loop = tu_loop_new_opts(&o);
     iop_timer_t t = { 0 };
     count_cb_timer = 0;
     uint64_t t0 = tu_clock_ns();
     iop_update_time(loop);   /* the timer counts from the loop's clock: no older than t0 */
     assert_int_equal(iop_timer_start(loop, &t, 5 * MS, 0, count_timer), 0);
-    assert_true(tu_run_until_count(loop, &count_cb_timer, 1, 3000));
+    assert_true(tu_run_until_count(loop, &count_cb_timer, 1, 8000));
     uint64_t took = tu_clock_ns() - t0;
     assert_true(took >= 5 * MS);
-    assert_true(took < 600 * MS);   /* cut at the timer, not at the end of the spin */
+    assert_true(took < 2500 * MS);   /* cut at the timer, not at the end of the spin */
 
     int s[2];
     tu_tcp_pair(s);
