@@ -48,7 +48,7 @@ void test_dead_putter_is_skipped(void **state)
     uint64_t t0 = tu_clock_ns();
     assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, pq_after_ms(2000)), 2);
     assert_string_equal(buf, "c");                             /* the dead one skipped */
-    assert_true(tu_clock_ns() - t0 < 500 * MS);
+    assert_true(tu_clock_ns() - t0 < 1500 * MS);   /* well before the 2 s deadline */
     assert_int_equal(atomic_load(&pq->repaired), 1);
     assert_int_equal(iop_pqueue_try_get(pq, buf, sizeof buf), -EAGAIN);
 
@@ -81,7 +81,7 @@ void test_dead_getter_slot_is_reclaimed(void **state)
     /* "a" went down with its getter. The put needs the dead getter's slot back. */
     uint64_t t0 = tu_clock_ns();
     assert_int_equal(iop_pqueue_put(pq, "c", 2, pq_after_ms(2000)), 0);
-    assert_true(tu_clock_ns() - t0 < 500 * MS);
+    assert_true(tu_clock_ns() - t0 < 1500 * MS);   /* well before the 2 s deadline */
     assert_int_equal(atomic_load(&pq->repaired), 1);
     assert_int_equal(iop_pqueue_put(pq, "d", 2, pq_after_ms(2000)), 0);
     assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, 0), 2);
