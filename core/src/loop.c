@@ -203,8 +203,8 @@ int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts)
     iop__heap_init(&loop->timers);
     loop->busy_poll_us = opts->busy_poll_us;
     for (int i = 0; i < IOP__DL_CANCELS; i++) {
-        loop->dl_cancel[i].next = loop->dl_free;
-        loop->dl_free = &loop->dl_cancel[i];
+        loop->dl_cancel[i].op.next = loop->dl_free;
+        loop->dl_free = &loop->dl_cancel[i].op;
     }
     loop->host = (iop_backend_host_t){
         .core = loop, .syscalls = &loop->stats.syscalls,

@@ -101,7 +101,10 @@ struct iop_loop {
 
     void *sched;                   /* the coroutine scheduler (coro/sched.c), made on first use */
 
-    iop_op_t dl_cancel[IOP__DL_CANCELS];   /* op.c: deadlines of backend ops */
+    struct iop__cancel_rec {           /* op.c: deadlines of backend ops, paused receive streams */
+        iop_op_t op;
+        iop_op_cb cb;                  /* the detached cancel's caller's */
+    } dl_cancel[IOP__DL_CANCELS];
     iop_op_t *dl_free;
 
     iop_loop_stats_t stats;
@@ -140,6 +143,10 @@ static inline int iop__forked(const iop_loop_t *loop)
 int iop__fail_forked(const iop_loop_t *loop, const char *what);
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags);
 int iop__pool_take(iop_loop_t *loop, uint32_t *bid);
+/* Cancels target with one of the loop's own cancel records (nobody waits for it in
+ * a frame of theirs); cb runs when the cancel is done, the record already back.
+ * 0, or -EBUSY when every record is in flight, or the submit's error. */
+int iop__cancel_detached(iop_loop_t *loop, iop_op_t *target, iop_op_cb cb, void *data);
 
 /* watch.c */
 int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,

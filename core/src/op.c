@@ -80,27 +80,40 @@ static int multishot_goes_on(const iop_op_t *op, int res)
  * a second CQE and an hrtimer armed and cancelled). */
 #define DL_RETRY_NS 100000u   /* every cancel record busy: try again this much later */
 
-static void dl_cancel_done(iop_op_t *rec, int res)
+static void detached_done(iop_op_t *op, int res)
 {
-    (void)res;   /* 0, or -EALREADY / -ENOENT: the op finished first */
-    iop_loop_t *loop = rec->loop;
-    rec->next = loop->dl_free;
-    loop->dl_free = rec;
+    iop_loop_t *loop = op->loop;
+    iop_op_cb cb = ((struct iop__cancel_rec *)(void *)op)->cb;   /* op is the record's first member */
+    op->next = loop->dl_free;
+    loop->dl_free = op;            /* free before cb, which may want one */
+    if (cb)
+        cb(op, res);               /* op->data is still the caller's */
+}
+
+int iop__cancel_detached(iop_loop_t *loop, iop_op_t *target, iop_op_cb cb, void *data)
+{
+    iop_op_t *op = loop->dl_free;
+    if (!op)
+        return -EBUSY;
+    loop->dl_free = op->next;
+    iop_prep_cancel(op, target, detached_done, data);
+    ((struct iop__cancel_rec *)(void *)op)->cb = cb;
+    int r = iop_submit(loop, op);
+    if (r < 0) {
+        op->next = loop->dl_free;
+        loop->dl_free = op;
+    }
+    return r;
 }
 
 static void dl_fired(iop_timer_t *t)
 {
-    iop_op_t *op = op_of_timer(t), *rec;
+    iop_op_t *op = op_of_timer(t);
     iop_loop_t *loop = t->loop;
     op->flags |= IOP__OPF_TIMED_OUT;
-    if ((rec = loop->dl_free)) {
-        loop->dl_free = rec->next;
-        iop_prep_cancel(rec, op, dl_cancel_done, NULL);
-        if (iop_submit(loop, rec) == 0)
-            return;
-        rec->next = loop->dl_free;
-        loop->dl_free = rec;
-    }
+    /* The result, 0 or -EALREADY / -ENOENT (the op finished first), changes nothing. */
+    if (iop__cancel_detached(loop, op, NULL, NULL) == 0)
+        return;
     iop__timer_arm(loop, &op->timer, loop->now + DL_RETRY_NS, dl_fired);   /* a slot was just freed */
 }
 

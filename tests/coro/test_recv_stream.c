@@ -3,7 +3,8 @@
  * the stream falls back to plain receives; unread; deadlines leave the series
  * running; a cancelled reader still closes its stream; close gives every queued
  * buffer back; a loop without a pool is refused; a dry pool's fallback under unread,
- * deadline and cancel; two streams sharing a small pool; an fd closed under a stream. */
+ * deadline and cancel; two streams sharing a small pool; an fd closed under a stream;
+ * a stream whose coroutine takes nothing holds only its share of the pool. */
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -495,6 +496,116 @@ static void test_no_buffer_after_a_dry_pool(void **state)
     iop_fd_close(st_loop, fds[1]);
 }
 
+/* ---- a stream whose coroutine is busy elsewhere leaves the pool to the others ---------- */
+
+#define SHARE_POOL 32               /* a stream may hold a quarter: 8 */
+#define SHARE_TOTAL (32 * 1024)     /* four times the pool */
+
+static int share_setup(void **state)
+{
+    (void)state;
+    iop_loop_opts_t o = { .size = sizeof o, .buf_count = SHARE_POOL, .buf_size = POOL_SIZE };
+    st_loop = tu_loop_new_opts(&o);
+    st_done = 0;
+    st_failure[0] = '\0';
+    return 0;
+}
+
+static iop_recv_stream_t greedy_s;
+static int greedy_open, trickle_done, polite_done;
+static unsigned greedy_most;       /* the most buffers the greedy stream's queue held */
+
+/* Sends SHARE_TOTAL bytes of pattern to the greedy stream in small pieces, as a
+ * peer that goes on sending would, so that the series runs on while its queue grows. */
+static void *trickle_writer(void *arg)
+{
+    (void)arg;
+    unsigned char piece[512];
+    for (size_t off = 0; off < SHARE_TOTAL; off += sizeof piece) {
+        for (size_t i = 0; i < sizeof piece; i++)
+            piece[i] = pattern(off + i);
+        CHECK_EQ(iop_send(fds[0], piece, sizeof piece, 0, st_after_ms(10000)), (ssize_t)sizeof piece);
+        iop_sleep(MS / 2);
+        if (greedy_s.queued > greedy_most)
+            greedy_most = greedy_s.queued;
+    }
+    CHECK_EQ(shutdown(fds[0], SHUT_WR), 0);
+    trickle_done = 1;
+    st_done++;
+    return NULL;
+}
+
+/* Opens its stream and takes nothing until the polite one is done, then all of it. */
+static void *greedy_reader(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_recv_stream_open(&greedy_s, fds[1], 0), 0);
+    greedy_open = 1;
+    for (int i = 0; i < 2000 && !polite_done; i++)
+        iop_sleep(5 * MS);
+    char own[256];
+    size_t got = 0;
+    int bad = 0;
+    for (;;) {
+        const char *data;
+        ssize_t n = iop_recv_stream_next(&greedy_s, own, sizeof own, &data, st_after_ms(10000));
+        CHECK(n >= 0);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n && !bad; i++)
+            bad = (unsigned char)data[i] != pattern(got + (size_t)i);
+        got += (size_t)n;
+    }
+    CHECK(!bad);
+    CHECK_EQ(got, SHARE_TOTAL);     /* (io_uring may take every free buffer at a time here) */
+    CHECK_EQ(iop_recv_stream_close(&greedy_s), 0);
+    st_done++;
+    return NULL;
+}
+
+/* Once the greedy stream's peer has sent everything, another stream still receives
+ * into the pool. */
+static void *polite_reader(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2000 && !(greedy_open && trickle_done); i++)
+        iop_sleep(5 * MS);
+    iop_sleep(20 * MS);              /* whatever the series would still take, it has */
+    iop_recv_stream_t s;
+    const char *data;
+    char own[64];
+    CHECK_EQ(iop_recv_stream_open(&s, fds2[1], 0), 0);
+    CHECK_EQ(write(fds2[0], "polite", 6), 6);
+    ssize_t n = iop_recv_stream_next(&s, own, sizeof own, &data, st_after_ms(5000));
+    CHECK_EQ(n, 6);
+    CHECK(n == 6 && data != own && memcmp(data, "polite", 6) == 0);   /* from the pool */
+    CHECK_EQ(iop_recv_stream_close(&s), 0);
+    polite_done = 1;
+    st_done++;
+    return NULL;
+}
+
+static void test_stream_holds_its_share(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    tu_tcp_pair(fds2);
+    greedy_open = trickle_done = polite_done = 0;
+    greedy_most = 0;
+    st_go(greedy_reader, NULL, "greedy");
+    st_go(trickle_writer, NULL, "writer");
+    st_go(polite_reader, NULL, "polite");
+    st_run_until_done(3, 30000);
+    /* A quarter of the pool, and what the series took before its cancel landed. */
+    if (greedy_most > SHARE_POOL / 4 + 4)
+        fail_msg("the greedy stream held %u of %d buffers", greedy_most, SHARE_POOL);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+    iop_fd_close(st_loop, fds2[0]);
+    iop_fd_close(st_loop, fds2[1]);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -516,6 +627,7 @@ int main(int argc, char **argv)
         T(test_fd_closed_under_stream),
         T(test_no_buffer_after_a_dry_pool),
         cmocka_unit_test_setup_teardown(test_no_pool, st_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_stream_holds_its_share, share_setup, st_teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "coro.recv_stream.%s", spec ? spec : "default");

@@ -131,7 +131,11 @@ IOP_EXPORT int iop_sleep_until(uint64_t deadline);
  * the kernel receives into a pool buffer as data arrives and nothing is armed per
  * read; elsewhere the core lends the buffers and the results are the same. The
  * record is the caller's (nothing is allocated) and must stay put from open to close;
- * one coroutine uses it; no other receive may run on fd meanwhile. */
+ * one coroutine uses it; no other receive may run on fd meanwhile. A stream whose
+ * coroutine takes its data slower than it comes holds at most a quarter of a pool
+ * of 16 buffers or more: it then stops receiving, the data waits in the socket (TCP
+ * slows the sender down), and it goes on once the coroutine has taken what it holds,
+ * so that one connection cannot leave the others without buffers. */
 typedef struct iop_recv_stream {
     iop_op_t op;               /* private, every field: the multishot receive */
     iop_loop_t *loop;
@@ -142,7 +146,9 @@ typedef struct iop_recv_stream {
     uint32_t cur;              /* bid + 1 of the buffer the last next returned */
     uint32_t cur_last;         /* where what it returned began in that buffer */
     uint32_t cur_off, cur_len; /* its bytes not handed out yet: [cur_off, cur_len) */
-    uint8_t cancel_live;
+    uint8_t cancel_live;       /* cancels of op in flight: close's, the pause's */
+    uint8_t pausing;           /* the series is being stopped for holding its share */
+    uint16_t queued;           /* pool buffers in the queue */
 } iop_recv_stream_t;
 
 /* Arms the stream on fd (flags: recv flags, usually 0). 0, or -errno: -EINVAL when

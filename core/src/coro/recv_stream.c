@@ -8,6 +8,14 @@
  * recv into the caller's buffer and arms the series again, so a dry pool slows a
  * stream down but loses nothing and never spins.
  *
+ * A stream that holds a quarter of the pool (of 16 buffers or more) stops its
+ * series with a cancel of the loop's own (nobody waits for it) and arms it again
+ * once its coroutine has taken everything queued: a connection whose coroutine is
+ * stuck elsewhere (a send to a peer that does not read) would otherwise take every
+ * buffer as its peer went on sending, and every other stream of the loop would fall
+ * back to plain receives. A new series waits for that cancel to be done, which
+ * could otherwise end it.
+ *
  * Callbacks wake the parked coroutine last, touching nothing after: it may close
  * the stream and free the record before they return. */
 #include <errno.h>
@@ -16,6 +24,24 @@
 
 #define RUNNING 1                  /* s->end while the series runs */
 #define REARM 2                    /* ... once it ended after data: next arms it again */
+
+#define CLOSE_LIVE 1u              /* s->cancel_live: close's cancel */
+#define PAUSE_LIVE 2u              /* ... the pause's */
+
+/* Pool buffers a stream may hold before it pauses; 0 = no limit (a smaller pool
+ * is one or two streams' own). */
+static uint32_t share(const iop_loop_t *loop)
+{
+    return loop->pool_count >= 16 ? loop->pool_count / 4 : 0;
+}
+
+static void on_paused(iop_op_t *op, int res)
+{
+    (void)res;                     /* 0, or -ENOENT / -EALREADY: the series ended first */
+    iop_recv_stream_t *s = op->data;
+    s->cancel_live &= (uint8_t)~PAUSE_LIVE;
+    iop__wake_waiter(&s->waiter);
+}
 
 static void on_result(iop_op_t *op, int res)
 {
@@ -29,9 +55,16 @@ static void on_result(iop_op_t *op, int res)
         else
             s->head = bid + 1;
         s->tail = bid + 1;
+        s->queued++;
     }
-    if (!iop_op_more(op))
-        s->end = res > 0 ? REARM : res;
+    uint32_t cap;
+    if (!iop_op_more(op)) {
+        s->end = res > 0 || (res == -ECANCELED && s->pausing) ? REARM : res;
+    } else if (!s->pausing && (cap = share(loop)) && s->queued >= cap &&
+               iop__cancel_detached(loop, op, on_paused, s) == 0) {
+        s->pausing = 1;            /* (every record busy: the next result tries again) */
+        s->cancel_live |= PAUSE_LIVE;
+    }
     iop__wake_waiter(&s->waiter);
 }
 
@@ -39,7 +72,7 @@ static void on_cancelled(iop_op_t *op, int res)
 {
     (void)res;                     /* -EALREADY / -ENOENT: the series ends anyway */
     iop_recv_stream_t *s = op->data;
-    s->cancel_live = 0;
+    s->cancel_live &= (uint8_t)~CLOSE_LIVE;
     iop__wake_waiter(&s->waiter);
 }
 
@@ -51,6 +84,11 @@ static void retry_due(iop_timer_t *t)
 
 static int arm(iop_recv_stream_t *s)
 {
+    if (s->cancel_live & PAUSE_LIVE) {
+        s->end = REARM;            /* next arms it once the pause is done */
+        return 0;
+    }
+    s->pausing = 0;
     iop_prep_recv_buf(&s->op, s->fd, s->flags, on_result, s);
     iop_op_set_multishot(&s->op);
     int r = iop_submit(s->loop, &s->op);
@@ -100,6 +138,7 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
             uint32_t bid = s->head - 1;
             iop__pool_link_t *l = &loop->pool_link[bid];
             s->head = l->next;
+            s->queued--;
             if (!s->head)
                 s->tail = 0;
             s->cur = bid + 1;
@@ -118,12 +157,10 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
             }
             return n;
         }
-        if (s->end == -ENOBUFS && !rearmed) {
-            rearmed = 1;                   /* no buffer of the caller's: the pool again, once */
-        } else if (s->end != RUNNING && s->end != REARM) {
+        if (s->end != RUNNING && s->end != REARM && (s->end != -ENOBUFS || rearmed))
             return s->end;                 /* 0 at the end; errors stay */
-        }
-        if (s->end != RUNNING) {
+        if (s->end != RUNNING && !(s->cancel_live & PAUSE_LIVE)) {
+            rearmed |= s->end == -ENOBUFS; /* no buffer of the caller's: the pool again, once */
             if ((r = arm(s)) < 0)
                 return r;
             continue;
@@ -155,9 +192,9 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
     iop_timer_t retry = { 0 };
     int sent = 0;
     while (s->end == RUNNING || s->cancel_live) {
-        if (s->end == RUNNING && !sent)
-            sent = s->cancel_live = (uint8_t)iop__cancel_or_retry(loop, &cancel, &s->op, on_cancelled, s,
-                                                                  &retry, retry_due);
+        if (s->end == RUNNING && !sent && (sent = iop__cancel_or_retry(loop, &cancel, &s->op, on_cancelled, s,
+                                                                        &retry, retry_due)))
+            s->cancel_live |= CLOSE_LIVE;
         s->waiter = c;
         iop__park_shielded();
         s->waiter = NULL;
@@ -170,7 +207,8 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
         s->head = loop->pool_link[bid].next;
         iop_buf_release(loop, bid);
     }
-    s->cur = s->tail = 0;
+    s->cur = s->tail = s->queued = 0;
+    s->pausing = 0;
     s->end = -EBADF;
     return 0;
 }
