@@ -521,6 +521,8 @@ static void test_cli(void **state)
         { { IOPLEXD_PATH, "--service", "echo" }, 2, NULL, NULL },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL, "unknown option 'x'" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,send_timeout_ms=0", "--workers", "0" }, 2, NULL, "from 1 to" },
+        { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:0,recv=fast", "--workers", "0" }, 2, NULL,
+          "recv=fast: want auto, stream or plain" },
         { { IOPLEXD_PATH, "--plugin-path", SVC_MODULE_DIR, "--service", "flakystart=127.0.0.1:0,x=1", "--workers", "0" }, 2, NULL,
           "takes no options" },
         { { IOPLEXD_PATH, "--service", "echo=127.0.0.1:99999", "--workers", "0" }, 2, NULL, "99999" },

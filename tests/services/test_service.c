@@ -3,7 +3,8 @@
  * usage: test_service --loader   loading good and broken modules, listing, options
  *        test_service BACKEND    the echo service behind iop_service_host on BACKEND:
  *                                many clients, counters, and drains (a session
- *                                service vs one whose idle connections go at once) */
+ *                                service vs one whose idle connections go at once),
+ *                                echo receiving plain and through a receive stream */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -235,19 +236,23 @@ static void *run_clients(void *arg)
     return NULL;
 }
 
-static int fixture_up(void **state)
+/* The echo service receiving as recv_mode says: "plain" on a loop without a
+ * receive pool, "stream" on one with a pool (the core's or the kernel's). */
+static int fixture_up_as(void **state, const char *recv_mode)
 {
     static fixture_t f;
     memset(&f, 0, sizeof f);
     fx = &f;
-    f.loop = tu_loop_new();
+    int stream = strcmp(recv_mode, "stream") == 0;
+    iop_loop_opts_t o = { .size = sizeof o, .buf_count = stream ? 64 : 0, .buf_size = 2048 };
+    f.loop = tu_loop_new_opts(&o);
     assert_int_equal(iop_service_open(&f.svc, "echo", NULL), 0);
     f.host.desc = iop_service_desc(f.svc);
     /* As a host does: create with the options (a short send timeout for
      * test_echo_send_timeout). */
-    static const iop_service_opt_t opts[] = { { "send_timeout_ms", "300" } };
+    const iop_service_opt_t opts[] = { { "send_timeout_ms", "300" }, { "recv", recv_mode } };
     const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "echo", .listen = "test", .opts = opts,
-                                    .nopts = 1, .nworkers = 1 };
+                                    .nopts = 2, .nworkers = 1 };
     char err[256] = "";
     if (f.host.desc->create && f.host.desc->create(&f.host.state, &cfg, err, sizeof err) < 0)
         fail_msg("echo create: %s", err);
@@ -258,6 +263,9 @@ static int fixture_up(void **state)
     *state = &f;
     return 0;
 }
+
+static int fixture_up(void **state) { return fixture_up_as(state, "plain"); }
+static int fixture_up_stream(void **state) { return fixture_up_as(state, "stream"); }
 
 static int fixture_down(void **state)
 {
@@ -715,6 +723,12 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_echo_send_timeout, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_echo_slow_reader_kept, fixture_up, fixture_down),
         cmocka_unit_test_setup_teardown(test_accept_out_of_fds, fixture_up, fixture_down),
+        /* echo receiving through a receive stream */
+        cmocka_unit_test_setup_teardown(test_many_clients, fixture_up_stream, fixture_down),
+        cmocka_unit_test_setup_teardown(test_drain_session, fixture_up_stream, fixture_down),
+        cmocka_unit_test_setup_teardown(test_drain_idle, fixture_up_stream, fixture_down),
+        cmocka_unit_test_setup_teardown(test_echo_send_timeout, fixture_up_stream, fixture_down),
+        cmocka_unit_test_setup_teardown(test_echo_slow_reader_kept, fixture_up_stream, fixture_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
