@@ -40,13 +40,20 @@ static int count_primes(const void *in, size_t len, iop_pool_out_t *out)
 
 static iop_pool_t *pool;
 static uint64_t limit = 2000000;
-static int nchunks = 32, crash, ticks, finished, out_failed;
+static int nchunks = 32, crash, ticks, finished, out_failed, no_memory;
 
 static void *counter(void *arg)
 {
     (void)arg;
     chunk_t *chunks = calloc((size_t)nchunks, sizeof *chunks);
     iop_future_t **futs = calloc((size_t)nchunks, sizeof *futs);
+    if (!chunks || !futs) {
+        fprintf(stderr, PROG ": out of memory for %d chunks\n", nchunks);
+        free(chunks);
+        free(futs);
+        no_memory = finished = 1;
+        return NULL;
+    }
     for (int i = 0; i < nchunks; i++) {
         chunks[i].from = limit * (uint64_t)i / (uint64_t)nchunks;
         chunks[i].to = limit * (uint64_t)(i + 1) / (uint64_t)nchunks;
@@ -170,5 +177,5 @@ int main(int argc, char **argv)
     iop_loop_destroy(loop);
     if (out_failed)
         fprintf(stderr, PROG ": writing the result failed: %s\n", strerror(errno));
-    return finished && !out_failed ? 0 : 1;
+    return finished && !out_failed && !no_memory ? 0 : 1;
 }
