@@ -24,7 +24,10 @@ cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/i
 # and ioplex.pc and the CMake package point into the prefix.
 unset LD_LIBRARY_PATH
 "$prefix/bin/iop-plugins" --help >/dev/null || fail "the installed iop-plugins does not start"
-"$prefix/bin/iop-plugins" | grep -q "^search path: .*$prefix/lib[^:]*/ioplex/backends" ||
+# (Its output is taken whole first: with pipefail, grep -q leaving at the first match
+# can fail the pipe with the writer's SIGPIPE.)
+listing=$("$prefix/bin/iop-plugins") || fail "the installed iop-plugins failed"
+grep -q "^search path: .*$prefix/lib[^:]*/ioplex/backends" <<<"$listing" ||
     fail "the installed library does not search $prefix's backend dir"
 pcdir=$(dirname "$(find "$prefix" -name ioplex.pc | head -n1)")
 [ -n "$pcdir" ] || fail "no ioplex.pc installed"
