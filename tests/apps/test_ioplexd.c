@@ -304,9 +304,8 @@ static void test_restart_fails_past_crash_limit(void **state)
     close(fd);
     kill(p.pid, SIGHUP);
     char err[32768];
-    long long t0 = now_ms();
-    while (!strstr(proc_stderr(&p, err, sizeof err), "leaves pid") && now_ms() - t0 < 10000)
-        poll(NULL, 0, 100);
+    proc_stderr_wait(&p, "leaves pid", 10000);
+    proc_stderr(&p, err, sizeof err);
     unlink(flag);
     if (!strstr(err, "leaves pid") || strstr(err, "draining pid") || strstr(err, "crash-loop"))
         fail_msg("ioplexd stderr:\n%s", err);
@@ -314,10 +313,7 @@ static void test_restart_fails_past_crash_limit(void **state)
     close(c);
     /* The next SIGHUP, with the cause gone, replaces it. */
     kill(p.pid, SIGHUP);
-    t0 = now_ms();
-    while (!strstr(proc_stderr(&p, err, sizeof err), "draining pid") && now_ms() - t0 < 10000)
-        poll(NULL, 0, 100);
-    assert_non_null(strstr(err, "draining pid"));
+    assert_true(proc_stderr_wait(&p, "draining pid", 10000));
     kill(p.pid, SIGTERM);
     assert_int_equal(proc_wait(&p, 15000), 0);
     if (!WIFEXITED(p.status) || WEXITSTATUS(p.status) != 0)
@@ -419,9 +415,7 @@ static void test_restart_with_failing_start(void **state)
     close(fd);
     kill(p.pid, SIGHUP);
     char err[16384];
-    long long t0 = now_ms();             /* the first failed start (slow under load) */
-    while (!strstr(proc_stderr(&p, err, sizeof err), "told to fail") && now_ms() - t0 < 5000)
-        poll(NULL, 0, 20);
+    proc_stderr_wait(&p, "told to fail", 5000);   /* the first failed start (slow under load) */
     poll(NULL, 0, 300);                  /* a few more, well under the crash limit */
     proc_stderr(&p, err, sizeof err);
     unlink(flag);
