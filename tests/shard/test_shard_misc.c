@@ -177,6 +177,50 @@ static void test_drain_timeout_kills(void **state)
     assert_true(took >= 300 && took < 3000);
 }
 
+/* The first worker ignores draining; the ones after it serve. */
+static char stubborn_flag[64];
+
+static int stubborn_once_worker(iop_shard_worker_t *w)
+{
+    if (access(stubborn_flag, F_OK) != 0) {
+        FILE *f = fopen(stubborn_flag, "w");
+        if (f)
+            fclose(f);
+        return stubborn_worker(w);
+    }
+    return sh_echo_worker(w);
+}
+
+/* A worker killed at its drain deadline during a rolling restart does not make a
+ * later clean stop report -ETIMEDOUT: the restart replaced it and the run went on. */
+static void test_restart_kill_is_not_the_stop(void **state)
+{
+    (void)state;
+    snprintf(stubborn_flag, sizeof stubborn_flag, "/tmp/iop-shard-stubborn-%d", (int)getpid());
+    unlink(stubborn_flag);
+    sh_config_t c = { .worker = stubborn_once_worker, .drain_timeout_ns = 300 * SH_MS };
+    sh_start(&c);
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    pid_t old = sh_worker_pid(0);
+    kill(sh_sup, SIGHUP);
+    assert_true(sh_wait_ready(&old, 1, 10000));
+    uint64_t until = tu_clock_ms() + 10000;
+    while ((!strstr(sh->log, "rolling restart done") || !strstr(sh->log, "still busy")) &&
+           tu_clock_ms() < until)
+        tu_sleep_ms(20);
+    unlink(stubborn_flag);
+    assert_non_null(strstr(sh->log, "killed: still busy at the drain deadline"));
+    assert_non_null(strstr(sh->log, "rolling restart done"));
+    int fd = sh_connect(0);
+    assert_true(fd >= 0);
+    assert_int_equal(sh_exchange(fd, "after the restart", NULL, NULL), 0);
+    close(fd);
+    int r = sh_stop(SIGTERM, 10000);
+    if (r != 0)
+        sh_dump_log();
+    assert_int_equal(r, 0);
+}
+
 static void test_second_sigterm_kills_at_once(void **state)
 {
     (void)state;
@@ -365,6 +409,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_restart_goes_on_after_giving_up, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_forever_timeouts, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_drain_timeout_kills, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_kill_is_not_the_stop, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_setup_failure, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_pinning_and_steering, sh_setup, sh_teardown),

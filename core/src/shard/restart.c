@@ -127,7 +127,9 @@ void iop__shard_on_exit(iop__shard_sup_t *s, iop__shard_proc_t *p, int status)
     }
     if (p->state == IOP__P_DRAINING) {
         if (p->killed == IOP__KILL_DRAIN) {
-            if (s->result == 0) {
+            /* Only the final drain decides the run's result: an old worker killed
+             * in a rolling restart was replaced, and the run went on. */
+            if (s->stopping && s->result == 0) {
                 s->result = -ETIMEDOUT;
                 snprintf(s->error, sizeof s->error, "drain timeout: worker %u (pid %d) killed after %.1f s",
                          p->slot, (int)p->pid, secs(s->o.drain_timeout_ns));
