@@ -146,6 +146,22 @@ static int grow(const void *in, size_t len, iop_pool_out_t *out)
     return 0;
 }
 
+/* Calls the pool it runs in (its copy, in a worker forked after `pool` was set),
+ * frees that copy, and reports what the call returned: the result must still come
+ * back. */
+static int use_own_pool(const void *in, size_t len, iop_pool_out_t *out)
+{
+    (void)in;
+    (void)len;
+    iop_future_t *f = (iop_future_t *)1;
+    int32_t r = iop_pool_apply_async(pool, echo, "x", 1, &f);
+    if (f != NULL)
+        r = -EFAULT;               /* a future that could never complete */
+    iop_pool_free(pool);
+    pool = NULL;
+    return iop_pool_out_set(out, &r, sizeof r);
+}
+
 static int refuse_init(void *arg, iop_pool_out_t *out)
 {
     (void)arg;
@@ -524,6 +540,62 @@ static void test_large_arguments_and_results(void **state)
 }
 
 /* Futures dropped before they are done are freed by the pool (sanitizers check). */
+/* A forked child holds a copy of the pool: its calls fail with -EPERM and freeing
+ * it leaves the owner's workers, pipes and epoll set alone. Before, the child's
+ * free killed the owner's workers and unregistered their fds from the shared epoll
+ * set, so the owner waited for ever. A task calling its own pool is the same case. */
+static void test_pool_copy_in_another_process(void **state)
+{
+    (void)state;
+    make_pool(2, 1, NULL);         /* one task per worker: all but the first two see `pool` */
+    iop_future_t *slow = apply_u32(sleeper, 300);
+    int32_t six = 6;
+    iop_future_t *first = apply(square, &six, sizeof six);   /* the other first worker */
+    assert_int_equal(iop_future_wait(first, after_ms(10000)), 0);
+    iop_future_free(first);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        int bad = 0;
+        iop_future_t *f = NULL;
+        if (iop_pool_apply_async(pool, echo, "x", 1, &f) != -EPERM || f)
+            bad |= 1;
+        if (!strstr(iop_last_error(), "belongs to process"))
+            bad |= 2;
+        if (iop_future_wait(slow, 0) != -EPERM)
+            bad |= 4;
+        if (iop_pool_join(pool, 0) != -EPERM)
+            bad |= 8;
+        iop_pool_terminate(pool);
+        iop_pool_free(pool);
+        _exit(bad);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(iop_future_wait(slow, after_ms(10000)), 0);
+    iop_future_free(slow);
+    for (int i = 0; i < 4; i++) {
+        iop_future_t *f = apply(use_own_pool, NULL, 0);
+        assert_int_equal(iop_future_wait(f, after_ms(10000)), 0);
+        size_t len = 0;
+        const int32_t *r = iop_future_result(f, &len);
+        assert_int_equal(len, sizeof *r);
+        assert_int_equal(*r, -EPERM);
+        iop_future_free(f);
+    }
+    int32_t seven = 7;
+    iop_future_t *f = apply(square, &seven, sizeof seven);
+    assert_int_equal(iop_future_wait(f, after_ms(10000)), 0);
+    assert_int_equal(result_i64(f), 49);
+    iop_future_free(f);
+    iop_pool_info_t info;
+    assert_true(iop_pool_info(pool, &info, NULL, 0) >= 0);   /* workers retire after a task */
+    assert_int_equal(info.lost, 0);
+    assert_int_equal(info.done, 7);
+}
+
 static void test_dropped_futures(void **state)
 {
     (void)state;
@@ -687,6 +759,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_null_handles),
             cmocka_unit_test_setup_teardown(test_large_arguments_and_results, setup, teardown),
             cmocka_unit_test_setup_teardown(test_dropped_futures, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_pool_copy_in_another_process, setup, teardown),
         };
         return cmocka_run_group_tests_name("pool.plain", plain, NULL, NULL);
     }

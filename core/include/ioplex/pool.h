@@ -18,7 +18,10 @@
  * coroutine's small stack, so a task has the whole main stack.
  *
  * Waits take an absolute deadline (CLOCK_MONOTONIC ns, 0 = none). One pool belongs
- * to one thread; free it before its loop. Workers get SIGKILL when the thread that
+ * to one thread of the process that created it; free it before its loop. In any
+ * other process (a forked child, or a task in one of its workers) the pool's calls
+ * fail with -EPERM and iop_pool_free frees only that process's copy (its memory and
+ * fds), leaving the owner's workers alone. Workers get SIGKILL when the thread that
  * forked them ends (PR_SET_PDEATHSIG). */
 #ifndef IOPLEX_POOL_H
 #define IOPLEX_POOL_H

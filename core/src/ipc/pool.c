@@ -19,6 +19,19 @@
 #define LIMIT_WORKERS 4096
 #define FREE_GRACE_NS 5000000000ull
 
+/* A pool's workers, pipes and epoll set belong to the process that created it. A
+ * forked child (or a task, in a worker) holds a copy of the record whose use would
+ * kill the owner's workers, take its results or unregister its fds from the epoll
+ * set they share: its calls fail instead. */
+static int foreign(const iop_pool_t *p, const char *call)
+{
+    pid_t self = getpid();
+    if (p->owner == self)
+        return 0;
+    return iop__fail(-EPERM, "%s: the pool belongs to process %d, not to this one (%d)",
+                     call, (int)p->owner, (int)self);
+}
+
 /* A call from a coroutine puts the pool on that coroutine's loop (once). */
 static int enter(iop_pool_t *p)
 {
@@ -136,7 +149,7 @@ int iop_pool_create(iop_pool_t **out, const iop_pool_opts_t *opts)
 
 void iop_pool_close(iop_pool_t *p)
 {
-    if (!p)
+    if (!p || foreign(p, "iop_pool_close") < 0)
         return;
     if (p->state == IOP__POOL_RUNNING) {
         p->state = IOP__POOL_CLOSED;
@@ -146,7 +159,7 @@ void iop_pool_close(iop_pool_t *p)
 
 void iop_pool_terminate(iop_pool_t *p)
 {
-    if (!p)
+    if (!p || foreign(p, "iop_pool_terminate") < 0)
         return;
     if (p->state >= IOP__POOL_TERMINATED)
         return;
@@ -166,6 +179,8 @@ int iop_pool_join(iop_pool_t *p, uint64_t deadline)
 {
     if (!p)
         return iop__fail(-EINVAL, "iop_pool_join: NULL pool");
+    if (foreign(p, "iop_pool_join") < 0)
+        return -EPERM;
     if (p->state == IOP__POOL_RUNNING)
         return iop__fail(-EINVAL, "iop_pool_join: close or terminate the pool first");
     int r = enter(p);
@@ -178,10 +193,32 @@ int iop_pool_join(iop_pool_t *p, uint64_t deadline)
     return r;
 }
 
+/* In a process other than the owner: this copy's memory and fds only. */
+static void free_copy(iop_pool_t *p)
+{
+    for (uint32_t i = 0; i < p->opts.nworkers; i++) {
+        iop__pool_worker_t *w = &p->w[i];
+        if (w->state == IOP__W_EMPTY)
+            continue;
+        if (w->pidfd >= 0)
+            close(w->pidfd);
+        iop_ppipe_close(w->end);
+    }
+    if (p->epfd >= 0)
+        close(p->epfd);
+    iop_free(p->w);
+    iop_free(p->rbuf);
+    iop_free(p);
+}
+
 void iop_pool_free(iop_pool_t *p)
 {
     if (!p)
         return;
+    if (p->owner != getpid()) {
+        free_copy(p);
+        return;
+    }
     iop_pool_terminate(p);
     iop_coro_t *self = iop_self();
     uint64_t now = self && p->loop ? iop_now(p->loop) : iop__pool_now();
@@ -243,7 +280,9 @@ int iop_pool_apply_async(iop_pool_t *p, iop_pool_fn fn, const void *arg, size_t 
     *out = NULL;
     if (!p || !fn || (len && !arg))
         return iop__fail(-EINVAL, "iop_pool_apply_async: no pool, no function, or no argument bytes");
-    int r = enter(p);
+    int r = foreign(p, "iop_pool_apply_async");
+    if (r == 0)
+        r = enter(p);
     if (r < 0)
         return r;
     if (p->state == IOP__POOL_BROKEN)
@@ -288,6 +327,8 @@ int iop_future_wait(iop_future_t *f, uint64_t deadline)
         return iop__fail(-EINVAL, "iop_future_wait: NULL future");
     if (f->state == IOP__F_DONE)
         return f->res;
+    if (foreign(f->pool, "iop_future_wait") < 0)
+        return -EPERM;
     int r = pool_wait(f->pool, future_done, f, &f->wg, deadline);
     return r < 0 ? r : f->res;
 }

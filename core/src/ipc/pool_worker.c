@@ -58,21 +58,27 @@ static int report(iop_ppipe_t *end, uint32_t type, int status, uint64_t id, cons
     return iop_ppipe_sendv(end, v, 3, NULL, 0, 0) < 0 ? -1 : 0;
 }
 
-/* Drops what the child inherited of the pool: only our own end is ours. */
+/* Drops what the child inherited of the pool: only our own end is ours. The record
+ * is left empty, so that a task freeing the pool (iop_pool_free of a copy frees
+ * memory only) closes nothing twice and leaves our end alone. */
 static void leave_pool(iop_pool_t *p, uint32_t slot)
 {
     close(p->epfd);
+    p->epfd = -1;
     for (uint32_t i = 0; i < p->opts.nworkers; i++) {
         iop__pool_worker_t *w = &p->w[i];
-        if (i == slot || w->state == IOP__W_EMPTY)
-            continue;
-        if (w->pidfd >= 0)
-            close(w->pidfd);
-        iop_ppipe_close(w->end);   /* else their workers would not see the pool go */
+        if (i != slot && w->state != IOP__W_EMPTY) {
+            if (w->pidfd >= 0)
+                close(w->pidfd);
+            iop_ppipe_close(w->end);   /* else their workers would not see the pool go */
+        }
+        w->state = IOP__W_EMPTY;
+        w->pidfd = -1;
+        w->end = NULL;
     }
 }
 
-static void run_tasks(iop_pool_t *p, iop_ppipe_t *end, iop_pool_out_t *out)
+static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
 {
     size_t cap = 64 * 1024;
     uint8_t *buf = iop_malloc(cap);
@@ -97,9 +103,9 @@ static void run_tasks(iop_pool_t *p, iop_ppipe_t *end, iop_pool_out_t *out)
         memcpy(&fn, &h.fn, sizeof fn);
         out_reset(out);
         int r = fn(buf + sizeof h, (size_t)n - sizeof h, out);
-        if (r >= 0 && out->len > p->opts.max_msg) {
+        if (r >= 0 && out->len > max_msg) {
             iop_pool_out_error(out, "pool: the task's result (%zu bytes) is above max_msg (%zu)",
-                               out->len, p->opts.max_msg);
+                               out->len, max_msg);
             r = -EMSGSIZE;
         }
         if (report(end, IOP__PM_RESULT, r, h.id, out) < 0)
@@ -117,6 +123,7 @@ _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     leave_pool(p, slot);
+    size_t max_msg = p->opts.max_msg;   /* p is a copy a task may free */
     iop_pool_out_t out = { 0 };
     if (p->opts.initializer) {
         int r = p->opts.initializer(p->opts.init_arg, &out);
@@ -127,6 +134,6 @@ _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *
         out_reset(&out);
     }
     if (report(end, IOP__PM_READY, 0, 0, &out) == 0)
-        run_tasks(p, end, &out);
+        run_tasks(max_msg, end, &out);
     _exit(0);
 }
