@@ -23,6 +23,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 _Static_assert(sizeof(iop_pool_fn) <= sizeof(uint64_t), "a task function travels in 8 bytes");
 
@@ -49,10 +52,15 @@ static void ep_del(iop_pool_t *p, int fd)
 
 /* ---- the end of a worker ----------------------------------------------------------------- */
 
-/* Only ever a worker of ours, by its pid (never 0 or -1, which mean groups). It is
- * not reaped yet, so the pid cannot belong to another process. */
+/* Only ever a worker of ours: through its pidfd, which names that process even if
+ * it was reaped behind our back (SIGCHLD ignored) and its pid reused; else by its
+ * pid (never 0 or -1, which mean groups), not reaped yet so still its own. */
 static void kill_worker(const iop__pool_worker_t *w)
 {
+    if (w->pidfd >= 0 && syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0) == 0)
+        return;
+    if (w->pidfd >= 0 && errno != ENOSYS)
+        return;                    /* ESRCH: it is gone already */
     if (w->pid > 1)
         kill(w->pid, SIGKILL);
 }
