@@ -346,9 +346,9 @@ static int answer_buffered(http_conn_t *c)
             if (c->in_pos > 0 || c->in_len < HTTP_IN_CAP)
                 return 1;
             /* The buffer is full of one head: its start may say why (414, 400). */
-            c->head = 0;
             c->stats->requests++;
             e = http_parse_request(start, avail, &rq);
+            c->head = rq.method == HTTP_HEAD;   /* its answer has no body either */
             return http_error(c, e < 0 ? -e : 431, 0, NULL);
         }
         if (e == 0)
@@ -358,7 +358,7 @@ static int answer_buffered(http_conn_t *c)
         c->req_deadline = 0;
         c->stats->requests++;
         if (e <= 0) {
-            c->head = 0;
+            c->head = rq.method == HTTP_HEAD;   /* set once the method was read */
             return http_error(c, e < 0 ? -e : 400, 0, NULL);
         }
         int r = answer(c, &rq);
@@ -438,10 +438,13 @@ static int read_more(http_conn_t *c)
     c->svc->idle = 0;
     if (n == -ETIMEDOUT) {
         /* An idle keep-alive connection, or the body of a request already answered
-         * stalled: there is no request to answer with 408, close quietly. */
-        if (c->in_len == 0)
+         * stalled: there is no request to answer with 408, close quietly. The CR
+         * of an empty line (kept until its LF) is no request either. */
+        if (c->in_len == 0 || (c->in_len == 1 && c->in[0] == '\r'))
             return 0;
-        c->head = 0;
+        http_request_t rq;
+        (void)http_parse_request(c->in, c->in_len, &rq);
+        c->head = rq.method == HTTP_HEAD;   /* a HEAD's 408 has no body */
         c->minor = 1;
         c->stats->requests++;
         int r = http_error(c, 408, 0, NULL);
@@ -548,6 +551,12 @@ int http_serve(void *state, iop_service_conn_t *conn)
         iop_recv_stream_close(&c->rs);
     if (r == 0 && !c->peer_gone)
         linger(c);
+    if (r == -ETIMEDOUT) {
+        /* A response stalled past send_timeout: reset rather than leave the kernel
+         * holding (and retrying) up to a send buffer for a client that does not read. */
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        (void)setsockopt(conn->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
     iop_free(c->bufs_mem);
     return quiet(r);
 }

@@ -28,6 +28,9 @@ static const struct { const char *ext, *type; } TYPES[] = {
     { "txt", "text/plain; charset=utf-8" }, { "png", "image/png" }, { "jpg", "image/jpeg" },
     { "jpeg", "image/jpeg" }, { "gif", "image/gif" }, { "svg", "image/svg+xml" },
     { "ico", "image/x-icon" }, { "wasm", "application/wasm" }, { "pdf", "application/pdf" },
+    { "mjs", "text/javascript" }, { "xml", "application/xml" }, { "webp", "image/webp" },
+    { "avif", "image/avif" }, { "mp4", "video/mp4" }, { "webm", "video/webm" },
+    { "woff2", "font/woff2" }, { "csv", "text/csv; charset=utf-8" },
 };
 
 static const char *content_type(const char *path)

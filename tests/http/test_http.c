@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -559,13 +560,15 @@ static void test_head(void **state)
 /* ---- errors ------------------------------------------------------------------------------- */
 
 /* Sends req on a new connection; the response must have status and, if closes, say
- * Connection: close and be followed by EOF. */
+ * Connection: close and be followed by EOF. A HEAD's answer has no body, also when
+ * it is an error (nothing may follow its head but the EOF). */
 static void expect_status(const hh_server_t *s, const char *req, size_t len, int status, int closes)
 {
     hh_conn_t *c = conn_new(s);
     assert_int_equal(hh_send(c, req, len), 0);
     hh_resp_t r;
-    if (hh_read_response(c, &r, 0) < 0)
+    int head = strncmp(req, "HEAD ", 5) == 0;
+    if (hh_read_response(c, &r, head) < 0)
         fail_msg("no response to %.60s", req);
     if (r.status != status)
         fail_msg("%d for %.60s (want %d)", r.status, req, status);
@@ -578,7 +581,10 @@ static void expect_status(const hh_server_t *s, const char *req, size_t len, int
     } else {
         assert_true(!conn || strcmp(conn, "close") != 0);
     }
-    assert_true(r.body_len > 0);           /* a small text body */
+    if (head)
+        assert_int_equal(r.body_len, 0);
+    else
+        assert_true(r.body_len > 0);       /* a small text body */
     hh_resp_free(&r);
     conn_free(c);
 }
@@ -593,6 +599,7 @@ static void test_errors(void **state)
     (void)state;
     expect_status_s("GARBAGE\r\n\r\n", 400, 1);
     expect_status_s("GET /hello HTTP/1.1\r\n\r\n", 400, 1);                    /* no Host */
+    expect_status_s("HEAD /hello HTTP/1.1\r\n\r\n", 400, 1);
     expect_status_s("GET /hello" H11 "Host: u\r\n\r\n", 400, 1);              /* two Hosts */
     expect_status_s("GET /hello" H11 "X-A: 1\r\n folded\r\n\r\n", 400, 1);   /* obs-fold */
     expect_status_s("GET /hello" H11 "X-A: a\rb\r\n\r\n", 400, 1);           /* bare CR */
@@ -646,6 +653,12 @@ static void test_errors(void **state)
         n += sprintf(req + n, "X-%d: y\r\n", i);
     n += sprintf(req + n, "\r\n");
     expect_status(&srv, req, (size_t)n, 431, 1);
+    memmove(req + 4, req + 3, (size_t)n - 3);   /* the same head as a HEAD: */
+    memcpy(req, "HEAD", 4);                       /* the same answer, no body */
+    expect_status(&srv, req, (size_t)n + 1, 431, 1);
+    n = sprintf(req, "HEAD /");
+    memset(req + n, 'a', big - (size_t)n);
+    expect_status(&srv, req, big, 414, 1);
     free(req);
 }
 
@@ -679,15 +692,27 @@ static void test_header_timeout(void **state)
     hh_resp_free(&r);
     assert_true(hh_wait_eof(c, 3000));
     conn_free(c);
-    /* Idle after a request: closed quietly. */
+    /* Idle after a request: closed quietly; also after the CR of an empty line,
+     * which is no request. */
+    const char *idle[] = { "GET /hello" H11 "\r\n", "GET /hello" H11 "\r\n\r" };
+    for (int i = 0; i < 2; i++) {
+        c = conn_new(&s);
+        assert_int_equal(hh_sends(c, idle[i]), 0);
+        assert_int_equal(hh_read_response(c, &r, 0), 0);
+        hh_resp_free(&r);
+        assert_true(hh_wait_eof(c, 3000));
+        conn_free(c);
+    }
+    /* A HEAD that stalls gets its 408 without a body. */
     c = conn_new(&s);
-    assert_int_equal(hh_sends(c, "GET /hello" H11 "\r\n"), 0);
-    assert_int_equal(hh_read_response(c, &r, 0), 0);
+    assert_int_equal(hh_sends(c, "HEAD /hello HTTP/1.1\r\nHo"), 0);
+    assert_int_equal(hh_read_response(c, &r, 1), 0);
+    assert_int_equal(r.status, 408);
     hh_resp_free(&r);
     assert_true(hh_wait_eof(c, 3000));
     conn_free(c);
     hh_stop(&s);
-    assert_int_equal(s.stats.errors, 1);
+    assert_int_equal(s.stats.errors, 2);
 }
 
 /* ---- the root's boundary -------------------------------------------------------------- */
@@ -1274,6 +1299,36 @@ static void test_drain_with_stalled_reader(void **state)
     conn_free(c);
 }
 
+/* A response stalled past send_timeout_ms ends the connection with a reset: a
+ * plain close would leave the rest of the file queued in the kernel behind a zero
+ * window, retried for minutes for a client that does not read, and the client
+ * would never see the end. */
+static void test_send_timeout_resets(void **state)
+{
+    (void)state;
+    hh_server_t s;
+    char opts[512];
+    snprintf(opts, sizeof opts, "root=%s,send_timeout_ms=300", root.www);
+    start(&s, opts);
+    hh_conn_t *c = conn_small_rcvbuf(&s, 0);
+    assert_int_equal(hh_sends(c, "GET /big.bin" H11 "\r\n"), 0);
+    struct pollfd p = { .fd = c->fd, .events = 0 };   /* POLLHUP, POLLERR only */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int n = poll(&p, 1, 5000);     /* never reading: only the reset can end it */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_int_equal(n, 1);
+    assert_true(p.revents & (POLLHUP | POLLERR));
+    assert_true(ms >= 250);
+    int err = 0;
+    socklen_t len = sizeof err;
+    assert_int_equal(getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+    assert_int_equal(err, ECONNRESET);
+    conn_free(c);
+    hh_stop(&s);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -1321,6 +1376,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_drain_with_stalled_reader),
+        cmocka_unit_test(test_send_timeout_resets),
         cmocka_unit_test(test_idle_release),
         cmocka_unit_test(test_large_pool_buffers),
         cmocka_unit_test(test_bad_options),
