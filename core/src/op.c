@@ -306,8 +306,11 @@ static int cancel_target(iop_loop_t *loop, iop_op_t *target)
 {
     if (target->state != IOP__OP_INFLIGHT || target->loop != loop)
         return -ENOENT;
-    if ((target->flags & (IOP__OPF_DONE | IOP__OPF_STOP)) == IOP__OPF_DONE && (target->opts & IOP_OPT_MULTISHOT)) {
-        target->flags |= IOP__OPF_STOP;   /* a result waits: it is delivered, then -ECANCELED */
+    /* A shot of a series waits: it is delivered, then -ECANCELED. A result that
+     * ends the series (an error) is final: -EALREADY, as for a single shot. */
+    if ((target->flags & (IOP__OPF_DONE | IOP__OPF_STOP)) == IOP__OPF_DONE && (target->opts & IOP_OPT_MULTISHOT) &&
+        multishot_goes_on(target, target->res)) {
+        target->flags |= IOP__OPF_STOP;
         return 0;
     }
     if (target->flags & (IOP__OPF_DONE | IOP__OPF_CANCELING | IOP__OPF_STOP))

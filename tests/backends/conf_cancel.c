@@ -156,6 +156,50 @@ void test_cancel_finished_op(void **state)
     iop_loop_destroy(loop);
 }
 
+/* A multishot op whose result waits: a cancel says 0 only if the op then ends with
+ * -ECANCELED. A waiting result that ends the series anyway (an error, a passed
+ * deadline) is final, and the cancel is told -EALREADY, as for a single shot. */
+static int op_idle(void *arg) { return !iop_op_in_flight(arg); }
+
+static void cancel_right_after(iop_loop_t *loop, iop_op_t *target, rec_t *r)
+{
+    rec_t c = { 0 };
+    assert_int_equal(iop_submit(loop, target), 0);
+    iop_prep_cancel(&c.op, target, rec_cb, &c);
+    assert_int_equal(iop_submit(loop, &c.op), 0);
+    rec_t *both[2] = { r, &c };
+    assert_true(tu_run_until(loop, both_done, both, 2000));
+    assert_true(tu_run_until(loop, op_idle, target, 2000));
+    if (c.res == 0)
+        assert_int_equal(r->res, -ECANCELED);
+    else if (c.res == -EALREADY)
+        assert_int_not_equal(r->res, -ECANCELED);
+    else
+        fail_msg("cancel gave %d (%s)", c.res, iop_strerror(c.res));
+}
+
+void test_cancel_multishot_final_result(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    struct sockaddr_in addr;
+    int ls = tu_tcp_listener(&addr, 16);
+    rec_t r = { 0 };
+    iop_prep_accept(&r.op, ls, NULL, NULL, rec_cb, &r);   /* a deadline long passed */
+    iop_op_set_multishot(&r.op);
+    iop_op_set_deadline(&r.op, 1);
+    cancel_right_after(loop, &r.op, &r);
+    int idle = tu_tcp_socket();    /* not listening: accept fails */
+    r = (rec_t){ 0 };
+    iop_prep_accept(&r.op, idle, NULL, NULL, rec_cb, &r);
+    iop_op_set_multishot(&r.op);
+    cancel_right_after(loop, &r.op, &r);
+    assert_int_equal(r.res, -EINVAL);   /* found before any cancel could be */
+    conf_close(loop, idle);
+    conf_close(loop, ls);
+    iop_loop_destroy(loop);
+}
+
 void test_cancel_timeout_op(void **state)
 {
     (void)state;

@@ -78,6 +78,7 @@ void test_cancel_twice(void **state);
 void test_timeout_op_huge(void **state);
 void test_cancel_not_in_flight(void **state);
 void test_cancel_finished_op(void **state);
+void test_cancel_multishot_final_result(void **state);
 void test_cancel_timeout_op(void **state);
 void test_deadline_expires(void **state);
 void test_deadline_not_reached(void **state);

@@ -71,6 +71,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_timeout_op_huge),
         cmocka_unit_test(test_cancel_not_in_flight),
         cmocka_unit_test(test_cancel_finished_op),
+        cmocka_unit_test(test_cancel_multishot_final_result),
         cmocka_unit_test(test_cancel_timeout_op),
         cmocka_unit_test(test_deadline_expires),
         cmocka_unit_test(test_deadline_not_reached),
