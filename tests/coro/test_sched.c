@@ -805,6 +805,47 @@ static void test_greenlet_orphan(void **state)
     st_assert_ok();
 }
 
+/* The same with the greenlet on another loop of this thread than its parent's: the
+ * parent's end handed it on only among its own loop's coroutines, so the greenlet
+ * kept the ended record as its parent and later ended into whoever took it. */
+static iop_loop_t *other_loop;
+
+static void *make_orphan_elsewhere(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_coro_create(other_loop, add_thousand, NULL, NULL, &orphan), 0);
+    return NULL;
+}
+
+static void *wait_for_main(void *arg)
+{
+    (void)arg;
+    intptr_t v = (intptr_t)iop_switch(iop_main(), (void *)(intptr_t)1);
+    return (void *)(v + 99);       /* resumed by main only, with 2 */
+}
+
+static void test_greenlet_orphan_across_loops(void **state)
+{
+    (void)state;
+    other_loop = tu_loop_new();
+    orphan = NULL;
+    iop_coro_t *p, *q;
+    assert_int_equal(iop_go(st_loop, make_orphan_elsewhere, NULL, NULL, &p), 0);
+    assert_int_equal(iop_join(p, NULL, 0), 0);
+    assert_non_null(orphan);
+    /* p's record is free: q takes it, and waits for main. */
+    assert_int_equal(iop_coro_create(st_loop, wait_for_main, NULL, NULL, &q), 0);
+    assert_int_equal((intptr_t)iop_switch(q, NULL), 1);
+    assert_int_equal((intptr_t)iop_switch(orphan, (void *)(intptr_t)5), 1005);
+    assert_true(iop_coro_done(orphan));
+    assert_false(iop_coro_done(q));
+    assert_int_equal((intptr_t)iop_switch(q, (void *)(intptr_t)2), 101);
+    iop_coro_free(orphan);
+    iop_coro_free(q);
+    iop_loop_destroy(other_loop);
+    st_assert_ok();
+}
+
 /* A coroutine cannot run a loop: the scheduler would return into the wrong stack. */
 static int lr_res[2];
 
@@ -916,6 +957,7 @@ int main(int argc, char **argv)
         T(test_configure),
         T(test_join_from_main_and_coroutine),
         T(test_greenlet_orphan),
+        T(test_greenlet_orphan_across_loops),
         T(test_free_while_joined),
         T(test_greenlet_switch_nested_in_callback),
         T(test_loop_run_in_coroutine),

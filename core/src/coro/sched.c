@@ -293,16 +293,19 @@ static void to_coro(iop_coro_t *self, iop_coro_t *target)
 }
 
 /* c ends: the greenlets whose parent it was get its parent instead (greenlet's own
- * rule), so that none later ends into its record, perhaps reused by then. */
+ * rule), so that none later ends into its record, perhaps reused by then. They may
+ * belong to any loop of this thread (a greenlet's parent is whoever created it). */
 static void reparent_kids(iop_coro_t *c)
 {
-    for (iop_coro_t *x = c->sched->all; x && c->greenlet_kids; x = x->all_next) {
-        if (x->parent != c)
-            continue;
-        x->parent = c->parent;
-        c->greenlet_kids--;
-        if (c->parent)
-            c->parent->greenlet_kids++;
+    for (iop__sched_t *s = tl.scheds; s && c->greenlet_kids; s = s->next_sched) {
+        for (iop_coro_t *x = s->all; x && c->greenlet_kids; x = x->all_next) {
+            if (x->parent != c)
+                continue;
+            x->parent = c->parent;
+            c->greenlet_kids--;
+            if (c->parent)
+                c->parent->greenlet_kids++;
+        }
     }
 }
 
