@@ -302,6 +302,11 @@ static void timeout_fired(iop_timer_t *t)
     iop__complete(t->loop, op_of_timer(t), 0);
 }
 
+static void timeout_deadline_fired(iop_timer_t *t)
+{
+    iop__complete(t->loop, op_of_timer(t), -ETIMEDOUT);
+}
+
 static int cancel_target(iop_loop_t *loop, iop_op_t *target)
 {
     if (target->state != IOP__OP_INFLIGHT || target->loop != loop)
@@ -430,11 +435,17 @@ int iop_submit(iop_loop_t *loop, iop_op_t *op)
 
     switch (op->kind) {
     case IOP_OP_NOP:
-        iop__defer(loop, op, 0);
+        iop__defer(loop, op, op->deadline && op->deadline <= loop->now ? -ETIMEDOUT : 0);
         break;
-    case IOP_OP_TIMEOUT:
-        r = iop__timer_arm(loop, &op->timer, iop__ns_after(loop->now, op->u.timeout.ns), timeout_fired);
+    case IOP_OP_TIMEOUT: {
+        /* A deadline before the timeout's own end wins, as on any other op. */
+        uint64_t at = iop__ns_after(loop->now, op->u.timeout.ns);
+        if (op->deadline && op->deadline < at)
+            r = iop__timer_arm(loop, &op->timer, op->deadline, timeout_deadline_fired);
+        else
+            r = iop__timer_arm(loop, &op->timer, at, timeout_fired);
         break;
+    }
     case IOP_OP_CANCEL:
         r = cancel_target(loop, op->u.cancel.target);
         if (r == 1) {

@@ -315,6 +315,33 @@ void test_op_timeout(void **state)
     assert_int_equal(r.calls, 1);
     assert_true(tu_run_until_count(loop, &r.calls, 2, 2000));
     assert_int_equal(r.res, 0);
+
+    /* A deadline before the timeout's end ends it with -ETIMEDOUT; one after it
+     * changes nothing. */
+    uint64_t t1 = iop_update_time(loop);
+    iop_prep_timeout(&r.op, 5000 * 1000000ull, rec_cb, &r);
+    iop_op_set_deadline(&r.op, t1 + 20 * 1000000ull);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 3, 3000));
+    assert_int_equal(r.res, -ETIMEDOUT);
+    assert_true(r.at >= t1 + 20 * 1000000ull && r.at < t1 + 2500 * 1000000ull);
+    iop_prep_timeout(&r.op, 10 * 1000000ull, rec_cb, &r);
+    iop_op_set_deadline(&r.op, iop_update_time(loop) + 5000 * 1000000ull);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 4, 3000));
+    assert_int_equal(r.res, 0);
+
+    /* A nop: its deadline already passed fails it, one ahead does not. */
+    iop_prep_nop(&r.op, rec_cb, &r);
+    iop_op_set_deadline(&r.op, 1);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 5, 2000));
+    assert_int_equal(r.res, -ETIMEDOUT);
+    iop_prep_nop(&r.op, rec_cb, &r);
+    iop_op_set_deadline(&r.op, iop_update_time(loop) + 5000 * 1000000ull);
+    assert_int_equal(iop_submit(loop, &r.op), 0);
+    assert_true(tu_run_until_count(loop, &r.calls, 6, 2000));
+    assert_int_equal(r.res, 0);
     iop_loop_destroy(loop);
 }
 

@@ -64,7 +64,11 @@ IOP_EXPORT int iop_go(iop_loop_t *loop, iop_coro_fn fn, void *arg,
                       const iop_coro_opts_t *opts, iop_coro_t **out);
 
 /* Waits until c ends; *result gets fn's return value. Frees c. From a coroutine it
- * parks; from outside any coroutine it runs the loop until c ends. */
+ * parks; from outside any coroutine it runs the loop until c ends. 0, -ETIMEDOUT at
+ * the deadline, -ECANCELED; from main also -EDEADLK as soon as nothing on the loop
+ * (an op, a watch, a timer, a queued callback) could wake c any more. What another
+ * thread will iop_loop_post later is not on the loop yet and does not count: a join
+ * waiting for such work needs a deadline (whose timer counts). */
 IOP_EXPORT int iop_join(iop_coro_t *c, void **result, uint64_t deadline);
 
 IOP_EXPORT iop_coro_t *iop_self(void);          /* NULL outside a coroutine */
@@ -232,7 +236,8 @@ IOP_EXPORT void iop_nursery_init(iop_nursery_t *n, iop_loop_t *loop);
 IOP_EXPORT int iop_nursery_go(iop_nursery_t *n, iop_coro_fn fn, void *arg, const iop_coro_opts_t *opts);
 /* Waits for every child until deadline, then cancels those left and waits for them
  * to end. 0, or -ETIMEDOUT if some had to be cancelled; from main also -EDEADLK if
- * they were cancelled because nothing pending could ever wake them, and -EBUSY from
+ * they were cancelled because nothing pending could ever wake them (as for
+ * iop_join: posts from other threads yet to come do not count), and -EBUSY from
  * a loop callback (nothing waited for: close it from elsewhere). */
 IOP_EXPORT int iop_nursery_close(iop_nursery_t *n, uint64_t deadline);
 

@@ -31,7 +31,8 @@ typedef struct iop_loop_opts {
 
 typedef enum iop_run_mode {
     IOP_RUN_DEFAULT = 0,         /* until iop_loop_stop or nothing is left to wait for */
-    IOP_RUN_ONCE,                /* one iteration, blocking if nothing is ready */
+    IOP_RUN_ONCE,                /* one iteration, blocking if nothing is ready (with
+                                    nothing pending, until iop_loop_wake / post / stop) */
     IOP_RUN_NOWAIT               /* one iteration, never blocking */
 } iop_run_mode_t;
 
@@ -65,7 +66,9 @@ IOP_EXPORT void iop_loop_destroy(iop_loop_t *loop);
 IOP_EXPORT int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode);
 
 /* Makes iop_loop_run return after the current iteration. Thread-safe. Called while
- * the loop is not running, it makes the next iop_loop_run return at once. */
+ * the loop is not running, it makes the next iop_loop_run return without waiting:
+ * after running what is already due (expired timers, completed ops' callbacks,
+ * posts). */
 IOP_EXPORT void iop_loop_stop(iop_loop_t *loop);
 
 /* The loop clock: CLOCK_MONOTONIC in ns, cached once per iteration. */

@@ -13,7 +13,8 @@
  * then completes with -ECANCELED), -ENOENT when the target is not in flight,
  * -EALREADY when it has finished and only its callback is pending or another cancel
  * of it is under way (the first cancel's result tells whether it was cancelled).
- * An op whose deadline passes completes with -ETIMEDOUT.
+ * An op whose deadline passes completes with -ETIMEDOUT (a timeout op too, if its
+ * deadline comes first); cancel and close ops ignore deadlines.
  *
  * Ops on one fd start in submit order, each direction on its own; like send(2), a
  * send or write may complete short. Several sends queued on one stream socket are
