@@ -206,6 +206,11 @@ static int start(iop_loop_t *loop, iop_op_t *op)
     }
     if (r < 0 && op->timer.heap_idx)
         iop__heap_remove(&loop->timers, &op->timer);
+    if (r < 0 && (op->flags & IOP__OPF_CORE_BUF)) {
+        iop_buf_release(loop, op->u.pooled.bid);   /* lent above, never used */
+        op->u.pooled.buf = NULL;
+        op->flags &= ~IOP__OPF_CORE_BUF;
+    }
     return r;
 }
 
