@@ -331,7 +331,9 @@ static ssize_t http_answer(int fd, char *in, uint64_t dl, const char **what, htt
             head_done = r;
             done = r && rs.body == HTTP_BODY_NONE;
         }
-        while (head_done && !done && pos < have) {
+        /* Also with nothing after the head: an empty body (Content-Length: 0) is
+         * complete already, and only http_resp_body says so. */
+        while (head_done && !done) {
             const char *data;
             size_t dlen;
             int r = http_resp_body(&rs, in + pos, have - pos, &used, &data, &dlen);

@@ -236,8 +236,9 @@ static void usage(FILE *f)
         "Only http:// is supported (an https:// URL fails with a message).\n"
         "\n"
         "Exit status: 0 when every URL was downloaded, 1 if any failed (an HTTP status\n"
-        "of 400 or more counts as a failure and saves nothing, like curl -f), 2 on a\n"
-        "usage error or when the event loop cannot start.\n",
+        "of 300 or more that is not a redirect followed counts as a failure and saves\n"
+        "nothing: 4xx and 5xx like curl -f, also 300 and 304), 2 on a usage error\n"
+        "or when the event loop cannot start.\n",
         DEFAULT_CONCURRENCY, MAX_CONCURRENCY, DEFAULT_TIMEOUT_S, DEFAULT_MAX_REDIRECTS);
 }
 
@@ -311,7 +312,8 @@ static int run_fetch(fetch_t *f, const char *backend, const char *plugin_path)
     if (run.sigfd >= 0)
         iop_fd_close(f->loop, run.sigfd);
     free(run.workers);
-    output_emit_ready(f);
+    if (f->o.to_stdout)
+        output_emit_ready(f);      /* else every ok line was printed already */
     progress_summary(f);
     iop_loop_destroy(f->loop);
     if (f->interrupted)
@@ -393,6 +395,7 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
+    int one_url = o.out_name != NULL;   /* -O, also as -O - (stdout) */
     if (o.out_name && strcmp(o.out_name, "-") == 0) {
         o.out_name = NULL;
         o.to_stdout = 1;
@@ -416,7 +419,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": no URL given (try --help)\n");
         goto out;
     }
-    if (o.out_name && urls.n != 1) {
+    if (one_url && urls.n != 1) {
         fprintf(stderr, PROG ": -O FILE takes exactly one URL, got %zu (try --help)\n", urls.n);
         goto out;
     }

@@ -111,8 +111,12 @@ int fetch_resolve(const char *host, uint16_t port, uint64_t deadline,
     if (j->gai != 0) {
         snprintf(err, errlen, "cannot resolve '%s': %s", host,
                  j->gai == EAI_SYSTEM ? strerror(j->sys_errno) : gai_strerror(j->gai));
+        /* -ENOENT is remembered for the host (the name does not exist); a failure
+         * that may pass (EAI_AGAIN: no answer from the name server yet, a system
+         * error) fails only this URL, and the next one asks again. */
+        int passing = j->gai == EAI_AGAIN || j->gai == EAI_SYSTEM || j->gai == EAI_MEMORY;
         job_unref(j);
-        return -ENOENT;
+        return passing ? -EAGAIN : -ENOENT;
     }
     *out = j->res;
     j->res = NULL;

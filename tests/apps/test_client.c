@@ -23,7 +23,7 @@ static const char *backend;
 
 typedef enum {
     ECHO, WRONG_BYTES, STALL_FIRST, CLOSE_AFTER_20, BAD_LENGTH, BAD_STATUS, NO_READ,
-    CHUNKED, TO_CLOSE, BAD_CHUNK, INTERIM
+    CHUNKED, TO_CLOSE, BAD_CHUNK, INTERIM, EMPTY_BODY
 } behaviour_t;
 
 typedef struct server {
@@ -95,6 +95,11 @@ static void serve_conn(int fd, behaviour_t how, unsigned index)
                 usleep(1000);
                 (void)!write(fd, ok, sizeof ok - 1);
             }
+            continue;
+        }
+        if (how == EMPTY_BODY) {
+            static const char r[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+            (void)!write(fd, r, sizeof r - 1);
             continue;
         }
         if (how == BAD_CHUNK) {
@@ -354,6 +359,14 @@ static void test_load_http_to_close(void **state)
     expect_served(TO_CLOSE, 0);
 }
 
+/* Content-Length: 0 with nothing after the head is a whole answer (each one waited
+ * for the next bytes until --timeout, then counted an error). */
+static void test_load_http_empty_body(void **state)
+{
+    (void)state;
+    expect_served(EMPTY_BODY, 1);
+}
+
 /* echo with stdin on /dev/null (a file epoll cannot poll): end of input, status 0. */
 static void test_echo_stdin_devnull(void **state)
 {
@@ -427,6 +440,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_load_http_bad_chunk),
         cmocka_unit_test(test_load_http_chunked),
         cmocka_unit_test(test_load_http_to_close),
+        cmocka_unit_test(test_load_http_empty_body),
         cmocka_unit_test(test_load_http_interim),
         cmocka_unit_test(test_load_result_unwritable),
         cmocka_unit_test(test_load_interrupted),

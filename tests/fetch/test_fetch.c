@@ -269,6 +269,10 @@ static void test_framings(void **state)
     expect_file(f, "g.bin", 0, 6);
     assert_int_equal(count_files(f), 7);
     expect_err(f, "total: 7 URLs, 7 ok, 0 failed");
+    int oks = 0;                   /* one line per URL, printed once */
+    for (const char *p = f->err; (p = strstr(p, ": ok ")); p++)
+        oks++;
+    assert_int_equal(oks, 7);
 }
 
 /* 20 URLs on one host with -c 2: at most 2-4 connections carry them. */
@@ -964,6 +968,8 @@ static void test_usage_errors(void **state)
     expect_usage_error(f, (const char *[]){ "--bogus", "http://x/", NULL }, "unknown option '--bogus'");
     expect_usage_error(f, (const char *[]){ "http://x/", "-c", NULL }, "needs a value");
     expect_usage_error(f, (const char *[]){ "-O", "f", "http://x/", "http://y/", NULL },
+                       "-O FILE takes exactly one URL, got 2");
+    expect_usage_error(f, (const char *[]){ "-O", "-", "http://x/", "http://y/", NULL },
                        "-O FILE takes exactly one URL, got 2");
     expect_usage_error(f, (const char *[]){ "-o", "d", "--stdout", "http://x/", NULL }, "does not go with");
     expect_usage_error(f, (const char *[]){ "-O", "a", "-O", "b", "http://x/", NULL }, "-O given twice");
