@@ -103,6 +103,8 @@ int iop_buf_register(iop_loop_t *loop, const struct iovec *iov, unsigned n)
 {
     if (!loop || !iov || n == 0 || n > IOP_BUF_REGISTER_MAX)
         return iop__fail(-EINVAL, "iop_buf_register: want 1 to %d buffers", IOP_BUF_REGISTER_MAX);
+    if (iop__forked(loop))
+        return iop__fail_forked(loop, "iop_buf_register");
     if (loop->fixed)
         return iop__fail(-EBUSY, "iop_buf_register: a set is registered already (iop_buf_unregister it first)");
     for (unsigned i = 0; i < n; i++)
@@ -132,7 +134,8 @@ int iop_buf_unregister(iop_loop_t *loop)
 {
     if (!loop || !loop->fixed)
         return -ENOENT;
-    if (loop->fixed_native)
+    /* In a forked child the ring is the parent's: free only our copy of the set. */
+    if (loop->fixed_native && !iop__forked(loop))
         (void)loop->be->buf_register(loop->be_state, NULL, 0);
     iop_free(loop->fixed);
     loop->fixed = NULL;
@@ -154,7 +157,7 @@ int iop__pool_take(iop_loop_t *loop, uint32_t *bid)
  * again would lend it to two receives at once. */
 void iop_buf_release(iop_loop_t *loop, uint32_t bid)
 {
-    if (!loop->pool || bid >= loop->pool_count || !loop->pool_out[bid])
+    if (!loop->pool || bid >= loop->pool_count || !loop->pool_out[bid] || iop__forked(loop))
         return;
     loop->pool_out[bid] = 0;
     if (loop->pool_native)

@@ -48,6 +48,7 @@ void test_watch_fd_reused_within_batch(void **state);
 void test_fixed_buf_file_rw(void **state);
 void test_fixed_buf_send_recv(void **state);
 void test_fixed_buf_refused(void **state);
+void test_fixed_buf_fork_child(void **state);
 
 /* conf_ops.c */
 void test_op_tcp_accept_connect_send_recv(void **state);

@@ -128,6 +128,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fixed_buf_file_rw),
         cmocka_unit_test(test_fixed_buf_send_recv),
         cmocka_unit_test(test_fixed_buf_refused),
+        cmocka_unit_test(test_fixed_buf_fork_child),
 
         cmocka_unit_test(test_cancel_queued_behind_op),
         cmocka_unit_test(test_close_fails_every_queued_op),

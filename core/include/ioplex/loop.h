@@ -52,10 +52,10 @@ IOP_EXPORT int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts);
 
 /* Frees the loop. Ops still in flight are dropped without their callbacks (their
  * records are the caller's); fds are not closed. A loop is never shared across
- * fork: in a child, run, iop_submit, iop_watch_start and iop_fd_register fail with
- * -ECHILD, iop_fd_forget does nothing (iop_fd_close just closes), and destroy frees
- * only the core's memory, leaving the parent's backend (an io_uring ring, an epoll
- * set) alone. It waits
+ * fork: in a child, run, iop_submit, iop_watch_start, iop_fd_register and
+ * iop_buf_register fail with -ECHILD, iop_fd_forget and iop_buf_release do nothing
+ * (iop_fd_close just closes), iop_buf_unregister and destroy free only the core's
+ * memory, leaving the parent's backend (an io_uring ring, an epoll set) alone. It waits
  * for threads still inside iop_loop_post / wake / stop on it (a post's callback may
  * run before its poster has returned); none may call them after it begins. */
 IOP_EXPORT void iop_loop_destroy(iop_loop_t *loop);
