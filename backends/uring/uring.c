@@ -176,12 +176,25 @@ static void explain_setup(int err, char *why, size_t whylen)
     snprintf(why, whylen, "io_uring_setup: %s%s", strerror(err), hint);
 }
 
-static unsigned find_features(struct io_uring *ring)
+/* The kernel's opcodes, asked through IORING_REGISTER_PROBE (called directly, not
+ * through io_uring_get_probe_ring, which would hide why it failed). 0 with *out, or
+ * -errno and a reason: the probe refused (seccomp), or no async cancel. */
+static int find_features(struct io_uring *ring, unsigned *out, char *why, size_t whylen)
 {
+    enum { OPS = 256 };
+    union {
+        struct io_uring_probe probe;
+        char room[sizeof(struct io_uring_probe) + OPS * sizeof(struct io_uring_probe_op)];
+    } u;
+    memset(&u, 0, sizeof u);
+    struct io_uring_probe *p = &u.probe;
     unsigned f = 0;
-    struct io_uring_probe *p = io_uring_get_probe_ring(ring);
-    if (!p)
-        return 0;
+    int r = io_uring_register_probe(ring, p, OPS);
+    if (r < 0) {
+        snprintf(why, whylen, "io_uring_register(IORING_REGISTER_PROBE): %s%s", strerror(-r),
+                 r == -EPERM ? " (denied, most likely by a seccomp policy)" : "");
+        return r;
+    }
     if (io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL))
         f |= F_CANCEL_FD;   /* refined by the kernel's answer to the first use */
     if (io_uring_opcode_supported(p, IORING_OP_SEND_ZC))
@@ -194,8 +207,12 @@ static unsigned find_features(struct io_uring *ring)
         f |= F_FIXED_FILES;
     if (io_uring_opcode_supported(p, IORING_OP_READ_FIXED) && io_uring_opcode_supported(p, IORING_OP_WRITE_FIXED))
         f |= F_FIXED_BUFS;
-    io_uring_free_probe(p);
-    return f;
+    if (!(f & F_CANCEL_FD)) {
+        snprintf(why, whylen, "io_uring: kernel lacks async cancel (need Linux 5.19 or later)");
+        return -ENOTSUP;
+    }
+    *out = f;
+    return 0;
 }
 
 static int backend_probe(char *why, size_t whylen)
@@ -206,13 +223,21 @@ static int backend_probe(char *why, size_t whylen)
         explain_setup(-r, why, whylen);
         return r;
     }
-    unsigned f = find_features(&ring);
-    ring_exit(&ring);
-    if (!(f & F_CANCEL_FD)) {
-        snprintf(why, whylen, "io_uring: kernel lacks async cancel (need Linux 5.19 or later)");
-        return -ENOTSUP;
+    /* A policy may allow the setup and deny the rest: enter the ring once (a nop),
+     * or auto would take a backend whose first wait fails. */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_nop(sqe);
+    r = io_uring_submit_and_wait(&ring, 1);
+    if (r < 0) {
+        snprintf(why, whylen, "io_uring_enter: %s%s", strerror(-r),
+                 r == -EPERM ? " (denied, most likely by a seccomp policy)" : "");
+        ring_exit(&ring);
+        return r;
     }
-    return 0;
+    unsigned f;
+    r = find_features(&ring, &f, why, whylen);
+    ring_exit(&ring);
+    return r;
 }
 
 /* Sets the ring up, trying the cheaper task-run modes first and halving the ring
@@ -299,7 +324,12 @@ static int backend_create(void **state, const iop_backend_host_t *host,
         host->free(st);
         return -ENOTSUP;
     }
-    st->feat = find_features(&st->ring);
+    r = find_features(&st->ring, &st->feat, why, whylen);
+    if (r < 0) {
+        ring_exit(&st->ring);
+        host->free(st);
+        return r;
+    }
     if (!st->sqpoll)
         *host->caps &= ~IOP_CAP_SQPOLL;   /* the cap says "running with SQPOLL" */
     if (!st->kdl)

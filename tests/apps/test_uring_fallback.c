@@ -57,7 +57,11 @@
 #ifndef __NR_io_uring_register
 #define __NR_io_uring_register 427
 #endif
+#ifndef __NR_io_uring_enter
+#define __NR_io_uring_enter 426
+#endif
 #define REGISTER_BUFFERS 0        /* IORING_REGISTER_BUFFERS: io_uring_register's opcodes */
+#define REGISTER_PROBE 8          /* IORING_REGISTER_PROBE */
 #define REGISTER_PBUF_RING 22     /* IORING_REGISTER_PBUF_RING */
 #define ANY_ARG UINT32_MAX
 
@@ -541,6 +545,71 @@ static void test_library_falls_back(void **state)
     assert_int_equal(WEXITSTATUS(f->srv.status), 0);
 }
 
+/* 4b. A policy that allows io_uring_setup but denies the calls after it: auto
+ *     passes over uring with the call that failed (it took uring, whose first
+ *     wait then failed with EPERM, when only io_uring_enter was denied). */
+static void later_refusal_child(int nr, uint32_t arg1, int fd)
+{
+    const char *what = "";
+    int r = install_filter_on(nr, arg1, SECCOMP_RET_ERRNO | EPERM, &what);
+    dprintf(fd, "filter %d %s\n", r, what);
+    if (r < 0)
+        _exit(1);
+    iop_loop_t *loop = NULL;
+    r = iop_loop_create(&loop, NULL);
+    if (r < 0) {
+        dprintf(fd, "auto %d - %s\n", r, iop_last_error());
+        _exit(0);
+    }
+    dprintf(fd, "auto %d %s %s\n", r, iop_loop_backend(loop), iop_loop_backend_report(loop));
+    iop_loop_destroy(loop);
+    _exit(0);
+}
+
+static void expect_passed_over(int nr, uint32_t arg1, const char *reason)
+{
+    int pfd[2];
+    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        later_refusal_child(nr, arg1, pfd[1]);
+    }
+    close(pfd[1]);
+    proc_t p = { .pid = pid, .out_fd = pfd[0], .err_fd = -1 };
+    char line[2048];
+    long rc;
+    const char *rest = read_result(&p, "filter", line, sizeof line, &rc);
+    if (rc != 0)
+        fail_msg("the filter did not install in the child: %s: %s", rest, strerror((int)-rc));
+    rest = read_result(&p, "auto", line, sizeof line, &rc);
+    fprintf(stderr, "fallback: [%s denied] iop_loop_create(NULL) = %ld, backend %s\n", reason, rc, rest);
+    assert_int_equal(rc, 0);
+    assert_true(strncmp(rest, "epoll auto: took epoll", strlen("epoll auto: took epoll")) == 0);
+    const char *uring = strstr(rest, "passed over uring (");
+    if (!uring || !strstr(uring, reason) || !strstr(uring, "Operation not permitted"))
+        fail_msg("auto's report does not pass uring over with \"%s\": %s", reason, rest);
+    assert_int_equal(proc_wait(&p, EXIT_TIMEOUT_MS), 0);
+    assert_true(WIFEXITED(p.status));
+    assert_int_equal(WEXITSTATUS(p.status), 0);
+    close(pfd[0]);
+}
+
+static void test_later_calls_denied(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_SECCOMP();
+    iop_loop_t *probe = NULL;
+    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
+    if (iop_loop_create(&probe, &popts) < 0)
+        skip();                   /* no io_uring here at all */
+    iop_loop_destroy(probe);
+    expect_passed_over(__NR_io_uring_enter, ANY_ARG, "io_uring_enter");
+    expect_passed_over(__NR_io_uring_register, REGISTER_PROBE, "IORING_REGISTER_PROBE");
+}
+
 /* ---- provided buffers refused -------------------------------------------------------- */
 
 static void pool_recv_cb(iop_op_t *op, int res)
@@ -740,6 +809,7 @@ int main(int argc, char **argv)
         FALLBACK_TEST(test_avoid_never_probes_uring, kill),
         FALLBACK_TEST(test_library_falls_back, eperm),
         FALLBACK_TEST(test_library_falls_back, enosys),
+        cmocka_unit_test(test_later_calls_denied),
         cmocka_unit_test(test_provided_buffers_refused),
         cmocka_unit_test(test_registered_buffers_refused),
     };
