@@ -3,6 +3,7 @@
  * caller's next step (close, or ops on the fixed slot). */
 #include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include "uring_internal.h"
 
@@ -368,6 +369,42 @@ void uring_forget(uring_state_t *st, int fd, uring_fd_t *f)
 }
 
 #define FIXED_SLOTS 4096u
+#define FIXED_SLOTS_MIN 16u
+
+/* The sparse table, on first use: FIXED_SLOTS, but the kernel refuses a table
+ * longer than RLIMIT_NOFILE allows (EMFILE; 1024 by default), so no more than that,
+ * halved again on EMFILE / ENOMEM. A final refusal clears the cap: iop_fd_register
+ * then does nothing, and the loop's report says why. */
+static int fixed_table(uring_state_t *st)
+{
+    uint32_t n = FIXED_SLOTS;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < n)
+        n = (uint32_t)rl.rlim_cur;
+    int r = -EMFILE;
+    while (n >= FIXED_SLOTS_MIN) {
+        (*st->host->syscalls)++;
+        r = io_uring_register_files_sparse(&st->ring, n);
+        if (r == 0 || (r != -EMFILE && r != -ENOMEM))
+            break;
+        n /= 2;
+    }
+    if (r == 0 && !(st->fixed_free = st->host->alloc(n * sizeof *st->fixed_free))) {
+        (*st->host->syscalls)++;
+        io_uring_unregister_files(&st->ring);
+        r = -ENOMEM;
+    }
+    if (r < 0) {
+        st->feat &= ~F_FIXED_FILES;
+        *st->host->caps &= ~IOP_CAP_REGISTERED_FILES;
+        return r;
+    }
+    st->nfixed = n;
+    for (uint32_t i = 0; i < n; i++)
+        st->fixed_free[i] = (int32_t)(n - 1 - i);
+    st->nfixed_free = n;
+    return 0;
+}
 
 /* Gives fd a slot in the fixed-file table, made sparse on first use. */
 int uring_fd_register(uring_state_t *st, int fd, uring_fd_t *f)
@@ -377,21 +414,9 @@ int uring_fd_register(uring_state_t *st, int fd, uring_fd_t *f)
     if (f->fixed)
         return 1;
     if (!st->nfixed) {
-        st->fixed_free = st->host->alloc(FIXED_SLOTS * sizeof *st->fixed_free);
-        if (!st->fixed_free)
-            return -ENOMEM;
-        (*st->host->syscalls)++;
-        int r = io_uring_register_files_sparse(&st->ring, FIXED_SLOTS);
-        if (r < 0) {
-            st->host->free(st->fixed_free);
-            st->fixed_free = NULL;
-            st->feat &= ~F_FIXED_FILES;
+        int r = fixed_table(st);
+        if (r < 0)
             return r;
-        }
-        st->nfixed = FIXED_SLOTS;
-        for (uint32_t i = 0; i < FIXED_SLOTS; i++)
-            st->fixed_free[i] = (int32_t)(FIXED_SLOTS - 1 - i);
-        st->nfixed_free = FIXED_SLOTS;
     }
     if (!st->nfixed_free)
         return -ENFILE;

@@ -731,7 +731,16 @@ int iop_fd_register(iop_loop_t *loop, int fd)
     int r = iop__fd_reserve(loop, fd);
     if (r < 0)
         return r;
-    return loop->be->fd_register(loop->be_state, fd, iop__fdtable_bstate(&loop->fds, fd));
+    r = loop->be->fd_register(loop->be_state, fd, iop__fdtable_bstate(&loop->fds, fd));
+    if (r >= 0)
+        return r;
+    if (!(loop->caps & IOP_CAP_REGISTERED_FILES)) {   /* refused for good: said once */
+        report_refusal(loop, "registered files", r, "ops name plain fds");
+        return iop__fail(r, "iop_fd_register: the kernel refused a table of registered files: %s",
+                         strerror(-r));
+    }
+    return iop__fail(r, "iop_fd_register: fd %d: %s", fd,
+                     r == -ENFILE ? "the table of registered files is full" : strerror(-r));
 }
 
 int iop_fd_close(iop_loop_t *loop, int fd)

@@ -143,6 +143,7 @@ void test_forget_ends_waiting_multishot(void **state);
 
 /* conf_register.c */
 void test_register_busy_fds(void **state);
+void test_register_under_low_fd_limit(void **state);
 
 /* conf_queued.c */
 void test_cancel_queued_behind_op(void **state);

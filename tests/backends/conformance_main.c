@@ -114,6 +114,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_options_misplaced),
         cmocka_unit_test(test_registered_fd),
         cmocka_unit_test(test_register_busy_fds),
+        cmocka_unit_test(test_register_under_low_fd_limit),
         cmocka_unit_test(test_completion_burst_tiny_queue),
         cmocka_unit_test(test_recv_buf_multishot_rearm),
         cmocka_unit_test(test_recv_buf_multishot_cancel_busy),

@@ -123,7 +123,10 @@ IOP_EXPORT int iop_buf_unregister(iop_loop_t *loop);
 
 /* Registers fd with the backend for cheaper ops on it (io_uring fixed files).
  * 1 = registered, 0 = the backend has no such thing (nothing to do), -errno on
- * failure (the fd then works unregistered). iop_fd_forget unregisters. */
+ * failure (the fd then works unregistered): -ENFILE when the table is full (io_uring:
+ * 4096 slots, no more than RLIMIT_NOFILE allowed when it was made); if the kernel
+ * refuses the table itself, the caps lose IOP_CAP_REGISTERED_FILES and the report
+ * says why. iop_fd_forget unregisters. */
 IOP_EXPORT int iop_fd_register(iop_loop_t *loop, int fd);
 
 /* An fd the loop has seen (ops, watches) must be forgotten before it is closed
