@@ -91,8 +91,9 @@ void uring_count_enter(uring_state_t *st)
 }
 
 /* SQPOLL: a zero-timeout poll waits (briefly) for the kernel thread to take what was
- * just queued, so that a poll armed on a ready fd or an op that can finish at once
- * is reported by this call, as it would be without SQPOLL. */
+ * just queued. It does not wait for the results: the thread posts them after taking
+ * the entries, so an op that can finish at once is usually reported by the next
+ * call, not this one (a plain ring reports it in this one). */
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
