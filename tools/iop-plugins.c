@@ -286,8 +286,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "iop-plugins: %s\n", iop_last_error());
         return 1;
     }
-    char search[8192];
+    char search[8192], svc_search[8192];   /* backends and services live apart */
     iop_plugin_search_path(plugin_path, search, sizeof search);
+    iop_service_search_path(plugin_path, svc_search, sizeof svc_search);
     const iop_backend_info_t *pick = auto_pick(list, n);
     iop_service_info_t *svc = NULL;
     size_t ns = 0;
@@ -295,10 +296,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "iop-plugins: cannot list services: %s\n", iop_last_error());
     if (json) {
         print_json(list, n, search, pick);
-        print_services_json(svc, ns, search);
+        print_services_json(svc, ns, svc_search);
     } else {
         print_text(list, n, search, pick);
-        print_services_text(svc, ns, search);
+        print_services_text(svc, ns, svc_search);
     }
     iop_service_list_free(svc);
 

@@ -744,12 +744,22 @@ void iop_backend_list_free(iop_backend_info_t *list)
     iop_free(head);
 }
 
-const char *iop_plugin_search_path(const char *plugin_path, char *buf, size_t len)
+static const char *search_path_of(const char *kind, const char *plugin_path, char *buf, size_t len)
 {
     if (!buf || !len)
         return buf;
     char dirs[DIRS_LEN];
-    search_dirs("backend", plugin_path, dirs, sizeof dirs);
+    search_dirs(kind, plugin_path, dirs, sizeof dirs);
     snprintf(buf, len, "%s", dirs);
     return buf;
+}
+
+const char *iop_plugin_search_path(const char *plugin_path, char *buf, size_t len)
+{
+    return search_path_of("backend", plugin_path, buf, len);
+}
+
+const char *iop_service_search_path(const char *plugin_path, char *buf, size_t len)
+{
+    return search_path_of("service", plugin_path, buf, len);
 }

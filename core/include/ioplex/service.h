@@ -137,6 +137,10 @@ typedef struct iop_service_info {
 IOP_EXPORT int iop_service_list(const char *plugin_path, iop_service_info_t **out, size_t *count);
 IOP_EXPORT void iop_service_list_free(iop_service_info_t *list);
 
+/* The directories searched for services, in order, as one ':'-separated string
+ * written to buf (iop_plugin_search_path gives the backends'). */
+IOP_EXPORT const char *iop_service_search_path(const char *plugin_path, char *buf, size_t len);
+
 /* Serving one listener with a service in one process (a worker): an accept loop in
  * a coroutine that starts one coroutine per connection calling desc->serve. The
  * caller owns the record (zero it, then fill the public part); nothing is
