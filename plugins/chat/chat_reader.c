@@ -130,13 +130,15 @@ static int follow(chat_worker_t *w)
 
 int chat_worker_wait_delivered(chat_worker_t *w, uint64_t seq)
 {
-    /* Bounded: a reader that cannot keep up must not stall its members for long. */
-    uint64_t deadline = iop_now(w->loop) + 10 * CHAT_SLICE_NS;
-    int r = iop_mutex_lock(&w->mu, deadline);
+    /* Unbounded, or the member's next reply could overtake its own line: the reader
+     * always moves on (it holds for a slow member at most CHAT_THROTTLE_NS, and a
+     * lapped record counts as passed), unless it has ended. Only this member's next
+     * line waits meanwhile. */
+    int r = iop_mutex_lock(&w->mu, 0);
     if (r < 0)
         return r;
-    while (w->pos <= seq && r == 0)
-        r = iop_cond_wait(&w->advanced, &w->mu, deadline);
+    while (w->pos <= seq && (r == 0 || r == -ETIMEDOUT) && w->reader && !iop_coro_done(w->reader))
+        r = iop_cond_wait(&w->advanced, &w->mu, iop_now(w->loop) + CHAT_SLICE_NS);
     iop_mutex_unlock(&w->mu);
     return r == -ECANCELED ? r : 0;
 }
@@ -183,25 +185,33 @@ int chat_worker_throttle(chat_worker_t *w)
  * holds the reader. */
 static int hold_for_backlog(chat_worker_t *w)
 {
-    uint64_t now = iop_now(w->loop);
+    /* Every member over the mark starts its time now, not when the one before it is
+     * done with: N members that never read hold the room CHAT_THROTTLE_NS in all,
+     * not N times that. */
+    uint64_t now = iop_now(w->loop), until = 0;
+    chat_client_t *hold = NULL;
     for (chat_client_t *c = w->clients; c; c = c->next) {
         if (c->ending || c->pace_skip || c->out.queued <= w->pace_mark)
             continue;
         if (!c->pace_since)
             c->pace_since = now;
-        uint64_t until = c->pace_since + CHAT_THROTTLE_NS;
-        if (now >= until) {
+        if (now >= c->pace_since + CHAT_THROTTLE_NS) {
             c->pace_skip = 1;
             continue;
         }
-        if (until > now + CHAT_SLICE_NS)
-            until = now + CHAT_SLICE_NS;   /* the reader's other duties come round */
-        w->held_by = c;
-        iop_sem_acquire(&w->unheld, until);   /* -ETIMEDOUT, -ECANCELED: looked at next */
-        w->held_by = NULL;
-        return 1;
+        if (!hold) {
+            hold = c;
+            until = c->pace_since + CHAT_THROTTLE_NS;
+        }
     }
-    return 0;
+    if (!hold)
+        return 0;
+    if (until > now + CHAT_SLICE_NS)
+        until = now + CHAT_SLICE_NS;   /* the reader's other duties come round */
+    w->held_by = hold;
+    iop_sem_acquire(&w->unheld, until);   /* -ETIMEDOUT, -ECANCELED: looked at next */
+    w->held_by = NULL;
+    return 1;
 }
 
 void chat_worker_unhold(chat_worker_t *w, chat_client_t *c)

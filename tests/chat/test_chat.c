@@ -519,6 +519,87 @@ static void test_flood_keeps_fast_readers(void **state)
         peer_close(f[i].p);
 }
 
+/* Members that never read hold the room once, together: each one over the pace mark
+ * held the reader for its own 500 ms, one after the other, so six of them stopped
+ * every member's lines for three seconds. The longest gap between two lines at a
+ * member that reads must stay well under that. */
+#define NONREADERS 6
+
+static void test_nonreaders_hold_once(void **state)
+{
+    (void)state;
+    flooded_t f[2] = { { .p = join_as(0, "w") }, { .p = join_as(0, "r") } };
+    expect(f[0].p, "* r joined");
+    peer_t *idle[NONREADERS];
+    for (int i = 0; i < NONREADERS; i++) {
+        char line[64];
+        idle[i] = peer_connect(&room.w[0].addr, 2048);   /* never reads */
+        assert_non_null(idle[i]);
+        snprintf(line, sizeof line, "/nick s%d\n", i);
+        assert_int_equal(peer_send(idle[i], line), 0);
+        snprintf(line, sizeof line, "* s%d joined", i);
+        assert_true(peer_wait_for(f[1].p, line, T) >= 0);
+    }
+    size_t line_len = 6 + 1 + FLOOD_TEXT + 1, total = line_len * FLOOD_LINES, off = 0;
+    char *out = malloc(total + 1);
+    assert_non_null(out);
+    for (int i = 0; i < FLOOD_LINES; i++)
+        snprintf(out + (size_t)i * line_len, line_len + 1, "m%05d %0*d\n", i, FLOOD_TEXT, 0);
+    for (int i = 0; i < 2; i++)
+        f[i].len = f[i].p->len;
+    uint64_t deadline = tu_clock_ns() + 30000 * 1000000ull, last = tu_clock_ns(), gap = 0;
+    int done = 0;
+    while (done < 2 && tu_clock_ns() < deadline) {
+        struct pollfd pf[2];
+        for (int i = 0; i < 2; i++)
+            pf[i] = (struct pollfd){ .fd = f[i].p->fd, .events = POLLIN };
+        if (off < total)
+            pf[0].events |= POLLOUT;
+        assert_true(poll(pf, 2, 1000) >= 0);
+        if (pf[0].revents & POLLOUT) {
+            ssize_t n = send(f[0].p->fd, out + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            assert_true(n > 0 || errno == EAGAIN);
+            if (n > 0)
+                off += (size_t)n;
+        }
+        done = 0;
+        for (int i = 0; i < 2; i++) {
+            if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t n = recv(f[i].p->fd, f[i].p->buf + f[i].len, PEER_BUF - f[i].len, MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN)) {
+                    f[i].lost = 1;
+                    snprintf(f[i].what, sizeof f[i].what, "closed at message %d", f[i].next);
+                }
+                if (n > 0) {
+                    f[i].len += (size_t)n;
+                    int before = f[i].next;
+                    flood_lines(&f[i]);
+                    if (i == 1 && f[i].next != before) {
+                        uint64_t now = tu_clock_ns();
+                        if (before > 0 && now - last > gap)
+                            gap = now - last;
+                        last = now;
+                    }
+                }
+            }
+            done += f[i].lost || f[i].next == FLOOD_LINES;
+        }
+    }
+    free(out);
+    fprintf(stderr, "# %d members that never read: the longest wait between two lines was %llu ms\n",
+            NONREADERS, (unsigned long long)(gap / 1000000));
+    for (int i = 0; i < 2; i++)
+        if (f[i].lost || f[i].next != FLOOD_LINES)
+            fail_msg("%s: %s (got %d of %d messages)", f[i].p->name, f[i].lost ? f[i].what : "timed out",
+                     f[i].next, FLOOD_LINES);
+    if (gap >= 1200 * 1000000ull)   /* one hold: 500 ms; two in a row were the bug */
+        fail_msg("the room stood still for %llu ms", (unsigned long long)(gap / 1000000));
+    for (int i = 0; i < NONREADERS; i++)
+        peer_close(idle[i]);
+    for (int i = 0; i < 2; i++)
+        peer_close(f[i].p);
+}
+
 /* ---- a reader that falls behind the ring (ring=16) ------------------------------------------------ */
 
 static void test_missed(void **state)
@@ -641,6 +722,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_commands, one_worker, room_down),
         cmocka_unit_test_setup_teardown(test_slow_client, small_backlog, room_down),
         cmocka_unit_test_setup_teardown(test_flood_keeps_fast_readers, small_backlog, room_down),
+        cmocka_unit_test_setup_teardown(test_nonreaders_hold_once, small_backlog, room_down),
         cmocka_unit_test_setup_teardown(test_missed, small_ring, room_down),
         cmocka_unit_test_setup_teardown(test_drain, two_workers, room_down),
         cmocka_unit_test_setup_teardown(test_stats, one_worker, room_down),
