@@ -30,6 +30,7 @@
 #include "hostport.h"
 #include "http_resp.h"
 #include "latency_hist.h"
+#include "stdio_guard.h"
 
 #define PROG "iop-client"
 #define SEC 1000000000ull
@@ -720,15 +721,6 @@ static void usage(FILE *f)
         "measured until then; a second signal ends it at once).\n");
 }
 
-/* A closed stdin, stdout or stderr would lend its number to the loop's own fds or to
- * the socket, and the session would read or write those: each gets /dev/null. */
-static void guard_stdio(void)
-{
-    for (int fd = 0; fd <= 2; fd++)
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR | O_CLOEXEC) < 0)
-            exit(EXIT_FAILURE);
-}
-
 /* A nick goes out in one line and comes back in "* NICK joined": no line breaks or
  * other control characters, and short (the room has its own rules on top). */
 #define NICK_MAX 64
@@ -744,7 +736,7 @@ static int nick_ok(const char *nick)
 
 int main(int argc, char **argv)
 {
-    guard_stdio();
+    iop_app_guard_stdio();
     const char *backend = NULL, *plugin_path = NULL;
     uint64_t conns = 50, size = 64, tmo = 10, idle = 0;
     double duration = 5, warmup = 1;
@@ -850,6 +842,14 @@ int main(int argc, char **argv)
         static session_t s;
         char hello[256];
         if (!strcmp(mode, "chat")) {
+            /* The room trims spaces around a nick and says "* NICK joined" with the
+             * trimmed one: trimmed here too, or that line would not be recognised. */
+            char *nick = ops[2];
+            while (*nick == ' ')
+                nick++;
+            for (size_t n = strlen(nick); n && nick[n - 1] == ' ';)
+                nick[--n] = '\0';
+            ops[2] = nick;
             if (!nick_ok(ops[2])) {
                 fprintf(stderr, PROG ": NICK wants 1 to %d characters and no control characters\n",
                         NICK_MAX);

@@ -13,6 +13,7 @@
 
 #include "fetch.h"
 #include "hostport.h"
+#include "stdio_guard.h"
 
 #define DEFAULT_CONCURRENCY 10
 #define MAX_CONCURRENCY 1000
@@ -326,6 +327,7 @@ static int run_fetch(fetch_t *f, const char *backend, const char *plugin_path)
 
 int main(int argc, char **argv)
 {
+    iop_app_guard_stdio();
     const char *backend = NULL, *plugin_path = NULL;
     uint64_t conc = DEFAULT_CONCURRENCY, redirects = DEFAULT_MAX_REDIRECTS;
     double timeout_s = DEFAULT_TIMEOUT_S;

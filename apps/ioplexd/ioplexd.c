@@ -18,6 +18,7 @@
 
 #include "hostport.h"
 #include "ioplexd.h"
+#include "stdio_guard.h"
 
 #define DEFAULT_DRAIN_S 10
 
@@ -391,6 +392,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    iop_app_guard_stdio();
     static daemon_t d = { .workers = 1, .drain_ns = DEFAULT_DRAIN_S * 1000000000ull,
                           .recv_pool = RECV_POOL_DEFAULT, .stats_ns = 1000000000ull };
     int list = 0;

@@ -169,6 +169,27 @@ static int last_stats_says(proc_t *p, const char *want, int timeout_ms, char *er
     }
 }
 
+/* --stats lists every worker: the list stopped at about 46 of them. */
+static void test_stats_lists_every_worker(void **state)
+{
+    (void)state;
+    char *argv[] = { IOPLEXD_PATH, "--backend", "poll", "--workers", "64", "--service", "echo=127.0.0.1:0",
+                     "--stats-interval=0.2", NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 0), 0);
+    static char err[1 << 18];
+    const char *last = NULL;
+    int found = last_stats_says(&p, "; 63: ", 20000, err, sizeof err, &last);
+    kill(p.pid, SIGTERM);
+    int r = proc_wait(&p, 20000);
+    if (!found)
+        fail_msg("no stats line lists worker 63; the last one: %.*s", last ? (int)strcspn(last, "\n") : 4,
+                 last ? last : "none");
+    assert_int_equal(r, 0);
+    assert_true(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+    proc_cleanup(&p);
+}
+
 /* A worker killed with connections open: its replacement serves on, and --stats
  * no longer counts the dead worker's connections as open once the clients left. */
 static void test_stats_after_worker_death(void **state)
@@ -747,10 +768,62 @@ static void test_drain_with_stalled_http_reader(void **state)
     rmdir(root);
 }
 
+/* Started with stdout closed, ioplexd writes nothing into its own descriptors: fd 1
+ * is /dev/null, not the chat log's eventfd that took the free number (its
+ * "listening" lines went there), and it serves and stops as usual. */
+static int holds_fd_to(pid_t pid, const char *prefix)
+{
+    char path[64], link[256];
+    for (int fd = 3; fd < 64; fd++) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n > 0 && (link[n] = '\0', strncmp(link, prefix, strlen(prefix)) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+static void test_stdout_closed(void **state)
+{
+    (void)state;
+    int errp[2];
+    assert_int_equal(pipe2(errp, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(errp[1], 2);
+        close(1);
+        execl(IOPLEXD_PATH, IOPLEXD_PATH, "--workers", "0", "--service", "chat=127.0.0.1:0", (char *)NULL);
+        _exit(127);
+    }
+    close(errp[1]);
+    char path[64], link[256] = "";
+    snprintf(path, sizeof path, "/proc/%d/fd/1", (int)pid);
+    long long until = now_ms() + 10000;
+    char exe[64], what[512];
+    snprintf(exe, sizeof exe, "/proc/%d/exe", (int)pid);
+    for (;;) {                     /* ioplexd, listening: set up by now */
+        ssize_t e = readlink(exe, what, sizeof what - 1);
+        what[e > 0 ? e : 0] = '\0';
+        if ((strstr(what, "ioplexd") && holds_fd_to(pid, "socket:")) || now_ms() > until)
+            break;
+        poll(NULL, 0, 20);
+    }
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    link[n > 0 ? n : 0] = '\0';
+    kill(pid, SIGTERM);
+    int code = proc_exit_code(pid, 10000);
+    close(errp[0]);
+    if (strcmp(link, "/dev/null") != 0 || code != 0)
+        fail_msg("fd 1 of ioplexd started with stdout closed: '%s', exit %d", link, code);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--cli") == 0) {
-        const struct CMUnitTest tests[] = { cmocka_unit_test(test_cli), cmocka_unit_test(test_defer_accept_option) };
+        const struct CMUnitTest tests[] = { cmocka_unit_test(test_cli), cmocka_unit_test(test_defer_accept_option),
+                                            cmocka_unit_test(test_stdout_closed),
+                                            cmocka_unit_test(test_stats_lists_every_worker) };
         return cmocka_run_group_tests(tests, NULL, NULL);
     }
     backend = argc > 1 ? argv[1] : "epoll";

@@ -345,7 +345,7 @@ static void test_iop_client(void **state)
         close(from);
     }
     int to_client, from_client;
-    client_pid = start_client("cli", &to_client, &from_client);
+    client_pid = start_client(" cli ", &to_client, &from_client);   /* trimmed, as the room does */
     peer_t *cli = peer_from_fd(from_client, "iop-client");
     assert_int_equal(peer_expect(raw, "* cli joined", T), 0);
     assert_int_equal(peer_expect(cli, "* cli joined", T), 0);
