@@ -432,6 +432,8 @@ static int check_backend_desc(const void *sym, const char *name, char *why, size
         return say(-EPROTO, why, whylen, "completion backend without submit");
     if (d->model != IOP_MODEL_READINESS && d->model != IOP_MODEL_COMPLETION)
         return say(-EPROTO, why, whylen, "unknown model %u", d->model);
+    if (d->buf_pool && !d->buf_return)   /* iop_buf_release would call nothing */
+        return say(-EPROTO, why, whylen, "buf_pool without buf_return");
     return 0;
 }
 

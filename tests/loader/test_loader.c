@@ -88,6 +88,7 @@ static void test_broken_modules_refused(void **state)
         { "failcreate", -EMFILE, "create failed: test backend: no instance today" },
         { "misnamed", -EPROTO, "descriptor names itself 'other', the file name says 'misnamed'" },
         { "nowatch", -EPROTO, "readiness backend without watch" },
+        { "noreturn", -EPROTO, "buf_pool without buf_return" },
     };
     static const char *const markers[] = { "IOPLEX_TEST_LOADED_WRONGABI", "IOPLEX_TEST_LOADED_NOSYM",
                                            "IOPLEX_TEST_LOADED_MISNAMED" };

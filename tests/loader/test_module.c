@@ -7,6 +7,7 @@
  *   MOD_PROBE_FAILS     probe fails with -EPERM and a reason
  *   MOD_CREATE_FAILS    create fails with -EMFILE and a reason
  *   MOD_NO_WATCH        a readiness backend that forgets watch
+ *   MOD_POOL_NO_RETURN  a receive pool (buf_pool) that cannot take buffers back
  *   MOD_LOAD_MARKER "V" sets environment variable V when loaded, so a test can
  *                       tell whether the loader opened the file at all
  * The working variant ("testnull") watches nothing and sleeps through poll: enough for
@@ -81,6 +82,14 @@ static int backend_watch(void *state, int fd, unsigned old_mask, unsigned new_ma
 }
 #endif
 
+#ifdef MOD_POOL_NO_RETURN
+static int backend_buf_pool(void *state, void *base, uint32_t count, uint32_t size)
+{
+    (void)state, (void)base, (void)count, (void)size;
+    return 0;
+}
+#endif
+
 /* Reports nothing; sleeps up to the timeout (at most 10 ms, so "forever" ends). */
 static int backend_poll(void *state, iop_event_t *events, int max, int64_t timeout_ns)
 {
@@ -106,6 +115,9 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .watch = backend_watch,
 #endif
     .poll = backend_poll,
+#ifdef MOD_POOL_NO_RETURN
+    .buf_pool = backend_buf_pool,
+#endif
 };
 
 #else
