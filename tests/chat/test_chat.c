@@ -456,6 +456,67 @@ static void flood_lines(flooded_t *f)
     f->len -= used;
 }
 
+/* f[0] floods the room with FLOOD_LINES lines as fast as its socket takes them while
+ * all n members read as fast as they can (within deadline_ms); each must get every
+ * line in order. Returns the longest wait between two lines at f[n - 1]. */
+static uint64_t flood_room(flooded_t *f, int n, unsigned deadline_ms)
+{
+    size_t line_len = 6 + 1 + FLOOD_TEXT + 1, total = line_len * FLOOD_LINES, off = 0;
+    char *out = malloc(total + 1);  /* + the last snprintf's '\0' */
+    assert_non_null(out);
+    for (int i = 0; i < FLOOD_LINES; i++)
+        snprintf(out + (size_t)i * line_len, line_len + 1, "m%05d %0*d\n", i, FLOOD_TEXT, 0);
+    for (int i = 0; i < n; i++)
+        f[i].len = f[i].p->len;    /* what join_as read ahead */
+    uint64_t deadline = tu_clock_ns() + deadline_ms * 1000000ull, last = tu_clock_ns(), gap = 0;
+    int done = 0;
+    struct pollfd pf[4];
+    assert_true(n <= 4);
+    while (done < n && tu_clock_ns() < deadline) {
+        for (int i = 0; i < n; i++)
+            pf[i] = (struct pollfd){ .fd = f[i].p->fd, .events = POLLIN };
+        if (off < total)
+            pf[0].events |= POLLOUT;
+        assert_true(poll(pf, (nfds_t)n, 1000) >= 0);
+        if (pf[0].revents & POLLOUT) {
+            ssize_t k = send(f[0].p->fd, out + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            assert_true(k > 0 || errno == EAGAIN);
+            if (k > 0)
+                off += (size_t)k;
+        }
+        done = 0;
+        for (int i = 0; i < n; i++) {
+            if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t k = recv(f[i].p->fd, f[i].p->buf + f[i].len, PEER_BUF - f[i].len, MSG_DONTWAIT);
+                if (k == 0 || (k < 0 && errno != EAGAIN)) {
+                    f[i].lost = 1;
+                    snprintf(f[i].what, sizeof f[i].what, "closed at message %d", f[i].next);
+                }
+                if (k > 0) {
+                    f[i].len += (size_t)k;
+                    int before = f[i].next;
+                    flood_lines(&f[i]);
+                    if (i == n - 1 && f[i].next != before) {
+                        uint64_t now = tu_clock_ns();
+                        if (before > 0 && now - last > gap)
+                            gap = now - last;
+                        last = now;
+                    }
+                }
+            }
+            done += f[i].lost || f[i].next == FLOOD_LINES;
+        }
+    }
+    free(out);
+    for (int i = 0; i < n; i++) {
+        if (f[i].lost || f[i].next != FLOOD_LINES)
+            fail_msg("%s: %s (got %d of %d messages)", f[i].p->name, f[i].lost ? f[i].what : "timed out",
+                     f[i].next, FLOOD_LINES);
+        f[i].p->len = 0;
+    }
+    return gap;
+}
+
 /* One member floods the room with FLOOD_LINES lines as fast as its socket takes them,
  * while every member (the writer too, on either worker) reads as fast as it can. The
  * members' sockets take at most ~8 KiB a turn and their backlog limit is 16 KiB, so
@@ -468,51 +529,7 @@ static void test_flood_keeps_fast_readers(void **state)
     expect(f[0].p, "* r0 joined");
     expect(f[0].p, "* r1 joined");
     expect(f[1].p, "* r1 joined");
-    size_t line_len = 6 + 1 + FLOOD_TEXT + 1, total = line_len * FLOOD_LINES, off = 0;
-    char *out = malloc(total + 1);  /* + the last snprintf's '\0' */
-    assert_non_null(out);
-    for (int i = 0; i < FLOOD_LINES; i++)
-        snprintf(out + (size_t)i * line_len, line_len + 1, "m%05d %0*d\n", i, FLOOD_TEXT, 0);
-    for (int i = 0; i < 3; i++)
-        f[i].len = f[i].p->len;    /* what join_as read ahead */
-    uint64_t deadline = tu_clock_ns() + 20000 * 1000000ull;
-    int done = 0;
-    while (done < 3 && tu_clock_ns() < deadline) {
-        struct pollfd pf[3];
-        for (int i = 0; i < 3; i++)
-            pf[i] = (struct pollfd){ .fd = f[i].p->fd, .events = POLLIN };
-        if (off < total)
-            pf[0].events |= POLLOUT;
-        assert_true(poll(pf, 3, 1000) >= 0);
-        if (pf[0].revents & POLLOUT) {
-            ssize_t n = send(f[0].p->fd, out + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-            assert_true(n > 0 || errno == EAGAIN);
-            if (n > 0)
-                off += (size_t)n;
-        }
-        done = 0;
-        for (int i = 0; i < 3; i++) {
-            if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-                ssize_t n = recv(f[i].p->fd, f[i].p->buf + f[i].len, PEER_BUF - f[i].len, MSG_DONTWAIT);
-                if (n == 0 || (n < 0 && errno != EAGAIN)) {
-                    f[i].lost = 1;
-                    snprintf(f[i].what, sizeof f[i].what, "closed at message %d", f[i].next);
-                }
-                if (n > 0) {
-                    f[i].len += (size_t)n;
-                    flood_lines(&f[i]);
-                }
-            }
-            done += f[i].lost || f[i].next == FLOOD_LINES;
-        }
-    }
-    free(out);
-    for (int i = 0; i < 3; i++) {
-        if (f[i].lost || f[i].next != FLOOD_LINES)
-            fail_msg("%s: %s (got %d of %d messages)", f[i].p->name, f[i].lost ? f[i].what : "timed out",
-                     f[i].next, FLOOD_LINES);
-        f[i].p->len = 0;
-    }
+    (void)flood_room(f, 3, 20000);
     say(f[1].p, "/who");                          /* nobody was dropped */
     assert_int_equal(peer_wait_for(f[1].p, "* in the room (3): r0 r1 w", T) >= 0, 1);
     for (int i = 0; i < 3; i++)
@@ -540,58 +557,9 @@ static void test_nonreaders_hold_once(void **state)
         snprintf(line, sizeof line, "* s%d joined", i);
         assert_true(peer_wait_for(f[1].p, line, T) >= 0);
     }
-    size_t line_len = 6 + 1 + FLOOD_TEXT + 1, total = line_len * FLOOD_LINES, off = 0;
-    char *out = malloc(total + 1);
-    assert_non_null(out);
-    for (int i = 0; i < FLOOD_LINES; i++)
-        snprintf(out + (size_t)i * line_len, line_len + 1, "m%05d %0*d\n", i, FLOOD_TEXT, 0);
-    for (int i = 0; i < 2; i++)
-        f[i].len = f[i].p->len;
-    uint64_t deadline = tu_clock_ns() + 30000 * 1000000ull, last = tu_clock_ns(), gap = 0;
-    int done = 0;
-    while (done < 2 && tu_clock_ns() < deadline) {
-        struct pollfd pf[2];
-        for (int i = 0; i < 2; i++)
-            pf[i] = (struct pollfd){ .fd = f[i].p->fd, .events = POLLIN };
-        if (off < total)
-            pf[0].events |= POLLOUT;
-        assert_true(poll(pf, 2, 1000) >= 0);
-        if (pf[0].revents & POLLOUT) {
-            ssize_t n = send(f[0].p->fd, out + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-            assert_true(n > 0 || errno == EAGAIN);
-            if (n > 0)
-                off += (size_t)n;
-        }
-        done = 0;
-        for (int i = 0; i < 2; i++) {
-            if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-                ssize_t n = recv(f[i].p->fd, f[i].p->buf + f[i].len, PEER_BUF - f[i].len, MSG_DONTWAIT);
-                if (n == 0 || (n < 0 && errno != EAGAIN)) {
-                    f[i].lost = 1;
-                    snprintf(f[i].what, sizeof f[i].what, "closed at message %d", f[i].next);
-                }
-                if (n > 0) {
-                    f[i].len += (size_t)n;
-                    int before = f[i].next;
-                    flood_lines(&f[i]);
-                    if (i == 1 && f[i].next != before) {
-                        uint64_t now = tu_clock_ns();
-                        if (before > 0 && now - last > gap)
-                            gap = now - last;
-                        last = now;
-                    }
-                }
-            }
-            done += f[i].lost || f[i].next == FLOOD_LINES;
-        }
-    }
-    free(out);
+    uint64_t gap = flood_room(f, 2, 30000);
     fprintf(stderr, "# %d members that never read: the longest wait between two lines was %llu ms\n",
             NONREADERS, (unsigned long long)(gap / 1000000));
-    for (int i = 0; i < 2; i++)
-        if (f[i].lost || f[i].next != FLOOD_LINES)
-            fail_msg("%s: %s (got %d of %d messages)", f[i].p->name, f[i].lost ? f[i].what : "timed out",
-                     f[i].next, FLOOD_LINES);
     if (gap >= 1200 * 1000000ull)   /* one hold: 500 ms; two in a row were the bug */
         fail_msg("the room stood still for %llu ms", (unsigned long long)(gap / 1000000));
     for (int i = 0; i < NONREADERS; i++)
