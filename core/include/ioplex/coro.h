@@ -232,6 +232,9 @@ typedef struct iop_nursery {
     iop_coro_t *waiter;        /* private */
 } iop_nursery_t;
 
+/* A nursery must be closed (iop_nursery_close) before its memory goes: a child that
+ * ends writes to it, so one in a coroutine's frame is closed before that coroutine
+ * returns. */
 IOP_EXPORT void iop_nursery_init(iop_nursery_t *n, iop_loop_t *loop);
 IOP_EXPORT int iop_nursery_go(iop_nursery_t *n, iop_coro_fn fn, void *arg, const iop_coro_opts_t *opts);
 /* Waits for every child until deadline, then cancels those left and waits for them

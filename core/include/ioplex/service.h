@@ -180,7 +180,8 @@ IOP_EXPORT int iop_service_host_start(iop_service_host_t *h);
 IOP_EXPORT int iop_service_host_drain(iop_service_host_t *h, uint64_t deadline);
 
 /* Splits "k=v,k2=v2,bare" in place into opts (at most max); the count, or
- * -EINVAL (empty key) / -E2BIG (more than max). */
+ * -EINVAL (empty key) / -E2BIG (more than max). There is no escape: a value cannot
+ * hold a ','. */
 IOP_EXPORT int iop_service_parse_opts(char *text, iop_service_opt_t *opts, size_t max);
 
 /* The value of key in cfg's options, or NULL. */
