@@ -449,7 +449,8 @@ static int module_load(const char *kind, const char *name, const char *path, con
     /* The file, its descriptor and the descriptor's ABI, before any of its code
      * runs (dlopen runs its constructors). */
     uint32_t abi;
-    int r = iop__module_check(path, symbol, &abi, why, whylen);
+    uint64_t sym_size;
+    int r = iop__module_check(path, symbol, &abi, &sym_size, why, whylen);
     if (r == 1)
         r = check_abi(kind, abi, why, whylen);
     if (r < 0 || (r = ltdl_open(path, &h, why, whylen)) < 0)
@@ -457,6 +458,11 @@ static int module_load(const char *kind, const char *name, const char *path, con
     r = ltdl_sym(h, symbol, &sym, why, whylen);
     if (r == 0)   /* again: a file without section headers could not be read before */
         r = check_abi(kind, *(const uint32_t *)sym, why, whylen);
+    /* Every descriptor starts with abi_version and desc_size: the fields it claims
+     * to have must lie within the object the file defines, or they are read past it. */
+    if (r == 0 && sym_size && (sym_size < 8 || ((const uint32_t *)sym)[1] > sym_size))
+        r = say(-EPROTO, why, whylen, "descriptor claims %u bytes, the file's symbol has %llu",
+                sym_size < 8 ? 0u : ((const uint32_t *)sym)[1], (unsigned long long)sym_size);
     if (r == 0 && strcmp(kind, "backend") == 0)
         r = check_backend_desc(sym, name, why, whylen);
     if (r < 0) {

@@ -56,9 +56,11 @@ const char *iop__backend_asked(const char *name);
 /* Checks a module file before the dynamic linker maps it (module_check.c): a
  * regular ELF shared object for this machine whose segments are all in the file,
  * and, with symbol, one that defines it among its dynamic symbols. 1 with *first =
- * the first 4 bytes of symbol's value (a descriptor's ABI version), 0 when that
- * cannot be read from the file (or symbol is NULL), or -errno with the reason in
- * why (-ENOEXEC "no descriptor symbol" when the file does not define symbol). */
-int iop__module_check(const char *path, const char *symbol, uint32_t *first, char *why, size_t whylen);
+ * the first 4 bytes of symbol's value (a descriptor's ABI version) and *sym_size =
+ * its size as the symbol table gives it (0 = unknown), 0 when that cannot be read
+ * from the file (or symbol is NULL), or -errno with the reason in why (-ENOEXEC "no
+ * descriptor symbol" when the file does not define symbol). */
+int iop__module_check(const char *path, const char *symbol, uint32_t *first, uint64_t *sym_size,
+                      char *why, size_t whylen);
 
 #endif

@@ -53,11 +53,11 @@ static int64_t file_offset(const ElfW(Phdr) *ph, unsigned n, uint64_t vaddr)
 }
 
 /* Finds symbol, defined, among the dynamic symbols (the .dynsym section and its
- * string table): 1 with *first = the first 4 bytes of its value, 0 if the file does
- * not define it, -1 when it cannot tell (no section headers, say, or they make no
- * sense: then the dynamic linker has the last word). */
+ * string table): 1 with *first = the first 4 bytes of its value and *sym_size = its
+ * size, 0 if the file does not define it, -1 when it cannot tell (no section
+ * headers, say, or they make no sense: then the dynamic linker has the last word). */
 static int find_symbol(int fd, uint64_t size, const ElfW(Ehdr) *eh, const ElfW(Phdr) *ph,
-                       const char *symbol, uint32_t *first)
+                       const char *symbol, uint32_t *first, uint64_t *sym_size)
 {
     if (eh->e_shoff == 0 || eh->e_shnum == 0 || eh->e_shnum > MAX_SECTIONS ||
         eh->e_shentsize != sizeof(ElfW(Shdr)) ||
@@ -101,6 +101,7 @@ static int find_symbol(int fd, uint64_t size, const ElfW(Ehdr) *eh, const ElfW(P
                     continue;
                 int64_t off = file_offset(ph, eh->e_phnum, y->st_value);
                 *first = 0;
+                *sym_size = y->st_size;
                 found = off < 0 || pread(fd, first, sizeof *first, (off_t)off) == (ssize_t)sizeof *first ? 1 : -1;
                 break;
             }
@@ -110,8 +111,10 @@ static int find_symbol(int fd, uint64_t size, const ElfW(Ehdr) *eh, const ElfW(P
     return found;
 }
 
-int iop__module_check(const char *path, const char *symbol, uint32_t *first, char *why, size_t whylen)
+int iop__module_check(const char *path, const char *symbol, uint32_t *first, uint64_t *sym_size,
+                      char *why, size_t whylen)
 {
+    *sym_size = 0;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int err = errno;
@@ -156,7 +159,7 @@ int iop__module_check(const char *path, const char *symbol, uint32_t *first, cha
             }
         }
         if (r == 0 && symbol) {
-            r = find_symbol(fd, (uint64_t)st.st_size, &eh, ph, symbol, first);
+            r = find_symbol(fd, (uint64_t)st.st_size, &eh, ph, symbol, first, sym_size);
             if (r == 0) {
                 snprintf(why, whylen, "no descriptor symbol '%s'", symbol);
                 r = -ENOEXEC;

@@ -89,6 +89,7 @@ static void test_broken_modules_refused(void **state)
         { "misnamed", -EPROTO, "descriptor names itself 'other', the file name says 'misnamed'" },
         { "nowatch", -EPROTO, "readiness backend without watch" },
         { "noreturn", -EPROTO, "buf_pool without buf_return" },
+        { "shortdesc", -EPROTO, "descriptor claims" },
     };
     static const char *const markers[] = { "IOPLEX_TEST_LOADED_WRONGABI", "IOPLEX_TEST_LOADED_NOSYM",
                                            "IOPLEX_TEST_LOADED_MISNAMED" };

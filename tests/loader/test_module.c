@@ -8,6 +8,7 @@
  *   MOD_CREATE_FAILS    create fails with -EMFILE and a reason
  *   MOD_NO_WATCH        a readiness backend that forgets watch
  *   MOD_POOL_NO_RETURN  a receive pool (buf_pool) that cannot take buffers back
+ *   MOD_SHORT_DESC      a descriptor of 8 bytes (its ABI and a desc_size claiming more)
  *   MOD_LOAD_MARKER "V" sets environment variable V when loaded, so a test can
  *                       tell whether the loader opened the file at all
  * The working variant ("testnull") watches nothing and sleeps through poll: enough for
@@ -119,6 +120,13 @@ IOP_BACKEND_EXPORT const iop_backend_desc_t iop_backend_descriptor = {
     .buf_pool = backend_buf_pool,
 #endif
 };
+
+#elif defined(MOD_SHORT_DESC)
+
+/* The first two fields only: the rest would be read from whatever follows it. */
+IOP_BACKEND_EXPORT const struct {
+    uint32_t abi_version, desc_size;
+} iop_backend_descriptor = { MOD_ABI, sizeof(iop_backend_desc_t) };
 
 #else
 
