@@ -606,6 +606,105 @@ static void test_stream_holds_its_share(void **state)
     iop_fd_close(st_loop, fds2[1]);
 }
 
+/* The same close while the stream holds its share (paused), or the pool ran dry:
+ * nothing is in flight for the close to fail, and the fd number is soon another
+ * connection's (an accept takes it). The stream gives what it had queued, then
+ * -ECANCELED, never a byte of that other connection: it used to arm again on the
+ * number. */
+static int other[2], reused_fd = -1, stopped;
+static iop_recv_stream_t paused_s;
+
+static void *paused_reader(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(iop_recv_stream_open(&paused_s, fds[1], 0), 0);
+    static char blob[32768];
+    memset(blob, 'a', sizeof blob);
+    CHECK_EQ(send(fds[0], blob, sizeof blob, MSG_DONTWAIT), (ssize_t)sizeof blob);
+    iop_sleep(50 * MS);            /* at its share, or the pool dry: nothing in flight */
+    stopped = 1;
+    while (reused_fd < 0)
+        iop_sleep(1 * MS);
+    char own[POOL_SIZE];
+    size_t mine = 0, theirs = 0;
+    ssize_t n;
+    for (int i = 0; i < 400; i++) {
+        const char *data;
+        n = iop_recv_stream_next(&paused_s, own, sizeof own, &data, st_after_ms(1000));
+        if (n <= 0)
+            break;
+        for (ssize_t j = 0; j < n; j++)
+            *(data[j] == 'a' ? &mine : &theirs) += 1;
+    }
+    CHECK_EQ(theirs, 0);
+    CHECK(mine > 0);
+    CHECK_EQ(n, -ECANCELED);
+    CHECK_EQ(iop_recv_stream_close(&paused_s), 0);
+    st_done++;
+    return NULL;
+}
+
+static void *closer_then_accept(void *arg)
+{
+    (void)arg;
+    while (!stopped)
+        iop_sleep(1 * MS);
+    int num = fds[1];
+    CHECK_EQ(iop_close(fds[1]), 0);
+    reused_fd = fcntl(other[1], F_DUPFD, num);   /* the number comes back, as from accept */
+    CHECK_EQ(reused_fd, num);
+    CHECK_EQ(write(other[0], "INTRUDER", 8), 8);
+    st_done++;
+    return NULL;
+}
+
+static void test_fd_closed_under_paused_stream(void **state)
+{
+    (void)state;
+    tu_tcp_pair(other);
+    tu_tcp_pair(fds);
+    reused_fd = -1;
+    stopped = 0;
+    st_go(paused_reader, NULL, "reader");
+    st_go(closer_then_accept, NULL, "closer");
+    st_run_until_done(2, 10000);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, other[0]);
+    iop_fd_close(st_loop, other[1]);
+    if (reused_fd >= 0)
+        iop_fd_close(st_loop, reused_fd);
+}
+
+/* A begin that fails (here: the coroutine is cancelled already) leaves the record
+ * idle, as coro.h says: nothing sent, and a wait or a close on it returns at once.
+ * Both records were left as they were, and the wait read their garbage. */
+static void *cancelled_begins(void *arg)
+{
+    (void)arg;
+    iop_send_behind_t sb;
+    iop_recv_stream_t rs;
+    memset(&sb, 0xab, sizeof sb);
+    memset(&rs, 0xab, sizeof rs);
+    iop_cancel(iop_self());
+    CHECK_EQ(iop_send_behind(&sb, fds[1], "hello", 5, 0), -ECANCELED);
+    CHECK_EQ(iop_send_behind_sent(&sb), 0);
+    CHECK_EQ(iop_send_behind_wait(&sb, 0), 0);
+    CHECK_EQ(iop_recv_stream_open(&rs, fds[1], 0), -ECANCELED);
+    CHECK_EQ(iop_recv_stream_close(&rs), 0);
+    st_done++;
+    return NULL;
+}
+
+static void test_failed_begins_leave_records_idle(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    st_go(cancelled_begins, NULL, "cancelled");
+    st_run_until_done(1, 5000);
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
@@ -628,6 +727,8 @@ int main(int argc, char **argv)
         T(test_no_buffer_after_a_dry_pool),
         cmocka_unit_test_setup_teardown(test_no_pool, st_setup, st_teardown),
         cmocka_unit_test_setup_teardown(test_stream_holds_its_share, share_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_fd_closed_under_paused_stream, share_setup, st_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_begins_leave_records_idle, share_setup, st_teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "coro.recv_stream.%s", spec ? spec : "default");

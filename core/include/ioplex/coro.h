@@ -145,7 +145,8 @@ typedef struct iop_recv_stream {
     iop_loop_t *loop;
     iop_coro_t *waiter;        /* parked in next or close */
     int fd, flags;
-    int end;                   /* 1 = running; 2 = ended after data (arm again); else its last result */
+    int16_t end;               /* 1 = running; 2 = ended after data (arm again); else its last result */
+    uint16_t gen;              /* the loop's generation of fd when armed: a change means it was closed */
     uint32_t head, tail;       /* queued pool buffers, bid + 1 (0 = none) */
     uint32_t cur;              /* bid + 1 of the buffer the last next returned */
     uint32_t cur_last;         /* where what it returned began in that buffer */

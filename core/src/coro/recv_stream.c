@@ -43,6 +43,14 @@ static void on_paused(iop_op_t *op, int res)
     iop__wake_waiter(&s->waiter);
 }
 
+/* The loop's generation of s->fd: it changes when the loop forgets the fd (a close
+ * through it), after which the number may belong to another connection. */
+static uint16_t fd_gen(const iop_recv_stream_t *s)
+{
+    const iop_loop_t *loop = s->loop;
+    return s->fd >= 0 && (uint32_t)s->fd < loop->fds.cap ? loop->fds.v[s->fd].gen : 0;
+}
+
 static void on_result(iop_op_t *op, int res)
 {
     iop_recv_stream_t *s = op->data;
@@ -59,7 +67,9 @@ static void on_result(iop_op_t *op, int res)
     }
     uint32_t cap;
     if (!iop_op_more(op)) {
-        s->end = res > 0 || (res == -ECANCELED && s->pausing) ? REARM : res;
+        /* The pause's cancel ends the series with -ECANCELED, and so does a close of
+         * the fd: only the first is a pause. */
+        s->end = (int16_t)(res > 0 || (res == -ECANCELED && s->pausing && fd_gen(s) == s->gen) ? REARM : res);
     } else if (!s->pausing && (cap = share(loop)) && s->queued >= cap &&
                iop__cancel_detached(loop, op, on_paused, s) == 0) {
         s->pausing = 1;            /* (every record busy: the next result tries again) */
@@ -93,16 +103,29 @@ static int arm(iop_recv_stream_t *s)
     iop_op_set_multishot(&s->op);
     int r = iop_submit(s->loop, &s->op);
     if (r < 0) {
-        s->end = r;
+        s->end = (int16_t)r;
         return r;
     }
     s->end = RUNNING;
+    s->gen = fd_gen(s);            /* the fd is in the loop's table now */
     return 0;
+}
+
+/* Nothing in flight (paused, or the pool dry): a close of the fd through the loop
+ * failed nothing, and the number may name another connection by now. The stream
+ * ends as it would have with its receive in flight. */
+static int fd_closed(iop_recv_stream_t *s)
+{
+    if (fd_gen(s) == s->gen)
+        return 0;
+    s->end = -ECANCELED;
+    return 1;
 }
 
 int iop_recv_stream_open(iop_recv_stream_t *s, int fd, int flags)
 {
     int r;
+    *s = (iop_recv_stream_t){ .fd = -1, .end = -EBADF };   /* closed, whatever happens */
     iop_coro_t *c = iop__io_begin("iop_recv_stream_open", &r);
     if (!c)
         return r;
@@ -147,6 +170,8 @@ ssize_t iop_recv_stream_next(iop_recv_stream_t *s, void *buf, size_t len, const 
             *data = iop_buf_addr(loop, bid);
             return (ssize_t)l->len;
         }
+        if ((s->end == -ENOBUFS || s->end == REARM) && fd_closed(s))
+            continue;
         if (s->end == -ENOBUFS && buf && len) {
             ssize_t n = iop_recv(s->fd, buf, len, s->flags, deadline);
             if (n > 0) {

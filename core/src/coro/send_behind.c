@@ -63,6 +63,7 @@ static void on_due(iop_timer_t *t)
 int iop_send_behind(iop_send_behind_t *s, int fd, const void *buf, size_t len, int flags)
 {
     int r;
+    *s = (iop_send_behind_t){ 0 };   /* idle whatever happens: a failed begin started nothing */
     iop_coro_t *c = iop__io_begin("iop_send_behind", &r);
     if (!c)
         return r;
