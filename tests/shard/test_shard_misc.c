@@ -5,6 +5,7 @@
 #include "test_shard_harness.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
@@ -177,15 +178,15 @@ static void test_drain_timeout_kills(void **state)
     assert_true(took >= 300 && took < 3000);
 }
 
-/* The first worker ignores draining; the ones after it serve. */
+/* The first worker ignores draining; the ones after it serve. The flag file is
+ * made with O_EXCL: exactly one worker is the first, however they race. */
 static char stubborn_flag[64];
 
 static int stubborn_once_worker(iop_shard_worker_t *w)
 {
-    if (access(stubborn_flag, F_OK) != 0) {
-        FILE *f = fopen(stubborn_flag, "w");
-        if (f)
-            fclose(f);
+    int fd = open(stubborn_flag, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
         return stubborn_worker(w);
     }
     return sh_echo_worker(w);
@@ -198,7 +199,7 @@ static void test_restart_kill_is_not_the_stop(void **state)
     (void)state;
     snprintf(stubborn_flag, sizeof stubborn_flag, "/tmp/iop-shard-stubborn-%d", (int)getpid());
     unlink(stubborn_flag);
-    sh_config_t c = { .worker = stubborn_once_worker, .drain_timeout_ns = 300 * SH_MS };
+    sh_config_t c = { .workers = 1, .worker = stubborn_once_worker, .drain_timeout_ns = 300 * SH_MS };
     sh_start(&c);
     assert_true(sh_wait_ready(NULL, 0, 10000));
     pid_t old = sh_worker_pid(0);
