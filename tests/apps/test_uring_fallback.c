@@ -545,6 +545,18 @@ static void test_library_falls_back(void **state)
     assert_int_equal(WEXITSTATUS(f->srv.status), 0);
 }
 
+/* The caps of a uring loop made here; skips the test where io_uring is missing. */
+static uint32_t uring_caps_or_skip(void)
+{
+    iop_loop_t *probe = NULL;
+    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
+    if (iop_loop_create(&probe, &popts) < 0)
+        skip();                   /* no io_uring here at all */
+    uint32_t caps = iop_loop_caps(probe);
+    iop_loop_destroy(probe);
+    return caps;
+}
+
 /* 4b. A policy that allows io_uring_setup but denies the calls after it: auto
  *     passes over uring with the call that failed (it took uring, whose first
  *     wait then failed with EPERM, when only io_uring_enter was denied). */
@@ -601,11 +613,7 @@ static void test_later_calls_denied(void **state)
 {
     (void)state;
     SKIP_WITHOUT_SECCOMP();
-    iop_loop_t *probe = NULL;
-    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
-    if (iop_loop_create(&probe, &popts) < 0)
-        skip();                   /* no io_uring here at all */
-    iop_loop_destroy(probe);
+    (void)uring_caps_or_skip();
     expect_passed_over(__NR_io_uring_enter, ANY_ARG, "io_uring_enter");
     expect_passed_over(__NR_io_uring_register, REGISTER_PROBE, "IORING_REGISTER_PROBE");
 }
@@ -735,12 +743,7 @@ static void run_refusal_child(uint32_t opcode, char lines[5][512])
  * buffers (so that a refusal shows) and seccomp filters work. */
 static void skip_without_both(void)
 {
-    iop_loop_t *probe = NULL;
-    iop_loop_opts_t popts = { .size = sizeof popts, .backend = "uring" };
-    if (iop_loop_create(&probe, &popts) < 0)
-        skip();                   /* no io_uring here at all */
-    uint32_t caps = iop_loop_caps(probe);
-    iop_loop_destroy(probe);
+    uint32_t caps = uring_caps_or_skip();
     if (!(caps & IOP_CAP_PROVIDED_BUFFERS) || !(caps & IOP_CAP_REGISTERED_BUFFERS)) {
         fprintf(stderr, "fallback: this kernel lacks provided-buffer rings or registered buffers: skipped\n");
         skip();

@@ -193,30 +193,33 @@ int iop_pool_join(iop_pool_t *p, uint64_t deadline)
     return r;
 }
 
-/* In a process other than the owner: this copy's memory and fds only. */
-static void free_copy(iop_pool_t *p)
+void iop__pool_drop_copy(iop_pool_t *p, uint32_t keep)
 {
-    for (uint32_t i = 0; i < p->opts.nworkers; i++) {
-        iop__pool_worker_t *w = &p->w[i];
-        if (w->state == IOP__W_EMPTY)
-            continue;
-        if (w->pidfd >= 0)
-            close(w->pidfd);
-        iop_ppipe_close(w->end);
-    }
     if (p->epfd >= 0)
         close(p->epfd);
-    iop_free(p->w);
-    iop_free(p->rbuf);
-    iop_free(p);
+    p->epfd = -1;
+    for (uint32_t i = 0; i < p->opts.nworkers; i++) {
+        iop__pool_worker_t *w = &p->w[i];
+        if (i != keep && w->state != IOP__W_EMPTY) {
+            if (w->pidfd >= 0)
+                close(w->pidfd);
+            iop_ppipe_close(w->end);   /* else their workers would not see the pool go */
+        }
+        w->state = IOP__W_EMPTY;
+        w->pidfd = -1;
+        w->end = NULL;
+    }
 }
 
 void iop_pool_free(iop_pool_t *p)
 {
     if (!p)
         return;
-    if (p->owner != getpid()) {
-        free_copy(p);
+    if (p->owner != getpid()) {    /* a copy: its memory and fds only */
+        iop__pool_drop_copy(p, UINT32_MAX);
+        iop_free(p->w);
+        iop_free(p->rbuf);
+        iop_free(p);
         return;
     }
     iop_pool_terminate(p);

@@ -136,6 +136,11 @@ void iop__pool_kick(iop_pool_t *p);
 void iop__pool_request_spawn(iop_pool_t *p); /* posts iop__pool_spawn_missing to the loop */
 
 /* pool_worker.c: the child's life; never returns. */
+/* In a process other than the owner (a forked child, a worker): closes this copy's
+ * epoll fd and every worker's pidfd and pipe end but keep's (UINT32_MAX: none), and
+ * empties the record, so that nothing is closed twice and no call reaches the
+ * owner's workers. */
+void iop__pool_drop_copy(iop_pool_t *p, uint32_t keep);
 _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *end, pid_t parent);
 
 #endif

@@ -58,26 +58,6 @@ static int report(iop_ppipe_t *end, uint32_t type, int status, uint64_t id, cons
     return iop_ppipe_sendv(end, v, 3, NULL, 0, 0) < 0 ? -1 : 0;
 }
 
-/* Drops what the child inherited of the pool: only our own end is ours. The record
- * is left empty, so that a task freeing the pool (iop_pool_free of a copy frees
- * memory only) closes nothing twice and leaves our end alone. */
-static void leave_pool(iop_pool_t *p, uint32_t slot)
-{
-    close(p->epfd);
-    p->epfd = -1;
-    for (uint32_t i = 0; i < p->opts.nworkers; i++) {
-        iop__pool_worker_t *w = &p->w[i];
-        if (i != slot && w->state != IOP__W_EMPTY) {
-            if (w->pidfd >= 0)
-                close(w->pidfd);
-            iop_ppipe_close(w->end);   /* else their workers would not see the pool go */
-        }
-        w->state = IOP__W_EMPTY;
-        w->pidfd = -1;
-        w->end = NULL;
-    }
-}
-
 static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
 {
     size_t cap = 64 * 1024;
@@ -122,7 +102,7 @@ _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    leave_pool(p, slot);
+    iop__pool_drop_copy(p, slot);   /* only our own end is ours */
     size_t max_msg = p->opts.max_msg;   /* p is a copy a task may free */
     iop_pool_out_t out = { 0 };
     if (p->opts.initializer) {
