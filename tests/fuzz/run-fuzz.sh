@@ -14,6 +14,8 @@ case $name in
     http_parse) dir=plugins/http; code="http_parse.c http_date.c" ;;
     http_resp) dir=apps/fetch; code="http_resp.c url.c" ;;
     url) dir=apps/fetch; code="url.c" ;;
+    chat_lines) dir=plugins/chat; code="chat_lines.c" ;;
+    hostport) dir=apps/common; code="hostport.c" ;;
     *) echo "fuzz: no harness named $name"; exit 1 ;;
 esac
 command -v "$clang" >/dev/null 2>&1 || { echo "fuzz: $clang not found: skipped"; exit 77; }
@@ -25,7 +27,7 @@ for f in $code; do
 done
 if ! "$clang" -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-       -I"$src/$dir" $sources -o "$bin" 2>"$work/build.log"; then
+       -I"$src/$dir" -I"$src/core/include" $sources -o "$bin" 2>"$work/build.log"; then
     # A toolchain without libFuzzer is a skip; our code failing to build is a failure.
     echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' \
         >"$work/probe.c"
