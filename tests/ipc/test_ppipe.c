@@ -462,6 +462,29 @@ static void test_receiver_deadline_mid_message(void **state)
     iop_ppipe_close(ends[0]);
 }
 
+/* A first fragment that claims to start midway is malformed wherever it comes,
+ * also in the middle of another message: taken as the start of a message, its
+ * bytes would land at the wrong place and a matching continuation would complete
+ * it. The receive fails; the stray continuation is skipped; the next message is
+ * whole. */
+static void test_first_fragment_with_offset_midway(void **state)
+{
+    (void)state;
+    iop_ppipe_t *ends[2];
+    assert_int_equal(iop_ppipe_create(ends, NULL), 0);
+    uint8_t msg[100], buf[128];
+    tu_fill_pattern(msg, sizeof msg, 7);
+    assert_int_equal(raw_frag(ends[1], IOP__PPIPE_FIRST, 100, 0, msg, 40), 0);
+    assert_int_equal(raw_frag(ends[1], IOP__PPIPE_FIRST, 100, 40, msg + 40, 20), 0);
+    assert_int_equal(raw_frag(ends[1], IOP__PPIPE_MORE, 100, 20, msg + 20, 80), 0);
+    assert_int_equal(raw_frag(ends[1], IOP__PPIPE_FIRST, 4, 0, (const uint8_t *)"next", 4), 0);
+    assert_int_equal(iop_ppipe_recv(ends[0], buf, sizeof buf, after_ms(5000)), -EPROTO);
+    assert_int_equal(iop_ppipe_recv(ends[0], buf, sizeof buf, after_ms(5000)), 4);
+    assert_memory_equal(buf, "next", 4);
+    iop_ppipe_close(ends[0]);
+    iop_ppipe_close(ends[1]);
+}
+
 /* Sends 1 MiB messages nobody reads yet until the socket buffer is full and a
  * deadline strikes halfway through one; exits with the number sent whole. */
 static int withdrawing_child(iop_ppipe_t *end, void *arg)
@@ -765,6 +788,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_teardown(test_fd_passing, teardown_kids),
             cmocka_unit_test_teardown(test_fd_passing_full_table, teardown_kids),
             cmocka_unit_test_teardown(test_receiver_deadline_mid_message, teardown_kids),
+            cmocka_unit_test_teardown(test_first_fragment_with_offset_midway, teardown_kids),
             cmocka_unit_test_teardown(test_sender_deadline_withdraws, teardown_kids),
             cmocka_unit_test_teardown(test_sender_killed_mid_message, teardown_kids),
         };

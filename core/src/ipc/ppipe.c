@@ -356,8 +356,11 @@ static ssize_t recv_locked(iop_ppipe_t *p, uint8_t *buf, size_t cap, int *fds, i
                 return r;
             }
             if (f.h.magic == IOP__PPIPE_FIRST) {
-                /* The sender withdrew the message in progress; this one replaces it. */
+                /* The sender withdrew the message in progress; this one replaces it
+                 * (and starts at its beginning, as any first fragment does). */
                 close_fds(got_fds, ngot);
+                if (f.h.offset != 0)
+                    return bad_frag(&f, "first fragment with an offset");
                 r = part_keep(p, f.h.total, NULL, 0, &f, f.fds, f.nfds);
                 if (r < 0)
                     return r;
