@@ -485,6 +485,28 @@ static void test_first_fragment_with_offset_midway(void **state)
     iop_ppipe_close(ends[1]);
 }
 
+/* An empty datagram reads as 0 bytes, as the end of the stream does; the peer is
+ * still there, so it is a malformed fragment (-EPROTO), not -EPIPE, and the next
+ * message comes through. */
+static void test_empty_datagram_is_not_the_end(void **state)
+{
+    (void)state;
+    iop_ppipe_t *ends[2];
+    assert_int_equal(iop_ppipe_create(ends, NULL), 0);
+    struct msghdr m = { 0 };
+    uint8_t buf[16];
+    assert_int_equal(sendmsg(iop_ppipe_fd(ends[1]), &m, 0), 0);
+    assert_int_equal(iop_ppipe_peek(ends[0], NULL, after_ms(5000)), -EPROTO);
+    assert_int_equal(iop_ppipe_recv(ends[0], buf, sizeof buf, after_ms(5000)), -EPROTO);
+    assert_int_equal(iop_ppipe_send(ends[1], "next", 4, 0), 4);
+    assert_int_equal(iop_ppipe_recv(ends[0], buf, sizeof buf, after_ms(5000)), 4);
+    assert_memory_equal(buf, "next", 4);
+    iop_ppipe_close(ends[1]);           /* the real end still reads as one */
+    assert_int_equal(iop_ppipe_recv(ends[0], buf, sizeof buf, after_ms(5000)), -EPIPE);
+    assert_int_equal(iop_ppipe_peek(ends[0], NULL, after_ms(5000)), -EPIPE);
+    iop_ppipe_close(ends[0]);
+}
+
 /* Sends 1 MiB messages nobody reads yet until the socket buffer is full and a
  * deadline strikes halfway through one; exits with the number sent whole. */
 static int withdrawing_child(iop_ppipe_t *end, void *arg)
@@ -789,6 +811,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_teardown(test_fd_passing_full_table, teardown_kids),
             cmocka_unit_test_teardown(test_receiver_deadline_mid_message, teardown_kids),
             cmocka_unit_test_teardown(test_first_fragment_with_offset_midway, teardown_kids),
+            cmocka_unit_test_teardown(test_empty_datagram_is_not_the_end, teardown_kids),
             cmocka_unit_test_teardown(test_sender_deadline_withdraws, teardown_kids),
             cmocka_unit_test_teardown(test_sender_killed_mid_message, teardown_kids),
         };

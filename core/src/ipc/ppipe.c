@@ -6,6 +6,7 @@
  * kept in the end (part) so that nothing is lost: the caller gets -EMSGSIZE and the
  * message stays first in line. A deadline between fragments keeps the part too. */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 #include "error_internal.h"
@@ -219,6 +220,14 @@ static int bad_frag(frag_in_t *f, const char *why)
     return iop__fail(-EPROTO, "ppipe recv: malformed fragment (%s)", why);
 }
 
+/* A datagram of 0 bytes reads like the end of the stream: the peer is gone only if
+ * the socket says it was shut down (an empty datagram is no fragment of ours). */
+static int peer_gone(const iop_ppipe_t *p)
+{
+    struct pollfd pfd = { .fd = p->fd, .events = POLLRDHUP };
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP));
+}
+
 /* Reads one fragment into f->dst (f->room bytes), overflow into the scratch buffer. */
 static int read_frag(iop_ppipe_t *p, frag_in_t *f, uint64_t deadline)
 {
@@ -246,7 +255,7 @@ static int read_frag(iop_ppipe_t *p, frag_in_t *f, uint64_t deadline)
         memcpy(f->fds + f->nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
         f->nfds += k;
     }
-    if (n == 0)
+    if (n == 0 && peer_gone(p))
         return iop__fail(-EPIPE, "ppipe recv: the other end is closed (or its process died)");
     if ((size_t)n >= HDR && (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == MSG_CTRUNC) {
         /* Room for every fd was offered: the kernel dropped them because this
@@ -422,7 +431,7 @@ static ssize_t peek_locked(iop_ppipe_t *p, int *nfds, uint64_t deadline)
         ssize_t n = iop__ppipe_xfer(p, &m, MSG_PEEK, 0, deadline);
         if (n < 0)
             return n;
-        if (n == 0)
+        if (n == 0 && peer_gone(p))
             return iop__fail(-EPIPE, "ppipe recv: the other end is closed (or its process died)");
         if ((size_t)n < HDR)
             return iop__fail(-EPROTO, "ppipe recv: malformed fragment (truncated)");
