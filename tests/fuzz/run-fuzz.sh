@@ -16,6 +16,8 @@ case $name in
     url) dir=apps/fetch; code="url.c" ;;
     chat_lines) dir=plugins/chat; code="chat_lines.c" ;;
     hostport) dir=apps/common; code="hostport.c" ;;
+    ppipe) dir=core/src/ipc; code="ppipe.c ppipe_io.c" ;;
+    module_check) dir=core/src; code="module_check.c" ;;
     *) echo "fuzz: no harness named $name"; exit 1 ;;
 esac
 command -v "$clang" >/dev/null 2>&1 || { echo "fuzz: $clang not found: skipped"; exit 77; }
@@ -27,7 +29,7 @@ for f in $code; do
 done
 if ! "$clang" -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-       -I"$src/$dir" -I"$src/core/include" $sources -o "$bin" 2>"$work/build.log"; then
+       -I"$src/$dir" -I"$src/core/include" -I"$src/core/src" $sources -o "$bin" 2>"$work/build.log"; then
     # A toolchain without libFuzzer is a skip; our code failing to build is a failure.
     echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' \
         >"$work/probe.c"
