@@ -3,7 +3,9 @@
 foreach(t plock shdict)
   ioplex_test_executable(test_${t} "${CMAKE_CURRENT_LIST_DIR}/test_${t}.c"
     "${CMAKE_CURRENT_LIST_DIR}/kids.c" "${PROJECT_SOURCE_DIR}/tests/coro/sched_test.c" "${PROJECT_SOURCE_DIR}/tests/common/test_util.c")
-  target_include_directories(test_${t} PRIVATE "${PROJECT_SOURCE_DIR}/tests/coro")
+  # test_shdict scribbles on the dict's memory (core/src/ipc/shdict_internal.h).
+  target_include_directories(test_${t} PRIVATE "${PROJECT_SOURCE_DIR}/tests/coro"
+    "${PROJECT_SOURCE_DIR}/core/src")
   foreach(b epoll poll uring)
     add_dependencies(test_${t} iop_backend_${b})
   endforeach()

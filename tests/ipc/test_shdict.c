@@ -18,6 +18,7 @@
 #include "ioplex/plock.h"
 #include "ioplex/shdict.h"
 #include "kids.h"
+#include "ipc/shdict_internal.h"
 
 /* ---- processes --------------------------------------------------------------------- */
 
@@ -602,6 +603,67 @@ static void test_writer_killed(void **state)
     assert_valid();
 }
 
+/* ---- a table scribbled on ------------------------------------------------------------------ */
+
+typedef struct twins {
+    uint32_t old_ref, new_ref;     /* the table slot values of a key's old and new entry */
+} twins_t;
+
+/* The value of the one used slot of the active table. */
+static uint32_t only_ref(void)
+{
+    _Atomic uint32_t *t = iop__shdict_active(dict);
+    for (uint32_t i = 0; i < dict->nslots; i++) {
+        uint32_t v = atomic_load(&t[i]);
+        if (v != IOP__SLOT_EMPTY && v != IOP__SLOT_TOMB)
+            return v;
+    }
+    fail_msg("no entry in the table");
+    return 0;
+}
+
+/* Dies holding the lock after leaving two well-formed entries of one key, both cut
+ * off from the key's probe path: the new one two slots past its place, the old one
+ * (its freed chain closed again) three slots past, and its place emptied. */
+static void scribbling_writer(void *arg)
+{
+    const twins_t *tw = arg;
+    KID_CHECK(iop_plock_lock(&dict->lock, 0) == 0);
+    _Atomic uint32_t *t = iop__shdict_active(dict);
+    uint32_t home = 0, mask = dict->nslots - 1;
+    while (home < dict->nslots && atomic_load(&t[home]) != tw->new_ref)
+        home++;
+    KID_CHECK(home < dict->nslots);
+    iop__shdict_next(dict)[IOP__SLOT_CHUNK(tw->old_ref)] = IOP__CHAIN_END;
+    atomic_store(&t[(home + 2) & mask], tw->new_ref);
+    atomic_store(&t[(home + 3) & mask], tw->old_ref);
+    atomic_store(&t[home], IOP__SLOT_EMPTY);
+}
+
+/* The repair keeps one entry of a key found twice in the table even when no lookup
+ * reaches either (it used to keep both: the dict then failed its own check, and a
+ * delete uncovered the other copy). */
+static void test_repair_drops_unreachable_twins(void **state)
+{
+    (void)state;
+    iop_shdict_opts_t o = { .size = sizeof o, .max_entries = 8 };
+    make_dict(&o);
+    twins_t tw;
+    assert_int_equal(iop_shdict_set(dict, "k", "old", 3), 0);
+    tw.old_ref = only_ref();
+    assert_int_equal(iop_shdict_set(dict, "k", "new", 3), 0);
+    tw.new_ref = only_ref();
+    kids_assert_exited_ok(kids_spawn(scribbling_writer, &tw), 5000);
+    assert_valid();                /* repairs first */
+    char v[8];
+    assert_int_equal(iop_shdict_len(dict), 1);
+    assert_int_equal(iop_shdict_get(dict, "k", v, sizeof v), 3);
+    assert_true(memcmp(v, "old", 3) == 0 || memcmp(v, "new", 3) == 0);
+    assert_int_equal(iop_shdict_delete(dict, "k"), 0);
+    assert_int_equal(iop_shdict_get(dict, "k", v, sizeof v), -ENOENT);
+    assert_valid();
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_set(tu_backend_from_args(argc, argv)) < 0) {
@@ -617,6 +679,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_churn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_increments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_killed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_drops_unreachable_twins, setup, teardown),
     };
     return cmocka_run_group_tests_name("ipc.shdict", tests, NULL, NULL);
 }

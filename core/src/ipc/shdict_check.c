@@ -40,6 +40,16 @@ static void unmark_chain(const iop_shdict_t *d, uint32_t first, uint32_t n)
     }
 }
 
+/* Copies the key of the entry at first (key_len bytes) into scratch, with its NUL. */
+static char *load_key(const iop_shdict_t *d, uint32_t first, uint32_t key_len)
+{
+    char *key = iop__shdict_scratch_key(d);
+    iop__chain_pos_t p = iop__chain_start(first);
+    iop__chain_read(d, &p, key, key_len);
+    key[key_len] = '\0';
+    return key;
+}
+
 /* Checks that the entry at first is well-formed and marks its chunks. NULL, or
  * what is wrong (and then nothing stays marked). Leaves the key in scratch. */
 static const char *claim_entry(const iop_shdict_t *d, uint32_t first)
@@ -66,10 +76,7 @@ static const char *claim_entry(const iop_shdict_t *d, uint32_t first)
     if (!bad && iop__shdict_next(d)[c] != IOP__CHAIN_END)
         bad = "chain longer than its entry";
     if (!bad) {
-        char *key = iop__shdict_scratch_key(d);
-        iop__chain_pos_t p = iop__chain_start(first);
-        iop__chain_read(d, &p, key, e.key_len);
-        key[e.key_len] = '\0';
+        const char *key = load_key(d, first, e.key_len);
         if (strlen(key) != e.key_len)
             bad = "key holds a NUL";
         else if (iop__shdict_hash(key, e.key_len) != e.hash)
@@ -86,6 +93,30 @@ static int64_t lookup_slot(const iop_shdict_t *d, const _Atomic uint32_t *t, uin
 {
     const iop__shdict_entry_t *e = iop__shdict_entry(d, first);
     return iop__shdict_find(d, t, iop__shdict_scratch_key(d), e->key_len, e->hash, NULL);
+}
+
+/* After a rehash every key sits on its probe path, so a lookup finds the first copy
+ * of a key: a copy found elsewhere is a twin that no lookup reached before the
+ * repair either (both cut off from their probe path, so the lookup in the repair
+ * could not tell). Drops those, and returns how many. */
+static uint32_t drop_twins(iop_shdict_t *d)
+{
+    _Atomic uint32_t *t = iop__shdict_active(d);
+    uint32_t dropped = 0;
+    for (uint32_t i = 0; i < d->nslots; i++) {
+        uint32_t v = atomic_load_explicit(&t[i], memory_order_relaxed);
+        if (v == IOP__SLOT_EMPTY || v == IOP__SLOT_TOMB)
+            continue;
+        uint32_t first = IOP__SLOT_CHUNK(v);
+        const iop__shdict_entry_t *e = iop__shdict_entry(d, first);
+        load_key(d, first, e->key_len);
+        if (lookup_slot(d, t, first) == (int64_t)i)
+            continue;
+        unmark_chain(d, first, iop__shdict_chunks_for(d, e->key_len, e->val_len));
+        atomic_store_explicit(&t[i], IOP__SLOT_TOMB, memory_order_release);
+        dropped++;
+    }
+    return dropped;
 }
 
 void iop__shdict_repair(iop_shdict_t *d)
@@ -115,6 +146,13 @@ void iop__shdict_repair(iop_shdict_t *d)
             live++;
         }
     }
+    iop__shdict_rehash(d);         /* no tombstones, every key at its probe place */
+    uint32_t twins = drop_twins(d);
+    if (twins) {
+        live -= twins;
+        d->dropped += twins;
+        iop__shdict_rehash(d);     /* and no tombstones again */
+    }
     /* Every chunk no entry holds is free, whatever the free list said. */
     uint32_t *next = iop__shdict_next(d);
     uint32_t head = IOP__CHAIN_END, nfree = 0;
@@ -128,7 +166,6 @@ void iop__shdict_repair(iop_shdict_t *d)
     d->free_head = head;
     d->free_count = nfree;
     d->count = live;
-    iop__shdict_rehash(d);         /* no tombstones, every key at its probe place */
 }
 
 static int broken(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
