@@ -18,6 +18,7 @@ case $name in
     hostport) dir=apps/common; code="hostport.c" ;;
     ppipe) dir=core/src/ipc; code="ppipe.c ppipe_io.c" ;;
     module_check) dir=core/src; code="module_check.c" ;;
+    shdict_repair) dir=core/src/ipc; code="shdict.c shdict_check.c shdict_store.c" ;;
     *) echo "fuzz: no harness named $name"; exit 1 ;;
 esac
 command -v "$clang" >/dev/null 2>&1 || { echo "fuzz: $clang not found: skipped"; exit 77; }
