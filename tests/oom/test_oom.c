@@ -770,18 +770,92 @@ static void test_crowd(void **state)
     sweep("coroutine crowd", crowd_scenario);
 }
 
-/* ---- the service host: the echo plugin, an accept loop, a client, a drain --------------- */
+/* ---- the service host: each service plugin, an accept loop, a client, a drain ---------- */
 
 typedef struct svc_run {
     iop_service_host_t *h;
     struct sockaddr_in addr;
 } svc_run_t;
 
-static void *svc_client(void *arg)
+/* One service to sweep: its options and a client coroutine (given the svc_run_t)
+ * that exercises it and returns 0 or its first error, noted. */
+typedef struct svc_case {
+    const char *name;
+    const iop_service_opt_t *opts;
+    size_t nopts;
+    void *(*client)(void *arg);
+} svc_case_t;
+
+static const svc_case_t *svc_now;
+static const iop_service_desc_t *svc_real;
+
+/* The service's own serve, its failure noted: a connection that fails for want of
+ * memory ends with the service's -ENOMEM before the client sees the socket close. */
+static int noted_serve(void *state, iop_service_conn_t *conn)
+{
+    int r = svc_real->serve(state, conn);
+    if (r != -ECANCELED)
+        note(r, "serve");
+    return r;
+}
+
+static void *svc_echo_client(void *arg)
 {
     svc_run_t *sr = arg;
     echo_t e = { .addr = sr->addr };
     return client(&e);
+}
+
+/* Sends text, then receives until want has come (or the peer's end, noted). The
+ * service's answer for "no memory for that now", when it has one, is -ENOMEM. */
+static int say_expect(int fd, const char *text, const char *want, const char *oom_answer, const char *what)
+{
+    size_t len = strlen(text);
+    for (size_t off = 0; off < len;) {
+        ssize_t m = iop_send(fd, text + off, len - off, 0, soon());
+        if (m < 0)
+            return note((int)m, what);
+        off += (size_t)m;
+    }
+    char in[4096];
+    size_t got = 0;
+    in[0] = '\0';
+    while (!strstr(in, want)) {
+        if (oom_answer && strstr(in, oom_answer))
+            return note(-ENOMEM, what);
+        if (got == sizeof in - 1)
+            fail_msg("%s: no \"%s\" in %s", what, want, in);
+        ssize_t n = iop_recv(fd, in + got, sizeof in - 1 - got, 0, soon());
+        if (n <= 0)
+            return note(n ? (int)n : -EPIPE, what);
+        got += (size_t)n;
+        in[got] = '\0';
+    }
+    return 0;
+}
+
+static void *svc_http_client(void *arg)
+{
+    svc_run_t *sr = arg;
+    int fd = tu_tcp_socket(), r;
+    if ((r = note(iop_connect(fd, (struct sockaddr *)&sr->addr, sizeof sr->addr, soon()), "iop_connect")) == 0 &&
+        (r = say_expect(fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n",
+                        "World!HTTP/1.1 200", NULL, "http /hello twice")) == 0)
+        r = say_expect(fd, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", "</html>", NULL, "http index.html");
+    iop_close(fd);
+    return as_ptr(r);
+}
+
+static void *svc_chat_client(void *arg)
+{
+    svc_run_t *sr = arg;
+    int fd = tu_tcp_socket(), r;
+    if ((r = note(iop_connect(fd, (struct sockaddr *)&sr->addr, sizeof sr->addr, soon()), "iop_connect")) == 0 &&
+        (r = say_expect(fd, "/nick ann\n", "* ann joined\n", NULL, "chat /nick")) == 0 &&
+        (r = say_expect(fd, "hello\n", "<ann> hello\n", NULL, "chat message")) == 0)
+        r = say_expect(fd, "/who\n", "(1): ann\n", "* cannot list the room now\n", "chat /who");
+    iop_close(fd);
+    return as_ptr(r);
 }
 
 static void *svc_drain(void *arg)
@@ -791,33 +865,44 @@ static void *svc_drain(void *arg)
 
 static void service_scenario(void)
 {
+    const svc_case_t *sc = svc_now;
     iop_loop_t *loop = loop_new(0);
     if (!loop)
         return;
     iop_service_t *svc = NULL;
     iop_service_stats_t stats = { 0 };
+    iop_service_desc_t desc;
     iop_service_host_t h = { .loop = loop, .stats = &stats };
     svc_run_t sr = { .h = &h };
     h.listen_fd = tu_tcp_listener(&sr.addr, 8);
-    int started = 0;
-    if (note(iop_service_open(&svc, "echo", NULL), "iop_service_open") < 0)
-        goto out;
-    h.desc = iop_service_desc(svc);
-    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "echo", .listen = "test", .nworkers = 1 };
+    int started = 0, hooked = 0;
     char err[256] = "";
-    if (h.desc->create && note(h.desc->create(&h.state, &cfg, err, sizeof err), "echo create") < 0)
+    if (note(iop_service_open(&svc, sc->name, NULL), "iop_service_open") < 0)
         goto out;
+    svc_real = iop_service_desc(svc);
+    desc = *svc_real;
+    desc.serve = noted_serve;
+    h.desc = &desc;
+    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = sc->name, .listen = "test",
+                                    .opts = sc->opts, .nopts = sc->nopts, .nworkers = 1 };
+    if (desc.create && note(desc.create(&h.state, &cfg, err, sizeof err), "create") < 0)
+        goto out;
+    if (desc.worker_start && note(desc.worker_start(h.state, loop, 0, err, sizeof err), "worker_start") < 0)
+        goto out;
+    hooked = 1;
     if (note(iop_service_host_start(&h), "iop_service_host_start") < 0)
         goto out;
     started = 1;
     iop_coro_t *cli = NULL, *dr = NULL;
-    if (note(iop_go(loop, svc_client, &sr, NULL, &cli), "iop_go client") == 0)
+    if (note(iop_go(loop, sc->client, &sr, NULL, &cli), "iop_go client") == 0)
         join(cli, "client");
     if (note(iop_go(loop, svc_drain, &h, NULL, &dr), "iop_go drain") == 0) {
         join(dr, "iop_service_host_drain");
         started = 0;
     }
 out:
+    if (oc.err && (!strcmp(oc.what, "create") || !strcmp(oc.what, "worker_start")) && !err[0])
+        fail_msg("%s: %s failed without a reason", sc->name, oc.what);
     if (oc.err)
         still_works(loop);
     if (started) {             /* the drain could not start: again, with memory */
@@ -825,17 +910,43 @@ out:
         assert_int_equal(iop_go(loop, svc_drain, &h, NULL, &d), 0);
         assert_int_equal(iop_join(d, NULL, tu_clock_ns() + 5 * SEC), 0);
     }
+    if (hooked && desc.worker_stop)
+        desc.worker_stop(h.state);
     if (h.state)
-        h.desc->destroy(h.state);
+        desc.destroy(h.state);
     iop_service_close(svc);
     iop_fd_close(loop, h.listen_fd);
     iop_loop_destroy(loop);
 }
 
+static void sweep_service(const svc_case_t *sc)
+{
+    char name[64];
+    snprintf(name, sizeof name, "service %s", sc->name);
+    svc_now = sc;
+    sweep(name, service_scenario);
+}
+
 static void test_service(void **state)
 {
     (void)state;
-    sweep("service host", service_scenario);
+    static const svc_case_t echo = { .name = "echo", .client = svc_echo_client };
+    sweep_service(&echo);
+}
+
+static void test_service_http(void **state)
+{
+    (void)state;
+    static const iop_service_opt_t opts[] = { { "root", IOPLEX_SOURCE_DIR "/plugins/http/www" } };
+    static const svc_case_t http = { .name = "http", .opts = opts, .nopts = 1, .client = svc_http_client };
+    sweep_service(&http);
+}
+
+static void test_service_chat(void **state)
+{
+    (void)state;
+    static const svc_case_t chat = { .name = "chat", .client = svc_chat_client };
+    sweep_service(&chat);
 }
 
 /* ---- the multi-process layer (`test_oom ipc`, default backend) ------------------------- */
@@ -1015,6 +1126,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_coro),
         cmocka_unit_test(test_crowd),
         cmocka_unit_test(test_service),
+        cmocka_unit_test(test_service_http),
+        cmocka_unit_test(test_service_chat),
     };
     return cmocka_run_group_tests_name(spec, tests, NULL, NULL);
 }
