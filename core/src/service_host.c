@@ -80,6 +80,18 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
+/* The back-off after an accept failed for want of fds or memory. Without memory for
+ * the sleep's timer either, it is a yield: the accept is tried again at the next
+ * turn instead of the acceptor ending and the listener never being served again.
+ * 0, or -ECANCELED once the acceptor should end. */
+static int backoff_wait(uint64_t ns)
+{
+    int r = iop_sleep(ns);
+    if (r == -ENOMEM)
+        r = iop_yield();
+    return r;
+}
+
 static void *acceptor_main(void *arg)
 {
     iop_service_host_t *h = arg;
@@ -129,7 +141,7 @@ static void *acceptor_main(void *arg)
             if (!h->shed++)
                 fprintf(stderr, "ioplex: service %s: accept: %s; new connections wait "
                         "until some close\n", h->desc->name, iop_strerror(fd));
-            if (iop_sleep(backoff) < 0)
+            if (backoff_wait(backoff) < 0)
                 return NULL;
             backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
             break;

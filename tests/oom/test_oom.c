@@ -949,6 +949,64 @@ static void test_service_chat(void **state)
     sweep_service(&chat);
 }
 
+/* ---- the service host's acceptor out of memory: it waits, it does not give up ---------- */
+
+#define HEAP_FIRST 64     /* the timer heap's first slots */
+
+/* An accept that fails for want of memory sends the acceptor to a back-off sleep;
+ * with the memory for that sleep's timer short too, it must still accept once
+ * memory is back. The listener's fd number is new to the loop (its fd table must
+ * grow for it) and the timer heap is full (the sleep's timer must grow it). */
+static void test_service_accept_oom(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = loop_new(0);
+    assert_non_null(loop);
+    iop_timer_t timers[HEAP_FIRST];
+    int unused = 0;
+    memset(timers, 0, sizeof timers);
+    for (int i = 0; i < HEAP_FIRST; i++) {
+        timers[i].data = &unused;
+        assert_int_equal(iop_timer_start(loop, &timers[i], 100 * SEC, 0, count_timer), 0);
+    }
+    iop_service_t *svc = NULL;
+    iop_service_stats_t stats = { 0 };
+    iop_service_host_t h = { .loop = loop, .stats = &stats };
+    svc_run_t sr = { .h = &h };
+    int l0 = tu_tcp_listener(&sr.addr, 8);
+    h.listen_fd = fcntl(l0, F_DUPFD_CLOEXEC, 900);
+    assert_true(h.listen_fd >= 900);
+    close(l0);
+    assert_int_equal(iop_service_open(&svc, "echo", NULL), 0);
+    h.desc = iop_service_desc(svc);
+    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "echo", .listen = "test", .nworkers = 1 };
+    char err[256] = "";
+    assert_int_equal(h.desc->create(&h.state, &cfg, err, sizeof err), 0);
+    assert_int_equal(iop_service_host_start(&h), 0);
+
+    once = 0;
+    injected = 0;
+    inject(0);                 /* the acceptor's first turns, without memory */
+    tu_run_nowait(loop, 3);
+    inject(-1);
+    assert_true(injected > 0);
+
+    memset(&oc, 0, sizeof oc);
+    iop_coro_t *cli = NULL, *dr = NULL;
+    assert_int_equal(iop_go(loop, svc_echo_client, &sr, NULL, &cli), 0);
+    if (join(cli, "client") < 0)
+        fail_msg("the service no longer accepts after an accept and its back-off failed for want of memory: "
+                 "%s: %s", oc.what, iop_strerror(oc.err));
+    assert_int_equal(iop_go(loop, svc_drain, &h, NULL, &dr), 0);
+    assert_int_equal(iop_join(dr, NULL, tu_clock_ns() + 5 * SEC), 0);
+    for (int i = 0; i < HEAP_FIRST; i++)
+        iop_timer_stop(&timers[i]);
+    h.desc->destroy(h.state);
+    iop_service_close(svc);
+    iop_fd_close(loop, h.listen_fd);
+    iop_loop_destroy(loop);
+}
+
 /* ---- the multi-process layer (`test_oom ipc`, default backend) ------------------------- */
 
 typedef struct ipc_ctx {
@@ -1128,6 +1186,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_service),
         cmocka_unit_test(test_service_http),
         cmocka_unit_test(test_service_chat),
+        cmocka_unit_test(test_service_accept_oom),
     };
     return cmocka_run_group_tests_name(spec, tests, NULL, NULL);
 }
