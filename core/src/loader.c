@@ -600,6 +600,13 @@ static void avoid_strays(const char *avoid, const char *avoid_src, char *out, si
         snprintf(out, outlen, "; %s: %s not in auto's order (%s)", avoid_src, strays, IOP_AUTO_ORDER);
 }
 
+/* Keeps the first error that says the process is short of memory or fds. */
+static void note_shortage(int *short_of, int err)
+{
+    if (!*short_of && (err == -ENOMEM || err == -EMFILE || err == -ENFILE))
+        *short_of = err;
+}
+
 /* auto: the first of IOP_AUTO_ORDER that is not avoided, loads, probes and creates.
  * A skipped name's module is never opened: some sandboxes kill a process that so
  * much as probes io_uring. */
@@ -614,7 +621,8 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
     }
     char passed[WHY_LEN] = "", why[WHY_LEN], name[NAME_LEN];
     const char *order = IOP_AUTO_ORDER;
-    int nomem = 0;   /* a create failed for lack of memory: say so if none works */
+    int short_of = 0;   /* a backend failed for want of memory or fds: if none works,
+                         * that is the error (it passes), not "no usable backend" */
     while (*order) {
         const char *end = strchrnul(order, ',');
         snprintf(name, sizeof name, "%.*s", (int)(end - order), order);
@@ -624,14 +632,16 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
             append(passed, sizeof passed, "%s%s (skipped: in %s)", sep, name, avoid_src);
             continue;
         }
-        if (open_module("backend", name, dirs, IOP_BACKEND_SYMBOL, 1, mod, why, sizeof why) < 0) {
+        int r = open_module("backend", name, dirs, IOP_BACKEND_SYMBOL, 1, mod, why, sizeof why);
+        if (r < 0) {
+            note_shortage(&short_of, r);
             append(passed, sizeof passed, "%s%s (%s)", sep, name, why);
             continue;
         }
         why[0] = '\0';
-        int r = try_create(ctx, mod, why, sizeof why);
+        r = try_create(ctx, mod, why, sizeof why);
         if (r < 0) {
-            nomem |= r == -ENOMEM;
+            note_shortage(&short_of, r);
             append(passed, sizeof passed, "%s%s (create failed: %s)", sep, name,
                    why[0] ? why : iop_strerror(r));
             iop__module_close(mod);
@@ -643,7 +653,7 @@ static int choose_auto(const iop_loop_opts_t *opts, const char *dirs, iop__try_f
     }
     avoid_strays(avoid, avoid_src, why, sizeof why);
     say(0, report, reportlen, "auto: no usable backend; passed over %s%s", passed, why);
-    return iop__fail(nomem ? -ENOMEM : -ENODEV, "auto: no usable backend; passed over %s%s", passed, why);
+    return iop__fail(short_of ? short_of : -ENODEV, "auto: no usable backend; passed over %s%s", passed, why);
 }
 
 int iop__backend_choose(const iop_loop_opts_t *opts, iop__try_fn try_create, void *ctx,
