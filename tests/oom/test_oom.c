@@ -770,6 +770,166 @@ static void test_crowd(void **state)
     sweep("coroutine crowd", crowd_scenario);
 }
 
+/* ---- coroutines: scheduler options, sync primitives with deadlines, a send behind ------ */
+
+#define BEHIND (256 * 1024) /* more than the socket buffers hold: the send goes on in pieces */
+
+typedef struct sync_ctx {
+    iop_mutex_t m;
+    iop_cond_t cv;
+    iop_sem_t sem;
+    iop_wg_t wg;
+    int ready, woke;
+    int fds[2];           /* a TCP pair: [0] sends behind, [1] receives as a stream */
+    char *big;
+    size_t got;
+} sync_ctx_t;
+
+typedef struct copied {
+    sync_ctx_t *x;
+    int tag;
+} copied_t;
+
+/* Spawned with its argument copied onto its stack (arg_size). */
+static void *cv_waiter(void *arg)
+{
+    const copied_t *a = arg;
+    sync_ctx_t *x = a->x;
+    assert_int_equal(a->tag, 42);
+    int r = note(iop_mutex_lock(&x->m, soon()), "iop_mutex_lock");
+    if (r < 0)
+        goto out;
+    while (!x->ready && (r = note(iop_cond_wait(&x->cv, &x->m, soon()), "iop_cond_wait")) == 0)
+        ;
+    if (r == 0)
+        x->woke++;
+    iop_mutex_unlock(&x->m);   /* held after any return of cond_wait */
+out:
+    iop_sem_release(&x->sem);
+    iop_wg_done(&x->wg);
+    return NULL;
+}
+
+/* Takes what the peer sends behind through a receive stream, giving some back. */
+static void *stream_reader(void *arg)
+{
+    sync_ctx_t *x = arg;
+    iop_recv_stream_t rs;
+    char buf[512];
+    int r = note(iop_recv_stream_open(&rs, x->fds[1], 0), "iop_recv_stream_open");
+    int opened = r == 0, gave_back = 0;
+    while (r == 0 && x->got < BEHIND) {
+        const char *data;
+        ssize_t n = iop_recv_stream_next(&rs, buf, sizeof buf, &data, soon());
+        if (n <= 0) {
+            r = note(n ? (int)n : -EPIPE, "iop_recv_stream_next");
+            break;
+        }
+        if (!gave_back && n > 1 && data != buf) {   /* a pool buffer: its last byte back */
+            assert_int_equal(iop_recv_stream_unread(&rs, 1), 0);
+            n--;
+            gave_back = 1;
+        }
+        assert_memory_equal(data, x->big + x->got, (size_t)n);
+        x->got += (size_t)n;
+    }
+    if (x->got < BEHIND)
+        shutdown(x->fds[0], SHUT_RDWR);   /* the sender must not wait for this reader */
+    if (opened)
+        iop_recv_stream_close(&rs);
+    return NULL;
+}
+
+static void *sender_behind(void *arg)
+{
+    sync_ctx_t *x = arg;
+    iop_send_behind_t sb;
+    memset(&sb, 0, sizeof sb);
+    if (note(iop_send_behind(&sb, x->fds[0], x->big, BEHIND, 0), "iop_send_behind") < 0) {
+        shutdown(x->fds[0], SHUT_RDWR);   /* the reader sees the end */
+        return NULL;
+    }
+    /* A scope deadline: a sleep past it ends at it. */
+    iop_deadline_push(iop_now(iop_coro_loop(iop_self())) + 2000000);
+    int r = iop_sleep(SEC);
+    iop_deadline_pop();
+    if (r != -ETIMEDOUT)
+        note(r, "iop_sleep in a scope");
+    ssize_t n = iop_send_behind_wait(&sb, soon());
+    if (note((int)(n < 0 ? n : 0), "iop_send_behind_wait") == 0)
+        assert_int_equal(n, BEHIND);
+    else
+        shutdown(x->fds[0], SHUT_RDWR);
+    return NULL;
+}
+
+static void sync_scenario(void)
+{
+    iop_loop_t *loop = loop_new(16);
+    if (!loop)
+        return;
+    static char big[BEHIND];
+    sync_ctx_t x = { .big = big };
+    tu_fill_pattern(big, sizeof big, 5);
+    iop_mutex_init(&x.m);
+    iop_cond_init(&x.cv);
+    iop_sem_init(&x.sem, 0);
+    iop_wg_init(&x.wg);
+    tu_tcp_pair(x.fds);
+    iop_coro_t *rd = NULL, *sd = NULL;
+    int waiters = 0;
+    const iop_sched_opts_t so = { .size = sizeof so, .flags = IOP_CORO_CANARY, .stack_size = 48 * 1024,
+                                  .pool_max = 2 };
+    if (note(iop_sched_configure(loop, &so), "iop_sched_configure") < 0)
+        goto out;
+    const copied_t a = { .x = &x, .tag = 42 };
+    const iop_coro_opts_t co = { .size = sizeof co, .flags = IOP_CORO_GUARD, .name = "cv-waiter",
+                                 .arg_size = sizeof a };
+    for (; waiters < 3; waiters++) {
+        iop_wg_add(&x.wg, 1);
+        if (note(iop_go(loop, cv_waiter, (void *)&a, &co, NULL), "iop_go waiter") < 0) {
+            iop_wg_done(&x.wg);
+            break;
+        }
+    }
+    if (note(iop_go(loop, stream_reader, &x, NULL, &rd), "iop_go reader") == 0 &&
+        note(iop_go(loop, sender_behind, &x, NULL, &sd), "iop_go sender") < 0)
+        shutdown(x.fds[0], SHUT_RDWR);
+    tu_run_nowait(loop, 3);    /* the waiters park */
+    x.ready = 1;
+    iop_cond_broadcast(&x.cv);
+    for (int i = 0; i < waiters; i++) {
+        int r = iop_sem_acquire(&x.sem, tu_clock_ns() + 5 * SEC);
+        if (r == -ETIMEDOUT)
+            fail_msg("a waiter never released the semaphore");
+        note(r, "iop_sem_acquire");
+    }
+    int r = iop_wg_wait(&x.wg, tu_clock_ns() + 5 * SEC);
+    if (r == -ETIMEDOUT)
+        fail_msg("the wait group never came to 0");
+    note(r, "iop_wg_wait");
+    if (sd)
+        join(sd, "sender behind");
+    if (rd)
+        join(rd, "stream reader");
+    if (!oc.err) {
+        assert_int_equal(x.woke, 3);
+        assert_int_equal(x.got, BEHIND);
+    }
+out:
+    if (oc.err)
+        still_works(loop);
+    iop_fd_close(loop, x.fds[0]);
+    iop_fd_close(loop, x.fds[1]);
+    iop_loop_destroy(loop);
+}
+
+static void test_sync(void **state)
+{
+    (void)state;
+    sweep("coroutine sync and streams", sync_scenario);
+}
+
 /* ---- the service host: each service plugin, an accept loop, a client, a drain ---------- */
 
 typedef struct svc_run {
@@ -1183,6 +1343,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_many),
         cmocka_unit_test(test_coro),
         cmocka_unit_test(test_crowd),
+        cmocka_unit_test(test_sync),
         cmocka_unit_test(test_service),
         cmocka_unit_test(test_service_http),
         cmocka_unit_test(test_service_chat),
