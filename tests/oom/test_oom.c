@@ -1,5 +1,7 @@
 /* Out-of-memory sweep: `test_oom BACKEND` runs the loop scenarios on one backend,
- * `test_oom ipc` the multi-process primitives.
+ * `test_oom ipc` the multi-process primitives, `test_oom shard` a supervisor with
+ * one worker (the failure injected from the supervisor's start, which its worker
+ * inherits at the fork).
  *
  * Each scenario runs again and again with the allocator seam failing allocation n
  * (iop__alloc_fail_after), n = 0, 1, 2 ..., until one run completes without
@@ -24,7 +26,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "test_util.h"
 
@@ -1354,16 +1362,187 @@ static void test_ipc(void **state)
     sweep("ipc", ipc_scenario);
 }
 
+/* ---- the shard layer (`test_oom shard`): a supervisor with one worker ------------------ */
+
+/* What the supervisor child tells the test, in shared memory. */
+typedef struct shard_share {
+    _Atomic int port;
+    _Atomic int finished;
+    _Atomic long worker_failed;   /* injected failures a worker met (counted at its end) */
+    int result;
+    char msg[256];
+} shard_share_t;
+
+static shard_share_t *shs;
+
+static void shard_on_listen(void *arg, uint32_t index, const struct sockaddr *addr, socklen_t len)
+{
+    (void)arg;
+    (void)index;
+    (void)len;
+    atomic_store(&shs->port, ntohs(((const struct sockaddr_in *)addr)->sin_port));
+}
+
+static void shard_quiet(void *arg, int level, const char *line)
+{
+    (void)arg;
+    if (getenv("OOM_VERBOSE"))
+        fprintf(stderr, "[supervisor %d] %s", level, line);
+}
+
+static void shard_echo(iop_shard_worker_t *w, int fd, void *arg)
+{
+    (void)w;
+    (void)arg;
+    char b[64];
+    uint64_t end = iop_now(iop_coro_loop(iop_self())) + 10 * SEC;
+    ssize_t n = iop_recv(fd, b, sizeof b, 0, end);
+    if (n > 0)
+        iop_send(fd, b, (size_t)n, 0, end);
+}
+
+/* A worker that fails to start cannot count; its supervisor says why. */
+static int shard_worker(iop_shard_worker_t *w)
+{
+    int r = iop_shard_serve(w, shard_echo, NULL);
+    atomic_fetch_add(&shs->worker_failed, iop__alloc_fail_after(-1, 0));
+    return r < 0 ? 1 : 0;
+}
+
+/* The supervisor, in a child of the test (iop_shard_run wants a process without
+ * threads of its own), with the sweep's failure injected from its start. exit(),
+ * not _exit(): LeakSanitizer checks the supervisor at its end. */
+static void ignore_signal(int sig) { (void)sig; }
+
+static _Noreturn void shard_child(long n)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* The test's SIGTERM may come after a failed run has ended: then it is pending
+     * when the run restores the signal mask, and must not kill this process. */
+    signal(SIGTERM, ignore_signal);
+    static const char *const listen[] = { "127.0.0.1:0", NULL };
+    iop_shard_opts_t o = { .size = sizeof o, .workers = 1, .listen = listen, .worker = shard_worker,
+                           .on_listen = shard_on_listen, .on_event = shard_quiet, .crash_limit = 1,
+                           .backoff_min_ns = 1000000, .drain_timeout_ns = 2 * SEC };
+    iop__alloc_fail_after(n, once);
+    int r = iop_shard_run(&o);
+    long failed = iop__alloc_fail_after(-1, 0);
+    shs->result = r;
+    snprintf(shs->msg, sizeof shs->msg, "%s", r < 0 ? iop_last_error() : "");
+    atomic_store(&shs->finished, failed > 0 ? 2 : 1);   /* 2: an injected failure met here */
+    fflush(NULL);
+    exit(0);
+}
+
+static long shard_n;
+
+/* A client of the worker: the echo comes back, or the connection ends (the worker
+ * failed); either way the supervisor is then stopped and must end. */
+static void shard_scenario(void)
+{
+    int echoed = 0;
+    memset(shs, 0, sizeof *shs);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        shard_child(shard_n);
+    uint64_t end = tu_clock_ms() + 10000;
+    while (!atomic_load(&shs->port) && !atomic_load(&shs->finished)) {
+        if (tu_clock_ms() > end)
+            fail_msg("the supervisor neither listened nor ended");
+        tu_sleep_ms(2);
+    }
+    if (atomic_load(&shs->port)) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)shs->port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct timeval tv = { .tv_sec = 5 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char in[8] = "";
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && send(fd, "ping", 4, MSG_NOSIGNAL) == 4) {
+            ssize_t m = recv(fd, in, 4, MSG_WAITALL);
+            if (m < 0 && errno == EAGAIN && !atomic_load(&shs->finished))
+                fail_msg("the worker neither answered nor closed within 5 s");
+            echoed = m == 4 && memcmp(in, "ping", 4) == 0;
+        }
+        close(fd);
+        kill(pid, SIGTERM);
+    }
+    int status = 0;
+    end = tu_clock_ms() + 15000;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (tu_clock_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            fail_msg("the supervisor did not end within 15 s of SIGTERM");
+        }
+        tu_sleep_ms(2);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the supervisor died: status %#x", status);
+    assert_true(atomic_load(&shs->finished));
+    /* A worker that could not start met a failure (the supervisor's message says
+     * which); so did a run that failed. */
+    injected = atomic_load(&shs->finished) == 2 || atomic_load(&shs->worker_failed) > 0 || shs->result < 0;
+    if (!injected && !echoed)
+        fail_msg("shard: a run without an injected failure did not echo");
+    if (shs->result < 0 && shs->result != -ENOMEM && shs->result != -ECHILD)
+        note(shs->result, "iop_shard_run");
+    else if (shs->result < 0 && !shs->msg[0])
+        fail_msg("iop_shard_run: %s without saying why", iop_strerror(shs->result));
+    else if (strstr(shs->msg, "could not start") && !strstr(shs->msg, "memory"))
+        fail_msg("iop_shard_run: a worker start failed for want of memory, and the reason given is: %s",
+                 shs->msg);
+}
+
+static void shard_sweep_mode(void)
+{
+    const char *only = getenv("OOM_N");
+    for (shard_n = only ? atol(only) : 0; shard_n < MAX_N; shard_n++) {
+        memset(&oc, 0, sizeof oc);
+        shard_scenario();
+        if (getenv("OOM_VERBOSE"))
+            print_message("shard: failing %s allocation %ld: %d %s\n", once ? "only" : "from", shard_n,
+                          shs->result, shs->msg);
+        if (oc.err)
+            fail_msg("shard, failing allocation %ld: %s gave %s (%s)", shard_n, oc.what, iop_strerror(oc.err),
+                     shs->msg);
+        if (!injected || only) {
+            print_message("shard: %ld allocations in the supervisor and its worker, each failure handled\n",
+                          shard_n);
+            return;
+        }
+    }
+    fail_msg("shard: still failing after %d allocations", MAX_N);
+}
+
+static void test_shard(void **state)
+{
+    (void)state;
+    shs = mmap(NULL, sizeof *shs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(shs != MAP_FAILED);
+    const char *m = getenv("OOM_ONCE");
+    for (once = 0; once < 2; once++)
+        if (!m || atoi(m) == once)
+            shard_sweep_mode();
+    munmap(shs, sizeof *shs);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
     const char *spec = tu_backend_from_args(argc, argv);
     if (!spec) {
-        fprintf(stderr, "usage: %s BACKEND | ipc\n", argv[0]);
+        fprintf(stderr, "usage: %s BACKEND | ipc | shard\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (strcmp(spec, "shard") == 0) {
+        const struct CMUnitTest shard[] = { cmocka_unit_test(test_shard) };
+        return cmocka_run_group_tests_name("shard", shard, NULL, NULL);
+    }
     if (strcmp(spec, "ipc") == 0) {
         const struct CMUnitTest ipc[] = { cmocka_unit_test(test_ipc) };
         return cmocka_run_group_tests_name("ipc", ipc, NULL, NULL);

@@ -28,7 +28,7 @@ int iop__shard_cpus_get(iop__shard_cpus_t *c)
     int n = CPU_COUNT(&set);
     c->ids = iop_calloc((size_t)(n > 0 ? n : 1), sizeof *c->ids);
     if (!c->ids)
-        return -ENOMEM;
+        return iop__fail(-ENOMEM, "iop_shard_run: out of memory for the CPU list");
     for (int cpu = 0; cpu < CPU_SETSIZE && c->n < (uint32_t)n; cpu++)
         if (CPU_ISSET(cpu, &set))
             c->ids[c->n++] = (uint16_t)cpu;
@@ -66,7 +66,7 @@ int iop__shard_steer(int fd, const iop__shard_cpus_t *c, uint32_t nworkers)
         return iop__fail(-EINVAL, "CPU steering: %u workers make too long a BPF program", nworkers);
     struct sock_filter *code = iop_calloc(len, sizeof *code);
     if (!code)
-        return -ENOMEM;
+        return iop__fail(-ENOMEM, "CPU steering: out of memory for the BPF program");
     uint32_t k = 0;
     code[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU));
     for (uint32_t i = 0; i < nworkers; i++) {

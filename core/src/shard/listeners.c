@@ -153,7 +153,7 @@ int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t 
         return 0;
     l->fds = iop_malloc((size_t)naddr * l->per_addr * sizeof *l->fds);
     if (!l->fds)
-        return -ENOMEM;
+        return iop__fail(-ENOMEM, "iop_shard_run: out of memory for the listeners");
     for (uint32_t i = 0; i < naddr * l->per_addr; i++)
         l->fds[i] = -1;
     int backlog = o->backlog > 0 ? o->backlog : SOMAXCONN;

@@ -29,7 +29,7 @@ int iop__shard_spawn(iop__shard_sup_t *s, uint32_t slot, int role)
 {
     iop__shard_proc_t *p = iop_calloc(1, sizeof *p);
     if (!p)
-        return -ENOMEM;
+        return iop__fail(-ENOMEM, "worker %u: out of memory for its record", slot);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
         int err = -errno;

@@ -145,12 +145,12 @@ static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
     }
     s->slots = iop_calloc(s->n, sizeof *s->slots);
     if (!s->slots)
-        return -ENOMEM;
+        return iop__fail(-ENOMEM, "iop_shard_run: out of memory for %u worker slots", s->n);
     for (uint32_t i = 0; i < s->n; i++) {
         uint32_t ring = s->o.crash_limit == IOP_SHARD_NO_CRASH_LIMIT ? 1 : s->o.crash_limit + 1;
         s->slots[i].crash_at = iop_calloc(ring, sizeof(uint64_t));
         if (!s->slots[i].crash_at)
-            return -ENOMEM;
+            return iop__fail(-ENOMEM, "iop_shard_run: out of memory for the crash records");
     }
     if ((r = iop__shard_listeners_open(&s->lst, &s->o, s->n)) < 0)
         return r;
@@ -278,7 +278,7 @@ int iop_shard_run(const iop_shard_opts_t *opts)
         return iop__fail(-EPERM, "iop_shard_run: call it outside any coroutine (the supervisor blocks)");
     iop__shard_sup_t *s = iop_calloc(1, sizeof *s);
     if (!s)
-        return -ENOMEM;
+        return iop__fail(-ENOMEM, "iop_shard_run: out of memory");
     s->self = getpid();
     s->sigfd = -1;
     s->restart_slot = -1;
