@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -1529,6 +1530,112 @@ static void test_shard(void **state)
     munmap(shs, sizeof *shs);
 }
 
+/* ---- a shard worker's acceptor out of fds, then of memory for its pause ---------------- */
+
+typedef struct sabotage {
+    _Atomic int done;     /* the first worker only */
+    iop_timer_t timers[HEAP_FIRST];
+    int unused;
+} sabotage_t;
+
+static sabotage_t *sab;
+
+/* Gives the fds and the memory back once the acceptor has had many turns. */
+static void *restorer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2000; i++)
+        iop_yield();
+    iop__alloc_fail_after(-1, 0);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    return NULL;
+}
+
+/* The first worker: a full timer heap (the acceptor's pause must grow it), no fd
+ * left for an accepted connection, and no memory, until the restorer's end. */
+static int sabotaged_worker(iop_shard_worker_t *w)
+{
+    if (!atomic_exchange(&sab->done, 1)) {
+        iop_loop_t *loop = iop_shard_loop(w);
+        for (int i = 0; i < HEAP_FIRST; i++) {
+            sab->timers[i].data = &sab->unused;
+            if (iop_timer_start(loop, &sab->timers[i], 100 * SEC, 0, count_timer) < 0)
+                return 2;
+        }
+        if (iop_go(loop, restorer, NULL, NULL, NULL) < 0)
+            return 2;
+        int fd = dup(0);
+        close(fd);
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = (rlim_t)fd;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        iop__alloc_fail_after(0, 0);
+    }
+    iop_shard_serve(w, shard_echo, NULL);
+    return 0;
+}
+
+/* A connection that waits in the backlog while the worker has no fd for it is
+ * served once the worker has fds again, by that same worker. */
+static void test_shard_accept_oom(void **state)
+{
+    (void)state;
+    shs = mmap(NULL, sizeof *shs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    sab = mmap(NULL, sizeof *sab, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(shs != MAP_FAILED && sab != MAP_FAILED);
+    memset(shs, 0, sizeof *shs);
+    memset(sab, 0, sizeof *sab);
+    iop_shard_stats_t *stats = NULL;
+    assert_int_equal(iop_shard_stats_create(&stats, 1), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGTERM, ignore_signal);
+        static const char *const listen[] = { "127.0.0.1:0", NULL };
+        iop_shard_opts_t o = { .size = sizeof o, .workers = 1, .listen = listen, .worker = sabotaged_worker,
+                               .backend = tu_backend, .on_listen = shard_on_listen, .on_event = shard_quiet,
+                               .stats = stats, .drain_timeout_ns = 2 * SEC };
+        shs->result = iop_shard_run(&o);
+        atomic_store(&shs->finished, 1);
+        exit(0);
+    }
+    uint64_t end = tu_clock_ms() + 10000;
+    while (!atomic_load(&shs->port) && tu_clock_ms() < end)
+        tu_sleep_ms(2);
+    assert_true(atomic_load(&shs->port) != 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)shs->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = { .tv_sec = 10 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char in[8] = "";
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(send(fd, "ping", 4, MSG_NOSIGNAL), 4);
+    ssize_t m = recv(fd, in, 4, MSG_WAITALL);
+    close(fd);
+    iop_shard_worker_stats_t ws;
+    assert_int_equal(iop_shard_stats_read(stats, 0, &ws), 0);
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    if (m != 4)
+        fail_msg("the connection was never served (%s)", m < 0 ? strerror(errno) : "closed");
+    if (ws.generation != 1)
+        fail_msg("the connection was served by worker generation %u: the first one stopped serving",
+                 ws.generation);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(shs->result, 0);
+    iop_shard_stats_free(stats);
+    munmap(sab, sizeof *sab);
+    munmap(shs, sizeof *shs);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -1540,7 +1647,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     if (strcmp(spec, "shard") == 0) {
-        const struct CMUnitTest shard[] = { cmocka_unit_test(test_shard) };
+        const struct CMUnitTest shard[] = { cmocka_unit_test(test_shard), cmocka_unit_test(test_shard_accept_oom) };
         return cmocka_run_group_tests_name("shard", shard, NULL, NULL);
     }
     if (strcmp(spec, "ipc") == 0) {

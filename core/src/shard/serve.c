@@ -38,16 +38,19 @@ static void *serve_conn(void *arg)
 /* After a failed accept: 0 to go on, < 0 to stop. A connection aborted before we
  * took it says nothing about the listener; anything else (EMFILE ...) waits a
  * little so that the loop does not spin on it. A deadline of the caller's scope
- * stops the acceptor. */
+ * stops the acceptor. Without memory for that pause's timer it is a yield: the
+ * acceptor must not end for it, or the listener would go unserved. */
 static int accept_failed(int err)
 {
+    int r;
     switch (-err) {
     case ECONNABORTED: case EINTR: case EAGAIN: case EPROTO: case EPERM:
         return 0;
     case ETIMEDOUT:
         return err;
     default:
-        return iop_sleep(10 * IOP__MS);
+        r = iop_sleep(10 * IOP__MS);
+        return r == -ENOMEM ? iop_yield() : r;
     }
 }
 
