@@ -258,8 +258,14 @@ static void *reader_main(void *arg)
             iop_yield();
             continue;
         }
-        if (chat_log_wait(st->log, w->slot, w->pos, now + CHAT_SLICE_NS) == -ECANCELED)
+        int r = chat_log_wait(st->log, w->slot, w->pos, now + CHAT_SLICE_NS);
+        if (r == -ECANCELED)
             break;
+        /* A wait that could not start (no memory for its timer or its fd's entry)
+         * returns at once: without a yield the reader would go round for good and
+         * starve every coroutine of the worker. */
+        if (r < 0)
+            iop_yield();
     }
     return NULL;
 }

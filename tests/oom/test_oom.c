@@ -1176,6 +1176,89 @@ static void test_service_accept_oom(void **state)
     iop_loop_destroy(loop);
 }
 
+/* ---- the chat reader when its wait has no memory: it must let the others run -------- */
+
+static volatile sig_atomic_t window_open;
+static long window_ticks;
+
+static void window_close(int sig)
+{
+    (void)sig;
+    iop__alloc_fail_after(-1, 0);  /* thread-locals of this (the only) thread */
+    window_open = 0;
+}
+
+static int window_closed(void *arg)
+{
+    (void)arg;
+    return !window_open;
+}
+
+/* Counts its turns while the window is open. */
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (iop_yield() == 0)
+        if (window_open)
+            window_ticks++;
+    return NULL;
+}
+
+/* The chat reader's first wait on its eventfd finds the loop's fd table too small
+ * for the fd's number (every low fd taken before the service was created), and no
+ * memory to grow it: the reader must not go round without letting the loop's other
+ * coroutines run. A timer signal gives the memory back after a while. */
+static void test_chat_reader_oom(void **state)
+{
+    (void)state;
+    int fillers[200], nfill = 0;
+    while (nfill < 200 && (fillers[nfill] = dup(0)) >= 0 && fillers[nfill] < 190)
+        nfill++;
+    iop_loop_t *loop = loop_new(0);
+    assert_non_null(loop);
+    iop_service_t *svc = NULL;
+    void *st = NULL;
+    char err[256] = "";
+    assert_int_equal(iop_service_open(&svc, "chat", NULL), 0);
+    const iop_service_desc_t *d = iop_service_desc(svc);
+    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "chat", .listen = "test", .nworkers = 1 };
+    assert_int_equal(d->create(&st, &cfg, err, sizeof err), 0);
+    for (int i = 0; i <= nfill && i < 200; i++)
+        if (fillers[i] >= 0)
+            close(fillers[i]);
+    iop_coro_t *tk = NULL;
+    assert_int_equal(iop_go(loop, ticker, NULL, NULL, &tk), 0);
+    tu_run_nowait(loop, 1);
+    assert_int_equal(d->worker_start(st, loop, 0, err, sizeof err), 0);
+
+    struct sigaction sa = { .sa_handler = window_close };
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
+    window_ticks = 0;
+    window_open = 1;
+    struct itimerval it = { .it_value = { .tv_usec = 300000 } };
+    once = 0;
+    inject(0);
+    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+    /* Turns without waiting (no memory for a timer to bound a wait); their
+     * -ENOMEM results are what this test is about. */
+    uint64_t end = tu_clock_ms() + 5000;
+    while (!window_closed(NULL) && tu_clock_ms() < end)
+        (void)iop_loop_run(loop, IOP_RUN_NOWAIT);
+    inject(-1);
+    signal(SIGALRM, SIG_DFL);
+    if (window_ticks < 10)
+        fail_msg("other coroutines ran %ld times in 300 ms while the chat reader had no memory for "
+                 "its wait: it spins without yielding", window_ticks);
+
+    d->worker_stop(st);
+    iop_cancel(tk);
+    iop_join(tk, NULL, tu_clock_ns() + 5 * SEC);
+    d->destroy(st);
+    iop_service_close(svc);
+    iop_loop_destroy(loop);
+}
+
 /* ---- the loader: listing modules, opening a service ------------------------------------- */
 
 static void loader_scenario(void)
@@ -1674,6 +1757,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_service_http),
         cmocka_unit_test(test_service_chat),
         cmocka_unit_test(test_service_accept_oom),
+        cmocka_unit_test(test_chat_reader_oom),
         cmocka_unit_test(test_loader),
     };
     return cmocka_run_group_tests_name(spec, tests, NULL, NULL);
