@@ -1178,6 +1178,8 @@ static void test_service_accept_oom(void **state)
 
 /* ---- the chat reader when its wait has no memory: it must let the others run -------- */
 
+static int square(const void *in, size_t len, iop_pool_out_t *out);
+
 static volatile sig_atomic_t window_open;
 static long window_ticks;
 
@@ -1256,6 +1258,83 @@ static void test_chat_reader_oom(void **state)
     iop_join(tk, NULL, tu_clock_ns() + 5 * SEC);
     d->destroy(st);
     iop_service_close(svc);
+    iop_loop_destroy(loop);
+}
+
+/* Arms timers until the loop's timer heap is full (the next one would need memory
+ * to grow it); how many it armed. */
+static int fill_timer_heap(iop_loop_t *loop, iop_timer_t *t, int max, int *data)
+{
+    for (int i = 0; i < max; i++) {
+        memset(&t[i], 0, sizeof t[i]);
+        t[i].data = data;
+        iop__alloc_fail_after(0, 1);
+        int r = iop_timer_start(loop, &t[i], 100 * SEC, 0, count_timer);
+        iop__alloc_fail_after(-1, 0);
+        if (r == -ENOMEM)
+            return i;
+        assert_int_equal(r, 0);
+    }
+    fail_msg("the timer heap took %d timers without growing", max);
+    return max;
+}
+
+/* Lets loop turn (without waiting: no memory for a timer to bound a wait) with no
+ * memory at all for 300 ms, as a timer signal measures them; how many turns ticker
+ * had meanwhile. */
+static long starve_window(iop_loop_t *loop)
+{
+    struct sigaction sa = { .sa_handler = window_close };
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
+    window_ticks = 0;
+    window_open = 1;
+    struct itimerval it = { .it_value = { .tv_usec = 300000 } };
+    once = 0;
+    inject(0);
+    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+    uint64_t end = tu_clock_ms() + 5000;
+    while (!window_closed(NULL) && tu_clock_ms() < end)
+        (void)iop_loop_run(loop, IOP_RUN_NOWAIT);
+    inject(-1);
+    signal(SIGALRM, SIG_DFL);
+    return window_ticks;
+}
+
+/* The pool's dispatcher, its first wait without memory for its timer: it must not
+ * go round without letting the loop's other coroutines run. */
+static void test_pool_dispatcher_oom(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = loop_new(0);
+    assert_non_null(loop);
+    iop_coro_t *tk = NULL;
+    assert_int_equal(iop_go(loop, ticker, NULL, NULL, &tk), 0);
+    tu_run_nowait(loop, 1);
+    iop_pool_t *pool = NULL;
+    iop_pool_opts_t o = { .size = sizeof o, .nworkers = 1, .loop = loop };
+    assert_int_equal(iop_pool_create(&pool, &o), 0);
+    static iop_timer_t timers[512];
+    int unused = 0, n = fill_timer_heap(loop, timers, 512, &unused);
+    long ticks = starve_window(loop);
+    if (ticks < 10)
+        fail_msg("other coroutines ran %ld times in 300 ms while the pool's dispatcher had no memory for "
+                 "its wait: it spins without yielding", ticks);
+    for (int i = 0; i < n; i++)
+        iop_timer_stop(&timers[i]);
+    /* The worker starts that failed meanwhile may have broken the pool (see
+     * init_attempts): a task then fails with their -ENOMEM, and says so. */
+    iop_future_t *f = NULL;
+    int v = 3;
+    int r = iop_pool_apply_async(pool, square, &v, sizeof v, &f);
+    if (r == 0)
+        r = iop_future_wait(f, tu_clock_ns() + 10 * SEC);
+    if (r < 0 && (r != -ENOMEM || !iop_last_error()[0]))
+        fail_msg("the pool after its dispatcher went without memory: %s (%s)", iop_strerror(r), iop_last_error());
+    iop_future_free(f);
+    iop_pool_free(pool);
+    iop_cancel(tk);
+    iop_join(tk, NULL, tu_clock_ns() + 5 * SEC);
     iop_loop_destroy(loop);
 }
 
@@ -1758,6 +1837,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_service_chat),
         cmocka_unit_test(test_service_accept_oom),
         cmocka_unit_test(test_chat_reader_oom),
+        cmocka_unit_test(test_pool_dispatcher_oom),
         cmocka_unit_test(test_loader),
     };
     return cmocka_run_group_tests_name(spec, tests, NULL, NULL);

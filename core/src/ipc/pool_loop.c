@@ -47,8 +47,14 @@ static void *dispatcher_main(void *arg)
         if ((p->quit || iop__pool_finished(p)) && !p->spawn_posted)
             break;
         iop_watch_modify(&p->watch, IOP_READ);
-        if (iop_sem_acquire(&p->kick, iop_now(p->loop) + IOP__POOL_SLICE_NS) == -ECANCELED)
+        int r = iop_sem_acquire(&p->kick, iop_now(p->loop) + IOP__POOL_SLICE_NS);
+        if (r == -ECANCELED)
             break;
+        /* A wait that could not start (no memory for its timer) returns at once:
+         * without a yield the dispatcher would go round for good and starve every
+         * other coroutine of the loop. */
+        if (r < 0 && r != -ETIMEDOUT)
+            (void)iop_yield();
     }
     iop_watch_stop(&p->watch);
     iop_wg_done(&p->stopped);
