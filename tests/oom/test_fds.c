@@ -236,6 +236,94 @@ static void test_service_accept(void **state)
     iop_loop_destroy(loop);
 }
 
+/* ---- the http service: a file it cannot open for want of fds ---------------------------- */
+
+typedef struct http_ask {
+    int fd;
+    char got[4096];
+} http_ask_t;
+
+/* One request on the connection; the response head's first line into got. */
+static void *http_get(void *arg)
+{
+    http_ask_t *a = arg;
+    static const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    uint64_t soon = iop_now(iop_coro_loop(iop_self())) + 10 * SEC;
+    size_t got = 0;
+    a->got[0] = '\0';
+    if (iop_send(a->fd, req, sizeof req - 1, 0, soon) != (ssize_t)sizeof req - 1)
+        return (void *)(intptr_t)-EPIPE;
+    while (!strstr(a->got, "\r\n\r\n") && got < sizeof a->got - 1) {
+        ssize_t n = iop_recv(a->fd, a->got + got, sizeof a->got - 1 - got, 0, soon);
+        if (n <= 0)
+            return (void *)(intptr_t)(n ? n : -EPIPE);
+        got += (size_t)n;
+        a->got[got] = '\0';
+    }
+    /* The body of a 200 follows: take it so that the next response starts clean. */
+    const char *len = strstr(a->got, "Content-Length: ");
+    const char *body = strstr(a->got, "\r\n\r\n");
+    if (len && body) {
+        size_t want = (size_t)atol(len + 16), have = got - (size_t)(body + 4 - a->got);
+        char sink[4096];
+        while (have < want) {
+            ssize_t n = iop_recv(a->fd, sink, sizeof sink, 0, soon);
+            if (n <= 0)
+                return (void *)(intptr_t)(n ? n : -EPIPE);
+            have += (size_t)n;
+        }
+    }
+    return NULL;
+}
+
+static void ask(iop_loop_t *loop, http_ask_t *a, const char *want)
+{
+    iop_coro_t *c = NULL;
+    void *res = NULL;
+    assert_int_equal(iop_go(loop, http_get, a, NULL, &c), 0);
+    assert_int_equal(iop_join(c, &res, tu_clock_ns() + 10 * SEC), 0);
+    assert_int_equal((intptr_t)res, 0);
+    if (strncmp(a->got, want, strlen(want)) != 0)
+        fail_msg("wanted \"%s\", got \"%.40s\"", want, a->got);
+}
+
+/* On an open connection, a file the server has no fd for is a 503 (try again
+ * later), and the same request is a 200 once fds are back. */
+static void test_http_file(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    iop_service_t *svc = NULL;
+    iop_service_stats_t stats = { 0 };
+    iop_service_host_t h = { .loop = loop, .stats = &stats };
+    struct sockaddr_in addr;
+    h.listen_fd = tu_tcp_listener(&addr, 8);
+    assert_int_equal(iop_service_open(&svc, "http", NULL), 0);
+    h.desc = iop_service_desc(svc);
+    const iop_service_opt_t opts[] = { { "root", IOPLEX_SOURCE_DIR "/plugins/http/www" } };
+    const iop_service_cfg_t cfg = { .size = sizeof cfg, .name = "http", .listen = "test", .opts = opts,
+                                    .nopts = 1, .nworkers = 1 };
+    char err[256] = "";
+    assert_int_equal(h.desc->create(&h.state, &cfg, err, sizeof err), 0);
+    assert_int_equal(iop_service_host_start(&h), 0);
+    http_ask_t a = { .fd = tu_tcp_socket() };
+    assert_true(connect(a.fd, (struct sockaddr *)&addr, sizeof addr) == 0 || errno == EINPROGRESS);
+    ask(loop, &a, "HTTP/1.1 200");    /* accepted, served */
+    allow_fds(0);
+    ask(loop, &a, "HTTP/1.1 503");
+    restore_fds();
+    ask(loop, &a, "HTTP/1.1 200");
+    iop_close(a.fd);
+
+    iop_coro_t *d = NULL;
+    assert_int_equal(iop_go(loop, drain, &h, NULL, &d), 0);
+    assert_int_equal(iop_join(d, NULL, tu_clock_ns() + 10 * SEC), 0);
+    h.desc->destroy(h.state);
+    iop_service_close(svc);
+    iop_fd_close(loop, h.listen_fd);
+    iop_loop_destroy(loop);
+}
+
 /* ---- the multi-process layer (`test_fds ipc`) ------------------------------------------- */
 
 static int make_ppipe(void **obj)
@@ -361,6 +449,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_loop, restore_after),
         cmocka_unit_test_teardown(test_loop_auto, restore_after),
         cmocka_unit_test_teardown(test_service_accept, restore_after),
+        cmocka_unit_test_teardown(test_http_file, restore_after),
     };
     return cmocka_run_group_tests_name(spec, tests, NULL, NULL);
 }
