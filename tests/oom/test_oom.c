@@ -1118,9 +1118,27 @@ static void test_service_chat(void **state)
     sweep_service(&chat);
 }
 
+/* Arms timers until the loop's timer heap is full (the next one would need memory
+ * to grow it): how many it armed, or -1 if max did not fill it. */
+static int fill_timer_heap(iop_loop_t *loop, iop_timer_t *t, int max, int *data)
+{
+    for (int i = 0; i < max; i++) {
+        memset(&t[i], 0, sizeof t[i]);
+        t[i].data = data;
+        iop__alloc_fail_after(0, 1);
+        int r = iop_timer_start(loop, &t[i], 100 * SEC, 0, count_timer);
+        iop__alloc_fail_after(-1, 0);
+        if (r == -ENOMEM)
+            return i;
+        if (r < 0)
+            return -1;
+    }
+    return -1;
+}
+
 /* ---- the service host's acceptor out of memory: it waits, it does not give up ---------- */
 
-#define HEAP_FIRST 64     /* the timer heap's first slots */
+#define MAX_TIMERS 512    /* more than the timer heap holds before it grows */
 
 /* An accept that fails for want of memory sends the acceptor to a back-off sleep;
  * with the memory for that sleep's timer short too, it must still accept once
@@ -1131,13 +1149,6 @@ static void test_service_accept_oom(void **state)
     (void)state;
     iop_loop_t *loop = loop_new(0);
     assert_non_null(loop);
-    iop_timer_t timers[HEAP_FIRST];
-    int unused = 0;
-    memset(timers, 0, sizeof timers);
-    for (int i = 0; i < HEAP_FIRST; i++) {
-        timers[i].data = &unused;
-        assert_int_equal(iop_timer_start(loop, &timers[i], 100 * SEC, 0, count_timer), 0);
-    }
     iop_service_t *svc = NULL;
     iop_service_stats_t stats = { 0 };
     iop_service_host_t h = { .loop = loop, .stats = &stats };
@@ -1152,6 +1163,9 @@ static void test_service_accept_oom(void **state)
     char err[256] = "";
     assert_int_equal(h.desc->create(&h.state, &cfg, err, sizeof err), 0);
     assert_int_equal(iop_service_host_start(&h), 0);
+    static iop_timer_t timers[MAX_TIMERS];
+    int unused = 0, ntimers = fill_timer_heap(loop, timers, MAX_TIMERS, &unused);
+    assert_true(ntimers >= 0);
 
     once = 0;
     injected = 0;
@@ -1168,7 +1182,7 @@ static void test_service_accept_oom(void **state)
                  "%s: %s", oc.what, iop_strerror(oc.err));
     assert_int_equal(iop_go(loop, svc_drain, &h, NULL, &dr), 0);
     assert_int_equal(iop_join(dr, NULL, tu_clock_ns() + 5 * SEC), 0);
-    for (int i = 0; i < HEAP_FIRST; i++)
+    for (int i = 0; i < ntimers; i++)
         iop_timer_stop(&timers[i]);
     h.desc->destroy(h.state);
     iop_service_close(svc);
@@ -1261,24 +1275,6 @@ static void test_chat_reader_oom(void **state)
     iop_loop_destroy(loop);
 }
 
-/* Arms timers until the loop's timer heap is full (the next one would need memory
- * to grow it); how many it armed. */
-static int fill_timer_heap(iop_loop_t *loop, iop_timer_t *t, int max, int *data)
-{
-    for (int i = 0; i < max; i++) {
-        memset(&t[i], 0, sizeof t[i]);
-        t[i].data = data;
-        iop__alloc_fail_after(0, 1);
-        int r = iop_timer_start(loop, &t[i], 100 * SEC, 0, count_timer);
-        iop__alloc_fail_after(-1, 0);
-        if (r == -ENOMEM)
-            return i;
-        assert_int_equal(r, 0);
-    }
-    fail_msg("the timer heap took %d timers without growing", max);
-    return max;
-}
-
 /* Lets loop turn (without waiting: no memory for a timer to bound a wait) with no
  * memory at all for 300 ms, as a timer signal measures them; how many turns ticker
  * had meanwhile. */
@@ -1314,8 +1310,9 @@ static void test_pool_dispatcher_oom(void **state)
     iop_pool_t *pool = NULL;
     iop_pool_opts_t o = { .size = sizeof o, .nworkers = 1, .loop = loop };
     assert_int_equal(iop_pool_create(&pool, &o), 0);
-    static iop_timer_t timers[512];
-    int unused = 0, n = fill_timer_heap(loop, timers, 512, &unused);
+    static iop_timer_t timers[MAX_TIMERS];
+    int unused = 0, n = fill_timer_heap(loop, timers, MAX_TIMERS, &unused);
+    assert_true(n >= 0);
     long ticks = starve_window(loop);
     if (ticks < 10)
         fail_msg("other coroutines ran %ld times in 300 ms while the pool's dispatcher had no memory for "
@@ -1696,7 +1693,7 @@ static void test_shard(void **state)
 
 typedef struct sabotage {
     _Atomic int done;     /* the first worker only */
-    iop_timer_t timers[HEAP_FIRST];
+    iop_timer_t timers[MAX_TIMERS];
     int unused;
 } sabotage_t;
 
@@ -1722,11 +1719,8 @@ static int sabotaged_worker(iop_shard_worker_t *w)
 {
     if (!atomic_exchange(&sab->done, 1)) {
         iop_loop_t *loop = iop_shard_loop(w);
-        for (int i = 0; i < HEAP_FIRST; i++) {
-            sab->timers[i].data = &sab->unused;
-            if (iop_timer_start(loop, &sab->timers[i], 100 * SEC, 0, count_timer) < 0)
-                return 2;
-        }
+        if (fill_timer_heap(loop, sab->timers, MAX_TIMERS, &sab->unused) < 0)
+            return 2;
         if (iop_go(loop, restorer, NULL, NULL, NULL) < 0)
             return 2;
         int fd = dup(0);
