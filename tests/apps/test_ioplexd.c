@@ -319,7 +319,9 @@ static void test_restart_fails_past_crash_limit(void **state)
         listening += strstr(line, " listening on ") != NULL;
     }
     assert_int_equal(listening, 2);
-    poll(NULL, 0, 300);
+    /* The flag is made only once worker 0's services started: made before, it
+     * fails the first worker too, which is a crash loop, not a restart. */
+    assert_true(proc_stderr_wait(&p, "worker 0: pid ", 10000));
     fd = open(flag, O_CREAT | O_WRONLY, 0600);
     assert_true(fd >= 0);
     close(fd);
@@ -430,7 +432,7 @@ static void test_restart_with_failing_start(void **state)
     while (!listening && proc_read_line(&p, line, sizeof line, 10000) >= 0)
         listening = strstr(line, "flakystart listening on") != NULL;
     assert_true(listening);
-    poll(NULL, 0, 300);                  /* worker 0 is up */
+    assert_true(proc_stderr_wait(&p, "worker 0: pid ", 10000));   /* worker 0 is ready */
     fd = open(flag, O_CREAT | O_WRONLY, 0600);
     assert_true(fd >= 0);
     close(fd);
