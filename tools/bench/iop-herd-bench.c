@@ -100,8 +100,13 @@ static void worker_main(const char *backend, int lfd, int tell, int stop, int ou
             break;
     iop_loop_stats_t st;
     iop_loop_get_stats(w.loop, &st);
-    report_t r = { .accepted = w.accepted, .wakeups = voluntary_switches() - before,
-                   .events = st.events, .failed = w.failed };
+    /* Zeroed whole: the struct's padding goes down the pipe too. */
+    report_t r;
+    memset(&r, 0, sizeof r);
+    r.accepted = w.accepted;
+    r.wakeups = voluntary_switches() - before;
+    r.events = st.events;
+    r.failed = w.failed;
     _exit(write(out, &r, sizeof r) == (ssize_t)sizeof r && !w.failed ? 0 : 1);
 }
 
