@@ -118,8 +118,69 @@ void uring_sqpoll_settle(uring_state_t *st)
     }
 }
 
+#ifdef VALGRIND_CHECK_MEM_IS_DEFINED
+#define CHECK_DEFINED(p, n) ((void)VALGRIND_CHECK_MEM_IS_DEFINED((p), (n)))
+
+/* What sendmsg (sending) or recvmsg reads of a msghdr, by memcheck's own rules for
+ * those syscalls. */
+static void check_msghdr_read(const struct msghdr *m, int sending)
+{
+    CHECK_DEFINED(&m->msg_name, sizeof m->msg_name);
+    CHECK_DEFINED(&m->msg_namelen, sizeof m->msg_namelen);
+    CHECK_DEFINED(&m->msg_iov, sizeof m->msg_iov);
+    CHECK_DEFINED(&m->msg_iovlen, sizeof m->msg_iovlen);
+    CHECK_DEFINED(&m->msg_control, sizeof m->msg_control);
+    CHECK_DEFINED(&m->msg_controllen, sizeof m->msg_controllen);
+    if (m->msg_iov)
+        CHECK_DEFINED(m->msg_iov, m->msg_iovlen * sizeof *m->msg_iov);
+    if (!sending)
+        return;
+    if (m->msg_name)
+        CHECK_DEFINED(m->msg_name, m->msg_namelen);
+    if (m->msg_control)
+        CHECK_DEFINED(m->msg_control, m->msg_controllen);
+    for (size_t i = 0; m->msg_iov && i < m->msg_iovlen; i++)
+        CHECK_DEFINED(m->msg_iov[i].iov_base, m->msg_iov[i].iov_len);
+}
+
+/* memcheck does not see the kernel read an SQE, nor what it points to: under
+ * valgrind, check them before they go, as memcheck checks a plain syscall's
+ * arguments (uninitialised bytes sent, or a half-filled SQE, are reported). */
+static void check_unsubmitted(const uring_state_t *st)
+{
+    if (!st->valgrind)
+        return;
+    const struct io_uring_sq *sq = &st->ring.sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        const struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+        CHECK_DEFINED(sqe, sizeof *sqe);
+        const void *addr = (const void *)(uintptr_t)sqe->addr;
+        switch (sqe->opcode) {
+        case IORING_OP_SEND:
+        case IORING_OP_SEND_ZC:
+        case IORING_OP_WRITE:
+        case IORING_OP_WRITE_FIXED:
+            CHECK_DEFINED(addr, sqe->len);
+            break;
+        case IORING_OP_SENDMSG:
+        case IORING_OP_RECVMSG:
+            check_msghdr_read(addr, sqe->opcode == IORING_OP_SENDMSG);
+            break;
+        case IORING_OP_CONNECT:
+            CHECK_DEFINED(addr, (size_t)sqe->off);   /* off holds the address length */
+            break;
+        default:
+            break;
+        }
+    }
+}
+#else
+static void check_unsubmitted(const uring_state_t *st) { (void)st; }
+#endif
+
 int uring_submit(uring_state_t *st)
 {
+    check_unsubmitted(st);
     uring_count_enter(st);
     /* With DEFER_TASKRUN, finished work waits for an entry that asks for events. */
     return st->defer ? io_uring_submit_and_get_events(&st->ring) : io_uring_submit(&st->ring);

@@ -206,7 +206,7 @@ void test_op_on_closed_fd(void **state)
     (void)state;
     iop_loop_t *loop = tu_loop_new();
     int fd = tu_closed_fd();
-    char buf[8];
+    char buf[8] = "written";   /* defined: a write hands it to the kernel */
     rec_t r = { 0 }, rd = { 0 }, wr = { 0 };
     iop_prep_recv(&r.op, fd, buf, sizeof buf, 0, rec_cb, &r);
     assert_int_equal(iop_submit(loop, &r.op), 0);
