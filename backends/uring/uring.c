@@ -55,6 +55,7 @@ static void ring_exit(struct io_uring *ring) { io_uring_queue_exit(ring); }
 
 #define DEFAULT_ENTRIES 1024u
 #define MIN_ENTRIES 8u
+#define MAX_ENTRIES 32768u         /* the kernel's IORING_MAX_ENTRIES: more is EINVAL */
 
 static uring_fd_t *fd_state(uring_state_t *st, int fd)
 {
@@ -310,6 +311,8 @@ static int ring_init(uring_state_t *st, const iop_backend_config_t *cfg)
     unsigned entries = cfg->entries ? cfg->entries : DEFAULT_ENTRIES;
     if (entries < CHAIN_MAX)
         entries = CHAIN_MAX;       /* a linked chain must fit in one submit */
+    if (entries > MAX_ENTRIES)
+        entries = MAX_ENTRIES;     /* a hint, not a reason to fail the loop */
     struct io_uring_params p;
     int r = -EINVAL;
     for (;;) {

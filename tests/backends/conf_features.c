@@ -379,6 +379,34 @@ void test_completion_burst_tiny_queue(void **state)
     iop_loop_destroy(loop);
 }
 
+/* entries is a queue depth hint: one beyond what the kernel allows (io_uring
+ * takes at most 32768) still makes a loop on the backend asked for, which runs ops. */
+void test_queue_hint_beyond_kernel_limit(void **state)
+{
+    (void)state;
+    static const uint32_t hints[] = { 32769, 1u << 20, UINT32_MAX };
+    for (size_t i = 0; i < sizeof hints / sizeof hints[0]; i++) {
+        iop_loop_opts_t o = { .entries = hints[i] };
+        iop_loop_t *loop = tu_loop_new_opts(&o);
+        int pair[2];
+        tu_tcp_pair(pair);
+        assert_int_equal(send(pair[0], "hint", 4, 0), 4);
+        char buf[8];
+        rec_t r = { 0 };
+        iop_prep_recv(&r.op, pair[1], buf, sizeof buf, 0, rec_cb, &r);
+        assert_int_equal(iop_submit(loop, &r.op), 0);
+        uint64_t end = tu_clock_ms() + 5000;
+        while (r.calls == 0 && tu_clock_ms() < end)
+            tu_run_for(loop, 5);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.res, 4);
+        assert_memory_equal(buf, "hint", 4);
+        conf_close(loop, pair[1]);
+        close(pair[0]);
+        iop_loop_destroy(loop);
+    }
+}
+
 /* A deadline on a multishot op ends the series: results before it come with
  * "more", then one last callback with -ETIMEDOUT; bytes that arrive later wait
  * in the socket. A zero-copy send with a deadline that does not pass completes
