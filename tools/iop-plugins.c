@@ -18,9 +18,10 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: iop-plugins [--plugin-path DIRS] [--json] [--help]\n"
             "Lists the backend modules found on the search path (DIRS, then\n"
-            "$IOPLEX_PLUGIN_PATH, then the build tree, then the install dir): file, model,\n"
-            "capabilities, and whether each loads and passes its probe here; then the\n"
-            "service plugins (for ioplexd --service) with their options.\n"
+            "$IOPLEX_PLUGIN_PATH, then the build tree, or for an installed copy its own\n"
+            "module dir, then the install dir): file, model, capabilities, and whether\n"
+            "each loads and passes its probe here; then the service plugins (for\n"
+            "ioplexd --service) with their options.\n"
             "  --plugin-path DIRS  ':'-separated dirs searched first\n"
             "  --json              one JSON object instead of text\n"
             "exit: 0 some backend is usable, 1 none is, 2 usage error\n");

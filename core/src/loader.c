@@ -134,11 +134,13 @@ static int dirs_add(char *dirs, size_t len, const char *list)
     return 0;
 }
 
-/* <the dir libioplex was loaded from>/ioplex/<kind>s when that exists and is not
- * the install dir configured at build time: a copy installed with another
- * --prefix finds its own modules. NULL otherwise. */
-static const char *beside_library(const char *kind, const char *install, char *buf, size_t len)
+/* The dir this copy of libioplex was loaded from, resolved, into buf; and in
+ * *installed whether it is a shared library outside the build tree it was built in.
+ * A static copy (dladdr names the program then) counts as not installed. NULL if
+ * unknown. */
+static const char *library_dir(char *buf, size_t len, int *installed)
 {
+    *installed = 0;
     Dl_info info;
     if (!dladdr((void *)&iop_backend_list, &info) || !info.dli_fname)
         return NULL;
@@ -149,7 +151,22 @@ static const char *beside_library(const char *kind, const char *install, char *b
     if (!slash)
         return NULL;
     *slash = '\0';
-    int n = snprintf(buf, len, "%s/ioplex/%ss", lib, kind);
+    char build[PATH_MAX];
+    if (strncmp(slash + 1, "libioplex.so", strlen("libioplex.so")) == 0)
+        *installed = !realpath(IOP_BUILD_LIB_DIR, build) || strcmp(build, lib) != 0;
+    int n = snprintf(buf, len, "%s", lib);
+    return n < 0 || (size_t)n >= len ? NULL : buf;
+}
+
+/* <the dir libioplex was loaded from>/ioplex/<kind>s when that exists and is not
+ * the install dir configured at build time: a copy installed with another
+ * --prefix finds its own modules. NULL otherwise. */
+static const char *beside_library(const char *libdir, const char *kind, const char *install,
+                                  char *buf, size_t len)
+{
+    if (!libdir)
+        return NULL;
+    int n = snprintf(buf, len, "%s/ioplex/%ss", libdir, kind);
     struct stat st;
     if (n < 0 || (size_t)n >= len || strcmp(buf, install) == 0 || stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
         return NULL;
@@ -157,7 +174,9 @@ static const char *beside_library(const char *kind, const char *install, char *b
 }
 
 /* The search path for a kind of module, in order. A path that does not fit keeps
- * the dirs that did and returns -ENAMETOOLONG. */
+ * the dirs that did and returns -ENAMETOOLONG. An installed copy of the library
+ * looks beside itself, then in the configured install dir, and never in the build
+ * tree: modules rebuilt there later are not the ones installed with it. */
 static int search_dirs(const char *kind, const char *plugin_path, char *dirs, size_t len)
 {
     const char *build, *install;
@@ -170,18 +189,23 @@ static int search_dirs(const char *kind, const char *plugin_path, char *dirs, si
     } else {
         return -EINVAL;
     }
+    int installed;
+    char libdir[PATH_LEN], beside[PATH_LEN];
+    const char *own = beside_library(library_dir(libdir, sizeof libdir, &installed), kind, install,
+                                     beside, sizeof beside);
     dirs[0] = '\0';
     int r = dirs_add(dirs, len, plugin_path);
     /* A set-uid program must not load code from a directory its caller picked. */
     if (r == 0)
         r = dirs_add(dirs, len, secure_getenv("IOPLEX_PLUGIN_PATH"));
-    if (r == 0)
+    if (r == 0 && installed)
+        r = dirs_add(dirs, len, own);
+    if (r == 0 && !installed)
         r = dirs_add(dirs, len, build);
     if (r == 0)
         r = dirs_add(dirs, len, install);
-    char beside[PATH_LEN];
-    if (r == 0)
-        r = dirs_add(dirs, len, beside_library(kind, install, beside, sizeof beside));
+    if (r == 0 && !installed)
+        r = dirs_add(dirs, len, own);
     return r;
 }
 

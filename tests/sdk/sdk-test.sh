@@ -29,6 +29,11 @@ unset LD_LIBRARY_PATH
 listing=$("$prefix/bin/iop-plugins") || fail "the installed iop-plugins failed"
 grep -q "^search path: .*$prefix/lib[^:]*/ioplex/backends" <<<"$listing" ||
     fail "the installed library does not search $prefix's backend dir"
+# Its own modules, never the build tree's: those may be rebuilt after the install.
+grep -q "^search path: .*$(realpath "$build")/" <<<"$listing" &&
+    { echo "$listing"; fail "the installed library searches the build tree"; }
+grep -q "^  file .*$prefix/lib[^/]*/ioplex/backends/iop_backend_epoll.so" <<<"$listing" ||
+    { echo "$listing"; fail "the installed iop-plugins does not use the prefix's epoll"; }
 pcdir=$(dirname "$(find "$prefix" -name ioplex.pc | head -n1)")
 [ -n "$pcdir" ] || fail "no ioplex.pc installed"
 

@@ -2,8 +2,10 @@
  *
  * Search order for a module `iop_<kind>_<name>.so`: the caller's path (an option such
  * as --plugin-path), then $IOPLEX_PLUGIN_PATH, then the build tree, then the install
- * dir. The first file found for a name is the one used; if it is broken it is
- * refused, never silently replaced by a later one. */
+ * dir. A copy of libioplex installed (a shared library outside its build tree)
+ * never searches the build tree, and looks in <its own dir>/ioplex/<kind>s before
+ * the install dir configured at build time. The first file found for a name is the
+ * one used; if it is broken it is refused, never silently replaced by a later one. */
 #ifndef IOPLEX_PLUGIN_H
 #define IOPLEX_PLUGIN_H
 
