@@ -8,6 +8,7 @@
  * 16-byte key with a 64-byte value, then incr contended by two processes. Numbers
  * are ns per operation (wall clock; a contended pair counts both processes' ops). */
 #include <errno.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -245,10 +246,13 @@ static int usage(FILE *f, int status)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
-        return usage(stdout, 0);
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
     int opt;
-    while ((opt = getopt(argc, argv, "n:b:")) != -1) {
+    opterr = 0;                  /* one line of our own instead of getopt's */
+    while ((opt = getopt_long(argc, argv, ":n:b:h", longopts, NULL)) != -1) {
         if (opt == 'n') {
             char *end;
             errno = 0;
@@ -259,12 +263,20 @@ int main(int argc, char **argv)
             }
         } else if (opt == 'b') {
             backend = optarg;
+        } else if (opt == 'h') {
+            return usage(stdout, 0);
+        } else if (opt == ':') {
+            fprintf(stderr, "iop-ipc-bench: option '%s' needs a value (try --help)\n", argv[optind - 1]);
+            return 2;
         } else {
-            return usage(stderr, 2);
+            fprintf(stderr, "iop-ipc-bench: unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return 2;
         }
     }
-    if (optind < argc)
-        return usage(stderr, 2);
+    if (optind < argc) {
+        fprintf(stderr, "iop-ipc-bench: unexpected argument '%s' (try --help)\n", argv[optind]);
+        return 2;
+    }
     bench_lock();
     bench_dict();
     return 0;
