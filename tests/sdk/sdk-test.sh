@@ -44,6 +44,54 @@ for t in backends/template plugins/template; do
         cmake --build "$tmp/cm-$name" >>"$tmp/cm-$name.log" 2>&1 || { cat "$tmp/cm-$name.log"; fail "cmake build of $t"; }
 done
 ls "$tmp/cm-backends/iop_backend_mine.so" "$tmp/cm-plugins/iop_service_upper.so" >/dev/null
+
+# A program linked with each of the package's libraries, shared and static, runs a
+# loop on the prefix's epoll module.
+mkdir -p "$tmp/app"
+cat >"$tmp/app/app.c" <<'APP'
+#include <stdio.h>
+#include <ioplex.h>
+static void done(iop_op_t *op, int res) { (void)op; printf("nop %d\n", res); }
+int main(int argc, char **argv)
+{
+    iop_loop_t *loop;
+    iop_loop_opts_t o = { .size = sizeof o, .backend = "epoll", .plugin_path = argc > 1 ? argv[1] : NULL };
+    if (iop_loop_create(&loop, &o) < 0) {
+        fprintf(stderr, "%s\n", iop_last_error());
+        return 1;
+    }
+    iop_op_t op;
+    iop_prep_nop(&op, done, NULL);
+    iop_submit(loop, &op);
+    iop_loop_run(loop, IOP_RUN_DEFAULT);
+    iop_loop_destroy(loop);
+    return 0;
+}
+APP
+cat >"$tmp/app/CMakeLists.txt" <<'APP'
+cmake_minimum_required(VERSION 3.20)
+project(app LANGUAGES C)
+find_package(ioplex REQUIRED)
+add_executable(app_shared app.c)
+target_link_libraries(app_shared PRIVATE ioplex::ioplex)
+add_executable(app_static app.c)
+target_link_libraries(app_static PRIVATE ioplex::ioplex_static)
+APP
+# A sanitizer build's library needs its runtime in the program too.
+case $(sed -n 's/^IOPLEX_SANITIZE:STRING=//p' "$build/CMakeCache.txt") in
+    thread) app_flags=-fsanitize=thread ;;
+    ON | address) app_flags=-fsanitize=address,undefined ;;
+    *) app_flags="" ;;
+esac
+cmake -S "$tmp/app" -B "$tmp/app/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="$app_flags" \
+    >"$tmp/app.log" 2>&1 &&
+    cmake --build "$tmp/app/build" >>"$tmp/app.log" 2>&1 || { cat "$tmp/app.log"; fail "cmake build of a program against ioplex"; }
+libdir=$(dirname "$pcdir")
+for kind in shared static; do
+    got=$(LD_LIBRARY_PATH="$libdir" "$tmp/app/build/app_$kind" "$libdir/ioplex/backends") ||
+        fail "the program linked with ioplex::ioplex${kind/shared/} failed"
+    [ "$got" = "nop 0" ] || fail "the program linked with ioplex::ioplex${kind/shared/} printed '$got'"
+done
 # installing a template puts it where this copy of ioplex looks
 cmake --install "$tmp/cm-backends" >"$tmp/cm-install.log" 2>&1 || { cat "$tmp/cm-install.log"; fail "install of the template backend"; }
 [ -n "$(find "$prefix" -name iop_backend_mine.so)" ] || { cat "$tmp/cm-install.log"; fail "the template backend was not installed into $prefix"; }
