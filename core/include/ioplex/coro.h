@@ -273,6 +273,7 @@ typedef struct iop_waitq { void *head, *tail; } iop_waitq_t;   /* private */
 
 typedef struct iop_mutex { iop_coro_t *owner; iop_waitq_t q; } iop_mutex_t;
 IOP_EXPORT void iop_mutex_init(iop_mutex_t *m);
+/* 0, -ETIMEDOUT, -ECANCELED, or -EDEADLK when the caller already holds m. */
 IOP_EXPORT int iop_mutex_lock(iop_mutex_t *m, uint64_t deadline);
 IOP_EXPORT int iop_mutex_trylock(iop_mutex_t *m);    /* 0 or -EBUSY */
 IOP_EXPORT int iop_mutex_unlock(iop_mutex_t *m);     /* -EPERM if not the owner */

@@ -79,7 +79,10 @@ IOP_EXPORT uint64_t iop_update_time(iop_loop_t *loop);
 IOP_EXPORT int iop_loop_wake(iop_loop_t *loop);
 
 /* Work posted to a loop from any thread: cb(p) runs on the loop's thread during a
- * later iteration. The record is the caller's until cb runs. */
+ * later iteration. The record is the caller's until cb runs, and must not be posted
+ * again before that (nothing checks it: the loop's list would go round in a
+ * circle). 0; -EINVAL for a NULL loop, record or cb (nothing posted); or the
+ * -errno of a failed wake-up (posted all the same: it runs once the loop wakes). */
 typedef struct iop_post iop_post_t;
 typedef void (*iop_post_cb)(iop_post_t *p);
 struct iop_post {

@@ -26,8 +26,10 @@ typedef struct iop_shard_worker iop_shard_worker_t;   /* a worker's view, in the
 typedef struct iop_shard_stats iop_shard_stats_t;     /* counters in shared memory */
 
 /* The worker: runs as a coroutine on the worker's own loop. Its return value is
- * the process's exit status (0 = clean; a non-zero or negative value counts as a
- * crash unless the worker was draining). */
+ * the process's exit status. Once the worker is draining, 0 is a clean end and
+ * anything else is logged; before that, any return, 0 included, counts as a crash
+ * and the worker is respawned (a worker that ends by itself would otherwise be
+ * respawned in a tight loop). */
 typedef int (*iop_shard_worker_fn)(iop_shard_worker_t *w);
 
 /* One connection served by iop_shard_serve, in its own coroutine; fd is closed
