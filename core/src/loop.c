@@ -286,6 +286,14 @@ void iop_loop_destroy(iop_loop_t *loop)
 {
     if (!loop)
         return;
+    /* From one of its own callbacks or coroutines the iteration under way would
+     * go on in freed memory: refused, the loop goes on. (A child forked from a
+     * callback frees its copy: nothing runs the loop there.) */
+    if (loop->running && loop->pid == getpid()) {
+        iop__fail(-EBUSY, "iop_loop_destroy: the loop is running (called from its own callback?): "
+                  "destroy it after iop_loop_run returns");
+        return;
+    }
     /* A thread may still be leaving post / wake / stop (see caller_enter). */
     while (atomic_load_explicit(&loop->callers, memory_order_acquire))
         sched_yield();

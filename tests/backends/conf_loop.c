@@ -127,6 +127,58 @@ void test_loop_stats(void **state)
     iop_loop_destroy(loop);
 }
 
+/* iop_loop_destroy from the loop's own callbacks is refused: the iteration that
+ * called them goes on, and the loop with it. */
+static void destroy_from_op(iop_op_t *op, int res)
+{
+    rec_cb(op, res);
+    iop_loop_destroy(op->loop);
+}
+
+static void destroy_from_watch(iop_watch_t *w, unsigned revents)
+{
+    (void)revents;
+    (*(int *)w->data)++;
+    iop_loop_destroy(w->loop);
+    iop_watch_stop(w);
+}
+
+void test_loop_destroy_from_callback_refused(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    int pair[2];
+    tu_tcp_pair(pair);
+    rec_t nop = { 0 }, rx = { 0 };
+    char buf[8];
+    iop_prep_nop(&nop.op, destroy_from_op, &nop);
+    iop_prep_recv(&rx.op, pair[1], buf, sizeof buf, 0, destroy_from_op, &rx);
+    assert_int_equal(iop_submit(loop, &nop.op), 0);
+    assert_int_equal(iop_submit(loop, &rx.op), 0);
+    iop_watch_t w = { 0 };
+    int watch_calls = 0;
+    w.data = &watch_calls;
+    assert_int_equal(iop_watch_start(loop, &w, pair[0], IOP_WRITE, destroy_from_watch), 0);
+    assert_int_equal(send(pair[0], "ok", 2, 0), 2);
+    uint64_t end = tu_clock_ms() + 5000;
+    while ((nop.calls == 0 || rx.calls == 0 || watch_calls == 0) && tu_clock_ms() < end)
+        assert_true(iop_loop_run(loop, IOP_RUN_ONCE) >= 0);
+    assert_int_equal(nop.calls, 1);
+    assert_int_equal(rx.calls, 1);
+    assert_int_equal(rx.res, 2);
+    assert_int_equal(watch_calls, 1);
+    assert_non_null(strstr(iop_last_error(), "iop_loop_destroy"));
+    /* Still a loop: it runs what comes next. */
+    rec_t after = { 0 };
+    iop_prep_nop(&after.op, rec_cb, &after);
+    assert_int_equal(iop_submit(loop, &after.op), 0);
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_DEFAULT), 0);
+    assert_int_equal(after.calls, 1);
+    conf_close(loop, pair[1]);
+    close(pair[0]);
+    iop_loop_destroy(loop);
+}
+
 static void noop_watch(iop_watch_t *w, unsigned revents)
 {
     (void)w;

@@ -129,6 +129,7 @@ void test_zerocopy_send(void **state);
 void test_options_misplaced(void **state);
 void test_registered_fd(void **state);
 void test_completion_burst_tiny_queue(void **state);
+void test_loop_destroy_from_callback_refused(void **state);
 void test_queue_hint_beyond_kernel_limit(void **state);
 
 /* conf_edges.c */

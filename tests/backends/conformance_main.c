@@ -116,6 +116,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_register_busy_fds),
         cmocka_unit_test(test_register_under_low_fd_limit),
         cmocka_unit_test(test_completion_burst_tiny_queue),
+        cmocka_unit_test(test_loop_destroy_from_callback_refused),
         cmocka_unit_test(test_queue_hint_beyond_kernel_limit),
         cmocka_unit_test(test_recv_buf_multishot_rearm),
         cmocka_unit_test(test_recv_buf_multishot_cancel_busy),

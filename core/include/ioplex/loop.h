@@ -51,7 +51,9 @@ typedef struct iop_loop_stats {
 IOP_EXPORT int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts);
 
 /* Frees the loop. Ops still in flight are dropped without their callbacks (their
- * records are the caller's); fds are not closed. A loop is never shared across
+ * records are the caller's); fds are not closed. Not while the loop runs: called
+ * from one of its callbacks or coroutines it does nothing but leave -EBUSY's
+ * reason in iop_last_error() (stop the loop, destroy it after iop_loop_run). A loop is never shared across
  * fork: in a child, run, iop_submit, iop_watch_start, iop_fd_register and
  * iop_buf_register fail with -ECHILD, iop_fd_forget and iop_buf_release do nothing
  * (iop_fd_close just closes), iop_buf_unregister and destroy free only the core's
