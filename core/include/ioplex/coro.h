@@ -118,7 +118,9 @@ IOP_EXPORT ssize_t iop_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t d
 IOP_EXPORT ssize_t iop_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadline);
 IOP_EXPORT int iop_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline);
 IOP_EXPORT int iop_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline);
-IOP_EXPORT int iop_close(int fd);               /* through the loop, failing waiters */
+/* Closes fd through the coroutine's loop, failing its waiters. Outside a coroutine
+ * there is no loop to go through: -EPERM and fd stays open (iop_fd_close then). */
+IOP_EXPORT int iop_close(int fd);
 IOP_EXPORT int iop_sleep(uint64_t ns);          /* at least ns from now; 0 = yield */
 /* Parks until fd is ready for events (IOP_READ / IOP_WRITE), for calls the proactor
  * does not cover (sendfile, splice ...) on a non-blocking fd. Returns the readiness
@@ -275,7 +277,7 @@ typedef struct iop_mutex { iop_coro_t *owner; iop_waitq_t q; } iop_mutex_t;
 IOP_EXPORT void iop_mutex_init(iop_mutex_t *m);
 /* 0, -ETIMEDOUT, -ECANCELED, or -EDEADLK when the caller already holds m. */
 IOP_EXPORT int iop_mutex_lock(iop_mutex_t *m, uint64_t deadline);
-IOP_EXPORT int iop_mutex_trylock(iop_mutex_t *m);    /* 0 or -EBUSY */
+IOP_EXPORT int iop_mutex_trylock(iop_mutex_t *m);    /* 0 or -EBUSY; -EPERM outside a coroutine */
 IOP_EXPORT int iop_mutex_unlock(iop_mutex_t *m);     /* -EPERM if not the owner */
 
 typedef struct iop_cond { iop_waitq_t q; } iop_cond_t;
