@@ -1,6 +1,7 @@
 /* A template backend plugin, built out of tree against an installed ioplex: the
  * smallest complete readiness backend, on epoll(7), level-triggered. Copy this
- * folder, rename "mine" (file names and .name), and fill in your own mechanism.
+ * folder, rename "mine" (file names, the CMake target and .name), and fill in
+ * your own mechanism.
  *
  * The contract (ioplex/backend.h, backends/README.md in the ioplex sources):
  *  - export one symbol, iop_backend_descriptor; keep everything else static;

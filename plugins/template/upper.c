@@ -1,8 +1,9 @@
 /* A template service plugin, built out of tree against an installed ioplex: every
  * line a client sends comes back in upper case, prefixed with an optional
- * greeting. Copy this folder, rename "upper" (file names and .name), and write
- * serve() as blocking code: it runs in a coroutine per connection, and iop_recv /
- * iop_send park that coroutine instead of blocking the process.
+ * greeting. Copy this folder, rename "upper" (file names, the CMake target and
+ * .name), and write serve() as blocking code: it runs in a coroutine per
+ * connection, and iop_recv / iop_send park that coroutine instead of blocking the
+ * process.
  *
  *   ioplexd --plugin-path build --service 'upper=127.0.0.1:7100,prefix=> '
  *
