@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A benchmark tool's command line: --help prints its usage to stdout and exits 0;
-# an unknown option is named on stderr and exits 2.
-# usage: cli-check.sh PROGRAM
+# an unknown option is named on stderr and exits 2; so is the bad value of each
+# further argument given, OPTION=VALUE.
+# usage: cli-check.sh PROGRAM [OPTION=VALUE...]
 set -uo pipefail
 prog=$1
 name=$(basename "$prog")
@@ -14,4 +15,12 @@ err=$("$prog" --no-such-option 2>&1 >/dev/null)
 status=$?
 [ "$status" -eq 2 ] || fail "an unknown option exited $status"
 grep -q -- "'--no-such-option'" <<<"$err" || fail "an unknown option is not named: $err"
+shift
+for bad in "$@"; do
+    opt=${bad%%=*} value=${bad#*=}
+    err=$("$prog" "$opt" "$value" 2>&1 >/dev/null)
+    status=$?
+    [ "$status" -eq 2 ] || fail "$opt '$value' exited $status"
+    grep -q -- "'$value'" <<<"$err" || fail "$opt '$value' is not named: $err"
+done
 echo "cli: $name: ok"

@@ -18,6 +18,7 @@
  * shared machine only ever adds time. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,10 +436,25 @@ static int selected(const char *only, const char *name)
     return 0;
 }
 
+/* A whole positive decimal number for option `name` into *out; else says so. */
+static int count_arg(const char *name, const char *arg, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < 1) {
+        fprintf(stderr, PROG ": --%s wants a positive whole number, not '%s'\n", name, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = { .iters = 2000000, .repeat = 5, .parked = 100000 };
     const char *only = NULL;
+    long repeat;
     static const struct option longopts[] = {
         { "iters", required_argument, NULL, 'n' },
         { "repeat", required_argument, NULL, 'r' },
@@ -450,9 +466,10 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "n:r:p:o:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': o.iters = strtol(optarg, NULL, 10); break;
-        case 'r': o.repeat = atoi(optarg); break;
-        case 'p': o.parked = strtol(optarg, NULL, 10); break;
+        case 'n': if (count_arg("iters", optarg, &o.iters) < 0) return EXIT_USAGE; break;
+        case 'r': if (count_arg("repeat", optarg, &repeat) < 0) return EXIT_USAGE;
+                  o.repeat = repeat > INT_MAX ? INT_MAX : (int)repeat; break;
+        case 'p': if (count_arg("parked", optarg, &o.parked) < 0) return EXIT_USAGE; break;
         case 'o':
             only = optarg;
             if (!only_known(only))
