@@ -108,6 +108,13 @@ cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden $(pc --cflag
 cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden $(pc --cflags) \
     "$src/plugins/template/upper.c" -o "$tmp/pc/iop_service_upper.so" $(pc --libs) -Wl,-z,defs ||
     fail "pkg-config build of the service"
+# pkg-config --static names what the static library needs: a program links with it alone
+libs=$(pc --static --libs | sed 's/\(^\| \)-lioplex\( \|$\)/ -l:libioplex.a /')
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 $app_flags $(pc --cflags) "$tmp/app/app.c" -o "$tmp/pc/app_static" $libs ||
+    fail "pkg-config --static build of a program against libioplex.a"
+got=$("$tmp/pc/app_static" "$libdir/ioplex/backends") || fail "the program linked by pkg-config --static failed"
+[ "$got" = "nop 0" ] || fail "the program linked by pkg-config --static printed '$got'"
 
 for dir in "$tmp/cm-backends:$tmp/cm-plugins" "$tmp/pc"; do
     echo "== run from $dir"
