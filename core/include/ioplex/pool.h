@@ -7,7 +7,10 @@
  * the signal or exit status) and is replaced; the other tasks go on. A worker whose
  * initializer fails, or that dies before it is ready, counts as a failed start;
  * init_attempts failed starts in a row break the pool (every task fails with the
- * initializer's error) instead of respawning forever.
+ * initializer's error) instead of respawning forever. A start that fails in this
+ * process (no memory, fds or processes for the pipe or the fork) counts too, but
+ * the next try waits a second, so that a brief shortage does not break the pool
+ * (in iop_pool_create it is tried again at once: create then fails with it).
  *
  * Who drives it: with opts.loop (or once any pool call is made from a coroutine, the
  * coroutine's loop) a dispatcher coroutine on that loop sends tasks and collects

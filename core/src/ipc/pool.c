@@ -121,8 +121,11 @@ int iop_pool_create(iop_pool_t **out, const iop_pool_opts_t *opts)
         iop_loop_t *loop = o.loop ? o.loop : iop_self() ? iop_coro_loop(iop_self()) : NULL;
         if (loop)
             r = iop__pool_bind(p, loop);   /* the dispatcher forks them */
-        else
+        else {
+            p->creating = 1;
             iop__pool_spawn_missing(p);
+            p->creating = 0;
+        }
         if (r == 0 && p->state == IOP__POOL_BROKEN)
             r = iop__fail(p->broken, "%s", p->broken_msg);
     }

@@ -153,7 +153,8 @@ static void failed_start(iop_pool_t *p, int err, const char *why)
 
 static int wants_workers(const iop_pool_t *p)
 {
-    return !p->quit && (p->state == IOP__POOL_RUNNING || (p->state == IOP__POOL_CLOSED && p->qhead));
+    return !p->quit && (p->state == IOP__POOL_RUNNING || (p->state == IOP__POOL_CLOSED && p->qhead)) &&
+           (!p->spawn_after || iop__pool_now() >= p->spawn_after);
 }
 
 static int spawn_one(iop_pool_t *p, uint32_t slot)
@@ -219,8 +220,16 @@ void iop__pool_spawn_missing(iop_pool_t *p)
         if (p->w[i].state != IOP__W_EMPTY)
             continue;
         int r = spawn_one(p, i);
-        if (r < 0)
+        if (r < 0) {
+            /* Short of memory, fds or processes here, not in a worker: the next try
+             * waits a while, so that a brief shortage does not use up init_attempts
+             * in a moment and break the pool for good. */
+            if (!p->creating)
+                p->spawn_after = iop__pool_now() + IOP__POOL_SPAWN_PAUSE_NS;
             failed_start(p, r, iop_last_error());
+        } else {
+            p->spawn_after = 0;
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 
 #define IOP__POOL_MSG_MAX 512          /* failure messages, bytes */
 #define IOP__POOL_SLICE_NS 100000000ull   /* every wait re-checks at least this often */
+#define IOP__POOL_SPAWN_PAUSE_NS 1000000000ull /* after a fork or pipe that failed here */
 #define IOP__POOL_SEND_NS 5000000000ull   /* a ready worker that takes longer is stuck */
 
 /* ---- wire: the pool's messages over a worker's pipe ---------------------------------- */
@@ -106,6 +107,8 @@ struct iop_pool {
     uint32_t running;                  /* tasks in workers */
     uint64_t next_id;
     uint32_t failed_starts;            /* in a row */
+    uint64_t spawn_after;              /* no start before (iop__pool_now); 0 = any time */
+    uint8_t creating;                  /* in iop_pool_create: a failed start is its error */
     uint8_t no_pidfd;                  /* pidfd_open is missing: poll with waitpid */
     uint64_t spawned, lost, done;
     uint8_t *rbuf;                     /* results are received here */
