@@ -20,6 +20,12 @@
  * the other's), and a SIGIO read by one concerns all of them. */
 static __thread sigio_state_t *thread_loops;
 
+/* The signals sigio loops of this thread have blocked (they stay blocked after
+ * destroy), bit sig - 1: a blocked signal not among them is the user's. */
+static __thread uint64_t blocked_by_loops;
+
+static uint64_t signal_bit(int sig) { return (uint64_t)1 << (sig - 1); }
+
 static int signal_taken(int sig)
 {
     for (sigio_state_t *s = thread_loops; s; s = s->next_on_thread)
@@ -60,17 +66,33 @@ static int parse_signal(const char *s)
     return sig >= SIGRTMIN && sig <= SIGRTMAX ? (int)sig : -1;
 }
 
-/* The first free signal at or above first: not used by another sigio loop of this
- * thread, and without a handler (a handler means someone else owns it). */
+/* Is sig free for a loop of this thread: not used by another sigio loop of it,
+ * without a handler (a handler means someone else owns it), and, if
+ * spare_blocked, not blocked by the user (that is how a signal read with a
+ * signalfd or sigwait looks, and the user's signalfd would read the loop's
+ * reports too)? */
+static int signal_free(int sig, const sigset_t *mask, int spare_blocked)
+{
+    struct sigaction sa;
+    if (signal_taken(sig) || sigaction(sig, NULL, &sa) < 0)
+        return 0;
+    if (spare_blocked && sigismember(mask, sig) && !(blocked_by_loops & signal_bit(sig)))
+        return 0;
+    return !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+}
+
+/* The first free signal at or above first, preferring one the user has not
+ * blocked; a thread that blocks every signal (a program that waits for them in a
+ * thread of its own) gets the first one without a handler. */
 static int choose_signal(int first)
 {
-    for (int sig = first; sig <= SIGRTMAX; sig++) {
-        struct sigaction sa;
-        if (signal_taken(sig) || sigaction(sig, NULL, &sa) < 0)
-            continue;
-        if (!(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL)
-            return sig;
-    }
+    sigset_t mask;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &mask) != 0)
+        sigemptyset(&mask);
+    for (int spare_blocked = 1; spare_blocked >= 0; spare_blocked--)
+        for (int sig = first; sig <= SIGRTMAX; sig++)
+            if (signal_free(sig, &mask, spare_blocked))
+                return sig;
     return -1;
 }
 
@@ -111,6 +133,7 @@ int sigio_signals_open(sigio_state_t *st, char *why, size_t whylen)
         snprintf(why, whylen, "sigio: pthread_sigmask: %s", strerror(r));
         return -r;
     }
+    blocked_by_loops |= signal_bit(st->sig);
     (*st->host->syscalls) += 2;
     st->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (st->sfd < 0) {

@@ -57,6 +57,7 @@ void test_sigio_two_loops_one_thread(void **state);
 /* test_sigio.c */
 void test_sigio_signal_from_env(void **state);
 void test_sigio_user_handlers_keep_working(void **state);
+void test_sigio_skips_signal_the_thread_reads(void **state);
 void test_sigio_refuses_user_sigio_handler(void **state);
 void test_sigio_destroy_disarms(void **state);
 void test_sigio_fds_without_o_async(void **state);

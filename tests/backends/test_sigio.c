@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "test_util.h"
@@ -269,6 +270,107 @@ void test_sigio_user_handlers_keep_working(void **state)
     assert_int_equal(c.calls_after, 2);   /* one more after the drain and new data */
 }
 
+/* A thread that reads a real-time signal synchronously keeps it blocked and has no
+ * handler for it: a loop that took that signal too would share its queue with the
+ * user's signalfd, which would then read the loop's readiness reports (and the
+ * loop would miss them). */
+typedef struct sync_reader {
+    int chosen;        /* the signal the loop armed its pipe with */
+    int stolen;        /* readiness reports the user's signalfd read */
+    int user_value;    /* the value of the user's own signal, as the user read it */
+    int calls;         /* watch callbacks after the pipe got data */
+    int failed_at;
+} sync_reader_t;
+
+static void *sync_reader_thread(void *arg)
+{
+    sync_reader_t *c = arg;
+    sigset_t mine;
+    sigemptyset(&mine);
+    sigaddset(&mine, SIGRTMIN + 8);
+    pthread_sigmask(SIG_SETMASK, &mine, NULL);   /* only the user's signal blocked */
+    int sfd = signalfd(-1, &mine, SFD_NONBLOCK | SFD_CLOEXEC);
+    iop_loop_t *loop = st_loop_new();
+    int p[2];
+    if (sfd < 0 || !loop || pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+        c->failed_at = 1;
+        if (loop)
+            iop_loop_destroy(loop);
+        return NULL;
+    }
+    iop_watch_t w = { .data = &c->calls };
+    iop_watch_start(loop, &w, p[0], IOP_READ, count_cb);
+    iop_loop_run(loop, IOP_RUN_NOWAIT);          /* not ready: out of the check set */
+    c->chosen = st_armed_signal(p[0]);
+    if (write(p[1], "x", 1) != 1)                /* the kernel queues a readiness report */
+        c->failed_at = 2;
+    pthread_sigqueue(pthread_self(), SIGRTMIN + 8, (union sigval){ .sival_int = 55 });
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_code > 0)
+            c->stolen++;
+        else
+            c->user_value = si.ssi_int;
+    }
+    for (int i = 0; i < 3; i++)
+        iop_loop_run(loop, IOP_RUN_NOWAIT);
+    iop_watch_stop(&w);
+    iop_fd_close(loop, p[0]);
+    close(p[1]);
+    iop_loop_destroy(loop);
+    close(sfd);
+    return NULL;
+}
+
+/* A thread that blocks every signal (a program that waits for its signals in a
+ * thread of its own) still gets a loop, on the default signal. */
+static void *all_blocked_thread(void *arg)
+{
+    int *chosen = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    iop_loop_t *loop = st_loop_new();
+    int p[2], calls = 0;
+    if (!loop || pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+        if (loop)
+            iop_loop_destroy(loop);
+        return NULL;
+    }
+    iop_watch_t w = { .data = &calls };
+    iop_watch_start(loop, &w, p[0], IOP_READ, count_cb);
+    iop_loop_run(loop, IOP_RUN_NOWAIT);
+    if (write(p[1], "x", 1) == 1)
+        iop_loop_run(loop, IOP_RUN_NOWAIT);
+    if (calls == 1)
+        *chosen = st_armed_signal(p[0]);
+    iop_watch_stop(&w);
+    iop_fd_close(loop, p[0]);
+    close(p[1]);
+    iop_loop_destroy(loop);
+    return NULL;
+}
+
+void test_sigio_skips_signal_the_thread_reads(void **state)
+{
+    (void)state;
+    unsetenv("IOPLEX_SIGIO_SIGNAL");
+    sync_reader_t c = { 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, sync_reader_thread, &c), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(c.failed_at, 0);
+    assert_int_equal(c.stolen, 0);             /* the user reads only its own signal */
+    assert_int_equal(c.user_value, 55);
+    assert_true(c.calls > 0);                  /* and the loop hears of the pipe */
+    assert_int_equal(c.chosen, SIGRTMIN + 9);
+
+    int chosen = 0;
+    assert_int_equal(pthread_create(&th, NULL, all_blocked_thread, &chosen), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(chosen, SIGRTMIN + 8);
+}
+
 /* A SIGIO handler of the application's would be silenced (the backend blocks SIGIO
  * and reads it as its overflow report): creating the loop says so instead. */
 static void on_sigio(int sig) { (void)sig; }
@@ -406,6 +508,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigio_signal_from_env),
         cmocka_unit_test(test_sigio_user_handlers_keep_working),
+        cmocka_unit_test(test_sigio_skips_signal_the_thread_reads),
         cmocka_unit_test(test_sigio_refuses_user_sigio_handler),
         cmocka_unit_test(test_sigio_destroy_disarms),
         cmocka_unit_test(test_sigio_fds_without_o_async),
