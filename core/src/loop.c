@@ -617,6 +617,18 @@ static void dispatch(iop_loop_t *loop, int n)
     loop->disp_n = loop->disp_next = 0;
 }
 
+/* Did a blocking wait end before its timeout with nothing to show for it? A signal
+ * (a handler installed without SA_RESTART) does that: the backends report EINTR as
+ * 0 events. ONCE then waits again for what is left, as it promises to block until
+ * something is ready. */
+static int interrupted(iop_loop_t *loop, int n, uint64_t wait_from, int64_t timeout)
+{
+    if ((n != 0 && n != -EINTR) || timeout == 0 || loop->done_head || atomic_load(&loop->stop) ||
+        atomic_load_explicit(&loop->posts, memory_order_relaxed))
+        return 0;
+    return timeout < 0 || loop->now - wait_from < (uint64_t)timeout;
+}
+
 int iop__fail_forked(const iop_loop_t *loop, const char *what)
 {
     return iop__fail(-ECHILD, "%s: this loop belongs to process %d; a forked child must create its own loop",
@@ -652,11 +664,12 @@ int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
         /* ONCE blocks only if nothing has happened yet in this call. */
         int ran = posted || loop->stats.ops_completed + loop->stats.timers_fired != before;
         flush_changes(loop);
-        iop_update_time(loop);
-        int n = backend_wait(loop, wait_timeout(loop, mode == IOP_RUN_ONCE && ran ? IOP_RUN_NOWAIT : mode));
-        polled = 1;
+        uint64_t wait_from = iop_update_time(loop);
+        int64_t timeout = wait_timeout(loop, mode == IOP_RUN_ONCE && ran ? IOP_RUN_NOWAIT : mode);
+        int n = backend_wait(loop, timeout);
         loop->stats.iterations++;
         iop_update_time(loop);
+        polled = polled || !interrupted(loop, n, wait_from, timeout);
         if (n < 0 && n != -EINTR) {
             r = iop__fail(n, "iop_loop_run: backend %s failed: %s", loop->be->name, iop_strerror(n));
             break;

@@ -2,6 +2,7 @@
  * iop_loop_stop. Each test has a watchdog so that a missed wake-up fails instead of
  * hanging: it writes to a pipe the loop watches. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include "conformance.h"
 
@@ -257,4 +258,64 @@ void test_run_on_other_thread(void **state)
         assert_int_equal(other_fired, 1);
     }
     iop_loop_destroy(other_loop);
+}
+
+/* A handler installed without SA_RESTART makes the backend's wait fail with EINTR
+ * (reported as no events): RUN_ONCE must wait again for what is left, not return
+ * with nothing done. Another thread sends the loop's thread SIGUSR2 every
+ * millisecond while ONCE waits for its only timer. */
+static atomic_int signals_seen;
+static int once_timer_fired;
+
+static void count_signal(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&signals_seen, 1);
+}
+
+static void once_timer(iop_timer_t *t)
+{
+    (void)t;
+    once_timer_fired++;
+}
+
+typedef struct pester {
+    pthread_t target;
+    atomic_int stop;
+} pester_t;
+
+static void *pester_thread(void *arg)
+{
+    pester_t *p = arg;
+    while (!atomic_load(&p->stop)) {
+        pthread_kill(p->target, SIGUSR2);
+        tu_sleep_ms(1);
+    }
+    return NULL;
+}
+
+void test_once_waits_through_signals(void **state)
+{
+    (void)state;
+    iop_loop_t *loop = tu_loop_new();
+    struct sigaction sa = { .sa_handler = count_signal }, old;   /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR2, &sa, &old), 0);
+    atomic_store(&signals_seen, 0);
+    once_timer_fired = 0;
+    iop_timer_t t = { 0 };
+    iop_update_time(loop);
+    assert_int_equal(iop_timer_start(loop, &t, 100 * 1000000ull, 0, once_timer), 0);
+    pester_t p = { .target = pthread_self() };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, pester_thread, &p), 0);
+    int r = iop_loop_run(loop, IOP_RUN_ONCE);
+    atomic_store(&p.stop, 1);
+    pthread_join(th, NULL);
+    sigaction(SIGUSR2, &old, NULL);
+    assert_true(r >= 0);
+    assert_true(atomic_load(&signals_seen) > 0);
+    assert_int_equal(once_timer_fired, 1);
+    iop_timer_stop(&t);
+    iop_loop_destroy(loop);
 }

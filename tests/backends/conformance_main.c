@@ -94,6 +94,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_many_posts_from_threads),
         cmocka_unit_test(test_stop_from_other_thread),
         cmocka_unit_test(test_run_on_other_thread),
+        cmocka_unit_test(test_once_waits_through_signals),
 
         cmocka_unit_test(test_exactly_once_never_inside_submit),
         cmocka_unit_test(test_resubmit_from_callback),

@@ -32,7 +32,8 @@ typedef struct iop_loop_opts {
 typedef enum iop_run_mode {
     IOP_RUN_DEFAULT = 0,         /* until iop_loop_stop or nothing is left to wait for */
     IOP_RUN_ONCE,                /* one iteration, blocking if nothing is ready (with
-                                    nothing pending, until iop_loop_wake / post / stop) */
+                                    nothing pending, until iop_loop_wake / post / stop;
+                                    a signal that interrupts the wait does not end it) */
     IOP_RUN_NOWAIT               /* one iteration, never blocking */
 } iop_run_mode_t;
 
