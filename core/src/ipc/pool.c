@@ -134,7 +134,8 @@ int iop_pool_create(iop_pool_t **out, const iop_pool_opts_t *opts)
             iop__pool_kill_all(p);
         for (uint32_t i = 0; i < o.nworkers && p->w; i++)
             if (p->w[i].state != IOP__W_EMPTY) {
-                waitpid(p->w[i].pid, NULL, 0);
+                while (waitpid(p->w[i].pid, NULL, 0) < 0 && errno == EINTR)
+                    ;
                 if (p->w[i].pidfd >= 0)
                     close(p->w[i].pidfd);
                 iop_ppipe_close(p->w[i].end);

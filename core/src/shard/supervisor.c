@@ -240,7 +240,9 @@ static void turn(iop__shard_sup_t *s, struct pollfd **pfds, size_t *cap)
         if (ms < (uint64_t)timeout)
             timeout = (int)ms;
     }
-    if (!room || poll(pf, k, timeout) < 0) {
+    /* A signal of the program's own (a handler without SA_RESTART) ends the poll
+     * early: that is no failure to wait on. */
+    if (!room || (poll(pf, k, timeout) < 0 && errno != EINTR)) {
         struct timespec ts = { 0, 10 * (long)IOP__MS };
         nanosleep(&ts, NULL);
     }
