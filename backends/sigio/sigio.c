@@ -400,15 +400,15 @@ static int backend_poll(void *state, iop_event_t *events, int max, int64_t timeo
         int n = check(st, events, max);
         if (n != 0 || timeout_ns == 0)
             return n;
-        if (st->rescan)
-            continue;   /* a SIGIO came with the last signals: check before sleeping */
         int64_t left = -1;
         if (timeout_ns > 0) {
             uint64_t now = clock_ns();
             if (now >= deadline)
-                return 0;
+                return 0;   /* also under a stream of SIGIOs, each asking a rescan */
             left = (int64_t)(deadline - now);
         }
+        if (st->rescan)
+            continue;   /* a SIGIO came with the last signals: check before sleeping */
         /* The failed check left the signalfd, the polled fds and at most the fds
          * named by its last signals, which this wait verifies as well. */
         int r = wait_signals(st, left);
