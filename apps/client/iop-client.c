@@ -222,9 +222,20 @@ static void *session_main(void *arg)
         iop_close(s->fd);
         return NULL;
     }
-    iop_go(loop, upstream, s, NULL, &s->up);
-    iop_go(loop, downstream, s, NULL, &s->down);
-    iop_join(s->down, NULL, 0);
+    /* Both directions or neither: one left alone would run until the server closes. */
+    if (iop_go(loop, upstream, s, NULL, &s->up) < 0) {
+        fprintf(stderr, PROG ": %s\n", iop_last_error());
+        s->failed = 1;
+        iop_close(s->fd);
+        return NULL;
+    }
+    if (iop_go(loop, downstream, s, NULL, &s->down) < 0) {
+        fprintf(stderr, PROG ": %s\n", iop_last_error());
+        s->failed = 1;
+        iop_cancel(s->up);
+    } else {
+        iop_join(s->down, NULL, 0);
+    }
     iop_join(s->up, NULL, 0);
     iop_close(s->fd);
     return NULL;
