@@ -21,6 +21,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -333,12 +334,62 @@ static int raise_fd_limit(uint32_t need)
     return setrlimit(RLIMIT_NOFILE, &rl) < 0 ? -errno : 0;
 }
 
-/* Opens every connection with a nonblocking connect and waits, bounded, until all
- * are established. 0, or -1 after saying why. */
+/* Connects connection 0 to the first of the target's addresses that takes it, and
+ * copies that address into *ss for the others: a name can resolve to ::1 before
+ * 127.0.0.1 with only one of them listening. 0, or -1 after saying why. */
+static int connect_first(load_t *l, const char *target, const struct addrinfo *ai,
+                         struct sockaddr_storage *ss, socklen_t *sslen)
+{
+    int err = EADDRNOTAVAIL;
+    for (; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            struct pollfd p = { .fd = fd, .events = POLLOUT };
+            int n = poll(&p, 1, (int)(CONNECT_LIMIT_NS / 1000000));
+            socklen_t len = sizeof err;
+            if (n < 0)
+                err = errno;
+            else if (n == 0)
+                err = ETIMEDOUT;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+        if (err == 0) {
+            l->conns[0].fd = fd;
+            memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+            *sslen = ai->ai_addrlen;
+            return 0;
+        }
+        close(fd);
+    }
+    fprintf(stderr, PROG ": connection 0: connect to %s: %s\n", target, strerror(err));
+    return -1;
+}
+
+/* Opens every connection but the first (connect_first's) with a nonblocking
+ * connect and waits, bounded, until all are established. 0, or -1 after saying
+ * why. */
 static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t sslen)
 {
+    uint32_t pending = 0;
     for (uint32_t i = 0; i < l->nconns; i++) {
         conn_t *c = &l->conns[i];
+        if (c->fd >= 0) {          /* connection 0: already established */
+            struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+            if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+                fprintf(stderr, PROG ": epoll_ctl: %s\n", strerror(errno));
+                return -1;
+            }
+            continue;
+        }
         c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->fd < 0) {
             fprintf(stderr, PROG ": socket: %s\n", strerror(errno));
@@ -356,10 +407,10 @@ static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t s
             return -1;
         }
         c->out_armed = 1;
+        pending++;
     }
 
     uint64_t deadline = bench_now_ns() + CONNECT_LIMIT_NS;
-    uint32_t pending = l->nconns;
     struct epoll_event evs[MAX_EVENTS];
     while (pending > 0) {
         uint64_t now = bench_now_ns();
@@ -578,10 +629,9 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *target = argv[optind];
-    struct sockaddr_storage ss;
-    socklen_t sslen;
+    struct addrinfo *addrs;
     char err[512];
-    if (bench_parse_hostport(target, 0, &ss, &sslen, err, sizeof err) < 0) {
+    if (iop_app_resolve(target, 0, &addrs, err, sizeof err) < 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return EXIT_USAGE;
     }
@@ -619,7 +669,9 @@ int main(int argc, char **argv)
     }
 
     int status = EXIT_FAILURE;
-    if (connect_all(&l, &ss, sslen) == 0 &&
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (connect_first(&l, target, addrs, &ss, &sslen) == 0 && connect_all(&l, &ss, sslen) == 0 &&
         run(&l, (uint64_t)(warmup_s * 1e9), (uint64_t)(duration_s * 1e9)) == 0) {
         print_results(&l, target, warmup_s, json);
         if (l.measured == 0)
@@ -636,5 +688,6 @@ int main(int argc, char **argv)
     free(tx);
     free(l.scratch);
     free(l.conns);
+    freeaddrinfo(addrs);
     return status;
 }
