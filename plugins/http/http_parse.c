@@ -1,6 +1,7 @@
 /* The HTTP/1.x request parser; the rules it enforces are listed in http_parse.h.
  * A cursor walks the head once; every "need more bytes" returns 0 so that the same
  * function checks a complete head and the start of one that filled the buffer. */
+#include <arpa/inet.h>
 #include <string.h>
 #include "http_parse.h"
 
@@ -257,18 +258,51 @@ static void keep_first(http_str_t *slot, http_str_t v)
 /* reg-name and IPv4 characters (RFC 3986: unreserved, pct-encoded, sub-delims). */
 static int host_char(unsigned char c) { return is_class(c, C_HOST); }
 
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = lower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* What RFC 3986 allows between the brackets of an IP-literal: an IPv6 address, or
+ * IPvFuture ("v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )). A name, an
+ * IPv4 address or a zone id ("%25eth0", RFC 6874: for URIs, never a Host) is not. */
+static int valid_ip_literal(const char *p, size_t n)
+{
+    if (n >= 2 && (p[0] == 'v' || p[0] == 'V')) {
+        size_t i = 1;
+        while (i < n && hex_value((unsigned char)p[i]) >= 0)
+            i++;
+        if (i == 1 || i + 1 >= n || p[i] != '.')
+            return 0;
+        for (i++; i < n; i++)
+            if ((!host_char((unsigned char)p[i]) || p[i] == '%') && p[i] != ':')
+                return 0;
+        return 1;
+    }
+    char addr[INET6_ADDRSTRLEN];
+    struct in6_addr a;
+    if (n >= sizeof addr)
+        return 0;
+    memcpy(addr, p, n);
+    addr[n] = '\0';
+    return inet_pton(AF_INET6, addr, &a) == 1;
+}
+
 /* uri-host [ ":" port ] (RFC 3986: reg-name, IPv4, "[" IP-literal "]"; port is
  * digits); may be empty. */
 static int valid_host(http_str_t v)
 {
     size_t i = 0;
     if (v.n && v.p[0] == '[') {
-        for (i = 1; i < v.n && v.p[i] != ']'; i++)
-            if (!host_char((unsigned char)v.p[i]) && v.p[i] != ':')
-                return 0;
-        if (i == v.n || i == 1)
-            return 0;                      /* "[::1" or "[]" */
-        i++;
+        const char *close = memchr(v.p, ']', v.n);
+        if (!close || !valid_ip_literal(v.p + 1, (size_t)(close - v.p) - 1))
+            return 0;                      /* "[::1", "[]", "[a.b]", "[1.2.3.4]" */
+        i = (size_t)(close - v.p) + 1;
     } else {
         while (i < v.n && host_char((unsigned char)v.p[i]))
             i++;
@@ -417,16 +451,6 @@ int http_parse_request(const char *b, size_t n, http_request_t *rq)
 }
 
 /* ---- path ------------------------------------------------------------------------------ */
-
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
 
 static int bad_segment(const char *s, size_t n)
 {

@@ -14,9 +14,10 @@
  *  - header lines: token ":" OWS value OWS, no space before the colon; a line that
  *    starts with SP/HTAB (obs-fold) is 400; control characters other than HTAB in a
  *    value are 400; more than HTTP_MAX_HEADERS lines is 431;
- *  - HTTP/1.1 without exactly one Host is 400; Content-Length must be digits, a
- *    second one with another value is 400; Content-Length together with
- *    Transfer-Encoding is 400 (request smuggling). */
+ *  - HTTP/1.1 without exactly one Host is 400, and so is a Host that is not
+ *    uri-host [":" port] (between brackets: an IPv6 address or IPvFuture);
+ *    Content-Length must be digits, a second one with another value is 400;
+ *    Content-Length together with Transfer-Encoding is 400 (request smuggling). */
 #ifndef IOPLEX_HTTP_PARSE_H
 #define IOPLEX_HTTP_PARSE_H
 

@@ -606,6 +606,9 @@ static void test_errors(void **state)
     expect_status_s("GET /hello" H11 "Bad Name: 1\r\n\r\n", 400, 1);
     expect_status_s("GET /hello" H11 "X-A : 1\r\n\r\n", 400, 1);
     expect_status_s("GET  /hello HTTP/1.1\r\nHost: t\r\n\r\n", 400, 1);
+    expect_status_s("GET /hello HTTP/1.1\r\nHost: [localhost]:80\r\n\r\n", 400, 1);   /* not an IP-literal */
+    expect_status_s("GET /hello HTTP/1.1\r\nHost: [127.0.0.1]\r\n\r\n", 400, 1);
+    expect_status_s("GET /nothing-here HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 404, 0);
     expect_status_s("GET /hello" H11 "Content-Length: 1x\r\n\r\n", 400, 1);
     expect_status_s("GET /hello" H11 "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", 400, 1);
     expect_status_s("GET /hello HTTP/2.0\r\nHost: t\r\n\r\n", 505, 1);

@@ -63,6 +63,8 @@ static void test_request_forms(void **state)
     assert_true(parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", &rq) > 0);
     assert_true(parse("GET / HTTP/1.1\r\nHost: a-b.example_x~:80\r\n\r\n", &rq) > 0);
     assert_true(parse("GET / HTTP/1.1\r\nHost: [::ffff:127.0.0.1]\r\n\r\n", &rq) > 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: [v1.fe:80]:8080\r\n\r\n", &rq) > 0);   /* IPvFuture */
+    assert_true(parse("GET / HTTP/1.1\r\nHost: [2001:DB8::A]\r\n\r\n", &rq) > 0);
     assert_true(parse("GET / HTTP/1.1\r\nHost: h:\r\n\r\n", &rq) > 0);   /* port = *DIGIT */
     /* Range is not a list: a second one makes it invalid, and an invalid one is ignored */
     assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nRange: bytes=5-9\r\n\r\n", &rq) > 0);
@@ -102,6 +104,12 @@ static void test_request_errors(void **state)
         { "GET / HTTP/1.1\r\nHost: []:80\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: [::1]:x\r\n\r\n", -400 },    /* a port is digits */
         { "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: [localhost]\r\n\r\n", -400 },  /* brackets hold an IP-literal */
+        { "GET / HTTP/1.1\r\nHost: [127.0.0.1]:80\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: [:::::]\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: [v1.]\r\n\r\n", -400 },
+        { "GET / HTTP/1.1\r\nHost: [vx.a]\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h:8:0\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", -400 },
         { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n", -400 },
