@@ -62,10 +62,13 @@ static uring_fd_t *fd_state(uring_state_t *st, int fd)
     return st->host->fd_state(st->host->core, fd);
 }
 
-/* A ring set up with SINGLE_ISSUER belongs to the task that enables it, and a
- * registered ring fd to the task that registers it: both are done on the first
- * entry, which comes from the thread running the loop (a loop may be created on one
- * thread and run on another). */
+/* A ring set up with SINGLE_ISSUER belongs to the task that enables it: that is
+ * done on the first entry, which comes from the thread running the loop (a loop may
+ * be created on one thread and run on another). A registered ring fd is a slot in
+ * the registering thread's own table, and io_uring_queue_exit frees that slot
+ * number in the table of whichever thread destroys the ring: a loop run elsewhere
+ * and destroyed by its creator would free a slot of the creator's own rings. So
+ * only a loop run on its creator's thread registers its fd. */
 static void ring_enable(uring_state_t *st)
 {
     if (!st->first_entry)
@@ -77,6 +80,8 @@ static void ring_enable(uring_state_t *st)
         /* liburing 2.3 declares io_uring_enable_rings but does not export it. */
         syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     }
+    if (gettid() != st->creator)
+        return;
     (*st->host->syscalls)++;
     if (io_uring_register_ring_fd(&st->ring) == 1)
         st->feat |= F_REG_RING_FD;
@@ -419,6 +424,7 @@ static int backend_create(void **state, const iop_backend_host_t *host,
     if (!st->valgrind)
         io_uring_ring_dontfork(&st->ring);
     st->first_entry = 1;
+    st->creator = gettid();
     st->ts = host->alloc(st->ring.sq.ring_entries * sizeof *st->ts);
     if (!st->ts) {
         ring_exit(&st->ring);

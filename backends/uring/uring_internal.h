@@ -65,6 +65,7 @@ typedef struct uring_state {
     int defer;               /* DEFER_TASKRUN: completions run only when we ask for events */
     int disabled;            /* created R_DISABLED: enabled by the first entry, on the loop's thread */
     int first_entry;         /* no entry yet: ring_enable has work to do */
+    pid_t creator;           /* the thread that made the ring (gettid) */
     int valgrind;            /* running under valgrind: see wait_in_ppoll, mark_written */
     uint64_t inflight;       /* ops whose last CQE has not come */
     uint64_t poll_seq;       /* next watch token */

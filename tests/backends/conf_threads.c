@@ -319,3 +319,55 @@ void test_once_waits_through_signals(void **state)
     iop_timer_stop(&t);
     iop_loop_destroy(loop);
 }
+
+/* The thread that made a loop which another thread ran destroys it, and goes on
+ * with a loop of its own. On io_uring the runner registered the ring's fd in its
+ * own table of registered rings; destroying from here unregistered that slot
+ * number in this thread's table, which held the other loop's ring (uring+sqpoll,
+ * and every ring under valgrind: without SINGLE_ISSUER the kernel allows it), and
+ * the other loop's next wait failed with -EBADF. */
+static int own_fired;
+
+static void own_timer(iop_timer_t *t)
+{
+    (void)t;
+    own_fired++;
+}
+
+static int run_one_timer(iop_loop_t *loop)
+{
+    iop_timer_t t;
+    memset(&t, 0, sizeof t);
+    iop_update_time(loop);
+    assert_int_equal(iop_timer_start(loop, &t, 1000000ull, 0, own_timer), 0);
+    int r = iop_loop_run(loop, IOP_RUN_DEFAULT);
+    iop_timer_stop(&t);
+    return r;
+}
+
+void test_destroy_after_other_thread_spares_own_loop(void **state)
+{
+    (void)state;
+    iop_loop_t *mine = tu_loop_new();
+    own_fired = 0;
+    assert_int_equal(run_one_timer(mine), 0);   /* entered from this thread */
+    assert_int_equal(own_fired, 1);
+    if (strcmp(iop_loop_backend(mine), "sigio") == 0) {
+        iop_loop_destroy(mine);
+        skip();   /* a sigio loop runs only where it was made (test_run_on_other_thread) */
+    }
+    other_loop = tu_loop_new();
+    other_fired = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_elsewhere, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(other_res, 0);
+    assert_int_equal(other_fired, 1);
+    iop_loop_destroy(other_loop);
+
+    int r = run_one_timer(mine);
+    if (r < 0)
+        fail_msg("own loop after destroying the other: %d %s", r, iop_last_error());
+    assert_int_equal(own_fired, 2);
+    iop_loop_destroy(mine);
+}
