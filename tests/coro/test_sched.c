@@ -2,6 +2,7 @@
  * yield, greenlet switches with values and parents, scoped deadlines, cancel,
  * nurseries, and what blocking outside a coroutine does. Runs on the backend named
  * by argv[1]. */
+#include <pthread.h>
 #include <unistd.h>
 #include "sched_test.h"
 
@@ -97,6 +98,40 @@ static void test_join_outside_deadline_deadlock(void **state)
     assert_int_equal(iop_cancel(c), 0);                 /* from main: it runs at once */
     assert_true(iop_coro_done(c));
     assert_int_equal(iop_join(c, &res, 0), 0);
+    assert_int_equal((intptr_t)res, -ECANCELED);
+}
+
+/* Work another thread has already posted is on the loop: a join from main runs it
+ * (here it cancels the coroutine joined) instead of calling the wait a deadlock.
+ * The poster is joined before iop_join, so the post is queued when the join
+ * looks; it used to see no op, watch or timer and fail with -EDEADLK at once. */
+static iop_post_t cancel_post;
+static iop_coro_t *to_cancel;
+
+static void cancel_posted(iop_post_t *p)
+{
+    (void)p;
+    iop_cancel(to_cancel);
+}
+
+static void *post_cancel_thread(void *arg)
+{
+    (void)arg;
+    iop_loop_post(st_loop, &cancel_post, cancel_posted);
+    return NULL;
+}
+
+static void test_join_runs_posted_work(void **state)
+{
+    (void)state;
+    assert_int_equal(iop_go(st_loop, wait_forever, NULL, NULL, &to_cancel), 0);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* it parks */
+    assert_false(iop_coro_done(to_cancel));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_cancel_thread, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    void *res = NULL;
+    assert_int_equal(iop_join(to_cancel, &res, 0), 0);
     assert_int_equal((intptr_t)res, -ECANCELED);
 }
 
@@ -941,6 +976,7 @@ int main(int argc, char **argv)
         T(test_spawn_join_from_outside),
         T(test_join_from_coroutine),
         T(test_join_outside_deadline_deadlock),
+        T(test_join_runs_posted_work),
         T(test_detached_and_no_alloc),
         T(test_go_copies_arg),
         T(test_yield_round_robin),

@@ -66,9 +66,9 @@ IOP_EXPORT int iop_go(iop_loop_t *loop, iop_coro_fn fn, void *arg,
 /* Waits until c ends; *result gets fn's return value. Frees c. From a coroutine it
  * parks; from outside any coroutine it runs the loop until c ends. 0, -ETIMEDOUT at
  * the deadline, -ECANCELED; from main also -EDEADLK as soon as nothing on the loop
- * (an op, a watch, a timer, a queued callback) could wake c any more. What another
- * thread will iop_loop_post later is not on the loop yet and does not count: a join
- * waiting for such work needs a deadline (whose timer counts). */
+ * (an op, a watch, a timer, a queued callback, a post already made) could wake c
+ * any more. What another thread will iop_loop_post later is not on the loop yet and
+ * does not count: a join waiting for such work needs a deadline (whose timer counts). */
 IOP_EXPORT int iop_join(iop_coro_t *c, void **result, uint64_t deadline);
 
 IOP_EXPORT iop_coro_t *iop_self(void);          /* NULL outside a coroutine */

@@ -775,8 +775,9 @@ int iop__run_until(iop_loop_t *loop, int (*done)(void *arg), void *arg, uint64_t
         if (deadline && !iop_timer_active(&guard) &&
             (r = iop_timer_start(loop, &guard, deadline - now, 0, guard_fired)) < 0)
             break;
-        /* ONCE would block for good on a loop with nothing pending. */
-        if (!loop->active && !loop->done_head) {
+        /* ONCE would block for good on a loop with nothing pending. Posts another
+         * thread has already queued are pending: ONCE runs them. */
+        if (!loop->active && !loop->done_head && !atomic_load(&loop->posts)) {
             r = iop__fail(-EDEADLK, "coroutines: nothing left that could wake what is waited for (a deadlock)");
             break;
         }
