@@ -287,11 +287,17 @@ void iop_loop_destroy(iop_loop_t *loop)
     if (!loop)
         return;
     /* From one of its own callbacks or coroutines the iteration under way would
-     * go on in freed memory: refused, the loop goes on. (A child forked from a
-     * callback frees its copy: nothing runs the loop there.) */
-    if (loop->running && loop->pid == getpid()) {
-        iop__fail(-EBUSY, "iop_loop_destroy: the loop is running (called from its own callback?): "
-                  "destroy it after iop_loop_run returns");
+     * go on in freed memory: refused, the loop goes on; so is another thread
+     * while one runs it. (A child forked from a callback frees its copy: nothing
+     * runs the loop there.) */
+    uintptr_t runner = atomic_load_explicit(&loop->runner, memory_order_acquire);
+    if (runner && loop->pid == getpid()) {
+        if (runner == iop__thread_id())
+            iop__fail(-EBUSY, "iop_loop_destroy: the loop is running (called from its own callback?): "
+                      "destroy it after iop_loop_run returns");
+        else
+            iop__fail(-EBUSY, "iop_loop_destroy: the loop is running on another thread: stop it "
+                      "(iop_loop_stop) and destroy it there after iop_loop_run returns");
         return;
     }
     /* A thread may still be leaving post / wake / stop (see caller_enter). */
@@ -629,10 +635,24 @@ static int interrupted(iop_loop_t *loop, int n, uint64_t wait_from, int64_t time
     return timeout < 0 || loop->now - wait_from < (uint64_t)timeout;
 }
 
+uintptr_t iop__thread_id(void)
+{
+    static _Thread_local char self;   /* its address differs between live threads */
+    return (uintptr_t)&self;
+}
+
 int iop__fail_forked(const iop_loop_t *loop, const char *what)
 {
     return iop__fail(-ECHILD, "%s: this loop belongs to process %d; a forked child must create its own loop",
                      what, (int)loop->pid);
+}
+
+static int run_refused(int same_thread)
+{
+    if (same_thread)
+        return iop__fail(-EBUSY, "iop_loop_run: the loop is already running (called from a callback?)");
+    return iop__fail(-EBUSY, "iop_loop_run: the loop is running on another thread (one thread runs a "
+                     "loop; others may only iop_loop_post, iop_loop_wake and iop_loop_stop)");
 }
 
 int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
@@ -641,15 +661,20 @@ int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
         return iop__fail(-EINVAL, "iop_loop_run: unknown mode %d", (int)mode);
     if (iop__forked(loop))
         return iop__fail_forked(loop, "iop_loop_run");
-    if (loop->running)
-        return iop__fail(-EBUSY, "iop_loop_run: the loop is already running (called from a callback?)");
+    /* One runner at a time: a second thread would share every structure of the
+     * loop with the first. Claimed atomically so that the refusal is certain. */
+    uintptr_t runner = atomic_load_explicit(&loop->runner, memory_order_acquire), me = iop__thread_id();
+    if (runner)
+        return run_refused(runner == me);
     /* The scheduler switches back to the thread's own stack, not to a coroutine
      * that runs a loop of its own: its coroutines would end in the wrong place. */
     iop_coro_t *self = iop_self();
     if (self)
         return iop__fail(-EPERM, "iop_loop_run: called from coroutine '%s' (run loops from the thread's main "
                          "context; a coroutine waits with the blocking calls instead)", iop_coro_name(self));
-    loop->running = 1;
+    if (!atomic_compare_exchange_strong_explicit(&loop->runner, &runner, me, memory_order_acquire,
+                                                 memory_order_acquire))
+        return run_refused(runner == me);
     int r = 0, polled = 0;
     iop_update_time(loop);
     for (;;) {
@@ -677,7 +702,7 @@ int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
         if (n > 0)
             dispatch(loop, n);
     }
-    loop->running = 0;
+    atomic_store_explicit(&loop->runner, 0, memory_order_release);
     if (r < 0)
         return r;
     return loop->active || loop->done_head ? 1 : 0;

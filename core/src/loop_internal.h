@@ -79,8 +79,7 @@ struct iop_loop {
     atomic_int wake_pending;
     atomic_int callers;            /* other threads inside post / wake / stop */
     atomic_int stop;
-    pthread_t thread;              /* the thread inside iop_loop_run */
-    int running;
+    atomic_uintptr_t runner;       /* the thread inside iop_loop_run (iop__thread_id), 0 = none */
     pid_t pid;                     /* creator: a forked child must make its own */
     unsigned fork_gen;             /* loop.c's fork count when created */
     uint32_t busy_poll_us;
@@ -141,6 +140,12 @@ static inline int iop__forked(const iop_loop_t *loop)
     return loop->fork_gen != atomic_load_explicit(&iop__fork_gen, memory_order_relaxed) && loop->pid != getpid();
 }
 int iop__fail_forked(const iop_loop_t *loop, const char *what);
+/* This thread, as a number no other live thread shares; never 0. */
+uintptr_t iop__thread_id(void);
+static inline int iop__loop_running(const iop_loop_t *loop)
+{
+    return atomic_load_explicit(&loop->runner, memory_order_acquire) != 0;
+}
 void iop__deliver(iop_loop_t *loop, iop_op_t *op, int res, unsigned evflags);
 int iop__pool_take(iop_loop_t *loop, uint32_t *bid);
 /* Cancels target with one of the loop's own cancel records (nobody waits for it in

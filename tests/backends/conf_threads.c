@@ -371,3 +371,59 @@ void test_destroy_after_other_thread_spares_own_loop(void **state)
     assert_int_equal(own_fired, 2);
     iop_loop_destroy(mine);
 }
+
+/* A loop is run by one thread at a time. Another thread's iop_loop_run and
+ * iop_loop_destroy while it runs are refused with -EBUSY and a reason that names
+ * the other thread (they read a plain flag the runner was writing, and blamed a
+ * callback of the loop's own). The runner makes the loop itself: a sigio loop
+ * runs only where it was made. */
+static atomic_int busy_running;
+static _Atomic(iop_loop_t *) busy_loop;
+
+static void busy_seen(iop_post_t *p)
+{
+    (void)p;
+    atomic_store(&busy_running, 1);
+}
+
+static void *make_and_run(void *arg)
+{
+    (void)arg;
+    iop_loop_t *loop = tu_loop_new();
+    iop_timer_t keep;   /* keeps RUN_DEFAULT going until the stop */
+    memset(&keep, 0, sizeof keep);
+    iop_timer_start(loop, &keep, 60000 * 1000000ull, 0, other_timer);
+    atomic_store(&busy_loop, loop);
+    other_res = iop_loop_run(loop, IOP_RUN_DEFAULT);
+    iop_timer_stop(&keep);
+    return NULL;
+}
+
+void test_run_refused_while_another_thread_runs(void **state)
+{
+    (void)state;
+    atomic_store(&busy_running, 0);
+    atomic_store(&busy_loop, NULL);
+    other_res = -1;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, make_and_run, NULL), 0);
+    iop_loop_t *loop = NULL;
+    for (int i = 0; i < 5000 && !(loop = atomic_load(&busy_loop)); i++)
+        tu_sleep_ms(1);
+    assert_non_null(loop);
+    iop_post_t seen = { 0 };
+    assert_int_equal(iop_loop_post(loop, &seen, busy_seen), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&busy_running); i++)
+        tu_sleep_ms(1);
+    assert_true(atomic_load(&busy_running));   /* the other thread is inside run */
+
+    assert_int_equal(iop_loop_run(loop, IOP_RUN_NOWAIT), -EBUSY);
+    assert_non_null(strstr(iop_last_error(), "another thread"));
+    iop_loop_destroy(loop);                    /* refused: the loop goes on */
+    assert_non_null(strstr(iop_last_error(), "another thread"));
+
+    iop_loop_stop(loop);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(other_res, 1);            /* the timer was still pending */
+    iop_loop_destroy(loop);
+}

@@ -107,6 +107,7 @@ void test_stop_from_other_thread(void **state);
 void test_run_on_other_thread(void **state);
 void test_once_waits_through_signals(void **state);
 void test_destroy_after_other_thread_spares_own_loop(void **state);
+void test_run_refused_while_another_thread_runs(void **state);
 
 /* conf_once.c */
 void test_exactly_once_never_inside_submit(void **state);

@@ -96,6 +96,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_run_on_other_thread),
         cmocka_unit_test(test_once_waits_through_signals),
         cmocka_unit_test(test_destroy_after_other_thread_spares_own_loop),
+        cmocka_unit_test(test_run_refused_while_another_thread_runs),
 
         cmocka_unit_test(test_exactly_once_never_inside_submit),
         cmocka_unit_test(test_resubmit_from_callback),

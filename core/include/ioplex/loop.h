@@ -54,7 +54,8 @@ IOP_EXPORT int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts);
 /* Frees the loop. Ops still in flight are dropped without their callbacks (their
  * records are the caller's); fds are not closed. Not while the loop runs: called
  * from one of its callbacks or coroutines it does nothing but leave -EBUSY's
- * reason in iop_last_error() (stop the loop, destroy it after iop_loop_run). A loop is never shared across
+ * reason in iop_last_error() (stop the loop, destroy it after iop_loop_run), and so
+ * does another thread while one runs it. A loop is never shared across
  * fork: in a child, run, iop_submit, iop_watch_start, iop_fd_register and
  * iop_buf_register fail with -ECHILD, iop_fd_forget and iop_buf_release do nothing
  * (iop_fd_close just closes), iop_buf_unregister and destroy free only the core's
@@ -65,7 +66,8 @@ IOP_EXPORT void iop_loop_destroy(iop_loop_t *loop);
 
 /* Runs the loop. Returns 1 if something is still pending (a watch, a timer, an op),
  * 0 if nothing is, or -errno if the backend failed; -EBUSY from one of its own
- * callbacks, -EPERM from inside a coroutine (of any loop). */
+ * callbacks or while another thread runs it, -EPERM from inside a coroutine (of
+ * any loop). */
 IOP_EXPORT int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode);
 
 /* Makes iop_loop_run return after the current iteration. Thread-safe. Called while

@@ -759,7 +759,7 @@ static int coro_ended(void *arg) { return ((iop_coro_t *)arg)->state == IOP__CS_
 
 int iop__run_until(iop_loop_t *loop, int (*done)(void *arg), void *arg, uint64_t deadline)
 {
-    if (loop->running)
+    if (iop__loop_running(loop))
         return iop__fail(-EBUSY, "cannot wait for coroutines from inside a loop callback");
     iop_update_time(loop);
     iop_timer_t guard;
