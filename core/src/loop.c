@@ -696,7 +696,9 @@ int iop_loop_run(iop_loop_t *loop, iop_run_mode_t mode)
         iop_update_time(loop);
         polled = polled || !interrupted(loop, n, wait_from, timeout);
         if (n < 0 && n != -EINTR) {
-            r = iop__fail(n, "iop_loop_run: backend %s failed: %s", loop->be->name, iop_strerror(n));
+            /* -EXDEV: a backend tied to its creator's thread (sigio's signals go there) */
+            r = iop__fail(n, "iop_loop_run: backend %s failed: %s%s", loop->be->name, iop_strerror(n),
+                          n == -EXDEV ? " (it serves only the thread that created the loop: run it there)" : "");
             break;
         }
         if (n > 0)

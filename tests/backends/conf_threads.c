@@ -221,6 +221,7 @@ void test_stop_from_other_thread(void **state)
  * thread that made the loop: it says -EXDEV (backends/sigio/README.md). */
 static iop_loop_t *other_loop;
 static int other_fired, other_res;
+static char other_err[512];   /* the runner's iop_last_error() after its run */
 
 static void other_timer(iop_timer_t *t)
 {
@@ -239,6 +240,7 @@ static void *run_elsewhere(void *arg)
     iop_update_time(other_loop);
     iop_timer_start(other_loop, &t, 50 * 1000000ull, 0, other_timer);
     other_res = iop_loop_run(other_loop, IOP_RUN_DEFAULT);
+    snprintf(other_err, sizeof other_err, "%s", iop_last_error());
     iop_timer_stop(&t);
     return NULL;
 }
@@ -253,6 +255,8 @@ void test_run_on_other_thread(void **state)
     assert_int_equal(pthread_join(th, NULL), 0);
     if (strcmp(iop_loop_backend(other_loop), "sigio") == 0) {
         assert_int_equal(other_res, -EXDEV);
+        /* and says why, not only "Invalid cross-device link" */
+        assert_non_null(strstr(other_err, "thread that created the loop"));
     } else {
         assert_int_equal(other_res, 0);
         assert_int_equal(other_fired, 1);

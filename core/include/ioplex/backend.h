@@ -114,7 +114,8 @@ typedef struct iop_backend_desc {
      * core) goes to a socket: send it with MSG_NOSIGNAL, as send and sendmsg are. */
     int (*submit)(void *state, iop_op_t *op);
     /* Waits up to timeout_ns (-1 = forever, 0 = don't block) and fills up to max
-     * events. Returns the count, or -errno (-EINTR counts as 0 events). */
+     * events. Returns the count, or -errno (-EINTR counts as 0 events; -EXDEV says
+     * the instance serves only the thread that created it, and the core says so). */
     int (*poll)(void *state, iop_event_t *events, int max, int64_t timeout_ns);
     /* Optional: wake a poll blocked in another thread. NULL = the core's eventfd. */
     int (*wake)(void *state);
