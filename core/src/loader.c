@@ -352,6 +352,23 @@ static int say_missing(const char *kind, const char *name, const char *dirs, cha
  * this lock. It guards the library, not data of ours. */
 static pthread_mutex_t ltdl_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A fork copies the lock as it is: held by a thread inside libltdl, it would stay
+ * held in the child, where that thread does not exist, and the child's first loop
+ * would wait for ever. fork takes it first (libltdl's state is then whole in the
+ * child too). Registered on first use, after the allocator has registered its
+ * own handlers: prepare handlers run newest first, so the lock is taken before
+ * the allocator's locks, which a thread inside libltdl may still need. */
+static pthread_once_t ltdl_fork_once = PTHREAD_ONCE_INIT;
+static void ltdl_fork_prepare(void) { pthread_mutex_lock(&ltdl_lock); }
+static void ltdl_fork_release(void) { pthread_mutex_unlock(&ltdl_lock); }
+static void ltdl_fork_hook(void) { pthread_atfork(ltdl_fork_prepare, ltdl_fork_release, ltdl_fork_release); }
+
+static void ltdl_lock_take(void)
+{
+    pthread_once(&ltdl_fork_once, ltdl_fork_hook);
+    pthread_mutex_lock(&ltdl_lock);
+}
+
 static const char *ltdl_reason(void)
 {
     const char *e = lt_dlerror();
@@ -380,7 +397,7 @@ static void *bind_now(const char *path, int *err, char *why, size_t whylen)
 static int ltdl_open(const char *path, lt_dlhandle *h, char *why, size_t whylen)
 {
     int r = 0;
-    pthread_mutex_lock(&ltdl_lock);
+    ltdl_lock_take();
     if (lt_dlinit() != 0) {
         r = say(-ENOMEM, why, whylen, "libltdl failed to start: %s", ltdl_reason());
         lt_dlexit();   /* lt_dlinit counts even a failed start */
@@ -404,7 +421,7 @@ static int ltdl_open(const char *path, lt_dlhandle *h, char *why, size_t whylen)
 static int ltdl_sym(lt_dlhandle h, const char *symbol, const void **sym, char *why, size_t whylen)
 {
     int r = 0;
-    pthread_mutex_lock(&ltdl_lock);
+    ltdl_lock_take();
     if (!(*sym = lt_dlsym(h, symbol))) {
         lt_dlerror();   /* only says "undefined symbol", and must not linger */
         r = say(-ENOEXEC, why, whylen, "no descriptor symbol '%s'", symbol);
@@ -415,7 +432,7 @@ static int ltdl_sym(lt_dlhandle h, const char *symbol, const void **sym, char *w
 
 static void ltdl_close(lt_dlhandle h)
 {
-    pthread_mutex_lock(&ltdl_lock);
+    ltdl_lock_take();
     lt_dlclose(h);
     lt_dlexit();
     pthread_mutex_unlock(&ltdl_lock);

@@ -10,6 +10,7 @@
 #include <link.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,6 +510,54 @@ static void test_threads_share_loader(void **state)
     }
 }
 
+/* A child forked while another thread creates loops makes its own loop. The
+ * loader's lock was copied held by whichever thread was inside libltdl at the fork,
+ * and the child, where that thread does not exist, waited for it for ever. */
+static atomic_int fork_churn_stop;
+
+static void *churn_until_stopped(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fork_churn_stop)) {
+        iop_loop_opts_t o = opts_for("poll", MODULES, NULL);
+        iop_loop_t *loop = NULL;
+        if (iop_loop_create(&loop, &o) != 0)
+            return (void *)1;
+        iop_loop_destroy(loop);
+    }
+    return NULL;
+}
+
+static void test_fork_while_threads_load(void **state)
+{
+    (void)state;
+    atomic_store(&fork_churn_stop, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, churn_until_stopped, NULL), 0);
+    int hung = 0, failed = 0;
+    for (int i = 0; i < 40 && !hung && !failed; i++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            alarm(10);   /* a child stuck on the lock dies of SIGALRM */
+            iop_loop_opts_t o = opts_for("poll", MODULES, NULL);
+            iop_loop_t *loop = NULL;
+            _exit(iop_loop_create(&loop, &o) == 0 ? 0 : 1);
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        hung = WIFSIGNALED(status);
+        failed = WIFEXITED(status) && WEXITSTATUS(status) != 0;
+    }
+    atomic_store(&fork_churn_stop, 1);
+    void *res = (void *)1;
+    assert_int_equal(pthread_join(t, &res), 0);
+    assert_null(res);
+    assert_false(hung);
+    assert_false(failed);
+}
+
 int main(void)
 {
     /* The tests set what they need; nothing from the caller's shell may leak in. */
@@ -526,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_explicit_beats_env),
         cmocka_unit_test(test_backend_list),
         cmocka_unit_test(test_threads_share_loader),
+        cmocka_unit_test(test_fork_while_threads_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
