@@ -52,7 +52,10 @@ typedef struct iop_loop_stats {
 IOP_EXPORT int iop_loop_create(iop_loop_t **out, const iop_loop_opts_t *opts);
 
 /* Frees the loop. Ops still in flight are dropped without their callbacks (their
- * records are the caller's); fds are not closed. Not while the loop runs: called
+ * records are the caller's), and so are posts that have not run yet; fds are not
+ * closed. Destroy it on the thread that last ran it: io_uring can cancel the ops
+ * still in flight only from that thread (elsewhere they stay marked in flight and
+ * the kernel drops them when the ring goes). Not while the loop runs: called
  * from one of its callbacks or coroutines it does nothing but leave -EBUSY's
  * reason in iop_last_error() (stop the loop, destroy it after iop_loop_run), and so
  * does another thread while one runs it. A loop is never shared across

@@ -143,6 +143,12 @@ static void altstack_release(void *mem)
         munmap(mem, ALTSTACK_SIZE);
 }
 
+/* A fork copies the table's lock as it is: held by another thread that was adding
+ * or removing a stack, it would stay held in the child, whose first coroutine
+ * would then wait for ever. fork takes it first. */
+static void fork_prepare(void) { pthread_mutex_lock(&g.lock); }
+static void fork_release(void) { pthread_mutex_unlock(&g.lock); }
+
 static void process_init(void)
 {
     long maps = iop__max_map_count();
@@ -157,6 +163,7 @@ static void process_init(void)
     g.free_slots = (uint32_t *)(g.ranges + cap);
     g.cap = cap;
     pthread_key_create(&g.altstack_key, altstack_release);
+    pthread_atfork(fork_prepare, fork_release, fork_release);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
