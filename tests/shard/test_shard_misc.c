@@ -1,7 +1,7 @@
 /* Supervisor behaviour that does not depend on the backend (run on the default
  * one): the crash-loop limit, a drain that times out, a worker whose setup fails,
  * options refused before any fork, CPU pinning and reuseport steering by the
- * receiving CPU. */
+ * receiving CPU, a worker's leak reported in an ASan build. */
 #include "test_shard_harness.h"
 
 #include <arpa/inet.h>
@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -254,6 +255,48 @@ static int never_called(iop_shard_worker_t *w)
     return 99;
 }
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(TEST_ASAN)
+#define TEST_ASAN 1
+#endif
+
+#if TEST_ASAN
+/* Loses a block, then serves. */
+static int leaking_worker(iop_shard_worker_t *w)
+{
+    char *volatile lost = malloc(48);
+    if (lost)
+        lost[0] = 1;
+    lost = NULL;
+    return sh_echo_worker(w);
+}
+#endif
+
+/* A worker ends with _exit, past the leak checker's atexit run: in an ASan build
+ * it checks for leaks itself, and one it finds makes its exit status non-zero,
+ * which the supervisor reports. */
+static void test_worker_leak_is_reported(void **state)
+{
+    (void)state;
+#if TEST_ASAN
+    const char *opts = getenv("ASAN_OPTIONS");
+    if (opts && strstr(opts, "detect_leaks=0"))
+        skip();
+    sh_config_t c = { .worker = leaking_worker, .workers = 1 };
+    sh_start(&c);
+    assert_true(sh_wait_ready(NULL, 0, 10000));
+    assert_int_equal(sh_stop(SIGTERM, 20000), 0);
+    fprintf(stderr, "# supervisor log: %s\n", sh->log);
+    assert_non_null(strstr(sh->log, "exited with status 23 while draining"));
+#else
+    skip();                        /* no leak checker in this build */
+#endif
+}
+
 /* Refused before any fork, in this very process, leaving the signal mask alone. */
 static void test_bad_options(void **state)
 {
@@ -414,6 +457,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_setup_failure, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_pinning_and_steering, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_worker_leak_is_reported, sh_setup, sh_teardown),
     };
     return cmocka_run_group_tests_name("shard.misc", tests, NULL, NULL);
 }
