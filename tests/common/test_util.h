@@ -76,6 +76,18 @@ int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *a
 #define TU_SANITIZED 0
 #endif
 
+/* 1 in an AddressSanitizer build (gcc's or clang's way of saying so). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TU_ASAN 1
+#endif
+#endif
+#ifndef TU_ASAN
+#define TU_ASAN 0
+#endif
+
 /* Fills buf with a reproducible pseudo-random pattern from seed. */
 void tu_fill_pattern(void *buf, size_t len, uint32_t seed);
 

@@ -255,16 +255,7 @@ static int never_called(iop_shard_worker_t *w)
     return 99;
 }
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(TEST_ASAN)
-#define TEST_ASAN 1
-#endif
-
-#if TEST_ASAN
+#if TU_ASAN
 /* Loses a block, then serves. */
 static int leaking_worker(iop_shard_worker_t *w)
 {
@@ -282,7 +273,7 @@ static int leaking_worker(iop_shard_worker_t *w)
 static void test_worker_leak_is_reported(void **state)
 {
     (void)state;
-#if TEST_ASAN
+#if TU_ASAN
     const char *opts = getenv("ASAN_OPTIONS");
     if (opts && strstr(opts, "detect_leaks=0"))
         skip();

@@ -14,20 +14,7 @@
 #include "ctx_arch.h"
 #include "ioplex/coro.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define IOP__ASAN 1
-#endif
-#if __has_feature(thread_sanitizer)
-#define IOP__TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(IOP__ASAN)
-#define IOP__ASAN 1
-#endif
-#if defined(__SANITIZE_THREAD__) && !defined(IOP__TSAN)
-#define IOP__TSAN 1
-#endif
+#include "sanitizer_internal.h"
 
 #if IOP__ASAN
 #include <sanitizer/common_interface_defs.h>

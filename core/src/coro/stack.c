@@ -29,14 +29,7 @@
 #include "stack.h"
 #include "stack_guard.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define IOP__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(IOP__ASAN)
-#define IOP__ASAN 1
-#endif
+#include "sanitizer_internal.h"
 #if IOP__ASAN
 #include <sanitizer/asan_interface.h>
 #define IOP__NO_ASAN __attribute__((no_sanitize_address))

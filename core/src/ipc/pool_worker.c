@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #include "pool_internal.h"
+#include "sanitizer_internal.h"
 
 int iop_pool_out_set(iop_pool_out_t *out, const void *data, size_t len)
 {
@@ -58,7 +59,8 @@ static int report(iop_ppipe_t *end, uint32_t type, int status, uint64_t id, cons
     return iop_ppipe_sendv(end, v, 3, NULL, 0, 0) < 0 ? -1 : 0;
 }
 
-static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
+/* Runs tasks until the pool says quit or goes; returns the receive buffer. */
+static uint8_t *serve_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
 {
     size_t cap = 64 * 1024;
     uint8_t *buf = iop_malloc(cap);
@@ -67,7 +69,7 @@ static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
         if (n == -EMSGSIZE) {
             ssize_t need = iop_ppipe_peek(end, NULL, 0);
             if (need <= (ssize_t)cap)
-                return;            /* not something the pool sends */
+                return buf;        /* not something the pool sends */
             iop_free(buf);
             buf = iop_malloc((size_t)need);
             cap = (size_t)need;
@@ -75,10 +77,10 @@ static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
         }
         iop__pool_task_hdr_t h;
         if (n < (ssize_t)sizeof h)
-            return;                /* -EPIPE: the pool is gone */
+            return buf;            /* -EPIPE: the pool is gone */
         memcpy(&h, buf, sizeof h);
         if (h.type != IOP__PM_TASK)
-            return;                /* QUIT */
+            return buf;            /* QUIT */
         iop_pool_fn fn;
         memcpy(&fn, &h.fn, sizeof fn);
         out_reset(out);
@@ -89,8 +91,17 @@ static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
             r = -EMSGSIZE;
         }
         if (report(end, IOP__PM_RESULT, r, h.id, out) < 0)
-            return;
+            return buf;
     }
+    return NULL;
+}
+
+/* What the worker holds is freed before it leaves, so that the leak check of a
+ * sanitizer build (iop__exit_checked) sees only what tasks lost. */
+static void run_tasks(size_t max_msg, iop_ppipe_t *end, iop_pool_out_t *out)
+{
+    iop_free(serve_tasks(max_msg, end, out));
+    out_reset(out);
 }
 
 _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *end, pid_t parent)
@@ -98,7 +109,7 @@ _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *
     /* Die with the pool's thread; if it already died, the signal would never come. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
-        _exit(0);
+        iop__exit_checked(0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -109,11 +120,12 @@ _Noreturn void iop__pool_worker_main(iop_pool_t *p, uint32_t slot, iop_ppipe_t *
         int r = p->opts.initializer(p->opts.init_arg, &out);
         if (r < 0) {
             report(end, IOP__PM_INIT_FAILED, r, 0, &out);
-            _exit(1);
+            out_reset(&out);
+            iop__exit_checked(1);
         }
         out_reset(&out);
     }
     if (report(end, IOP__PM_READY, 0, 0, &out) == 0)
         run_tasks(max_msg, end, &out);
-    _exit(0);
+    iop__exit_checked(0);
 }

@@ -10,19 +10,9 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "sanitizer_internal.h"
 #include "shard_internal.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define IOP__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(IOP__ASAN)
-#define IOP__ASAN 1
-#endif
-#if IOP__ASAN
-#include <sanitizer/lsan_interface.h>
-#endif
 
 /* ---- messages to the supervisor ------------------------------------------------------- */
 
@@ -45,13 +35,7 @@ static void say(int ctl, char type, const void *head, size_t headlen, const char
 static _Noreturn void leave(int status)
 {
     fflush(NULL);                  /* the parent flushed before the fork: only ours */
-#if IOP__ASAN
-    /* _exit skips the leak checker's atexit run: without this, nothing a worker
-     * leaked would ever be reported. */
-    if (__lsan_do_recoverable_leak_check())
-        _exit(status ? status : 23);
-#endif
-    _exit(status);
+    iop__exit_checked(status);
 }
 
 static _Noreturn void fatal(int ctl, int err, const char *what)
