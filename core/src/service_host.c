@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "ioplex.h"
 #include "error_internal.h"
+#include "coro/coro_internal.h"
 
 #define BACKOFF_MIN_NS (50ull * 1000 * 1000)
 #define BACKOFF_MAX_NS (1000ull * 1000 * 1000)
@@ -80,18 +81,6 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
-/* The back-off after an accept failed for want of fds or memory. Without memory for
- * the sleep's timer either, it is a yield: the accept is tried again at the next
- * turn instead of the acceptor ending and the listener never being served again.
- * 0, or -ECANCELED once the acceptor should end. */
-static int backoff_wait(uint64_t ns)
-{
-    int r = iop_sleep(ns);
-    if (r == -ENOMEM)
-        r = iop_yield();
-    return r;
-}
-
 static void *acceptor_main(void *arg)
 {
     iop_service_host_t *h = arg;
@@ -141,7 +130,7 @@ static void *acceptor_main(void *arg)
             if (!h->shed++)
                 fprintf(stderr, "ioplex: service %s: accept: %s; new connections wait "
                         "until some close\n", h->desc->name, iop_strerror(fd));
-            if (backoff_wait(backoff) < 0)
+            if (iop__pause(backoff) < 0)   /* never ends over a want of memory */
                 return NULL;
             backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
             break;

@@ -35,6 +35,28 @@ static void *ticker(void *arg)
     return NULL;
 }
 
+/* Lets loop turn (without waiting: no memory for a timer to bound a wait) with no
+ * memory at all for 300 ms, as a timer signal measures them; how many turns ticker
+ * had meanwhile. */
+static long starve_window(iop_loop_t *loop)
+{
+    struct sigaction sa = { .sa_handler = window_close };
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
+    window_ticks = 0;
+    window_open = 1;
+    struct itimerval it = { .it_value = { .tv_usec = 300000 } };
+    once = 0;
+    inject(0);
+    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+    uint64_t end = tu_clock_ms() + 5000;
+    while (!window_closed(NULL) && tu_clock_ms() < end)
+        (void)iop_loop_run(loop, IOP_RUN_NOWAIT);
+    inject(-1);
+    signal(SIGALRM, SIG_DFL);
+    return window_ticks;
+}
+
 /* The chat reader's first wait on its eventfd finds the loop's fd table too small
  * for the fd's number (every low fd taken before the service was created), and no
  * memory to grow it: the reader must not go round without letting the loop's other
@@ -62,25 +84,12 @@ void test_chat_reader_oom(void **state)
     tu_run_nowait(loop, 1);
     assert_int_equal(d->worker_start(st, loop, 0, err, sizeof err), 0);
 
-    struct sigaction sa = { .sa_handler = window_close };
-    sigemptyset(&sa.sa_mask);
-    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
-    window_ticks = 0;
-    window_open = 1;
-    struct itimerval it = { .it_value = { .tv_usec = 300000 } };
-    once = 0;
-    inject(0);
-    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
     /* Turns without waiting (no memory for a timer to bound a wait); their
      * -ENOMEM results are what this test is about. */
-    uint64_t end = tu_clock_ms() + 5000;
-    while (!window_closed(NULL) && tu_clock_ms() < end)
-        (void)iop_loop_run(loop, IOP_RUN_NOWAIT);
-    inject(-1);
-    signal(SIGALRM, SIG_DFL);
-    if (window_ticks < 10)
+    long ticks = starve_window(loop);
+    if (ticks < 10)
         fail_msg("other coroutines ran %ld times in 300 ms while the chat reader had no memory for "
-                 "its wait: it spins without yielding", window_ticks);
+                 "its wait: it spins without yielding", ticks);
 
     d->worker_stop(st);
     iop_cancel(tk);
@@ -88,28 +97,6 @@ void test_chat_reader_oom(void **state)
     d->destroy(st);
     iop_service_close(svc);
     iop_loop_destroy(loop);
-}
-
-/* Lets loop turn (without waiting: no memory for a timer to bound a wait) with no
- * memory at all for 300 ms, as a timer signal measures them; how many turns ticker
- * had meanwhile. */
-static long starve_window(iop_loop_t *loop)
-{
-    struct sigaction sa = { .sa_handler = window_close };
-    sigemptyset(&sa.sa_mask);
-    assert_int_equal(sigaction(SIGALRM, &sa, NULL), 0);
-    window_ticks = 0;
-    window_open = 1;
-    struct itimerval it = { .it_value = { .tv_usec = 300000 } };
-    once = 0;
-    inject(0);
-    assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
-    uint64_t end = tu_clock_ms() + 5000;
-    while (!window_closed(NULL) && tu_clock_ms() < end)
-        (void)iop_loop_run(loop, IOP_RUN_NOWAIT);
-    inject(-1);
-    signal(SIGALRM, SIG_DFL);
-    return window_ticks;
 }
 
 /* The pool's dispatcher, its first wait without memory for its timer: it must not

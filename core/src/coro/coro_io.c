@@ -230,6 +230,12 @@ int iop_close(int fd)
     return r;
 }
 
+int iop__pause(uint64_t ns)
+{
+    int r = iop_sleep(ns);
+    return r == -ENOMEM ? iop_yield() : r;
+}
+
 int iop_sleep(uint64_t ns)
 {
     int r;

@@ -4,6 +4,7 @@
  * the drain deadline before the nursery cancels those left. */
 #include <errno.h>
 #include "shard_internal.h"
+#include "coro/coro_internal.h"
 
 typedef struct serve {
     iop_shard_worker_t *w;
@@ -42,15 +43,13 @@ static void *serve_conn(void *arg)
  * acceptor must not end for it, or the listener would go unserved. */
 static int accept_failed(int err)
 {
-    int r;
     switch (-err) {
     case ECONNABORTED: case EINTR: case EAGAIN: case EPROTO: case EPERM:
         return 0;
     case ETIMEDOUT:
         return err;
     default:
-        r = iop_sleep(10 * IOP__MS);
-        return r == -ENOMEM ? iop_yield() : r;
+        return iop__pause(10 * IOP__MS);
     }
 }
 
