@@ -723,7 +723,7 @@ static void test_defer_accept_option(void **state)
 /* SIGTERM while an http client has stopped reading in the middle of its responses
  * (sends behind among them): the drain ends at its deadline and ioplexd exits 0,
  * instead of waiting on the stalled sends until its watchdog ends it (status 1, at
- * the drain timeout + 3 s). */
+ * the drain timeout + 3 s, "still stopping ..."). */
 static void test_drain_with_stalled_http_reader(void **state)
 {
     (void)state;
@@ -760,10 +760,12 @@ static void test_drain_with_stalled_http_reader(void **state)
     kill(p.pid, SIGTERM);
     int r = proc_wait(&p, 10000);
     long long took = now_ms() - t0;
+    /* The watchdog's exit is status 1 with its own line; the time alone says
+     * little on a loaded machine (a sanitizer's leak check runs after the drain). */
     char err[4096];
-    if (r != 0 || took > 3000)
-        fail_msg("ioplexd: %d after %lld ms (drain timeout 1 s)\nstderr:\n%s", r, took,
-                 proc_stderr(&p, err, sizeof err));
+    proc_stderr(&p, err, sizeof err);
+    if (r != 0 || strstr(err, "still stopping"))
+        fail_msg("ioplexd: %d after %lld ms (drain timeout 1 s)\nstderr:\n%s", r, took, err);
     close(fd);
     proc_cleanup(&p);
     unlink(file);
