@@ -169,7 +169,8 @@ static _Noreturn void supervisor_child(void)
     _exit(r == 0 ? 0 : 1);
 }
 
-void sh_start(const sh_config_t *cfg)
+/* Forks the supervisor child for cfg (defaults filled in); its number of addresses. */
+static uint32_t fork_supervisor(const sh_config_t *cfg)
 {
     sh_cfg = *cfg;
     if (!sh_cfg.listen[0])
@@ -189,6 +190,18 @@ void sh_start(const sh_config_t *cfg)
     if (pid == 0)
         supervisor_child();
     sh_sup = pid;
+    return naddr;
+}
+
+int sh_start_failing(const sh_config_t *cfg, unsigned ms)
+{
+    fork_supervisor(cfg);
+    return sh_stop(0, ms);
+}
+
+void sh_start(const sh_config_t *cfg)
+{
+    uint32_t naddr = fork_supervisor(cfg);
     uint64_t end = tu_clock_ms() + 5000;
     for (;;) {
         uint32_t got = 0;
@@ -260,12 +273,15 @@ int sh_stop(int sig, unsigned ms)
 
 int sh_connect(uint32_t l)
 {
-    const char *spec = sh_cfg.listen[l];
-    int v6 = spec[0] == '[';
+    return sh_connect_family(l, sh_cfg.listen[l][0] == '[' ? AF_INET6 : AF_INET);
+}
+
+int sh_connect_family(uint32_t l, int family)
+{
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     socklen_t len;
-    if (v6) {
+    if (family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
         a->sin6_addr = in6addr_loopback;
@@ -321,14 +337,23 @@ int sh_exchange(int fd, const char *msg, int *worker, pid_t *pid)
     return 0;
 }
 
-int sh_request(uint32_t l, const char *msg, int *worker, pid_t *pid)
+static int request_on(int fd, const char *msg, int *worker, pid_t *pid)
 {
-    int fd = sh_connect(l);
     if (fd < 0)
         return fd;
     int r = sh_exchange(fd, msg, worker, pid);
     close(fd);
     return r;
+}
+
+int sh_request(uint32_t l, const char *msg, int *worker, pid_t *pid)
+{
+    return request_on(sh_connect(l), msg, worker, pid);
+}
+
+int sh_request_family(uint32_t l, int family, const char *msg, int *worker, pid_t *pid)
+{
+    return request_on(sh_connect_family(l, family), msg, worker, pid);
 }
 
 int sh_have_ipv6(void)

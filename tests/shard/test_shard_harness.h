@@ -65,6 +65,9 @@ int sh_teardown(void **state);
 
 /* Forks the supervisor and waits until it listens (5 s). */
 void sh_start(const sh_config_t *cfg);
+/* Forks a supervisor that should fail by itself and waits up to ms for it: its
+ * iop_shard_run result (error text in sh->error), 1000 if it did not end. */
+int sh_start_failing(const sh_config_t *cfg, unsigned ms);
 
 /* Waits until every slot has a ready worker whose pid is not in avoid[] (avoid
  * may be NULL; n entries). 1 when so within ms. */
@@ -82,8 +85,14 @@ int sh_stop(int sig, unsigned ms);
  * 0 and *worker / *pid, or -errno (ECONNREFUSED, ECONNRESET, ETIMEDOUT, EPROTO ...). */
 int sh_request(uint32_t l, const char *msg, int *worker, pid_t *pid);
 
-/* A connected client socket (blocking, 5 s timeouts) to listener l; -errno. */
+/* The same on the loopback address of family (AF_INET, AF_INET6) at listener l's
+ * port, whatever listen[l] says (a name may listen on both). */
+int sh_request_family(uint32_t l, int family, const char *msg, int *worker, pid_t *pid);
+
+/* A connected client socket (blocking, 5 s timeouts) to listener l (or to the
+ * loopback address of family at its port); -errno. */
 int sh_connect(uint32_t l);
+int sh_connect_family(uint32_t l, int family);
 /* One exchange on an open connection: 0 and the tag, or -errno. */
 int sh_exchange(int fd, const char *msg, int *worker, pid_t *pid);
 

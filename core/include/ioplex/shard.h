@@ -46,6 +46,10 @@ typedef void (*iop_shard_conn_fn)(iop_shard_worker_t *w, int fd, void *arg);
 #define IOP_SHARD_PIN_CPU   (1u << 0)   /* worker i runs on the i-th allowed CPU (mod count) */
 #define IOP_SHARD_STEER_CPU (1u << 1)   /* with PIN_CPU + REUSEPORT: a connection goes to
                                          * the worker pinned to the CPU that received it */
+#define IOP_SHARD_ALL_ADDRESSES (1u << 2) /* a host name listens on every distinct address
+                                         * it resolves to (one listener each, in the
+                                         * resolver's order), not on its first only; a
+                                         * numeric host stays one listener */
 
 /* iop_shard_opts_t.crash_limit: the largest limit (the supervisor keeps that many
  * crash times per worker), and "never stop respawning" */
@@ -62,8 +66,10 @@ typedef struct iop_shard_opts {
     uint32_t workers;              /* 0 = one per CPU this process may run on */
     uint32_t listener_mode;        /* IOP_SHARD_REUSEPORT / IOP_SHARD_SHARED */
     /* NULL-terminated "HOST:PORT" list: "127.0.0.1:8080", "[::1]:0", "*:80" (any
-     * IPv4), "[::]:80" (any IPv6, v6 only), host names too. Port 0 = a free port,
-     * the same for every worker; on_listen tells which. NULL = no listener. */
+     * IPv4), "[::]:80" (any IPv6, v6 only), host names too (their first address, or
+     * all with IOP_SHARD_ALL_ADDRESSES). Port 0 = a free port, the same for every
+     * worker and every address of a name; on_listen tells which. A failure to bind
+     * any address fails the run, naming it. NULL = no listener. */
     const char *const *listen;
     int backlog;                   /* 0 = SOMAXCONN */
     const char *backend;           /* each worker's backend; NULL = loop_opts' or auto */
@@ -79,8 +85,8 @@ typedef struct iop_shard_opts {
     uint64_t backoff_min_ns;       /* respawn delay after a crash, doubling; 0 = 50 ms */
     uint64_t backoff_max_ns;       /* its ceiling; 0 = 5 s. A worker that ran for a
                                     * crash window before dying starts again at min */
-    /* In the supervisor, after binding and before any fork: listener index (in
-     * listen) and its bound address (the port chosen for port 0). */
+    /* In the supervisor, after binding and before any fork, once per address bound:
+     * its entry's index in listen and the address (the port chosen for port 0). */
     void (*on_listen)(void *arg, uint32_t index, const struct sockaddr *addr, socklen_t len);
     /* In the supervisor: one line per event (started, ready, died, respawning,
      * draining ...). NULL = IOP_SHARD_WARN lines to stderr. */
@@ -107,9 +113,14 @@ IOP_EXPORT uint32_t iop_shard_index(const iop_shard_worker_t *w);   /* 0 .. coun
 IOP_EXPORT uint32_t iop_shard_count(const iop_shard_worker_t *w);
 IOP_EXPORT iop_loop_t *iop_shard_loop(const iop_shard_worker_t *w);
 IOP_EXPORT void *iop_shard_arg(const iop_shard_worker_t *w);
+/* Listeners: one per opts.listen entry, in order, or under IOP_SHARD_ALL_ADDRESSES
+ * one per address bound (the addresses of an entry next to each other). */
 IOP_EXPORT uint32_t iop_shard_nlisteners(const iop_shard_worker_t *w);
-/* The listener fd (non-blocking) for opts.listen[i]; -1 once draining. */
+/* Listener i's fd (non-blocking); -1 once draining. */
 IOP_EXPORT int iop_shard_listener(const iop_shard_worker_t *w, uint32_t i);
+/* The opts.listen index listener i serves (i itself without IOP_SHARD_ALL_ADDRESSES);
+ * UINT32_MAX for no such listener. */
+IOP_EXPORT uint32_t iop_shard_listener_entry(const iop_shard_worker_t *w, uint32_t i);
 
 /* Tells the supervisor this worker serves (a rolling restart waits for it before
  * draining the worker it replaces). The first iop_shard_accept or

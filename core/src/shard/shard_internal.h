@@ -56,16 +56,20 @@ void iop__shard_cell_put(iop_shard_stats_t *s, iop__shard_cell_t *c);
 /* ---- listeners (listeners.c) ---------------------------------------------------------- */
 
 typedef struct iop__shard_listeners {
-    uint32_t naddr;                /* opts.listen entries */
+    uint32_t naddr;                /* addresses bound: one per opts.listen entry, more for a
+                                    * name with several under IOP_SHARD_ALL_ADDRESSES */
     uint32_t per_addr;             /* sockets per address: workers, or 1 when shared */
+    uint32_t *entry;               /* [addr]: the opts.listen index it came from */
     int *fds;                      /* [addr * per_addr + k] */
 } iop__shard_listeners_t;
 
-/* Binds and listens every socket (in worker order, so that a reuseport group indexes
- * them as workers), calls on_listen. -errno with a message. */
+/* Resolves every opts.listen entry, binds and listens every socket (in worker order,
+ * so that a reuseport group indexes them as workers). -errno with a message naming
+ * the address, every socket closed. */
 int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t *o,
                               uint32_t nworkers);
 void iop__shard_listeners_close(iop__shard_listeners_t *l);
+void iop__shard_listeners_free(iop__shard_listeners_t *l);   /* closes them too */
 /* The socket of address a that worker i accepts on. */
 int iop__shard_listener_fd(const iop__shard_listeners_t *l, uint32_t a, uint32_t i);
 
@@ -169,6 +173,7 @@ struct iop_shard_worker {
     int ctl;                       /* control socket to the supervisor */
     uint32_t nlisten;
     int *fds;                      /* listeners, -1 once closed by the drain */
+    const uint32_t *entry;         /* [listener]: its opts.listen index */
     uint32_t *parked;              /* accepts parked on each listener */
     uint32_t sweep_left;           /* connections the drain may still sweep up */
     int draining, ready_sent;

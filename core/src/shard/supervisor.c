@@ -82,7 +82,7 @@ static int check_opts(const iop_shard_opts_t *in, iop_shard_opts_t *o)
     o->size = sizeof *o;
     if (!o->worker)
         return iop__fail(-EINVAL, "iop_shard_run: opts.worker is required");
-    if (o->flags & ~(IOP_SHARD_PIN_CPU | IOP_SHARD_STEER_CPU))
+    if (o->flags & ~(IOP_SHARD_PIN_CPU | IOP_SHARD_STEER_CPU | IOP_SHARD_ALL_ADDRESSES))
         return iop__fail(-EINVAL, "iop_shard_run: unknown flags 0x%x", o->flags);
     if (o->listener_mode > IOP_SHARD_SHARED)
         return iop__fail(-EINVAL, "iop_shard_run: unknown listener mode %u", o->listener_mode);
@@ -176,9 +176,10 @@ static int setup(iop__shard_sup_t *s, const iop_shard_opts_t *in)
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-            return iop__fail(-errno, "listen %s: getsockname: %s", s->o.listen[a], strerror(errno));
+            return iop__fail(-errno, "listen %s: getsockname: %s", s->o.listen[s->lst.entry[a]],
+                             strerror(errno));
         if (s->o.on_listen)
-            s->o.on_listen(s->o.event_arg, a, (struct sockaddr *)&ss, len);
+            s->o.on_listen(s->o.event_arg, s->lst.entry[a], (struct sockaddr *)&ss, len);
     }
     return 0;
 }
@@ -264,8 +265,7 @@ static void cleanup(iop__shard_sup_t *s, int blocked)
     }
     if (blocked)
         sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
-    iop__shard_listeners_close(&s->lst);
-    iop_free(s->lst.fds);
+    iop__shard_listeners_free(&s->lst);
     for (uint32_t i = 0; s->slots && i < s->n; i++)
         iop_free(s->slots[i].crash_at);
     iop_free(s->slots);

@@ -114,6 +114,11 @@ iop_loop_t *iop_shard_loop(const iop_shard_worker_t *w) { return w->loop; }
 void *iop_shard_arg(const iop_shard_worker_t *w) { return w->arg; }
 uint32_t iop_shard_nlisteners(const iop_shard_worker_t *w) { return w->nlisten; }
 
+uint32_t iop_shard_listener_entry(const iop_shard_worker_t *w, uint32_t i)
+{
+    return w && i < w->nlisten ? w->entry[i] : UINT32_MAX;
+}
+
 int iop_shard_listener(const iop_shard_worker_t *w, uint32_t i)
 {
     return w && i < w->nlisten && !w->draining ? w->fds[i] : -1;
@@ -236,7 +241,8 @@ _Noreturn void iop__shard_worker_main(iop__shard_sup_t *s, uint32_t slot, int ct
     }
     iop_shard_worker_t w = {
         .index = slot, .count = s->n, .loop = loop, .arg = s->o.arg, .ctl = ctl,
-        .nlisten = s->lst.naddr, .fds = fds, .parked = parked, .sweep_left = 64 * s->lst.naddr,
+        .nlisten = s->lst.naddr, .fds = fds, .entry = s->lst.entry, .parked = parked,
+        .sweep_left = 64 * s->lst.naddr,
         .drain_timeout = s->o.drain_timeout_ns, .cell = cell,
     };
     iop_wg_init(&w.drain_wg);
