@@ -1,7 +1,8 @@
 /* ioplexd: the sample server. Hosts service plugins (echo, http, chat, or your own)
- * on the listeners the command line names, with one coroutine per connection, in
- * one process (--workers 0) or in N worker processes under a supervisor that
- * respawns them, drains them on SIGTERM and restarts them one by one on SIGHUP.
+ * on the listeners the command line names (each address of a host name), with one
+ * coroutine per connection, in one process (--workers 0) or in N worker processes
+ * under a supervisor that respawns them, drains them on SIGTERM and restarts them
+ * one by one on SIGHUP.
  *
  *   ioplexd --backend epoll --workers 2 --service echo=127.0.0.1:7000 \
  *           --service http=127.0.0.1:8080,root=./www --stats */
@@ -41,9 +42,10 @@ static void usage(FILE *f)
         "\n"
         "  --service SPEC       NAME=HOST:PORT followed by the service's options, e.g.\n"
         "                       echo=127.0.0.1:7000  http=127.0.0.1:8080,root=./www\n"
-        "                       (HOST: IPv4, [IPv6] or a name, which listens on the first\n"
-        "                       address it resolves to; [::] is IPv6 only; PORT 0 picks a\n"
-        "                       free port; a value cannot hold a ',', which ends it)\n"
+        "                       (HOST: IPv4, [IPv6] or a name, which listens on every\n"
+        "                       address it resolves to, on one port; [::] is IPv6 only;\n"
+        "                       PORT 0 picks a free port; a value cannot hold a ',',\n"
+        "                       which ends it)\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "                       (default: $IOPLEX_BACKEND, then auto)\n"
         "  --workers N          worker processes, one loop each (default 1; 0 = serve in\n"
@@ -80,7 +82,6 @@ static int add_service(daemon_t *d, const char *arg)
     }
     service_slot_t *s = &d->svc[d->nsvc];
     s->spec = strdup(arg);
-    s->listen_fd = -1;
     char *eq = s->spec ? strchr(s->spec, '=') : NULL;
     if (!eq || eq == s->spec || !eq[1]) {
         fprintf(stderr, PROG ": --service wants NAME=HOST:PORT[,KEY=VALUE...], not '%s'\n", arg);
@@ -182,10 +183,11 @@ static void services_destroy(daemon_t *d)
         if (s->desc && s->desc->destroy && s->state)
             s->desc->destroy(s->state);
         iop_service_close(s->module);
-        if (s->listen_fd >= 0)
-            close(s->listen_fd);
         free(s->spec);
     }
+    for (size_t i = 0; i < d->nsolo; i++)
+        close(d->solo[i].fd);
+    free(d->solo);
 }
 
 /* Counters for every worker and service, shared with the workers when there are. */
@@ -204,25 +206,99 @@ static int counters_create(daemon_t *d)
     return 0;
 }
 
-static int listen_on(const char *where, char *shown, size_t shownlen)
+static void set_port(struct sockaddr *sa, uint16_t port_be)
 {
-    char err[512];
+    if (sa->sa_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = port_be;
+    else
+        ((struct sockaddr_in *)sa)->sin_port = port_be;
+}
+
+static uint16_t get_port(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                     : ((const struct sockaddr_in *)sa)->sin_port;
+}
+
+/* Whether ai's address came earlier in the list. */
+static int seen_before(const struct addrinfo *list, const struct addrinfo *ai)
+{
+    for (const struct addrinfo *p = list; p != ai; p = p->ai_next)
+        if (p->ai_addrlen == ai->ai_addrlen && memcmp(p->ai_addr, ai->ai_addr, ai->ai_addrlen) == 0)
+            return 1;
+    return 0;
+}
+
+/* One listener of service svc on the first address of ai that binds, noted in
+ * d->solo. The fd, or -errno after saying which address failed. */
+static int solo_listen_one(daemon_t *d, size_t svc, const struct addrinfo *ai)
+{
+    int fd = iop_app_listen(ai);
+    if (fd < 0) {
+        /* "localhost:7000 (127.0.0.1:7000)": which of a name's addresses failed */
+        const char *spec = d->svc[svc].listen;
+        char where[128];
+        iop_app_format_addr(ai->ai_addr, ai->ai_addrlen, where, sizeof where);
+        int same = strcmp(where, spec) == 0;
+        fprintf(stderr, PROG ": cannot listen on %s%s%s%s: %s\n", spec, same ? "" : " (",
+                same ? "" : where, same ? "" : ")", strerror(-fd));
+        return fd;
+    }
+    listener_t *more = realloc(d->solo, (d->nsolo + 1) * sizeof *more);
+    if (!more) {
+        close(fd);
+        fprintf(stderr, PROG ": out of memory for the listeners\n");
+        return -ENOMEM;
+    }
+    d->solo = more;
+    d->solo[d->nsolo++] = (listener_t){ .fd = fd, .svc = svc };
+    return fd;
+}
+
+/* Service svc listens on every distinct address its host name resolves to, all on
+ * one port (for port 0, the one its first address took); a numeric host on its one
+ * address, no host on the first of "any" that binds. 0, or -errno after saying why. */
+static int solo_listen(daemon_t *d, size_t svc)
+{
+    const char *spec = d->svc[svc].listen;
+    char err[512], host[256], port[16];
     struct addrinfo *ai;
-    if (iop_app_resolve(where, 1, &ai, err, sizeof err) < 0) {
+    if (iop_app_split_hostport(spec, host, sizeof host, port, sizeof port, err, sizeof err) < 0 ||
+        iop_app_resolve(spec, 1, &ai, err, sizeof err) < 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return -EINVAL;
     }
-    int fd = iop_app_listen(ai);
-    freeaddrinfo(ai);
-    if (fd < 0) {
-        fprintf(stderr, PROG ": cannot listen on %s: %s\n", where, strerror(-fd));
-        return fd;
+    if (!host[0]) {              /* any local address: one listener */
+        int fd = solo_listen_one(d, svc, ai);
+        freeaddrinfo(ai);
+        return fd < 0 ? fd : 0;
     }
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &len);
-    iop_app_format_addr((struct sockaddr *)&ss, len, shown, shownlen);
-    return fd;
+    int r = 0;
+    uint16_t picked = 0;
+    for (struct addrinfo *p = ai; p && r == 0; p = p->ai_next) {
+        if (seen_before(ai, p))
+            continue;
+        int port0 = get_port(p->ai_addr) == 0;
+        if (port0 && p != ai)
+            set_port(p->ai_addr, picked);
+        struct addrinfo alone = *p;
+        alone.ai_next = NULL;
+        int fd = solo_listen_one(d, svc, &alone);
+        if (fd < 0) {
+            if (port0 && p != ai)
+                fprintf(stderr, PROG ": for port 0, port %u was picked on the first address of %s, "
+                        "and every address of a name listens on that one port\n",
+                        (unsigned)ntohs(picked), spec);
+            r = fd;
+        } else if (p == ai && port0) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof ss;
+            getsockname(fd, (struct sockaddr *)&ss, &len);
+            picked = get_port((struct sockaddr *)&ss);
+        }
+    }
+    freeaddrinfo(ai);
+    return r;
 }
 
 void print_service_line(const service_slot_t *s, const char *where)
@@ -240,7 +316,6 @@ typedef struct solo {
     daemon_t *d;
     iop_loop_t *loop;
     int sig_fd;
-    int fds[MAX_SERVICES];
     int result;
 } solo_t;
 
@@ -322,7 +397,7 @@ static void *solo_main(void *arg)
 {
     solo_t *so = arg;
     worker_run_t wr = {
-        .d = so->d, .loop = so->loop, .index = 0, .fds = so->fds,
+        .d = so->d, .loop = so->loop, .index = 0, .listeners = so->d->solo, .nlisten = so->d->nsolo,
         .wait_stop = solo_wait_stop, .stop_arg = so, .drain_deadline = solo_drain_deadline,
     };
     so->result = worker_serve(&wr);
@@ -366,13 +441,17 @@ static int run_solo(daemon_t *d)
         goto out;
     }
     status = EXIT_USAGE;
-    for (size_t i = 0; i < d->nsvc; i++) {
-        char where[128];
-        int fd = listen_on(d->svc[i].listen, where, sizeof where);
-        if (fd < 0)
+    for (size_t i = 0; i < d->nsvc; i++)
+        if (solo_listen(d, i) < 0)
             goto out;
-        d->svc[i].listen_fd = so.fds[i] = fd;
-        print_service_line(&d->svc[i], where);
+    /* Said once every address is bound: a script that reads a line may connect. */
+    for (size_t i = 0; i < d->nsolo; i++) {
+        char where[128];
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        getsockname(d->solo[i].fd, (struct sockaddr *)&ss, &len);
+        print_service_line(&d->svc[d->solo[i].svc], iop_app_format_addr((struct sockaddr *)&ss, len,
+                                                                         where, sizeof where));
     }
     printf(PROG ": serving in this process (--workers 0)\n");
     fflush(stdout);

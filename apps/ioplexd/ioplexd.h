@@ -28,7 +28,7 @@ typedef struct service_slot {
     const iop_service_desc_t *desc;
     iop_service_desc_t own_desc; /* the plugin's, with flags changed (--no-defer-accept) */
     void *state;                 /* from desc->create, inherited by the workers */
-    int listen_fd;               /* --workers 0: our own listener */
+    size_t naddr;                /* addresses it listens on (a name may have several) */
 } service_slot_t;
 
 typedef struct daemon {
@@ -42,6 +42,8 @@ typedef struct daemon {
     service_slot_t svc[MAX_SERVICES];
     size_t nsvc;
     size_t listening;            /* services the supervisor bound (with workers) */
+    struct listener *solo;       /* --workers 0: our own listeners */
+    size_t nsolo;
     /* Counters: [worker slot][cell][service] and the writer of each [slot][cell],
      * in shared memory. A slot has STAT_CELLS cells so that a worker and the ones
      * replacing it (SIGHUP, respawn) never write the same counters: each cell has
@@ -72,20 +74,28 @@ void daemon_claim_cell(daemon_t *d, uint32_t worker);
  * whose writer still runs (a dead worker's connections died with it). */
 void daemon_slot_stats(daemon_t *d, uint32_t worker, size_t svc, iop_service_stats_t *out);
 
-/* Serves every service on loop (listener fds in fds[]) until *stop is set (by the
- * caller's signal handling or a supervisor's drain), then drains by deadline_ns
+/* A listening socket and the service it serves: one per address of each service. */
+typedef struct listener {
+    int fd;
+    size_t svc;                  /* index in daemon_t.svc */
+    void *accept_arg;            /* for worker_run_t.accept */
+} listener_t;
+
+/* Serves every service on loop (a service host per listener) until *stop is set (by
+ * the caller's signal handling or a supervisor's drain), then drains by deadline_ns
  * from then. 0, or -errno after printing why. */
 typedef struct worker_run {
     daemon_t *d;
     iop_loop_t *loop;
     uint32_t index;
-    const int *fds;              /* one listener per service */
+    const listener_t *listeners;
+    size_t nlisten;
     int (*wait_stop)(void *arg); /* parks until the drain starts (coroutine call) */
     void *stop_arg;
     uint64_t (*drain_deadline)(void *arg);
-    /* Optional: accept for service i (see iop_service_host_t.accept). */
+    /* Optional: accept on a listener, given its accept_arg (see
+     * iop_service_host_t.accept). */
     int (*accept)(void *arg, struct sockaddr *addr, socklen_t *addrlen);
-    void *accept_args[MAX_SERVICES];
 } worker_run_t;
 
 int worker_serve(worker_run_t *wr);

@@ -1,6 +1,7 @@
-/* ioplexd with workers: the supervisor (iop_shard_run) binds one listener per
- * service (SO_REUSEPORT, one socket per worker), forks the workers and watches
- * them; each worker makes its own loop and serves every service (worker.c). */
+/* ioplexd with workers: the supervisor (iop_shard_run) binds the listeners of every
+ * service (each address of a name; SO_REUSEPORT, one socket per worker), forks the
+ * workers and watches them; each worker makes its own loop and serves every
+ * listener (worker.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,8 @@ static void on_listen(void *arg, uint32_t i, const struct sockaddr *addr, sockle
     iop_app_format_addr(addr, len, where, sizeof where);
     print_service_line(&d->svc[i], where);
     fflush(stdout);
-    d->listening++;
+    if (d->svc[i].naddr++ == 0)
+        d->listening++;
 }
 
 static void on_event(void *arg, int level, const char *line)
@@ -61,23 +63,33 @@ static int shard_accept(void *arg, struct sockaddr *addr, socklen_t *addrlen)
 static int worker_main(iop_shard_worker_t *w)
 {
     daemon_t *d = iop_shard_arg(w);
-    int fds[MAX_SERVICES];
-    shard_listener_t ls[MAX_SERVICES];
+    uint32_t n = iop_shard_nlisteners(w);
+    listener_t *ls = calloc(n ? n : 1, sizeof *ls);
+    shard_listener_t *acc = calloc(n ? n : 1, sizeof *acc);
+    int r = -ENOMEM;
+    if (!ls || !acc) {
+        fprintf(stderr, PROG ": worker %u: out of memory for %u listeners\n", iop_shard_index(w), n);
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        acc[i] = (shard_listener_t){ .w = w, .index = i };
+        ls[i] = (listener_t){ .fd = iop_shard_listener(w, i), .svc = iop_shard_listener_entry(w, i),
+                              .accept_arg = &acc[i] };
+    }
     wctx_t c = { .w = w, .d = d };
     worker_run_t wr = {
-        .d = d, .loop = iop_shard_loop(w), .index = iop_shard_index(w), .fds = fds,
-        .wait_stop = wait_stop, .stop_arg = &c, .drain_deadline = drain_deadline,
+        .d = d, .loop = iop_shard_loop(w), .index = iop_shard_index(w), .listeners = ls,
+        .nlisten = n, .wait_stop = wait_stop, .stop_arg = &c, .drain_deadline = drain_deadline,
         .accept = shard_accept,
     };
-    for (size_t i = 0; i < d->nsvc; i++) {
-        fds[i] = iop_shard_listener(w, (uint32_t)i);
-        ls[i] = (shard_listener_t){ .w = w, .index = (uint32_t)i };
-        wr.accept_args[i] = &ls[i];
-    }
     /* Ready only once the services' worker_start hooks ran: the first accept (or
      * the wait for a stop) says so. A rolling restart must not drain the old
      * worker for a new one that cannot serve. */
-    return worker_serve(&wr) < 0 ? 1 : 0;
+    r = worker_serve(&wr);
+out:
+    free(ls);
+    free(acc);
+    return r < 0 ? 1 : 0;
 }
 
 /* Which backend the workers will take (each makes its own loop after the fork):
@@ -110,7 +122,8 @@ int run_workers(daemon_t *d)
                            .plugin_path = d->plugin_path, .buf_count = d->recv_pool,
                            .buf_size = RECV_POOL_BUF };
     iop_shard_opts_t so = {
-        .size = sizeof so, .workers = d->workers, .listen = listen, .loop_opts = &lo,
+        .size = sizeof so, .flags = IOP_SHARD_ALL_ADDRESSES, .workers = d->workers,
+        .listen = listen, .loop_opts = &lo,
         .backend = d->backend, .worker = worker_main, .arg = d,
         .drain_timeout_ns = d->drain_ns + SEC, .on_listen = on_listen, .on_event = on_event,
         .event_arg = d,

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "ioplexd.h"
@@ -90,17 +91,28 @@ void daemon_slot_stats(daemon_t *d, uint32_t worker, size_t svc, iop_service_sta
     }
 }
 
+/* Each listener's service host and what drains it. */
+typedef struct listener_run {
+    iop_service_host_t host;
+    drain_job_t job;
+    iop_coro_t *drainer;
+} listener_run_t;
+
 int worker_serve(worker_run_t *wr)
 {
     daemon_t *d = wr->d;
     daemon_claim_cell(d, wr->index);
-    iop_service_host_t hosts[MAX_SERVICES];
     size_t started = 0, hooked = 0;
     int r = 0;
-    memset(hosts, 0, sizeof hosts);
+    listener_run_t *runs = calloc(wr->nlisten ? wr->nlisten : 1, sizeof *runs);
+    if (!runs) {
+        fprintf(stderr, PROG ": worker %u: out of memory for %zu listeners\n", wr->index, wr->nlisten);
+        return -ENOMEM;
+    }
     /* Every service's worker_start before any accepting: a worker is ready (and a
      * rolling restart drains the one it replaces) at its first accept, so a service
-     * that cannot start must fail before any listener is served. */
+     * that cannot start must fail before any listener is served. Once per service,
+     * however many addresses it listens on. */
     for (; hooked < d->nsvc; hooked++) {
         service_slot_t *s = &d->svc[hooked];
         if (!s->desc->worker_start)
@@ -113,17 +125,20 @@ int worker_serve(worker_run_t *wr)
             break;
         }
     }
-    for (size_t i = 0; r == 0 && i < d->nsvc; i++) {
-        service_slot_t *s = &d->svc[i];
-        iop_service_host_t *h = &hosts[i];
+    /* A host per listener; the hosts of one service's addresses share its state and
+     * its counters (one process, one thread: their plain increments stay exact). */
+    for (size_t i = 0; r == 0 && i < wr->nlisten; i++) {
+        const listener_t *l = &wr->listeners[i];
+        service_slot_t *s = &d->svc[l->svc];
+        iop_service_host_t *h = &runs[i].host;
         h->desc = s->desc;
         h->state = s->state;
         h->loop = wr->loop;
-        h->listen_fd = wr->fds[i];
+        h->listen_fd = l->fd;
         h->worker = (int)wr->index;
-        h->stats = daemon_counters(d, wr->index, i);
+        h->stats = daemon_counters(d, wr->index, l->svc);
         h->accept = wr->accept;
-        h->accept_arg = wr->accept_args[i];
+        h->accept_arg = l->accept_arg;
         r = iop_service_host_start(h);
         if (r < 0) {
             fprintf(stderr, PROG ": worker %u: service %s: %s\n", wr->index, s->name, iop_last_error());
@@ -145,22 +160,21 @@ int worker_serve(worker_run_t *wr)
         iop_cancel(tick);
         iop_join(tick, NULL, 0);
     }
-    /* Drain every service at once, each in its own coroutine, to one deadline. */
+    /* Drain every listener's host at once, each in its own coroutine, to one deadline. */
     uint64_t deadline = wr->drain_deadline(wr->stop_arg);
-    drain_job_t jobs[MAX_SERVICES];
-    iop_coro_t *drainers[MAX_SERVICES];
     for (size_t i = 0; i < started; i++) {
-        jobs[i] = (drain_job_t){ .host = &hosts[i], .deadline = deadline };
-        if (iop_go(wr->loop, drain_one, &jobs[i], NULL, &drainers[i]) < 0) {
-            drainers[i] = NULL;
-            drain_one(&jobs[i]);
+        listener_run_t *lr = &runs[i];
+        lr->job = (drain_job_t){ .host = &lr->host, .deadline = deadline };
+        if (iop_go(wr->loop, drain_one, &lr->job, NULL, &lr->drainer) < 0) {
+            lr->drainer = NULL;
+            drain_one(&lr->job);
         }
     }
     int late = 0;
     for (size_t i = 0; i < started; i++) {
-        if (drainers[i])
-            iop_join(drainers[i], NULL, 0);
-        late |= jobs[i].res == -ETIMEDOUT;
+        if (runs[i].drainer)
+            iop_join(runs[i].drainer, NULL, 0);
+        late |= runs[i].job.res == -ETIMEDOUT;
     }
     for (size_t i = 0; i < hooked; i++)   /* those whose worker_start ran */
         if (d->svc[i].desc->worker_stop)
@@ -168,6 +182,7 @@ int worker_serve(worker_run_t *wr)
     if (late)
         fprintf(stderr, PROG ": worker %u: some connections were still busy at the drain deadline "
                 "and were closed\n", wr->index);
+    free(runs);
     return r;
 }
 
