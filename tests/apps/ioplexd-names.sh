@@ -4,7 +4,9 @@
 # namespace): it prints a "listening on" line per address, on one port, and echo
 # answers on both, with workers before and after a SIGHUP restart (the stats count
 # every connection) and in one process; a second address that cannot be bound
-# fails the start (exit 2) naming that address, with no "listening on" line.
+# fails the start (exit 2) naming that address, with no "listening on" line, also
+# for port 0 when the port the first address picked is taken on the second (in a
+# network namespace of its own; that part is left out where one cannot be made).
 # Skipped (77) where a mount namespace cannot be made.
 # usage: ioplexd-names.sh IOPLEXD IOP-CLIENT BACKEND
 set -uo pipefail
@@ -21,9 +23,11 @@ if [ "${IOPLEXD_NAMES_INSIDE:-}" != 1 ]; then
 fi
 
 ioplexd=$1 client=$2 backend=$3 dir=$IOPLEXD_NAMES_DIR name=iop-dual-stack-name
-mount --bind "$IOPLEXD_NAMES_HOSTS" /etc/hosts || skip "cannot bind-mount /etc/hosts"
-getent ahosts "$name" | grep -q '^::1 ' && getent ahosts "$name" | grep -q '^127\.0\.0\.1 ' ||
-    skip "$name does not resolve to both loopbacks"
+if [ "${IOPLEXD_NAMES_STAGE:-}" != port0 ]; then
+    mount --bind "$IOPLEXD_NAMES_HOSTS" /etc/hosts || skip "cannot bind-mount /etc/hosts"
+    order=$(getent ahosts "$name" | awk '$2 == "STREAM" { print $1 }' | tr '\n' ' ')
+    [ "$order" = "::1 127.0.0.1 " ] || skip "$name does not resolve to ::1, then 127.0.0.1"
+fi
 
 pid= busy=
 fail() {
@@ -75,6 +79,38 @@ stop() {
     [ "$st" -eq 0 ] || fail "exit $st after SIGTERM"
 }
 
+# ioplexd with "echo=$1" must not start, with --workers 0 nor 2: exit 2, no
+# "listening on" line, and its output matches every further argument.
+refused_start() {
+    local spec=$1 workers st pat
+    shift
+    for workers in 0 2; do
+        timeout 10 "$ioplexd" --backend "$backend" --workers "$workers" --service "echo=$spec" \
+            >"$dir/out" 2>&1
+        st=$?
+        [ "$st" -eq 2 ] || fail "echo=$spec, --workers $workers: exit $st, want 2"
+        for pat in "$@"; do
+            grep -q "$pat" "$dir/out" || fail "echo=$spec, --workers $workers: no '$pat' in the output"
+        done
+        ! grep -q "listening on" "$dir/out" || fail "echo=$spec, --workers $workers: said it listens"
+    done
+}
+
+# Port 0 where the second address cannot have the port the first one picked: in a
+# network namespace whose only ephemeral port is 47000, with 127.0.0.1:47000 taken.
+if [ "${IOPLEXD_NAMES_STAGE:-}" = port0 ]; then
+    ip link set lo up && echo "47000 47000" >/proc/sys/net/ipv4/ip_local_port_range ||
+        skip "cannot set up the network namespace"
+    start --workers 0 --service echo=127.0.0.1:47000
+    busy=$pid
+    pid=
+    refused_start "$name:0" "$name:0 (127\.0\.0\.1:47000).*in use" "port 47000 was picked"
+    kill -TERM "$busy"
+    wait "$busy"
+    busy=
+    exit 0
+fi
+
 # Workers: both addresses, then a rolling restart, then both again.
 start --workers 2 --stats-interval 0.1 --service "echo=$name:0"
 addresses
@@ -106,15 +142,17 @@ start --workers 0 --service echo=127.0.0.1:0
 port=$(sed -n 's/^ioplexd: echo listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$dir/out")
 busy=$pid
 pid=
-for workers in 0 2; do
-    "$ioplexd" --backend "$backend" --workers "$workers" --service "echo=$name:$port" >"$dir/out" 2>&1
-    st=$?
-    [ "$st" -eq 2 ] || fail "--workers $workers with 127.0.0.1:$port taken: exit $st, want 2"
-    grep -q "$name:$port (127\.0\.0\.1:$port).*in use" "$dir/out" ||
-        fail "--workers $workers: the failure does not name 127.0.0.1:$port"
-    ! grep -q "listening on" "$dir/out" || fail "--workers $workers: said it listens"
-done
+refused_start "$name:$port" "$name:$port (127\.0\.0\.1:$port).*in use"
 kill -TERM "$busy"
 wait "$busy"
 busy=
+
+if command -v ip >/dev/null && unshare -n true 2>/dev/null; then
+    IOPLEXD_NAMES_STAGE=port0 unshare -n "$0" "$@"
+    st=$?
+    [ "$st" -eq 77 ] && echo "ioplexd-names: port 0 conflict part skipped: no network namespace"
+    [ "$st" -eq 0 ] || [ "$st" -eq 77 ] || exit "$st"
+else
+    echo "ioplexd-names: port 0 conflict part skipped: no network namespace"
+fi
 echo "ioplexd-names: ok ($backend)"
