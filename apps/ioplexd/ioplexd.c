@@ -257,7 +257,8 @@ static int solo_listen_one(daemon_t *d, size_t svc, const struct addrinfo *ai)
 
 /* Service svc listens on every distinct address its host name resolves to, all on
  * one port (for port 0, the one its first address took); a numeric host on its one
- * address, no host on the first of "any" that binds. 0, or -errno after saying why. */
+ * address, no host or "*" on the first of "any" that binds (0.0.0.0, as with
+ * workers). 0, or -errno after saying why. */
 static int solo_listen(daemon_t *d, size_t svc)
 {
     const char *spec = d->svc[svc].listen;
@@ -268,7 +269,7 @@ static int solo_listen(daemon_t *d, size_t svc)
         fprintf(stderr, PROG ": %s\n", err);
         return -EINVAL;
     }
-    if (!host[0]) {              /* any local address: one listener */
+    if (!host[0] || strcmp(host, "*") == 0) {   /* any local address: one listener */
         int fd = solo_listen_one(d, svc, ai);
         freeaddrinfo(ai);
         return fd < 0 ? fd : 0;

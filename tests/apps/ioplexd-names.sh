@@ -3,11 +3,11 @@
 # 127.0.0.1, from an /etc/hosts of our own bind-mounted in a private mount
 # namespace): it prints a "listening on" line per address, on one port, and echo
 # answers on both, with workers before and after a SIGHUP restart (the stats count
-# every connection) and in one process; a second address that cannot be bound
-# fails the start (exit 2) naming that address, with no "listening on" line, also
-# for port 0 when the port the first address picked is taken on the second (in a
-# network namespace of its own; that part is left out where one cannot be made).
-# Skipped (77) where a mount namespace cannot be made.
+# every connection) and in one process; "*" stays one listener; a second address
+# that cannot be bound fails the start (exit 2) naming that address, with no
+# "listening on" line, also for port 0 when the port the first address picked is
+# taken on the second (in a network namespace of its own; that part is left out
+# where one cannot be made). Skipped (77) where a mount namespace cannot be made.
 # usage: ioplexd-names.sh IOPLEXD IOP-CLIENT BACKEND
 set -uo pipefail
 skip() { echo "ioplexd-names: skipped: $*"; exit 77; }
@@ -136,6 +136,15 @@ start --workers 0 --service "echo=$name:0"
 addresses
 echo_both
 stop
+
+# A wildcard is no name: one listener, on any IPv4 address, in both modes.
+for workers in 0 2; do
+    start --workers "$workers" --service 'echo=*:0'
+    lines=$(grep -c "listening on" "$dir/out")
+    grep -q "^ioplexd: echo listening on 0\.0\.0\.0:[0-9]*$" "$dir/out" && [ "$lines" -eq 1 ] ||
+        fail "echo=*:0, --workers $workers: want one listening line, on 0.0.0.0"
+    stop
+done
 
 # The second address taken by somebody else: no start, the address named.
 start --workers 0 --service echo=127.0.0.1:0
