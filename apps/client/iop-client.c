@@ -727,9 +727,11 @@ static void usage(FILE *f)
         "  --timeout S          connect and per-request timeout (default 10)\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 on success, 1 on a failure (load: any error), 2 on a usage error,\n"
-        "130 for a load ended by SIGINT or SIGTERM (its result is printed for the time\n"
-        "measured until then; a second signal ends it at once).\n");
+        "Exit status: 0 on success, 1 on a failure (load: any error; also too few file\n"
+        "descriptors or too little memory to start), 2 on a usage error (a backend that\n"
+        "cannot run here included), 130 for a load ended by SIGINT or SIGTERM (its\n"
+        "result is printed for the time measured until then; a second signal ends it\n"
+        "at once).\n");
 }
 
 /* A nick goes out in one line and comes back in "* NICK joined": no line breaks or
@@ -842,10 +844,11 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend, .plugin_path = plugin_path };
-    if (iop_loop_create(&loop, &lo) < 0) {
+    int r = iop_loop_create(&loop, &lo);
+    if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
         freeaddrinfo(addrs);
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
     int status = EXIT_SUCCESS;
     iop_coro_t *c;

@@ -12,6 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+int iop_app_loop_exit_status(int err)
+{
+    return err == -ENOMEM || err == -EMFILE || err == -ENFILE ? 1 : 2;
+}
+
 int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || *s < '0' || *s > '9')

@@ -36,6 +36,11 @@ int iop_app_listen(const struct addrinfo *ai);
  * it dropped; the caller then waits before accepting again instead of spinning. */
 unsigned iop_app_shed(int listen_fd, int *spare_fd, unsigned max);
 
+/* The exit status for a loop that iop_loop_create could not make (err, its -errno):
+ * short of memory or fds (-ENOMEM, -EMFILE, -ENFILE) is a run-time failure (1);
+ * anything else means the backend asked for cannot run here, a usage error (2). */
+int iop_app_loop_exit_status(int err);
+
 /* Parses a whole decimal number in [min, max]. 0 or -EINVAL. */
 int iop_app_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 

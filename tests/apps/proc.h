@@ -15,7 +15,8 @@ typedef struct proc {
 } proc_t;
 
 /* Starts argv[0] with argv. Its stdin is /dev/null, its stdout a pipe (out_fd), its
- * stderr a temporary file. nofile > 0 sets RLIMIT_NOFILE in the child before exec.
+ * stderr a temporary file. nofile > 0 sets RLIMIT_NOFILE in the child before exec,
+ * after closing every fd above stderr, so that the limit leaves nofile - 3 free.
  * 0 or -errno. */
 int proc_start(proc_t *p, char *const argv[], long nofile);
 

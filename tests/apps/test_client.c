@@ -427,6 +427,26 @@ static void test_echo_send_timeout(void **state)
         fail_msg("status %d after %lld ms\nstderr: %s", st, ms, err);
 }
 
+/* Started with room for stdin, stdout, stderr and one more fd: the loop (epoll,
+ * io_uring: its own fd and the wake eventfd) or else the socket cannot be had. That
+ * is a run-time failure, status 1 with the reason, not the usage error's 2. */
+static void test_out_of_fds(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, ECHO);
+    char *argv[] = { CLIENT_PATH, "--backend", (char *)backend, "echo", s.addr, NULL };
+    proc_t p;
+    assert_int_equal(proc_start(&p, argv, 4), 0);
+    int r = proc_wait(&p, 10000);
+    char err[2048];
+    proc_stderr(&p, err, sizeof err);
+    server_stop(&s);
+    proc_cleanup(&p);
+    if (r < 0 || !WIFEXITED(p.status) || WEXITSTATUS(p.status) != 1 || !strstr(err, "Too many open files"))
+        fail_msg("wait %d, status 0x%x\nstderr: %s", r, p.status, err);
+}
+
 int main(int argc, char **argv)
 {
     backend = argc > 1 ? argv[1] : "epoll";
@@ -447,6 +467,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_echo_stdin_devnull),
         cmocka_unit_test(test_echo_stdin_closed),
         cmocka_unit_test(test_echo_send_timeout),
+        cmocka_unit_test(test_out_of_fds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
