@@ -287,8 +287,9 @@ static void usage(FILE *f)
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 when everything came back intact, 1 on a mismatch or failure,\n"
-        "2 on a usage error or when the event loop cannot start (backend unavailable).\n");
+        "Exit status: 0 when everything came back intact, 1 on a mismatch or failure\n"
+        "(too few file descriptors or too little memory to start included), 2 on a\n"
+        "usage error or when the event loop cannot start (backend unavailable).\n");
 }
 
 static int bad_value(const char *opt, const char *val)
@@ -401,7 +402,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
         freeaddrinfo(cl.addrs);
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
     cl.conns = iop_calloc(cl.nconns, sizeof *cl.conns);
     if (!cl.conns) {

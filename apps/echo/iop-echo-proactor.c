@@ -545,9 +545,10 @@ static void usage(FILE *f)
         "                       echoed, connections, heap allocations, loop counters\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error (an\n"
-        "address in use included) or when the event loop cannot start (backend\n"
-        "unavailable: the reason is printed).\n");
+        "Exit status: 0 after a signal, 1 on a runtime failure (too few file descriptors\n"
+        "or too little memory to start included), 2 on a usage error (an address in\n"
+        "use included) or when the event loop cannot start (backend unavailable: the\n"
+        "reason is printed).\n");
 }
 
 int main(int argc, char **argv)
@@ -650,7 +651,7 @@ int main(int argc, char **argv)
         free(s.bid_next);
         free(s.bid_len);
         freeaddrinfo(addrs);
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
 
     int status = EXIT_FAILURE;

@@ -327,9 +327,10 @@ static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop
     /* Each worker makes its own loop after the fork; ask once here which backend that
      * will be, to say so in the listening line and to fail early. */
     iop_loop_t *probe;
-    if (iop_loop_create(&probe, lo) < 0) {
+    int r = iop_loop_create(&probe, lo);
+    if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
     char line[600];
     const char *report = iop_loop_backend_report(probe);
@@ -351,7 +352,7 @@ static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop
         .on_event = on_event, .event_arg = &sh, .stats = stats,
         .drain_timeout_ns = 2000000000ull,
     };
-    int r = iop_shard_run(&so);
+    r = iop_shard_run(&so);
     int usage_err = r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES;
     if (!usage_err) {              /* workers ran: how the connections were spread */
         fprintf(stderr, PROG ": connections per worker:");
@@ -403,9 +404,10 @@ static void usage(FILE *f)
         "\n"
         "The callback-style iop-echo-proactor has the same modes and more.\n"
         "\n"
-        "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a usage error (an\n"
-        "address in use included) or when the event loop cannot start (backend\n"
-        "unavailable: the reason is printed).\n", POOL_BUFS, POOL_BUF_SIZE);
+        "Exit status: 0 after a signal, 1 on a runtime failure (too few file descriptors\n"
+        "or too little memory to start included), 2 on a usage error (an address in\n"
+        "use included) or when the event loop cannot start (backend unavailable: the\n"
+        "reason is printed).\n", POOL_BUFS, POOL_BUF_SIZE);
 }
 
 int main(int argc, char **argv)
@@ -500,7 +502,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
         freeaddrinfo(addrs);
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
     iop_nursery_init(&s.conns, s.loop);
     iop_sem_init(&s.stop, 0);

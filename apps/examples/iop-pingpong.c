@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ioplex.h>
+#include "hostport.h"
 
 #define PROG "iop-pingpong"
 
@@ -94,9 +95,10 @@ int main(int argc, char **argv)
 
     iop_loop_t *loop;
     iop_loop_opts_t lo = { .size = sizeof lo, .backend = backend, .plugin_path = plugin_path };
-    if (iop_loop_create(&loop, &lo) < 0) {
+    int r = iop_loop_create(&loop, &lo);
+    if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
-        return 2;
+        return iop_app_loop_exit_status(r);
     }
     iop_coro_opts_t po = { .size = sizeof po, .name = "ping" }, qo = { .size = sizeof qo, .name = "pong" };
     if (iop_coro_create(loop, player, NULL, &po, &ping) < 0 ||

@@ -160,7 +160,7 @@ int main(int argc, char **argv)
     int r = iop_loop_create(&loop, &lo);
     if (r < 0) {
         fprintf(stderr, PROG ": %s\n", iop_last_error());
-        return r == -ENOENT || r == -EINVAL ? 2 : 1;   /* no such backend: a usage error */
+        return iop_app_loop_exit_status(r);
     }
     po.loop = loop;
     if ((r = iop_pool_create(&pool, &po)) < 0) {

@@ -238,8 +238,9 @@ static void usage(FILE *f)
         "\n"
         "Exit status: 0 when every URL was downloaded, 1 if any failed (an HTTP status\n"
         "of 300 or more that is not a redirect followed counts as a failure and saves\n"
-        "nothing: 4xx and 5xx like curl -f, also 300 and 304), 2 on a usage error\n"
-        "or when the event loop cannot start.\n",
+        "nothing: 4xx and 5xx like curl -f, also 300 and 304, and so does too few file\n"
+        "descriptors or too little memory to start), 2 on a usage error or when the\n"
+        "backend asked for cannot run here.\n",
         DEFAULT_CONCURRENCY, MAX_CONCURRENCY, DEFAULT_TIMEOUT_S, DEFAULT_MAX_REDIRECTS);
 }
 
@@ -290,7 +291,7 @@ static int run_fetch(fetch_t *f, const char *backend, const char *plugin_path)
     if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
     run_t run = { .f = f, .sigfd = -1 };
     run.nworkers = f->o.concurrency < f->njobs ? f->o.concurrency : (unsigned)f->njobs;

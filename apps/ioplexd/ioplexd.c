@@ -69,8 +69,10 @@ static void usage(FILE *f)
         "  --list               list the service plugins found, with their options\n"
         "  --help               this text\n"
         "\n"
-        "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage error,\n"
-        "an unknown service or backend, or an address that cannot be bound.\n",
+        "Exit status: 0 after a clean stop, 1 on a runtime failure (too few file\n"
+        "descriptors or too little memory to start included), 2 on a usage error, an\n"
+        "unknown service or a backend that cannot run here, or an address that cannot\n"
+        "be bound.\n",
         DEFAULT_DRAIN_S, RECV_POOL_BUF, RECV_POOL_DEFAULT);
 }
 
@@ -426,9 +428,10 @@ static int run_solo(daemon_t *d)
     iop_loop_opts_t lo = { .size = sizeof lo, .flags = IOPLEXD_LOOP_FLAGS, .backend = d->backend,
                            .plugin_path = d->plugin_path, .buf_count = d->recv_pool,
                            .buf_size = RECV_POOL_BUF };
-    if (iop_loop_create(&so.loop, &lo) < 0) {
+    int r = iop_loop_create(&so.loop, &lo);
+    if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
-        return EXIT_USAGE;
+        return iop_app_loop_exit_status(r);
     }
     const char *report = iop_loop_backend_report(so.loop);
     printf(PROG ": backend %s%s%s%s\n", iop_loop_backend(so.loop), report[0] ? " (" : "",

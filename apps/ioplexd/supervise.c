@@ -93,15 +93,17 @@ out:
 }
 
 /* Which backend the workers will take (each makes its own loop after the fork):
- * asked once here, to say so up front and to fail early when it is unavailable. */
+ * asked once here, to say so up front and to fail early when it is unavailable.
+ * 0, or the exit status (printed). */
 static int report_backend(const daemon_t *d)
 {
     iop_loop_t *loop;
     iop_loop_opts_t lo = { .size = sizeof lo, .backend = d->backend, .plugin_path = d->plugin_path,
                            .buf_count = d->recv_pool, .buf_size = RECV_POOL_BUF };
-    if (iop_loop_create(&loop, &lo) < 0) {
+    int r = iop_loop_create(&loop, &lo);
+    if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n", iop_last_error());
-        return -1;
+        return iop_app_loop_exit_status(r);
     }
     const char *report = iop_loop_backend_report(loop);
     printf(PROG ": backend %s%s%s%s\n", iop_loop_backend(loop), report[0] ? " (" : "", report,
@@ -112,8 +114,9 @@ static int report_backend(const daemon_t *d)
 
 int run_workers(daemon_t *d)
 {
-    if (report_backend(d) < 0)
-        return EXIT_USAGE;
+    int status = report_backend(d);
+    if (status)
+        return status;
     const char *listen[MAX_SERVICES + 1];
     for (size_t i = 0; i < d->nsvc; i++)
         listen[i] = d->svc[i].listen;
