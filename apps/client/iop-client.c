@@ -47,12 +47,14 @@ static struct addrinfo *addrs;
 static const char *target;
 static uint64_t timeout_ns = 10 * SEC;
 
-/* Connects to the first address that answers (an address whose family this host
- * cannot make a socket for is skipped). The fd, or -errno (printed unless quiet). */
-static int dial(int quiet)
+/* Connects to the first address that answers by deadline, which bounds the whole
+ * attempt (an address that does not answer leaves the next ones only what is left
+ * of it, as curl's --connect-timeout does); an address whose family this host
+ * cannot make a socket for is skipped. The fd, or -errno (printed unless quiet). */
+static int dial(int quiet, uint64_t deadline)
 {
     int r = -EADDRNOTAVAIL;
-    for (const struct addrinfo *ai = addrs; ai; ai = ai->ai_next) {
+    for (const struct addrinfo *ai = addrs; ai && r != -ETIMEDOUT; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             r = -errno;
@@ -60,12 +62,15 @@ static int dial(int quiet)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        r = iop_connect(fd, ai->ai_addr, ai->ai_addrlen, iop_now(loop) + timeout_ns);
+        r = iop_connect(fd, ai->ai_addr, ai->ai_addrlen, deadline);
         if (r == 0)
             return fd;
         iop_close(fd);
     }
-    if (!quiet)
+    if (!quiet && r == -ETIMEDOUT)
+        fprintf(stderr, PROG ": cannot connect to %s: no answer within --timeout (%g s)\n",
+                target, (double)timeout_ns / 1e9);
+    else if (!quiet)
         fprintf(stderr, PROG ": cannot connect to %s: %s\n", target, iop_strerror(r));
     return r;
 }
@@ -212,7 +217,7 @@ static int chat_join(session_t *s)
 static void *session_main(void *arg)
 {
     session_t *s = arg;
-    s->fd = dial(0);
+    s->fd = dial(0, iop_now(loop) + timeout_ns);
     if (s->fd < 0) {
         s->failed = 1;
         return NULL;
@@ -438,7 +443,7 @@ static void *load_conn(void *arg)
         if (!ld->http)
             number_message(out, len, ld->sent++);
         if (fd < 0) {            /* the first request, --churn, or after an error */
-            fd = dial(1);
+            fd = dial(1, dl);
             if (fd < 0) {
                 got = fd;
                 goto failed;
@@ -456,7 +461,7 @@ static void *load_conn(void *arg)
             iop_close(fd);
             served = 0;
             what = "connect";
-            if ((fd = dial(1)) < 0) {
+            if ((fd = dial(1, dl)) < 0) {
                 got = fd;
                 goto failed;
             }
@@ -526,7 +531,7 @@ static void *idle_dialer(void *arg)
     size_t len = load_request(out);
     while (ld->idle_next < ld->idle && !ld->errors) {
         uint64_t i = ld->idle_next++;
-        int fd = dial(1);
+        int fd = dial(1, iop_now(loop) + timeout_ns);
         if (fd < 0) {
             load_error("idle connect", fd);
             break;
@@ -724,7 +729,9 @@ static void usage(FILE *f)
         "\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
-        "  --timeout S          connect and per-request timeout (default 10)\n"
+        "  --timeout S          limit on connecting, all of a name's addresses together,\n"
+        "                       and on each request (load: a request that needs a new\n"
+        "                       connection has S for both; default 10, fractions allowed)\n"
         "  --help               this text\n"
         "\n"
         "Exit status: 0 on success, 1 on a failure (load: any error; also too few file\n"
@@ -751,8 +758,8 @@ int main(int argc, char **argv)
 {
     iop_app_guard_stdio();
     const char *backend = NULL, *plugin_path = NULL;
-    uint64_t conns = 50, size = 64, tmo = 10, idle = 0;
-    double duration = 5, warmup = 1;
+    uint64_t conns = 50, size = 64, idle = 0;
+    double duration = 5, warmup = 1, tmo = 10;
     int churn = 0, json = 0;
     const char *path = "/hello";
     static const struct option longopts[] = {
@@ -780,7 +787,7 @@ int main(int argc, char **argv)
         case 's': dst = &size; lo = 1; hi = 65536; break;
         case 'd': secs = &duration; smax = 3600; break;
         case 'w': secs = &warmup; smax = 600; break;
-        case 't': dst = &tmo; lo = 1; hi = 3600; break;
+        case 't': secs = &tmo; smax = 3600; break;
         case 'i': dst = &idle; lo = 0; hi = MAX_IDLE; break;
         case 'C': churn = 1; break;
         case 'j': json = 1; break;
@@ -800,7 +807,8 @@ int main(int argc, char **argv)
                     iop_app_opt_name(longopts, ch), lo, hi, optarg);
             return EXIT_USAGE;
         }
-        if (secs && (iop_app_parse_seconds(optarg, smax, secs) < 0 || (secs == &duration && duration < 0.001))) {
+        if (secs && (iop_app_parse_seconds(optarg, smax, secs) < 0 ||
+                     ((secs == &duration || secs == &tmo) && *secs < 0.001))) {
             fprintf(stderr, PROG ": %s wants seconds (up to %g; fractions allowed), not '%s'\n",
                     iop_app_opt_name(longopts, ch), smax, optarg);
             return EXIT_USAGE;
@@ -837,7 +845,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err);
         return EXIT_USAGE;
     }
-    timeout_ns = tmo * SEC;
+    timeout_ns = (uint64_t)(tmo * 1e9);
     if (is_load && raise_fd_limit(conns + idle + 32) < 0) {
         freeaddrinfo(addrs);
         return EXIT_FAILURE;

@@ -40,7 +40,7 @@
 #define PROG "iop-echo-load"
 #define MAX_EVENTS 512
 #define SCRATCH_SIZE (64 * 1024)
-#define CONNECT_LIMIT_NS (5ull * 1000 * 1000 * 1000)
+#define CONNECT_LIMIT_S 5         /* --timeout's default */
 #define MAX_REPORTED_ERRORS 10
 
 enum { EXIT_USAGE = 2 };
@@ -336,12 +336,14 @@ static int raise_fd_limit(uint32_t need)
 
 /* Connects connection 0 to the first of the target's addresses that takes it, and
  * copies that address into *ss for the others: a name can resolve to ::1 before
- * 127.0.0.1 with only one of them listening. 0, or -1 after saying why. */
+ * 127.0.0.1 with only one of them listening. All addresses together get until
+ * deadline (one that does not answer leaves the next only what is left). 0, or -1
+ * after saying why. */
 static int connect_first(load_t *l, const char *target, const struct addrinfo *ai,
-                         struct sockaddr_storage *ss, socklen_t *sslen)
+                         struct sockaddr_storage *ss, socklen_t *sslen, uint64_t deadline)
 {
     int err = EADDRNOTAVAIL;
-    for (; ai; ai = ai->ai_next) {
+    for (; ai && err != ETIMEDOUT; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             err = errno;
@@ -353,7 +355,8 @@ static int connect_first(load_t *l, const char *target, const struct addrinfo *a
             err = errno;
         } else {
             struct pollfd p = { .fd = fd, .events = POLLOUT };
-            int n = poll(&p, 1, (int)(CONNECT_LIMIT_NS / 1000000));
+            uint64_t now = bench_now_ns();
+            int n = now >= deadline ? 0 : poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
             socklen_t len = sizeof err;
             if (n < 0)
                 err = errno;
@@ -370,14 +373,17 @@ static int connect_first(load_t *l, const char *target, const struct addrinfo *a
         }
         close(fd);
     }
-    fprintf(stderr, PROG ": connection 0: connect to %s: %s\n", target, strerror(err));
+    if (err == ETIMEDOUT)
+        fprintf(stderr, PROG ": connection 0: connect to %s: no answer within --timeout\n", target);
+    else
+        fprintf(stderr, PROG ": connection 0: connect to %s: %s\n", target, strerror(err));
     return -1;
 }
 
 /* Opens every connection but the first (connect_first's) with a nonblocking
- * connect and waits, bounded, until all are established. 0, or -1 after saying
- * why. */
-static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t sslen)
+ * connect and waits until all are established, up to deadline. 0, or -1 after
+ * saying why. */
+static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t sslen, uint64_t deadline)
 {
     uint32_t pending = 0;
     for (uint32_t i = 0; i < l->nconns; i++) {
@@ -410,13 +416,12 @@ static int connect_all(load_t *l, const struct sockaddr_storage *ss, socklen_t s
         pending++;
     }
 
-    uint64_t deadline = bench_now_ns() + CONNECT_LIMIT_NS;
     struct epoll_event evs[MAX_EVENTS];
     while (pending > 0) {
         uint64_t now = bench_now_ns();
         if (now >= deadline) {
-            fprintf(stderr, PROG ": %u of %u connections not established after %llu s\n",
-                    pending, l->nconns, CONNECT_LIMIT_NS / 1000000000ull);
+            fprintf(stderr, PROG ": %u of %u connections not established within --timeout\n",
+                    pending, l->nconns);
             return -1;
         }
         int n = epoll_wait(l->ep, evs, MAX_EVENTS, (int)((deadline - now) / 1000000 + 1));
@@ -582,6 +587,8 @@ static void usage(FILE *f)
         "  --warmup S        seconds run before measuring (default 2)\n"
         "  --rate R          offered load: R messages/s in all (default: closed\n"
         "                    loop, each echo answered by the next message at once)\n"
+        "  --timeout S       limit on opening every connection, all of HOST's\n"
+        "                    addresses tried together, fractions allowed (default 5)\n"
         "  --cpu N           pin this process to CPU N\n"
         "  --json            also print the results as one JSON line\n"
         "  --help            this text\n"
@@ -593,7 +600,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     uint64_t nconns = 100, size = 64, cpu = 0, rate = 0;
-    double duration_s = 10, warmup_s = 2;
+    double duration_s = 10, warmup_s = 2, timeout_s = CONNECT_LIMIT_S;
     int json = 0, pin = 0;
     static const struct option longopts[] = {
         { "connections", required_argument, NULL, 'c' },
@@ -602,12 +609,13 @@ int main(int argc, char **argv)
         { "warmup", required_argument, NULL, 'w' },
         { "cpu", required_argument, NULL, 'C' },
         { "rate", required_argument, NULL, 'r' },
+        { "timeout", required_argument, NULL, 't' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     int ch, bad = 0;
-    while ((ch = getopt_long(argc, argv, "c:s:d:w:C:r:jh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:s:d:w:C:r:t:jh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': bad |= iop_app_parse_u64(optarg, 1, 1000000, &nconns) < 0; break;
         case 's': bad |= iop_app_parse_u64(optarg, 1, 64u << 20, &size) < 0; break;
@@ -615,6 +623,7 @@ int main(int argc, char **argv)
         case 'w': bad |= iop_app_parse_seconds(optarg, 86400, &warmup_s) < 0; break;
         case 'C': bad |= iop_app_parse_u64(optarg, 0, CPU_SETSIZE - 1, &cpu) < 0; pin = 1; break;
         case 'r': bad |= iop_app_parse_u64(optarg, 1, 1000000000, &rate) < 0; break;
+        case 't': bad |= iop_app_parse_seconds(optarg, 3600, &timeout_s) < 0 || timeout_s < 0.001; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_USAGE;
@@ -671,7 +680,9 @@ int main(int argc, char **argv)
     int status = EXIT_FAILURE;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (connect_first(&l, target, addrs, &ss, &sslen) == 0 && connect_all(&l, &ss, sslen) == 0 &&
+    uint64_t connect_by = bench_now_ns() + (uint64_t)(timeout_s * 1e9);
+    if (connect_first(&l, target, addrs, &ss, &sslen, connect_by) == 0 &&
+        connect_all(&l, &ss, sslen, connect_by) == 0 &&
         run(&l, (uint64_t)(warmup_s * 1e9), (uint64_t)(duration_s * 1e9)) == 0) {
         print_results(&l, target, warmup_s, json);
         if (l.measured == 0)
