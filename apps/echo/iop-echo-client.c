@@ -183,11 +183,14 @@ static int receive_echo(cconn_t *c)
     return 0;
 }
 
-/* Connects to the first address that answers (a name may resolve to several). */
+/* Connects to the first address that answers (a name may resolve to several), all
+ * of them within one --timeout: one that does not answer leaves the next ones only
+ * what is left of it. */
 static int connect_any(cconn_t *c)
 {
     client_t *cl = c->cl;
     int r = -EADDRNOTAVAIL;
+    uint64_t by = deadline(cl);
     const struct addrinfo *ai;
     for (ai = cl->addrs; ai; ai = ai->ai_next) {
         c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -197,21 +200,22 @@ static int connect_any(cconn_t *c)
         }
         int one = 1;   /* a message's short tail must not wait for a delayed ACK */
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        r = iop_connect(c->fd, ai->ai_addr, ai->ai_addrlen, deadline(cl));
+        r = iop_connect(c->fd, ai->ai_addr, ai->ai_addrlen, by);
         if (r == 0)
             return 0;
         iop_close(c->fd);
         c->fd = -1;
         if (r == -ECANCELED)
             return -1;
-        if (!ai->ai_next)
+        if (r == -ETIMEDOUT || !ai->ai_next)
             break;
     }
     char where[128];
     iop_app_format_addr(ai->ai_addr, ai->ai_addrlen, where, sizeof where);
     int same = strcmp(where, cl->target) == 0;   /* name the address only if it adds something */
     fail(cl, "connection %u: cannot connect to %s%s%s%s: %s", c->id, cl->target,
-         same ? "" : " (", same ? "" : where, same ? "" : ")", iop_strerror(r));
+         same ? "" : " (", same ? "" : where, same ? "" : ")",
+         r == -ETIMEDOUT ? "no answer within --timeout" : iop_strerror(r));
     return -1;
 }
 
@@ -280,7 +284,9 @@ static void usage(FILE *f)
         "  --size BYTES         largest message (default 4096); sizes are random from\n"
         "                       64 up to BYTES (from 1 when BYTES is below 64)\n"
         "  --connections C      spread the messages over C connections (default 1)\n"
-        "  --timeout SECONDS    give up on a connect, send or recv after this (default 10)\n"
+        "  --timeout SECONDS    give up on a connect (all of HOST's addresses together),\n"
+        "                       a send or a recv after this (default 10; fractions\n"
+        "                       allowed)\n"
         "  --seed S             random seed (default: from the clock)\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "                       (default: $IOPLEX_BACKEND, then auto)\n"
@@ -312,7 +318,8 @@ static void client_free(client_t *cl)
 int main(int argc, char **argv)
 {
     const char *backend = NULL, *plugin_path = NULL;
-    uint64_t check = 0, size = DEFAULT_MAX_SIZE, conns = 1, timeout_s = 10, seed = 0;
+    uint64_t check = 0, size = DEFAULT_MAX_SIZE, conns = 1, seed = 0;
+    double timeout_s = 10;
     int have_check = 0, have_seed = 0, have_size = 0, have_conns = 0;
     static const struct option longopts[] = {
         { "check", required_argument, NULL, 'c' },
@@ -345,7 +352,7 @@ int main(int argc, char **argv)
             have_conns = 1;
             break;
         case 't':
-            if (iop_app_parse_u64(optarg, 1, 24 * 3600, &timeout_s) < 0)
+            if (iop_app_parse_seconds(optarg, 24 * 3600, &timeout_s) < 0 || timeout_s < 0.001)
                 return bad_value("timeout", optarg);
             break;
         case 'S':
@@ -376,7 +383,7 @@ int main(int argc, char **argv)
 
     client_t cl = {
         .target = argv[optind], .check = have_check, .total = check,
-        .timeout_ns = timeout_s * 1000000000ull,
+        .timeout_ns = (uint64_t)(timeout_s * 1e9),
     };
     char err[512];
     if (iop_app_resolve(cl.target, 0, &cl.addrs, err, sizeof err) < 0) {

@@ -1,6 +1,7 @@
 /* --timeout bounds a whole connect attempt, all of a name's addresses together, in
  * iop-client, iop-fetch and iop-echo-load (as curl's --connect-timeout does): a name
- * with three addresses that never answer fails after one timeout, not three.
+ * with three addresses that never answer fails after one timeout, not three. So
+ * does iop-echo-client.
  *
  * The addresses are 127.0.0.2, .3 and .4, each with a listener whose accept queue
  * is full (backlog 0, filled by connections nobody accepts), so that the kernel
@@ -150,6 +151,15 @@ static void test_fetch(void **state)
                        url, NULL);
 }
 
+static void test_echo_client(void **state)
+{
+    (void)state;
+    char target[64];
+    snprintf(target, sizeof target, NAME ":%u", port);
+    expect_one_timeout("no answer within --timeout", ECHO_CLIENT_PATH, "--backend", backend, "--timeout",
+                       TIMEOUT, "--check", "1", target, NULL);
+}
+
 static void test_echo_load(void **state)
 {
     (void)state;
@@ -194,6 +204,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_client),
             cmocka_unit_test(test_fetch),
+            cmocka_unit_test(test_echo_client),
             cmocka_unit_test(test_echo_load),
         };
         status = cmocka_run_group_tests(tests, NULL, NULL);
