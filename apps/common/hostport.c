@@ -108,6 +108,18 @@ int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port
     return 0;
 }
 
+/* Every address is IPv6 link-local without a zone: bind and connect would say only
+ * "Invalid argument" (the kernel cannot tell which link). */
+static int all_unzoned_link_local(const struct addrinfo *ai)
+{
+    for (; ai; ai = ai->ai_next) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ai->ai_addr;
+        if (ai->ai_family != AF_INET6 || !IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr) || v6->sin6_scope_id)
+            return 0;
+    }
+    return 1;
+}
+
 int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
                     char *err, size_t errlen)
 {
@@ -138,6 +150,13 @@ int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
         char v4[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], v4, sizeof v4);
         snprintf(err, errlen, "'%s': an IPv4-mapped address; listen on %s:%s instead", hostport, v4, port);
+        freeaddrinfo(*out);
+        *out = NULL;
+        return -EINVAL;
+    }
+    if (all_unzoned_link_local(*out)) {
+        snprintf(err, errlen, "'%s': a link-local address needs a zone naming its interface, as in "
+                 "[%s%%lo]:%s", hostport, host, port);
         freeaddrinfo(*out);
         *out = NULL;
         return -EINVAL;

@@ -17,8 +17,8 @@ int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port
 /* Resolves "HOST:PORT" for TCP with getaddrinfo. passive: an empty host means every
  * local address (for a listener; an IPv4-mapped IPv6 address is refused, listeners
  * being IPv6-only); otherwise it means the loopback, and port 0 is refused. The list
- * is freed with freeaddrinfo. 0, or -EINVAL (malformed) / -ENOENT (does not resolve)
- * with a reason in err. */
+ * is freed with freeaddrinfo. 0, or -EINVAL (malformed; also an IPv6 link-local
+ * address without its zone) / -ENOENT (does not resolve) with a reason in err. */
 int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
                     char *err, size_t errlen);
 

@@ -560,6 +560,14 @@ static void test_cli(void **state)
           "an IPv4-mapped address" },
         { { IOPLEXD_PATH, "--service", "echo=[::ffff:127.0.0.1]:0", "--workers", "1" }, 2, NULL,
           "an IPv4-mapped address" },
+        /* a link-local address names no link without its zone: said, in both modes
+         * and in the client, instead of bind's or connect's "Invalid argument" */
+        { { IOPLEXD_PATH, "--service", "echo=[fe80::1]:0", "--workers", "0" }, 2, NULL,
+          "a link-local address needs a zone naming its interface, as in [fe80::1%lo]:0" },
+        { { IOPLEXD_PATH, "--service", "echo=[fe80::1]:0", "--workers", "1" }, 2, NULL,
+          "a link-local address needs a zone naming its interface, as in [fe80::1%lo]:0" },
+        { { CLIENT_PATH, "echo", "[fe80::1]:7" }, 2, NULL,
+          "a link-local address needs a zone naming its interface, as in [fe80::1%lo]:7" },
         { { CLIENT_PATH, "echo", "[::1]:0" }, 2, NULL, "port 0 is for listening" },
         { { CLIENT_PATH, "echo", "[]:7" }, 2, NULL, "brackets are for an IPv6" },
         { { CLIENT_PATH, "--help" }, 0, "usage: iop-client", NULL },

@@ -983,6 +983,16 @@ static void test_usage_errors(void **state)
     expect_usage_error(f, (const char *[]){ "--backend", "nosuch", "http://x/", NULL }, "cannot start the event loop");
 }
 
+/* A link-local address names no link without a zone, which a URL here cannot carry:
+ * said, instead of connect's "Invalid argument". */
+static void test_link_local(void **state)
+{
+    fx_t *f = *state;
+    run(f, NULL, (const char *[]){ "-q", "-O", "/dev/null", "http://[fe80::1]:7/", NULL });
+    expect_status(f, 1);
+    expect_err(f, "cannot connect to [fe80::1]:7: a link-local address needs a zone");
+}
+
 static void test_help(void **state)
 {
     fx_t *f = *state;
@@ -1135,6 +1145,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest cli[] = {
             cmocka_unit_test_setup_teardown(test_usage_errors, setup, teardown),
             cmocka_unit_test_setup_teardown(test_help, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_link_local, setup, teardown),
             cmocka_unit_test_setup_teardown(test_python_server, setup, teardown),
         };
         return cmocka_run_group_tests_name("fetch.cli", cli, NULL, NULL);

@@ -66,10 +66,11 @@ typedef struct iop_shard_opts {
     uint32_t workers;              /* 0 = one per CPU this process may run on */
     uint32_t listener_mode;        /* IOP_SHARD_REUSEPORT / IOP_SHARD_SHARED */
     /* NULL-terminated "HOST:PORT" list: "127.0.0.1:8080", "[::1]:0", "*:80" (any
-     * IPv4), "[::]:80" (any IPv6, v6 only), host names too (their first address, or
-     * all with IOP_SHARD_ALL_ADDRESSES). Port 0 = a free port, the same for every
-     * worker and every address of a name; on_listen tells which. A failure to bind
-     * any address fails the run, naming it. NULL = no listener. */
+     * IPv4), "[::]:80" (any IPv6, v6 only), "[fe80::1%eth0]:80" (link-local: the
+     * zone is required), host names too (their first address, or all with
+     * IOP_SHARD_ALL_ADDRESSES). Port 0 = a free port, the same for every worker and
+     * every address of a name; on_listen tells which. A failure to bind any address
+     * fails the run, naming it. NULL = no listener. */
     const char *const *listen;
     int backlog;                   /* 0 = SOMAXCONN */
     const char *backend;           /* each worker's backend; NULL = loop_opts' or auto */

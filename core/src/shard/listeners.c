@@ -117,6 +117,10 @@ static int resolve(const char *spec, uint32_t entry, int every, addr_list_t *l)
         if (ai->ai_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
             r = iop__fail(-EINVAL, "listen address '%s': an IPv4-mapped address; listen on its IPv4 "
                           "address instead", spec);
+        /* bind would say only "Invalid argument": the kernel cannot tell which link. */
+        else if (ai->ai_family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr) && !v6->sin6_scope_id)
+            r = iop__fail(-EINVAL, "listen address '%s': a link-local address needs a zone naming "
+                          "its interface, as in [%s%%lo]:%s", spec, host, port);
         else if (ai->ai_addrlen <= sizeof(struct sockaddr_storage) && !addr_list_has(l, entry, ai))
             r = addr_list_add(l, entry, ai);
     }
