@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -404,12 +405,20 @@ static void stop_with_open_connections(void **state, int sig)
 static void test_sigterm_exits_zero(void **state) { stop_with_open_connections(state, SIGTERM); }
 static void test_sigint_exits_zero(void **state) { stop_with_open_connections(state, SIGINT); }
 
-/* Out of fds: connections beyond the limit are shed without burning CPU, the ones
- * already open keep being served, and the server recovers once fds are free again. */
-static void test_emfile_sheds_without_spinning(void **state)
+static int count_of(const char *hay, const char *needle)
 {
-    fixture_t *f = *state;
-    assert_int_equal(start_server(f, backend, "127.0.0.1:0", 32), 0);
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* One out-of-fds episode, the n-th of the server's run: connections beyond the limit
+ * are shed without burning CPU, the ones already open keep being served, the
+ * episode is logged once (not once per failed accept, and not only the first
+ * time), and the server recovers once fds are free again. */
+static void emfile_episode(fixture_t *f, int n)
+{
     int base = f->nsocks;
     for (int i = 0; i < 80; i++)
         connect_local(f, f->port, 1);
@@ -424,7 +433,8 @@ static void test_emfile_sheds_without_spinning(void **state)
     }
     double cpu1 = proc_cpu_seconds(f->srv.pid);
     assert_true(cpu0 >= 0 && cpu1 >= 0);
-    fprintf(stderr, "server CPU while shedding: %.3f s in %lld ms\n", cpu1 - cpu0, now_ms() - t0);
+    fprintf(stderr, "episode %d: server CPU while shedding: %.3f s in %lld ms\n", n, cpu1 - cpu0,
+            now_ms() - t0);
     assert_true(cpu1 - cpu0 < 0.3);
 
     /* Some were shed (closed by the server); the accepted ones still echo. */
@@ -444,21 +454,21 @@ static void test_emfile_sheds_without_spinning(void **state)
             recv(f->socks[i], &c, 1, MSG_DONTWAIT) == 1 && c == 'x')
             served++;
     }
-    fprintf(stderr, "connections shed: %d, served: %d\n", shed, served);
+    fprintf(stderr, "episode %d: connections shed: %d, served: %d\n", n, shed, served);
     assert_true(shed > 0);
     assert_true(served >= 5);
 
-    char err[8192];
+    char err[16384];
     proc_stderr(&f->srv, err, sizeof err);
-    const char *w = strstr(err, "warning: accept:");
-    assert_non_null(w);
-    assert_null(strstr(w + 1, "warning: accept:"));   /* one line per episode */
+    if (count_of(err, "warning: accept:") != n)   /* one line per episode */
+        fail_msg("episode %d: not one warning per episode:\n%s", n, err);
 
     /* Free the fds: a new client is served again. */
     for (int i = base; i < f->nsocks; i++) {
         close(f->socks[i]);
         f->socks[i] = -1;
     }
+    f->nsocks = base;
     /* Until the server has seen those closes, a new connection is still dropped. */
     long long t1 = now_ms();
     while (proc_open_fds(f->srv.pid) > 16 && now_ms() - t1 < 5000)
@@ -468,7 +478,66 @@ static void test_emfile_sheds_without_spinning(void **state)
     run_client(&r, NULL, 0, "--check", "20", "--timeout", "5", "--backend", (char *)backend,
                f->where, (char *)NULL);
     assert_ran_ok(&r);
-    assert_non_null(strstr(proc_stderr(&f->srv, err, sizeof err), "accepting again"));
+    if (count_of(proc_stderr(&f->srv, err, sizeof err), "accepting again") != n)
+        fail_msg("episode %d: not one 'accepting again' per episode:\n%s", n, err);
+}
+
+/* Out of fds twice over: each episode sheds without spinning, is logged once, and
+ * ends with the server accepting again. */
+static void test_emfile_sheds_without_spinning(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(start_server(f, backend, "127.0.0.1:0", 32), 0);
+    emfile_episode(f, 1);
+    emfile_episode(f, 2);
+}
+
+/* RLIMIT_NOFILE lowered under a running server, its accept already waiting (on
+ * io_uring with --multishot, a multishot accept armed in the kernel, which keeps
+ * the limit of when it was armed until it ends): whichever limit the backend
+ * meets, the server does not spin, keeps its listener, logs an episode at most
+ * once, and serves a new client once the connections are gone. */
+static void test_emfile_limit_lowered(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(start_server(f, backend, "127.0.0.1:0", 0), 0);
+    run_t r;
+    run_client(&r, NULL, 0, "--check", "5", "--timeout", "5", "--backend", (char *)backend, f->where,
+               (char *)NULL);
+    assert_ran_ok(&r);           /* the accept is armed */
+    int open_fds = proc_open_fds(f->srv.pid);
+    assert_true(open_fds > 0);
+    struct rlimit low = { .rlim_cur = (rlim_t)open_fds + 8, .rlim_max = RLIM_INFINITY }, old;
+    assert_int_equal(prlimit(f->srv.pid, RLIMIT_NOFILE, NULL, &old), 0);
+    low.rlim_max = old.rlim_max;
+    assert_int_equal(prlimit(f->srv.pid, RLIMIT_NOFILE, &low, NULL), 0);
+    for (int i = 0; i < 40; i++)
+        connect_local(f, f->port, 1);
+    poll(NULL, 0, 300);
+    double cpu0 = proc_cpu_seconds(f->srv.pid);
+    long long t0 = now_ms();
+    while (now_ms() - t0 < 1000) {
+        for (int i = 0; i < 5 && f->nsocks < MAX_SOCKS; i++)
+            connect_local(f, f->port, 1);   /* keep the backlog busy */
+        poll(NULL, 0, 100);
+    }
+    double cpu1 = proc_cpu_seconds(f->srv.pid);
+    char err[16384];
+    fprintf(stderr, "server CPU with the limit lowered: %.3f s; %d fds open (limit %d)\nstderr: %s\n",
+            cpu1 - cpu0, proc_open_fds(f->srv.pid), (int)low.rlim_cur, proc_stderr(&f->srv, err, sizeof err));
+    assert_true(cpu0 >= 0 && cpu1 - cpu0 < 0.3);
+    assert_in_range(count_of(err, "warning: accept:"), 0, 1);
+    for (int i = 0; i < f->nsocks; i++) {
+        close(f->socks[i]);
+        f->socks[i] = -1;
+    }
+    f->nsocks = 0;
+    long long t1 = now_ms();
+    while (proc_open_fds(f->srv.pid) > open_fds && now_ms() - t1 < 5000)
+        poll(NULL, 0, 10);
+    run_client(&r, NULL, 0, "--check", "20", "--timeout", "5", "--backend", (char *)backend, f->where,
+               (char *)NULL);
+    assert_ran_ok(&r);
 }
 
 /* ---- command line --------------------------------------------------------------------- */
@@ -679,6 +748,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_sigterm_exits_zero, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_sigint_exits_zero, setup_server, teardown),
         cmocka_unit_test_setup_teardown(test_emfile_sheds_without_spinning, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_emfile_limit_lowered, setup_empty, teardown),
     };
     char name[64];
     snprintf(name, sizeof name, "echo apps on %s", backend);
