@@ -615,7 +615,8 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     int ch, bad = 0;
-    while ((ch = getopt_long(argc, argv, "c:s:d:w:C:r:t:jh", longopts, NULL)) != -1) {
+    opterr = 0;                  /* its messages name the program by path, then ours the usage */
+    while ((ch = getopt_long(argc, argv, ":c:s:d:w:C:r:t:jh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': bad |= iop_app_parse_u64(optarg, 1, 1000000, &nconns) < 0; break;
         case 's': bad |= iop_app_parse_u64(optarg, 1, 64u << 20, &size) < 0; break;
@@ -626,10 +627,16 @@ int main(int argc, char **argv)
         case 't': bad |= iop_app_parse_seconds(optarg, 3600, &timeout_s) < 0 || timeout_s < 0.001; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return EXIT_USAGE;
+        case ':':
+            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
         }
         if (bad) {
-            fprintf(stderr, PROG ": bad value '%s' (try --help)\n", optarg);
+            fprintf(stderr, PROG ": bad value '%s' for %s (try --help)\n", optarg,
+                    iop_app_opt_name(longopts, ch));
             return EXIT_USAGE;
         }
     }
