@@ -809,8 +809,8 @@ int main(int argc, char **argv)
         }
         if (secs && (iop_app_parse_seconds(optarg, smax, secs) < 0 ||
                      ((secs == &duration || secs == &tmo) && *secs < 0.001))) {
-            fprintf(stderr, PROG ": %s wants seconds (up to %g; fractions allowed), not '%s'\n",
-                    iop_app_opt_name(longopts, ch), smax, optarg);
+            fprintf(stderr, PROG ": %s wants seconds (%s to %g; fractions allowed), not '%s'\n",
+                    iop_app_opt_name(longopts, ch), secs == &warmup ? "0" : "0.001", smax, optarg);
             return EXIT_USAGE;
         }
     }

@@ -576,7 +576,10 @@ static void test_cli(void **state)
           2, NULL, "NICK wants" },
         { { CLIENT_PATH, "chat", "127.0.0.1:1", "a\nb" }, 2, NULL, "NICK wants" },
         /* the option is named, not its value */
-        { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--timeout", "0" }, 2, NULL, "--timeout wants" },
+        { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--timeout", "0" }, 2, NULL,
+          "--timeout wants seconds (0.001 to 3600; fractions allowed), not '0'" },
+        { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--warmup", "-1" }, 2, NULL,
+          "--warmup wants seconds (0 to 600; fractions allowed), not '-1'" },
         { { CLIENT_PATH, "load", "echo", "127.0.0.1:1", "--duration", "1", "--warmup", "0" }, 1, NULL,
           "Connection refused" },
     };
