@@ -3,7 +3,8 @@
  * Two exact cases first, set up by writing a slot's control word the way a process
  * leaves it when killed at that instruction (the test links the static library and
  * reads the private layout): a put that claimed a slot and died before publishing,
- * and a get that died while copying out (its pid a zombie, not yet reaped). Then
+ * and a get that died while copying out (its pid a zombie, not yet reaped); and a
+ * slot whose length was written over. Then
  * kill -9 at random: producers and consumers are killed and replaced over and
  * over while they run, and every message whose put returned must arrive exactly
  * once, except at most one per killed consumer; afterwards the queue still works. */
@@ -89,6 +90,48 @@ void test_dead_getter_slot_is_reclaimed(void **state)
     assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, 0), 2);
     assert_string_equal(buf, "d");
     assert_int_equal(waitpid(zombie, NULL, 0), zombie);
+}
+
+/* A slot whose length was written over (by a stray write in any process sharing
+ * the queue) is dropped with -EBADMSG: its length is never used to copy (the
+ * buffers offered here would let a copy run far past the slot and the mapping),
+ * and the messages around it still come out, in order. */
+void test_scribbled_length_is_dropped(void **state)
+{
+    (void)state;
+    pq_recreate(4, 16);
+    static char buf[1 << 17];
+    assert_int_equal(iop_pqueue_put(pq, "a", 2, 0), 0);       /* position 0 */
+    assert_int_equal(iop_pqueue_put(pq, "b", 2, 0), 0);       /* position 1: scribbled */
+    assert_int_equal(iop_pqueue_put(pq, "c", 2, 0), 0);       /* position 2: scribbled */
+    assert_int_equal(iop_pqueue_put(pq, "d", 2, 0), 0);       /* position 3 */
+    atomic_store(&pq_slot(pq, 1)->len, 1u << 16);              /* fits buf, not the slot */
+    atomic_store(&pq_slot(pq, 2)->len, UINT32_MAX);            /* fits nothing */
+
+    assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, 0), 2);
+    assert_string_equal(buf, "a");
+    assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, pq_after_ms(2000)), -EBADMSG);
+    assert_non_null(strstr(iop_last_error(), "65536 bytes"));
+    assert_int_equal(iop_pqueue_try_get(pq, buf, 4), -EBADMSG);   /* not -EMSGSIZE for good */
+    assert_non_null(strstr(iop_last_error(), "max_msg (16)"));
+    assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, pq_after_ms(2000)), 2);
+    assert_string_equal(buf, "d");
+    assert_int_equal(iop_pqueue_try_get(pq, buf, sizeof buf), -EAGAIN);
+
+    /* Both dropped slots carry messages again, lap after lap. */
+    for (uint32_t lap = 0; lap < 3; lap++) {
+        for (uint32_t i = 0; i < 4; i++) {
+            uint32_t v = lap * 4 + i;
+            assert_int_equal(iop_pqueue_try_put(pq, &v, sizeof v), 0);
+        }
+        assert_int_equal(iop_pqueue_try_put(pq, "x", 1), -EAGAIN);
+        for (uint32_t i = 0; i < 4; i++) {
+            uint32_t v = 99;
+            assert_int_equal(iop_pqueue_try_get(pq, &v, sizeof v), sizeof v);
+            assert_int_equal(v, lap * 4 + i);
+        }
+    }
+    assert_int_equal(iop_pqueue_len(pq), 0);
 }
 
 /* ---- kill -9 at random ------------------------------------------------------------------ */

@@ -62,7 +62,9 @@ IOP_EXPORT int iop_pqueue_try_put(iop_pqueue_t *q, const void *data, size_t len)
 
 /* Takes the oldest message into buf, waiting for one until deadline. Its length,
  * -EMSGSIZE (it is longer than cap: it stays in the queue), -EPIPE (closed and
- * drained), -ETIMEDOUT, -ECANCELED. */
+ * drained), -ETIMEDOUT, -ECANCELED, or -EBADMSG: the oldest slot's length was
+ * written over (more than max_msg); that slot is dropped, the next get takes the
+ * message after it. */
 IOP_EXPORT ssize_t iop_pqueue_get(iop_pqueue_t *q, void *buf, size_t cap, uint64_t deadline);
 
 /* get without waiting: -EAGAIN instead of waiting. */

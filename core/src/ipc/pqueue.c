@@ -198,7 +198,7 @@ static ssize_t attempt(iop_pqueue_t *q, int dir, const pq_call_t *c, uint32_t *s
         return r;
     }
     ssize_t r = iop__pq_get_once(q, c->buf, c->cap, stuck);
-    if (r >= 0)
+    if (r >= 0 || r == -EBADMSG)    /* a dropped slot is room too */
         pq_after_op(q, PQ_NOT_FULL);
     return r;
 }

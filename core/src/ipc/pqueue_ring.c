@@ -9,6 +9,7 @@
  * comes after the operation (pq_after_op). */
 #include <errno.h>
 #include <string.h>
+#include "error_internal.h"
 #include "pqueue_internal.h"
 
 /* Helps index *ix from pos to pos + 1 unless someone did already; returns where
@@ -76,6 +77,25 @@ int iop__pq_put_once(iop_pqueue_t *q, const void *data, uint32_t len, uint32_t *
     }
 }
 
+/* A full slot whose length no put can have written (the slot holds max_msg bytes):
+ * the shared memory was written over. Takes the slot like a get and frees it, so
+ * the messages behind it still come out, and fails this get. -EAGAIN if another
+ * process took the slot first. */
+static int drop_scribbled(iop_pqueue_t *q, pq_slot_t *s, uint64_t w, uint64_t pos, uint32_t len)
+{
+    uint32_t want = pq_seq(w);
+    if (!atomic_compare_exchange_strong_explicit(&s->word, &w, pq_word((uint32_t)pq_self(q), want),
+                                                 memory_order_acquire, memory_order_relaxed))
+        return -EAGAIN;
+    move_on(&q->head, pos);
+    atomic_store_explicit(&s->word, pq_word(0, 2 * (uint32_t)(pos + q->capacity)),
+                          memory_order_release);
+    return iop__fail(-EBADMSG, "iop_pqueue_get: the message at position %llu says it is %u bytes "
+                               "long, more than the queue's max_msg (%u): its slot was written "
+                               "over; it is dropped, the messages after it are not",
+                     (unsigned long long)pos, len, q->max_msg);
+}
+
 ssize_t iop__pq_get_once(iop_pqueue_t *q, void *buf, size_t cap, uint32_t *stuck)
 {
     *stuck = 0;
@@ -92,6 +112,12 @@ ssize_t iop__pq_get_once(iop_pqueue_t *q, void *buf, size_t cap, uint32_t *stuck
         uint32_t owner = pq_owner(w);
         if (d == 0 && owner == 0) {
             uint32_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
+            if (len > q->max_msg) {
+                int r = drop_scribbled(q, s, w, pos, len);
+                if (r == -EAGAIN)
+                    continue;
+                return r;
+            }
             if (len > cap) {
                 /* Too long for buf: leave it, if len really was this message's. */
                 atomic_thread_fence(memory_order_acquire);
