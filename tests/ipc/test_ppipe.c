@@ -1,13 +1,14 @@
 /* The process pipe between real processes: round trips both ways, framing (many
  * small messages, sizes from 0 to max_msg), -EMSGSIZE without loss, -EPIPE after
  * the peer's close and kill -9, descriptor passing, messages cut short by a deadline
- * on either side; then from coroutines on the backend named by argv[1] ("plain"
+ * on either side, forged headers; then from coroutines on the backend named by argv[1] ("plain"
  * runs the plain-process group): parked receives that leave the loop running, large
  * messages, concurrent senders, fds through recvmsg ops.
  *
  * Children never call cmocka: they _exit with a code the parent checks. Every child
  * is reaped by pid within a bounded time (killed if it overstays), and dies with the
  * test process (PR_SET_PDEATHSIG). */
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -507,6 +508,83 @@ static void test_empty_datagram_is_not_the_end(void **state)
     iop_ppipe_close(ends[0]);
 }
 
+/* Descriptors this process holds. */
+static int fds_open(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1;                  /* not the one opendir holds */
+}
+
+/* A first fragment whose header says hdr_nfds descriptors, with nfds attached. */
+static int raw_first_fds(iop_ppipe_t *end, const char *msg, uint32_t hdr_nfds, const int *fds,
+                         int nfds)
+{
+    uint32_t len = (uint32_t)strlen(msg);
+    iop__ppipe_frag_t h = { .magic = IOP__PPIPE_FIRST, .total = len, .nfds = hdr_nfds };
+    struct iovec v[2] = { { &h, sizeof h }, { (void *)msg, len } };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * 4)]; } cm;
+    memset(&cm, 0, sizeof cm);
+    struct msghdr m = { .msg_iov = v, .msg_iovlen = 2, .msg_control = cm.buf,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    return sendmsg(iop_ppipe_fd(end), &m, 0) == (ssize_t)(sizeof h + len) ? 0 : -1;
+}
+
+/* A header's descriptor count unlike the descriptors that came with it (more, or
+ * fewer) is a malformed message: peek does not pass the count on (a caller would
+ * size its room by it), the receive fails and closes what came (the pipe's
+ * reader sees EOF: no copy of the write end is left), and the next message is
+ * whole. A peek of a good message counts the descriptors and holds none after. */
+static void test_forged_fd_count(void **state)
+{
+    (void)state;
+    iop_ppipe_t *ends[2];
+    assert_int_equal(iop_ppipe_create(ends, NULL), 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    int base = fds_open();
+    int two[2] = { p[1], p[1] };
+    assert_int_equal(raw_first_fds(ends[1], "says-5", 5, &p[1], 1), 0);
+    assert_int_equal(raw_first_fds(ends[1], "says-0", 0, two, 2), 0);
+    assert_int_equal(iop_ppipe_send_fds(ends[1], "good", 4, two, 2, 0), 4);
+    close(p[1]);
+
+    char buf[16];
+    int fds[8], nfds = -1;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(iop_ppipe_peek(ends[0], &nfds, after_ms(5000)), -EPROTO);
+        assert_non_null(strstr(iop_last_error(), "descriptor count"));
+        assert_int_equal(fds_open(), base - 1);      /* the peek's copies are closed */
+        nfds = 8;
+        assert_int_equal(iop_ppipe_recv_fds(ends[0], buf, sizeof buf, fds, &nfds, after_ms(5000)),
+                         -EPROTO);
+        assert_int_equal(fds_open(), base - 1);
+    }
+    assert_int_equal(iop_ppipe_peek(ends[0], &nfds, after_ms(5000)), 4);
+    assert_int_equal(nfds, 2);
+    assert_int_equal(fds_open(), base - 1);
+    nfds = 2;
+    assert_int_equal(iop_ppipe_recv_fds(ends[0], buf, sizeof buf, fds, &nfds, after_ms(5000)), 4);
+    assert_int_equal(nfds, 2);
+    assert_memory_equal(buf, "good", 4);
+    close(fds[0]);
+    close(fds[1]);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 0);   /* every copy of the write end is closed */
+    close(p[0]);
+    iop_ppipe_close(ends[0]);
+    iop_ppipe_close(ends[1]);
+}
+
 /* Sends 1 MiB messages nobody reads yet until the socket buffer is full and a
  * deadline strikes halfway through one; exits with the number sent whole. */
 static int withdrawing_child(iop_ppipe_t *end, void *arg)
@@ -812,6 +890,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_teardown(test_receiver_deadline_mid_message, teardown_kids),
             cmocka_unit_test_teardown(test_first_fragment_with_offset_midway, teardown_kids),
             cmocka_unit_test_teardown(test_empty_datagram_is_not_the_end, teardown_kids),
+            cmocka_unit_test_teardown(test_forged_fd_count, teardown_kids),
             cmocka_unit_test_teardown(test_sender_deadline_withdraws, teardown_kids),
             cmocka_unit_test_teardown(test_sender_killed_mid_message, teardown_kids),
         };

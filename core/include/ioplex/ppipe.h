@@ -72,7 +72,10 @@ IOP_EXPORT ssize_t iop_ppipe_recv_fds(iop_ppipe_t *p, void *buf, size_t cap, int
                                       int *nfds, uint64_t deadline);
 
 /* Waits for the next message and returns its length without taking it; *nfds (may
- * be NULL) gets the number of descriptors it carries. */
+ * be NULL) gets the number of descriptors it carries (counted as they arrive, so a
+ * peek needs free descriptors for a moment: -EMFILE without them). -EPROTO for a
+ * malformed message (a header unlike what came with it): it stays, the next receive
+ * drops it with -EPROTO and closes its descriptors. */
 IOP_EXPORT ssize_t iop_ppipe_peek(iop_ppipe_t *p, int *nfds, uint64_t deadline);
 
 /* The socket under the end, to watch for readability; do not read or write it. */

@@ -220,6 +220,38 @@ static int bad_frag(frag_in_t *f, const char *why)
     return iop__fail(-EPROTO, "ppipe recv: malformed fragment (%s)", why);
 }
 
+/* What is wrong with a fragment header, given the payload bytes and descriptors
+ * that came with it; NULL if nothing. The counts come from another process (or a
+ * stranger on the socket): they are checked before they size or index anything. */
+static const char *frag_fault(const iop_ppipe_t *p, const iop__ppipe_frag_t *h, size_t payload,
+                              int nfds)
+{
+    if (h->magic != IOP__PPIPE_FIRST && h->magic != IOP__PPIPE_MORE)
+        return "bad magic";
+    if (h->total > p->max_msg || h->offset > h->total || payload > h->total - h->offset)
+        return "bad length";
+    if (h->magic == IOP__PPIPE_FIRST && h->nfds != (uint32_t)nfds)
+        return "descriptor count unlike the descriptors attached";
+    return NULL;
+}
+
+/* Collects the descriptors of m's SCM_RIGHTS messages into fds (room for
+ * IOP_PPIPE_MAX_FDS); returns how many. */
+static int take_fds(struct msghdr *m, int *fds)
+{
+    int n = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        if (k > IOP_PPIPE_MAX_FDS - n)
+            k = IOP_PPIPE_MAX_FDS - n;
+        memcpy(fds + n, CMSG_DATA(c), sizeof(int) * (size_t)k);
+        n += k;
+    }
+    return n;
+}
+
 /* A datagram of 0 bytes reads like the end of the stream: the peer is gone only if
  * the socket says it was shut down (an empty datagram is no fragment of ours). */
 static int peer_gone(const iop_ppipe_t *p)
@@ -246,15 +278,7 @@ static int read_frag(iop_ppipe_t *p, frag_in_t *f, uint64_t deadline)
     f->nfds = 0;
     if (n < 0)
         return (int)n;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        if (k > IOP_PPIPE_MAX_FDS - f->nfds)
-            k = IOP_PPIPE_MAX_FDS - f->nfds;
-        memcpy(f->fds + f->nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
-        f->nfds += k;
-    }
+    f->nfds = take_fds(&m, f->fds);
     if (n == 0 && peer_gone(p))
         return iop__fail(-EPIPE, "ppipe recv: the other end is closed (or its process died)");
     if ((size_t)n >= HDR && (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == MSG_CTRUNC) {
@@ -268,11 +292,8 @@ static int read_frag(iop_ppipe_t *p, frag_in_t *f, uint64_t deadline)
     if ((size_t)n < HDR || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         return bad_frag(f, "truncated");
     f->n = (size_t)n - HDR;
-    if (f->h.magic != IOP__PPIPE_FIRST && f->h.magic != IOP__PPIPE_MORE)
-        return bad_frag(f, "bad magic");
-    if (f->h.total > p->max_msg || f->h.offset > f->h.total || f->n > f->h.total - f->h.offset)
-        return bad_frag(f, "bad length");
-    return 0;
+    const char *why = frag_fault(p, &f->h, f->n, f->nfds);
+    return why ? bad_frag(f, why) : 0;
 }
 
 /* Keeps a message begun in the end: the first got bytes are at buf, then fragment f
@@ -414,9 +435,10 @@ ssize_t iop_ppipe_recv(iop_ppipe_t *p, void *buf, size_t cap, uint64_t deadline)
     return iop_ppipe_recv_fds(p, buf, cap, NULL, NULL, deadline);
 }
 
-/* Looks at the next first fragment without taking it (no descriptors are received
- * by a peek without room for them); continuation fragments of a dropped message on
- * the way are consumed. */
+/* Looks at the next first fragment without taking it; continuation fragments of a
+ * dropped message on the way are consumed. The descriptors a peek receives (copies:
+ * the message keeps its own) are counted against the header's count, then closed.
+ * A malformed first fragment stays where it is: the next receive drops it. */
 static ssize_t peek_locked(iop_ppipe_t *p, int *nfds, uint64_t deadline)
 {
     for (;;) {
@@ -426,20 +448,30 @@ static ssize_t peek_locked(iop_ppipe_t *p, int *nfds, uint64_t deadline)
             return p->part.total;
         }
         iop__ppipe_frag_t h;
+        fd_cmsg_t cm;
+        int fds[IOP_PPIPE_MAX_FDS];
         struct iovec v = { .iov_base = &h, .iov_len = HDR };
-        struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+        struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.buf,
+                            .msg_controllen = sizeof cm.buf };
         ssize_t n = iop__ppipe_xfer(p, &m, MSG_PEEK, 0, deadline);
         if (n < 0)
             return n;
+        int got = take_fds(&m, fds);
+        close_fds(fds, got);
         if (n == 0 && peer_gone(p))
             return iop__fail(-EPIPE, "ppipe recv: the other end is closed (or its process died)");
         if ((size_t)n < HDR)
             return iop__fail(-EPROTO, "ppipe recv: malformed fragment (truncated)");
         if (h.magic == IOP__PPIPE_FIRST) {
-            if (h.total > p->max_msg || h.nfds > IOP_PPIPE_MAX_FDS)
-                return iop__fail(-EPROTO, "ppipe recv: malformed fragment (bad length)");
+            /* The room offered holds the most the kernel passes (SCM_MAX_FD). */
+            if (m.msg_flags & MSG_CTRUNC)
+                return iop__fail(-EMFILE, "ppipe peek: no free file descriptor in this process "
+                                 "to count the descriptors of the next message (raise RLIMIT_NOFILE)");
+            const char *why = h.offset ? "first fragment with an offset" : frag_fault(p, &h, 0, got);
+            if (why)
+                return iop__fail(-EPROTO, "ppipe recv: malformed fragment (%s)", why);
             if (nfds)
-                *nfds = (int)h.nfds;
+                *nfds = got;
             return h.total;
         }
         frag_in_t f = { .dst = NULL, .room = 0 };   /* a stray continuation: drop it */
