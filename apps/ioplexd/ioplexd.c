@@ -197,14 +197,14 @@ static int counters_create(daemon_t *d)
 {
     size_t slots = d->workers ? d->workers : 1;
     d->ncounters = slots * STAT_CELLS * d->nsvc;
-    size_t bytes = d->ncounters * sizeof *d->counters + slots * STAT_CELLS * sizeof(pid_t);
+    size_t bytes = d->ncounters * sizeof *d->counters + slots * STAT_CELLS * sizeof *d->owners;
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         fprintf(stderr, PROG ": cannot map the stats counters: %s\n", strerror(errno));
         return -1;
     }
     d->counters = p;
-    d->owners = (pid_t *)(d->counters + d->ncounters);   /* counters are 8-byte aligned */
+    d->owners = (uint64_t *)(d->counters + d->ncounters);   /* counters are 8-byte aligned */
     return 0;
 }
 

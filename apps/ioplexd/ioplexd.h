@@ -50,7 +50,7 @@ typedef struct daemon {
      * one writer, and the host's plain increments stay exact. Each SIGHUP sent
      * while the previous generation still drains adds a live writer to the slot. */
     iop_service_stats_t *counters;
-    pid_t *owners;
+    uint64_t *owners;            /* writers' identities (proc_ident.h): pids get reused */
     size_t ncounters;
     uint32_t cell;               /* this process's cell in its slot (daemon_claim_cell) */
 } daemon_t;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ioplexd.h"
+#include "proc_ident.h"
 
 #define SEC 1000000000ull
 
@@ -44,22 +45,18 @@ static void *stats_ticker(void *arg)
     return NULL;
 }
 
-static int alive(pid_t pid)
-{
-    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
-}
-
 /* A free cell first, else one whose writer is gone (exited, or died: the
- * supervisor has reaped it before it starts a replacement). Totals carry on; the
- * dead writer's open connections are closed. */
+ * supervisor has reaped it before it starts a replacement, and its pid may belong
+ * to another process by now, hence identities rather than pids). Totals carry on;
+ * the dead writer's open connections are closed. */
 void daemon_claim_cell(daemon_t *d, uint32_t worker)
 {
-    pid_t me = getpid();
+    uint64_t me = iop_app_proc_ident(getpid());
     for (int pass = 0; pass < 2; pass++)
         for (uint32_t c = 0; c < STAT_CELLS; c++) {
-            pid_t *o = &d->owners[worker * STAT_CELLS + c];
-            pid_t cur = __atomic_load_n(o, __ATOMIC_ACQUIRE);
-            if (pass == 0 ? cur != 0 : (cur == me || alive(cur)))
+            uint64_t *o = &d->owners[worker * STAT_CELLS + c];
+            uint64_t cur = __atomic_load_n(o, __ATOMIC_ACQUIRE);
+            if (pass == 0 ? cur != 0 : (cur == me || iop_app_proc_alive(cur)))
                 continue;
             if (__atomic_compare_exchange_n(o, &cur, me, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
                 d->cell = c;
@@ -86,8 +83,10 @@ void daemon_slot_stats(daemon_t *d, uint32_t worker, size_t svc, iop_service_sta
         out->bytes_in += x->bytes_in;
         out->bytes_out += x->bytes_out;
         out->errors += x->errors;
-        if (alive(__atomic_load_n(&d->owners[worker * STAT_CELLS + c], __ATOMIC_ACQUIRE)))
-            out->open += x->open;
+        uint64_t open = x->open;
+        if (open && iop_app_proc_alive(__atomic_load_n(&d->owners[worker * STAT_CELLS + c],
+                                                       __ATOMIC_ACQUIRE)))
+            out->open += open;
     }
 }
 
