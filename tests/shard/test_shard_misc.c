@@ -1,7 +1,8 @@
 /* Supervisor behaviour that does not depend on the backend (run on the default
  * one): the crash-loop limit, a drain that times out, a worker whose setup fails,
  * options refused before any fork, CPU pinning and reuseport steering by the
- * receiving CPU, a worker's leak reported in an ASan build. */
+ * receiving CPU, a worker's leak reported in an ASan build, a stats cell written
+ * over by its worker. */
 #include "test_shard_harness.h"
 
 #include <arpa/inet.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "shard_internal.h"   /* the stats cells' layout */
 
 /* Worker 1 aborts at once, every time; worker 0 serves. */
 static int crashing_worker(iop_shard_worker_t *w)
@@ -237,6 +239,50 @@ static void test_second_sigterm_kills_at_once(void **state)
     assert_true(tu_clock_ms() - t0 < 3000);
 }
 
+/* Worker 1, on its first start, writes a slot number out of range into its stats
+ * cell (as a stray write of its own could) and ends. */
+static char scribble_flag[64];
+
+static int cell_scribbling_worker(iop_shard_worker_t *w)
+{
+    if (iop_shard_index(w) == 1 && access(scribble_flag, F_OK) != 0) {
+        FILE *f = fopen(scribble_flag, "w");
+        if (f)
+            fclose(f);
+        for (uint32_t c = 0; c < sh_stats->ncells; c++)
+            if (atomic_load(&sh_stats->cells[c].slot_plus1) == 2)
+                atomic_store(&sh_stats->cells[c].slot_plus1, 0x7fffffffu);
+        return 1;
+    }
+    return sh_echo_worker(w);
+}
+
+/* The supervisor folds an ended worker's cell into the slot it started the worker
+ * for, whatever the cell says: the slot number written there used to be taken as
+ * an index into the slots, and the supervisor died writing far past them. */
+static void test_scribbled_stats_cell(void **state)
+{
+    (void)state;
+    snprintf(scribble_flag, sizeof scribble_flag, "/tmp/iop-shard-scribble-%d", (int)getpid());
+    unlink(scribble_flag);
+    sh_config_t c = { .workers = 2, .worker = cell_scribbling_worker, .backoff_min_ns = 20 * SH_MS };
+    sh_start(&c);
+    int ready = sh_wait_ready(NULL, 0, 10000);
+    unlink(scribble_flag);
+    if (!ready) {
+        sh_dump_log();
+        fail_msg("the workers are not ready (supervisor finished: %d)", atomic_load(&sh->finished));
+    }
+    iop_shard_worker_stats_t ws;
+    assert_int_equal(iop_shard_stats_read(sh_stats, 1, &ws), 0);
+    assert_true(ws.crashes >= 1);
+    int worker = -1;
+    pid_t pid;
+    for (int i = 0; i < 8 && worker != 1; i++)
+        assert_int_equal(sh_request(0, "hello", &worker, &pid), 0);
+    assert_int_equal(sh_stop(SIGTERM, 10000), 0);
+}
+
 static void test_worker_setup_failure(void **state)
 {
     (void)state;
@@ -447,6 +493,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_restart_kill_is_not_the_stop, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_setup_failure, sh_setup, sh_teardown),
+        cmocka_unit_test_setup_teardown(test_scribbled_stats_cell, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_pinning_and_steering, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_leak_is_reported, sh_setup, sh_teardown),
     };

@@ -43,7 +43,7 @@ int iop__shard_spawn(iop__shard_sup_t *s, uint32_t slot, int role)
         int err = -errno;
         close(sv[0]);
         close(sv[1]);
-        iop__shard_cell_put(s->stats, p->cell);
+        iop__shard_cell_put(s->stats, p->cell, slot);
         iop_free(p);
         return iop__fail(err, "worker %u: fork: %s", slot, strerror(-err));
     }
@@ -183,7 +183,7 @@ void iop__shard_reap(iop__shard_sup_t *s)
         if (p->pidfd >= 0)
             close(p->pidfd);
         p->ctl = p->pidfd = -1;
-        iop__shard_cell_put(s->stats, p->cell);
+        iop__shard_cell_put(s->stats, p->cell, p->slot);
         p->cell = NULL;
         unlink_proc(s, p);
         iop__shard_on_exit(s, p, status);

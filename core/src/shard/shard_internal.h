@@ -51,7 +51,7 @@ struct iop_shard_stats {
 };
 
 iop__shard_cell_t *iop__shard_cell_take(iop_shard_stats_t *s, uint32_t slot);
-void iop__shard_cell_put(iop_shard_stats_t *s, iop__shard_cell_t *c);
+void iop__shard_cell_put(iop_shard_stats_t *s, iop__shard_cell_t *c, uint32_t slot);
 
 /* ---- listeners (listeners.c) ---------------------------------------------------------- */
 

@@ -80,14 +80,14 @@ iop__shard_cell_t *iop__shard_cell_take(iop_shard_stats_t *s, uint32_t slot)
     return NULL;
 }
 
-/* The cell of a process that has ended: its accepted count moves to the slot. */
-void iop__shard_cell_put(iop_shard_stats_t *s, iop__shard_cell_t *cell)
+/* The cell of a process of slot that has ended: its accepted count moves to the
+ * slot. The slot comes from the supervisor's own record, not from the cell: the
+ * worker wrote next to it, and an index read back from there could point anywhere. */
+void iop__shard_cell_put(iop_shard_stats_t *s, iop__shard_cell_t *cell, uint32_t slot)
 {
-    if (!s || !cell)
+    if (!s || !cell || slot >= s->nslots)
         return;
-    uint32_t slot = atomic_load_explicit(&cell->slot_plus1, memory_order_relaxed);
     uint64_t acc = atomic_load_explicit(&cell->accepted, memory_order_relaxed);
     atomic_store_explicit(&cell->slot_plus1, 0, memory_order_release);
-    if (slot)
-        atomic_fetch_add_explicit(&s->slots[slot - 1].accepted_dead, acc, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->slots[slot].accepted_dead, acc, memory_order_relaxed);
 }
