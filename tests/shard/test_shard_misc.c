@@ -2,7 +2,7 @@
  * one): the crash-loop limit, a drain that times out, a worker whose setup fails,
  * options refused before any fork, CPU pinning and reuseport steering by the
  * receiving CPU, a worker's leak reported in an ASan build, a stats cell written
- * over by its worker. */
+ * over by its worker, the stats header that cannot be. */
 #include "test_shard_harness.h"
 
 #include <arpa/inet.h>
@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "shard_internal.h"   /* the stats cells' layout */
 
@@ -283,6 +284,35 @@ static void test_scribbled_stats_cell(void **state)
     assert_int_equal(sh_stop(SIGTERM, 10000), 0);
 }
 
+/* The stats' header (how many slots and cells, where they are, the map's length)
+ * cannot be written over: a process that tries faults at once, and every other
+ * process reads the counters and unmaps them by what was set at creation. */
+static void test_stats_header_is_read_only(void **state)
+{
+    (void)state;
+    iop_shard_stats_t *st;
+    assert_int_equal(iop_shard_stats_create(&st, 3), 0);
+    pid_t kid = fork();
+    assert_true(kid >= 0);
+    if (kid == 0) {
+        struct rlimit none = { 0, 0 };
+        setrlimit(RLIMIT_CORE, &none);
+        signal(SIGSEGV, SIG_DFL);      /* not the test runner's handler */
+        *(volatile uint32_t *)&st->ncells = 1u << 30;
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(kid, &status, 0), kid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGSEGV);
+    assert_int_equal(iop_shard_stats_count(st), 3);
+    iop_shard_worker_stats_t ws;
+    assert_int_equal(iop_shard_stats_read(st, 2, &ws), 0);
+    assert_int_equal(ws.open, 0);
+    assert_int_equal(iop_shard_stats_read(st, 3, &ws), -EINVAL);
+    iop_shard_stats_free(st);
+}
+
 static void test_worker_setup_failure(void **state)
 {
     (void)state;
@@ -494,6 +524,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_second_sigterm_kills_at_once, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_setup_failure, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_scribbled_stats_cell, sh_setup, sh_teardown),
+        cmocka_unit_test(test_stats_header_is_read_only),
         cmocka_unit_test_setup_teardown(test_pinning_and_steering, sh_setup, sh_teardown),
         cmocka_unit_test_setup_teardown(test_worker_leak_is_reported, sh_setup, sh_teardown),
     };

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "shard_internal.h"
 
 #define CELLS_PER_SLOT 4u   /* serving + starting + draining ones of a restart */
@@ -15,8 +16,12 @@ int iop_shard_stats_create(iop_shard_stats_t **out, uint32_t nworkers)
     if (!out || nworkers == 0 || nworkers > IOP__SHARD_MAX_WORKERS)
         return iop__fail(-EINVAL, "iop_shard_stats_create: nworkers must be 1..%u", IOP__SHARD_MAX_WORKERS);
     uint32_t ncells = nworkers * CELLS_PER_SLOT;
-    size_t len = sizeof(iop_shard_stats_t) + nworkers * sizeof(iop__shard_slot_stats_t)
-               + ncells * sizeof(iop__shard_cell_t);
+    /* The header (counts, pointers, length) has a page of its own, read-only once
+     * set: every process trusts it to size its loops and its munmap, and a stray
+     * write to it faults in the writer instead of misleading the readers. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t head = (sizeof(iop_shard_stats_t) + page - 1) / page * page;
+    size_t len = head + nworkers * sizeof(iop__shard_slot_stats_t) + ncells * sizeof(iop__shard_cell_t);
     /* Pages come from MAP_POPULATE up front: a later lack of memory is not a SIGBUS. */
     void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (m == MAP_FAILED)
@@ -25,8 +30,13 @@ int iop_shard_stats_create(iop_shard_stats_t **out, uint32_t nworkers)
     s->map_len = len;
     s->nslots = nworkers;
     s->ncells = ncells;
-    s->slots = (iop__shard_slot_stats_t *)(s + 1);
+    s->slots = (iop__shard_slot_stats_t *)((char *)m + head);
     s->cells = (iop__shard_cell_t *)(s->slots + nworkers);
+    if (mprotect(m, head, PROT_READ) < 0) {
+        int err = -errno;
+        munmap(m, len);
+        return iop__fail(err, "iop_shard_stats_create: mprotect: %s", strerror(-err));
+    }
     *out = s;                      /* the mapping is zero-filled: all counters 0 */
     return 0;
 }
