@@ -664,6 +664,93 @@ static void test_repair_drops_unreachable_twins(void **state)
     assert_valid();
 }
 
+/* ---- sizes and links written over ------------------------------------------------------- */
+
+/* The header of key's entry (short keys: in its first chunk). */
+static iop__shdict_entry_t *entry_of(const char *key)
+{
+    _Atomic uint32_t *t = iop__shdict_active(dict);
+    size_t len = strlen(key);
+    for (uint32_t i = 0; i < dict->nslots; i++) {
+        uint32_t v = atomic_load(&t[i]);
+        if (v == IOP__SLOT_EMPTY || v == IOP__SLOT_TOMB)
+            continue;
+        iop__shdict_entry_t *e = iop__shdict_entry(dict, IOP__SLOT_CHUNK(v));
+        if (e->key_len == len && memcmp(e + 1, key, len) == 0)
+            return e;
+    }
+    fail_msg("no entry for %s", key);
+    return NULL;
+}
+
+static int visit_count(const char *key, const void *val, size_t len, void *arg)
+{
+    (void)key, (void)val, (void)len;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* Sizes, free-list links and table references that no operation wrote (a stray
+ * write in some process) are never used to copy or to index: the operation that
+ * meets a damaged entry drops it with -EUCLEAN (get, update, delete, foreach after
+ * visiting the rest) or replaces it (set), a damaged free list is rebuilt, and the
+ * other keys and the dict's consistency survive. */
+static void test_damaged_sizes_and_links(void **state)
+{
+    (void)state;
+    iop_shdict_opts_t o = { .size = sizeof o, .max_entries = 16, .max_value = 64 };
+    make_dict(&o);
+    const char *keys[] = { "get", "upd", "del", "set", "each", "keep" };
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(iop_shdict_set(dict, keys[i], "value", 5), 0);
+    char v[64];
+
+    entry_of("get")->val_len = UINT32_MAX;
+    assert_int_equal(iop_shdict_get(dict, "get", v, sizeof v), -EUCLEAN);
+    assert_non_null(strstr(iop_last_error(), "dropped"));
+    assert_int_equal(iop_shdict_get(dict, "get", v, sizeof v), -ENOENT);
+
+    entry_of("upd")->val_len = 65;
+    assert_int_equal(iop_shdict_incr(dict, "upd", 1, NULL), -EUCLEAN);
+    int64_t sum = 0;
+    assert_int_equal(iop_shdict_incr(dict, "upd", 2, &sum), 0);   /* a new counter */
+    assert_int_equal(sum, 2);
+
+    entry_of("del")->val_len = 1u << 30;
+    assert_int_equal(iop_shdict_delete(dict, "del"), -EUCLEAN);
+    assert_int_equal(iop_shdict_delete(dict, "del"), -ENOENT);
+
+    entry_of("set")->val_len = 1u << 30;
+    assert_int_equal(iop_shdict_set(dict, "set", "fresh", 5), 0);
+    assert_int_equal(iop_shdict_get(dict, "set", v, sizeof v), 5);
+    assert_memory_equal(v, "fresh", 5);
+
+    entry_of("each")->key_len = 1u << 30;   /* no lookup finds it now; foreach would copy it */
+    _Atomic uint32_t *t = iop__shdict_active(dict);
+    for (uint32_t i = 0; i < dict->nslots; i++)
+        if (atomic_load(&t[i]) == IOP__SLOT_EMPTY) {
+            atomic_store(&t[i], IOP__SLOT_REF(0x7fffff00u));   /* far past the arena */
+            break;
+        }
+    int visited = 0;
+    assert_int_equal(iop_shdict_foreach(dict, visit_count, &visited), -EUCLEAN);
+    assert_int_equal(visited, 3);                  /* upd, set, keep */
+    visited = 0;
+    assert_int_equal(iop_shdict_foreach(dict, visit_count, &visited), 0);
+    assert_int_equal(visited, 3);
+    assert_valid();
+
+    dict->free_head = 0x7fffff00u;                 /* the free list leaves the arena */
+    assert_int_equal(iop_shdict_set(dict, "after", "ok", 2), 0);
+    assert_int_equal(iop_shdict_get(dict, "keep", v, sizeof v), 5);
+    assert_memory_equal(v, "value", 5);
+    assert_int_equal(iop_shdict_len(dict), 4);
+    assert_valid();
+    iop_shdict_stats_t st;
+    assert_int_equal(iop_shdict_stats(dict, &st), 0);
+    assert_int_equal(st.dropped, 6);   /* get, upd, del, set, each, the stray reference */
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_set(tu_backend_from_args(argc, argv)) < 0) {
@@ -680,6 +767,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_concurrent_increments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_drops_unreachable_twins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_sizes_and_links, setup, teardown),
     };
     return cmocka_run_group_tests_name("ipc.shdict", tests, NULL, NULL);
 }

@@ -20,7 +20,12 @@
  *
  * Errors (-errno): -ENAMETOOLONG key longer than max_key, -EMSGSIZE value larger
  * than max_value, -ENOENT no such key, -ENOSPC no room (table or arena), -EDEADLK
- * called from inside a callback of the same dict, -EINVAL bad arguments. */
+ * called from inside a callback of the same dict, -EINVAL bad arguments, -EUCLEAN
+ * an entry whose sizes are beyond the maxima (the shared memory was written over
+ * from outside): it is dropped (counted in stats.dropped) and the call fails; a set
+ * of that key replaces it, and foreach visits the others first. Sizes, links and
+ * references read from the segment are checked before they size a copy or index
+ * anything; a damaged free list is rebuilt by a repair pass. */
 #ifndef IOPLEX_SHDICT_H
 #define IOPLEX_SHDICT_H
 

@@ -15,10 +15,26 @@
 
 /* ---- chunks --------------------------------------------------------------------------- */
 
-/* Detaches the first n chunks of the free list as one chain; CHAIN_END if short. */
+/* Does the chain of n chunks from first stay in the arena? The links were written
+ * by other processes: every one is checked before it indexes next[]. */
+static int chain_in_arena(const iop_shdict_t *d, uint32_t first, uint32_t n)
+{
+    const uint32_t *next = iop__shdict_next(d);
+    uint32_t c = first;
+    for (uint32_t i = 0; i < n; i++) {
+        if (c >= d->nchunks)
+            return 0;
+        if (i + 1 < n)
+            c = next[c];
+    }
+    return 1;
+}
+
+/* Detaches the first n chunks of the free list as one chain; CHAIN_END if short
+ * (or if the list leaves the arena: see set_locked). */
 static uint32_t alloc_chain(iop_shdict_t *d, uint32_t n)
 {
-    if (n == 0 || d->free_count < n)
+    if (n == 0 || d->free_count < n || !chain_in_arena(d, d->free_head, n))
         return IOP__CHAIN_END;
     uint32_t *next = iop__shdict_next(d);
     uint32_t first = d->free_head, last = first;
@@ -30,11 +46,16 @@ static uint32_t alloc_chain(iop_shdict_t *d, uint32_t n)
     return first;
 }
 
-/* Puts an unpublished entry's chain back on the free list. */
+/* Puts an unpublished entry's chain back on the free list. A chain that leaves the
+ * arena is left alone and the free list rebuilt from what is published instead. */
 static void free_chain(iop_shdict_t *d, uint32_t first)
 {
     const iop__shdict_entry_t *e = iop__shdict_entry(d, first);
     uint32_t n = iop__shdict_chunks_for(d, e->key_len, e->val_len);
+    if (!chain_in_arena(d, first, n)) {
+        iop__shdict_repair(d);
+        return;
+    }
     uint32_t *next = iop__shdict_next(d);
     uint32_t last = first;
     for (uint32_t i = 1; i < n; i++)
@@ -42,6 +63,30 @@ static void free_chain(iop_shdict_t *d, uint32_t first)
     next[last] = d->free_head;
     d->free_head = first;
     d->free_count += n;
+}
+
+/* The header of the entry a table slot value refers to, if it is one a set could
+ * have written; NULL if the memory says otherwise. Its lengths size copies into
+ * the caller's buffer and the scratch space. */
+static const iop__shdict_entry_t *entry_sane(const iop_shdict_t *d, uint32_t v)
+{
+    uint32_t first = IOP__SLOT_CHUNK(v);
+    if (first >= d->nchunks)
+        return NULL;
+    const iop__shdict_entry_t *e = iop__shdict_entry(d, first);
+    if (e->magic != IOP__ENTRY_MAGIC || e->key_len > d->max_key || e->val_len > d->max_value)
+        return NULL;
+    return e;
+}
+
+/* A damaged entry met by an operation: the repair drops it (and whatever else is
+ * broken) and rebuilds the free list and counts; the operation fails. */
+static int drop_damaged(iop_shdict_t *d, const char *what, const char *key)
+{
+    iop__shdict_repair(d);
+    return iop__fail(-EUCLEAN, "%s: the entry of key \"%s\" was damaged (its sizes are beyond the "
+                               "dict's maxima: its memory was written over); it has been dropped",
+                     what, key);
 }
 
 /* ---- locking ---------------------------------------------------------------------------- */
@@ -80,12 +125,21 @@ static int64_t key_length(const iop_shdict_t *d, const char *key, const char *wh
 static int set_locked(iop_shdict_t *d, const char *key, uint32_t klen, uint32_t h,
                       const void *val, uint32_t vlen)
 {
+    uint32_t need = iop__shdict_chunks_for(d, klen, vlen);
+    /* A free list that leaves the arena (memory written over) is rebuilt before the
+     * lookup: the repair moves the entries to the other table. */
+    if (d->free_count >= need && !chain_in_arena(d, d->free_head, need))
+        iop__shdict_repair(d);
     _Atomic uint32_t *t = iop__shdict_active(d);
     uint32_t ins;
     int64_t slot = iop__shdict_find(d, t, key, klen, h, &ins);
+    if (slot >= 0 && !entry_sane(d, atomic_load_explicit(&t[slot], memory_order_relaxed))) {
+        iop__shdict_repair(d);     /* drops it: the new value replaces nothing */
+        t = iop__shdict_active(d);
+        slot = iop__shdict_find(d, t, key, klen, h, &ins);
+    }
     if (slot < 0 && (d->count >= d->max_entries || ins == UINT32_MAX))
         return iop__fail(-ENOSPC, "iop_shdict_set: the dict holds its maximum of %u keys", d->max_entries);
-    uint32_t need = iop__shdict_chunks_for(d, klen, vlen);
     uint32_t first = alloc_chain(d, need);
     if (first == IOP__CHAIN_END)
         return iop__fail(-ENOSPC, "iop_shdict_set: no room in the arena (%u chunks needed, %u free)",
@@ -133,9 +187,13 @@ ssize_t iop_shdict_get(iop_shdict_t *d, const char *key, void *buf, size_t cap)
     int64_t slot = iop__shdict_find(d, t, key, (uint32_t)klen, h, NULL);
     ssize_t len = -ENOENT;
     if (slot >= 0) {
-        uint32_t first = IOP__SLOT_CHUNK(atomic_load_explicit(&t[slot], memory_order_relaxed));
-        len = iop__shdict_entry(d, first)->val_len;
-        read_value(d, first, buf, (size_t)len < cap ? (size_t)len : cap);
+        uint32_t v = atomic_load_explicit(&t[slot], memory_order_relaxed);
+        if (!entry_sane(d, v)) {
+            len = drop_damaged(d, "iop_shdict_get", key);
+        } else {
+            len = iop__shdict_entry(d, IOP__SLOT_CHUNK(v))->val_len;
+            read_value(d, IOP__SLOT_CHUNK(v), buf, (size_t)len < cap ? (size_t)len : cap);
+        }
     }
     dict_unlock(d);
     return len;
@@ -173,6 +231,8 @@ int iop_shdict_delete(iop_shdict_t *d, const char *key)
     int64_t slot = iop__shdict_find(d, t, key, (uint32_t)klen, h, NULL);
     if (slot < 0) {
         r = -ENOENT;
+    } else if (!entry_sane(d, atomic_load_explicit(&t[slot], memory_order_relaxed))) {
+        r = drop_damaged(d, "iop_shdict_delete", key);
     } else {
         uint32_t old = atomic_load_explicit(&t[slot], memory_order_relaxed);
         atomic_store_explicit(&t[slot], IOP__SLOT_TOMB, memory_order_release);
@@ -211,6 +271,11 @@ ssize_t iop_shdict_update(iop_shdict_t *d, const char *key, iop_shdict_update_fn
     int64_t slot = iop__shdict_find(d, t, key, (uint32_t)klen, h, NULL);
     unsigned char *old = NULL, *out = iop__shdict_scratch_val(d, 1);
     ssize_t old_len = -ENOENT;
+    if (slot >= 0 && !entry_sane(d, atomic_load_explicit(&t[slot], memory_order_relaxed))) {
+        r = drop_damaged(d, "iop_shdict_update", key);
+        dict_unlock(d);
+        return r;
+    }
     if (slot >= 0) {
         uint32_t first = IOP__SLOT_CHUNK(atomic_load_explicit(&t[slot], memory_order_relaxed));
         old = iop__shdict_scratch_val(d, 0);
@@ -268,7 +333,17 @@ int iop_shdict_foreach(iop_shdict_t *d, iop_shdict_visit_fn fn, void *arg)
     int r = dict_lock(d);
     if (r < 0)
         return r;
+    /* Damaged entries are dropped before the visit, not copied by their sizes. */
+    uint64_t dropped = d->dropped;
     _Atomic uint32_t *t = iop__shdict_active(d);
+    for (uint32_t i = 0; i < d->nslots; i++) {
+        uint32_t v = atomic_load_explicit(&t[i], memory_order_relaxed);
+        if (v != IOP__SLOT_EMPTY && v != IOP__SLOT_TOMB && !entry_sane(d, v)) {
+            iop__shdict_repair(d);
+            t = iop__shdict_active(d);
+            break;
+        }
+    }
     char *key = iop__shdict_scratch_key(d);
     unsigned char *val = iop__shdict_scratch_val(d, 0);
     for (uint32_t i = 0; i < d->nslots && r == 0; i++) {
@@ -282,6 +357,10 @@ int iop_shdict_foreach(iop_shdict_t *d, iop_shdict_visit_fn fn, void *arg)
         iop__chain_read(d, &p, val, e->val_len);
         r = fn(key, val, e->val_len, arg);
     }
+    if (r == 0 && d->dropped != dropped)
+        r = iop__fail(-EUCLEAN, "iop_shdict_foreach: %llu damaged entries (memory written over) were "
+                                "dropped before the visit; the others were visited",
+                      (unsigned long long)(d->dropped - dropped));
     dict_unlock(d);
     return r;
 }

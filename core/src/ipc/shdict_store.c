@@ -131,7 +131,10 @@ void iop__shdict_rehash(iop_shdict_t *d)
         uint32_t v = atomic_load_explicit(&from[i], memory_order_relaxed);
         if (v == IOP__SLOT_EMPTY || v == IOP__SLOT_TOMB)
             continue;
-        uint32_t j = iop__shdict_entry(d, IOP__SLOT_CHUNK(v))->hash & mask;
+        /* A reference outside the arena (written over) has no hash to read: it
+         * keeps its index, for the repair to drop. */
+        uint32_t c = IOP__SLOT_CHUNK(v);
+        uint32_t j = c < d->nchunks ? iop__shdict_entry(d, c)->hash & mask : i;
         while (atomic_load_explicit(&to[j], memory_order_relaxed) != IOP__SLOT_EMPTY)
             j = (j + 1) & mask;
         atomic_store_explicit(&to[j], v, memory_order_relaxed);
