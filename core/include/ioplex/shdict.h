@@ -98,7 +98,7 @@ typedef struct iop_shdict_stats {
     uint64_t chunks;           /* arena chunks in all */
     uint64_t chunks_free;
     uint64_t chunk_size;
-    uint64_t repairs;          /* repair passes run after a holder died */
+    uint64_t repairs;          /* repair passes run (after a holder died, or on damage) */
     uint64_t dropped;          /* published entries repairs found broken and dropped
                                 * (always 0 unless memory was corrupted from outside) */
 } iop_shdict_stats_t;
