@@ -113,6 +113,14 @@ static int add_service(daemon_t *d, const char *arg)
                     return -1;
                 }
     }
+    /* The address's spelling is checked here, before anything starts, in the same
+     * words whatever --workers says; binding it (and a name's lookup) comes later. */
+    char host[256], port[16], err[512];
+    if (iop_app_split_hostport(s->listen, host, sizeof host, port, sizeof port, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": --service %s: %s\n", s->name, err);
+        free(s->spec);
+        return -1;
+    }
     d->nsvc++;
     return 0;
 }
@@ -208,100 +216,34 @@ static int counters_create(daemon_t *d)
     return 0;
 }
 
-static void set_port(struct sockaddr *sa, uint16_t port_be)
+/* Every service's listeners, bound here as the shard binds them for workers (a
+ * name on each of its addresses, one port for all): one parser, one set of rules,
+ * whatever --workers says. 0, or -1 after saying which address failed. */
+static int solo_listen(daemon_t *d)
 {
-    if (sa->sa_family == AF_INET6)
-        ((struct sockaddr_in6 *)sa)->sin6_port = port_be;
-    else
-        ((struct sockaddr_in *)sa)->sin_port = port_be;
-}
-
-static uint16_t get_port(const struct sockaddr *sa)
-{
-    return sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
-                                     : ((const struct sockaddr_in *)sa)->sin_port;
-}
-
-/* Whether ai's address came earlier in the list. */
-static int seen_before(const struct addrinfo *list, const struct addrinfo *ai)
-{
-    for (const struct addrinfo *p = list; p != ai; p = p->ai_next)
-        if (p->ai_addrlen == ai->ai_addrlen && memcmp(p->ai_addr, ai->ai_addr, ai->ai_addrlen) == 0)
-            return 1;
-    return 0;
-}
-
-/* One listener of service svc on the first address of ai that binds, noted in
- * d->solo. The fd, or -errno after saying which address failed. */
-static int solo_listen_one(daemon_t *d, size_t svc, const struct addrinfo *ai)
-{
-    int fd = iop_app_listen(ai);
-    if (fd < 0) {
-        /* "localhost:7000 (127.0.0.1:7000)": which of a name's addresses failed */
-        const char *spec = d->svc[svc].listen;
-        char where[128];
-        iop_app_format_addr(ai->ai_addr, ai->ai_addrlen, where, sizeof where);
-        int same = strcmp(where, spec) == 0;
-        fprintf(stderr, PROG ": cannot listen on %s%s%s%s: %s\n", spec, same ? "" : " (",
-                same ? "" : where, same ? "" : ")", strerror(-fd));
-        return fd;
+    const char *listen[MAX_SERVICES + 1];
+    for (size_t i = 0; i < d->nsvc; i++)
+        listen[i] = d->svc[i].listen;
+    listen[d->nsvc] = NULL;
+    enum { MAX_SOLO = 64 * MAX_SERVICES };
+    int fds[MAX_SOLO];
+    uint32_t entry[MAX_SOLO];
+    int n = iop_shard_listen(listen, IOP_SHARD_ALL_ADDRESSES, 0, fds, entry, MAX_SOLO);
+    if (n < 0) {
+        fprintf(stderr, PROG ": %s\n", iop_last_error());
+        return -1;
     }
-    listener_t *more = realloc(d->solo, (d->nsolo + 1) * sizeof *more);
-    if (!more) {
-        close(fd);
+    d->solo = calloc((size_t)n ? (size_t)n : 1, sizeof *d->solo);
+    if (!d->solo) {
+        while (n > 0)
+            close(fds[--n]);
         fprintf(stderr, PROG ": out of memory for the listeners\n");
-        return -ENOMEM;
+        return -1;
     }
-    d->solo = more;
-    d->solo[d->nsolo++] = (listener_t){ .fd = fd, .svc = svc };
-    return fd;
-}
-
-/* Service svc listens on every distinct address its host name resolves to, all on
- * one port (for port 0, the one its first address took); a numeric host on its one
- * address, no host or "*" on the first of "any" that binds (0.0.0.0, as with
- * workers). 0, or -errno after saying why. */
-static int solo_listen(daemon_t *d, size_t svc)
-{
-    const char *spec = d->svc[svc].listen;
-    char err[512], host[256], port[16];
-    struct addrinfo *ai;
-    if (iop_app_split_hostport(spec, host, sizeof host, port, sizeof port, err, sizeof err) < 0 ||
-        iop_app_resolve(spec, 1, &ai, err, sizeof err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return -EINVAL;
-    }
-    if (!host[0] || strcmp(host, "*") == 0) {   /* any local address: one listener */
-        int fd = solo_listen_one(d, svc, ai);
-        freeaddrinfo(ai);
-        return fd < 0 ? fd : 0;
-    }
-    int r = 0;
-    uint16_t picked = 0;
-    for (struct addrinfo *p = ai; p && r == 0; p = p->ai_next) {
-        if (seen_before(ai, p))
-            continue;
-        int port0 = get_port(p->ai_addr) == 0;
-        if (port0 && p != ai)
-            set_port(p->ai_addr, picked);
-        struct addrinfo alone = *p;
-        alone.ai_next = NULL;
-        int fd = solo_listen_one(d, svc, &alone);
-        if (fd < 0) {
-            if (port0 && p != ai)
-                fprintf(stderr, PROG ": for port 0, port %u was picked on the first address of %s, "
-                        "and every address of a name listens on that one port\n",
-                        (unsigned)ntohs(picked), spec);
-            r = fd;
-        } else if (p == ai && port0) {
-            struct sockaddr_storage ss;
-            socklen_t len = sizeof ss;
-            getsockname(fd, (struct sockaddr *)&ss, &len);
-            picked = get_port((struct sockaddr *)&ss);
-        }
-    }
-    freeaddrinfo(ai);
-    return r;
+    for (int k = 0; k < n; k++)
+        d->solo[k] = (listener_t){ .fd = fds[k], .svc = entry[k] };
+    d->nsolo = (size_t)n;
+    return 0;
 }
 
 void print_service_line(const service_slot_t *s, const char *where)
@@ -445,9 +387,8 @@ static int run_solo(daemon_t *d)
         goto out;
     }
     status = EXIT_USAGE;
-    for (size_t i = 0; i < d->nsvc; i++)
-        if (solo_listen(d, i) < 0)
-            goto out;
+    if (solo_listen(d) < 0)
+        goto out;
     /* Said once every address is bound: a script that reads a line may connect. */
     for (size_t i = 0; i < d->nsolo; i++) {
         char where[128];

@@ -554,7 +554,8 @@ static void test_cli(void **state)
         /* brackets hold an IPv6 address; a v4-mapped one cannot be listened on; the
          * same words in both modes */
         { { IOPLEXD_PATH, "--service", "echo=[]:0", "--workers", "0" }, 2, NULL, "brackets are for an IPv6" },
-        { { IOPLEXD_PATH, "--service", "echo=[]:0", "--workers", "1" }, 2, NULL, "[IPV6]:PORT" },
+        { { IOPLEXD_PATH, "--service", "echo=[]:0", "--workers", "1" }, 2, NULL, "brackets are for an IPv6" },
+        { { IOPLEXD_PATH, "--service", "echo=[127.0.0.1]:0", "--workers", "1" }, 2, NULL, "brackets are for" },
         { { IOPLEXD_PATH, "--service", "echo=[127.0.0.1]:0", "--workers", "0" }, 2, NULL, "brackets are for" },
         { { IOPLEXD_PATH, "--service", "echo=[::ffff:127.0.0.1]:0", "--workers", "0" }, 2, NULL,
           "an IPv4-mapped address" },

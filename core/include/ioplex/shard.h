@@ -108,6 +108,14 @@ typedef struct iop_shard_opts {
  *  -EINVAL / -EADDRINUSE / ... for bad options and failed binds, before any fork. */
 IOP_EXPORT int iop_shard_run(const iop_shard_opts_t *opts);
 
+/* Binds and listens listen (opts.listen's syntax and rules, IOP_SHARD_ALL_ADDRESSES
+ * from flags, backlog as opts.backlog) in this process, for a program serving them
+ * without workers: the same addresses, checks and messages as iop_shard_run.
+ * fds[k] (non-blocking) and entry[k] (its listen index) for k < the count returned;
+ * -errno with a message naming the address, nothing left open (-ENOSPC beyond max). */
+IOP_EXPORT int iop_shard_listen(const char *const *listen, uint32_t flags, int backlog,
+                                int *fds, uint32_t *entry, uint32_t max);
+
 /* ---- in a worker ----------------------------------------------------------------- */
 
 IOP_EXPORT uint32_t iop_shard_index(const iop_shard_worker_t *w);   /* 0 .. count-1 */

@@ -307,3 +307,26 @@ int iop__shard_listener_fd(const iop__shard_listeners_t *l, uint32_t a, uint32_t
         return -1;
     return l->fds[a * l->per_addr + (l->per_addr == 1 ? 0 : i)];
 }
+
+int iop_shard_listen(const char *const *listen, uint32_t flags, int backlog, int *fds, uint32_t *entry,
+                     uint32_t max)
+{
+    const iop_shard_opts_t o = { .listener_mode = IOP_SHARD_SHARED, .listen = listen, .flags = flags,
+                                 .backlog = backlog };
+    iop__shard_listeners_t l;
+    int r = iop__shard_listeners_open(&l, &o, 1);
+    if (r == 0 && l.naddr > max)
+        r = iop__fail(-ENOSPC, "iop_shard_listen: %u addresses to listen on, room for %u", l.naddr, max);
+    if (r < 0) {
+        iop__shard_listeners_free(&l);
+        return r;
+    }
+    for (uint32_t a = 0; a < l.naddr; a++) {
+        fds[a] = l.fds[a];
+        entry[a] = l.entry[a];
+    }
+    r = (int)l.naddr;
+    iop_free(l.fds);               /* the sockets are the caller's now */
+    iop_free(l.entry);
+    return r;
+}
