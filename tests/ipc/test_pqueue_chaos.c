@@ -36,6 +36,24 @@ static void leave_claimed(uint64_t pos, pid_t who, int getter)
     atomic_store(getter ? &pq->head : &pq->tail, pos + 1);
 }
 
+/* Three laps over the 4-slot queue: every slot takes a message and gives it back,
+ * in order, and a fifth put finds the queue full. */
+static void assert_laps_in_order(void)
+{
+    for (uint32_t lap = 0; lap < 3; lap++) {
+        for (uint32_t i = 0; i < 4; i++) {
+            uint32_t v = lap * 4 + i;
+            assert_int_equal(iop_pqueue_try_put(pq, &v, sizeof v), 0);
+        }
+        assert_int_equal(iop_pqueue_try_put(pq, "x", 1), -EAGAIN);
+        for (uint32_t i = 0; i < 4; i++) {
+            uint32_t v = 99;
+            assert_int_equal(iop_pqueue_try_get(pq, &v, sizeof v), sizeof v);
+            assert_int_equal(v, lap * 4 + i);
+        }
+    }
+}
+
 void test_dead_putter_is_skipped(void **state)
 {
     (void)state;
@@ -54,18 +72,7 @@ void test_dead_putter_is_skipped(void **state)
     assert_int_equal(iop_pqueue_try_get(pq, buf, sizeof buf), -EAGAIN);
 
     /* Every slot, the repaired one included, carries messages again, in order. */
-    for (uint32_t lap = 0; lap < 3; lap++) {
-        for (uint32_t i = 0; i < 4; i++) {
-            uint32_t v = lap * 4 + i;
-            assert_int_equal(iop_pqueue_try_put(pq, &v, sizeof v), 0);
-        }
-        assert_int_equal(iop_pqueue_try_put(pq, "x", 1), -EAGAIN);
-        for (uint32_t i = 0; i < 4; i++) {
-            uint32_t v = 99;
-            assert_int_equal(iop_pqueue_try_get(pq, &v, sizeof v), sizeof v);
-            assert_int_equal(v, lap * 4 + i);
-        }
-    }
+    assert_laps_in_order();
 }
 
 void test_dead_getter_slot_is_reclaimed(void **state)
@@ -119,18 +126,7 @@ void test_scribbled_length_is_dropped(void **state)
     assert_int_equal(iop_pqueue_try_get(pq, buf, sizeof buf), -EAGAIN);
 
     /* Both dropped slots carry messages again, lap after lap. */
-    for (uint32_t lap = 0; lap < 3; lap++) {
-        for (uint32_t i = 0; i < 4; i++) {
-            uint32_t v = lap * 4 + i;
-            assert_int_equal(iop_pqueue_try_put(pq, &v, sizeof v), 0);
-        }
-        assert_int_equal(iop_pqueue_try_put(pq, "x", 1), -EAGAIN);
-        for (uint32_t i = 0; i < 4; i++) {
-            uint32_t v = 99;
-            assert_int_equal(iop_pqueue_try_get(pq, &v, sizeof v), sizeof v);
-            assert_int_equal(v, lap * 4 + i);
-        }
-    }
+    assert_laps_in_order();
     assert_int_equal(iop_pqueue_len(pq), 0);
 }
 
