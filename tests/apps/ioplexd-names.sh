@@ -6,7 +6,8 @@
 # every connection) and in one process; "*" stays one listener; a second address
 # that cannot be bound fails the start (exit 2) naming that address, with no
 # "listening on" line, also for port 0 when the port the first address picked is
-# taken on the second (in a network namespace of its own; that part is left out
+# taken on the second and no other is free, while with another free port the name
+# starts over on it (in a network namespace of its own; that part is left out
 # where one cannot be made). Skipped (77) where a mount namespace cannot be made.
 # usage: ioplexd-names.sh IOPLEXD IOP-CLIENT BACKEND
 set -uo pipefail
@@ -105,6 +106,24 @@ if [ "${IOPLEXD_NAMES_STAGE:-}" = port0 ]; then
     busy=$pid
     pid=
     refused_start "$name:0" "$name:0 (127\.0\.0\.1:47000).*in use" "port 47000 was picked"
+    kill -TERM "$busy"
+    wait "$busy"
+    # With other ports free, a pick taken on the second address is given up and
+    # the name tries again until it has a port free on both. From 47001-47008 a
+    # bind to port 0 with SO_REUSEADDR takes 47002 or 47004 at random (the lower
+    # half of the range first, every other port left to connect), so with
+    # 127.0.0.1:47002 taken half the first picks clash: four starts pass only by
+    # trying again (32 tries: 2^-32 left to chance).
+    start --workers 0 --service echo=127.0.0.1:47002
+    busy=$pid
+    pid=
+    echo "47001 47008" >/proc/sys/net/ipv4/ip_local_port_range
+    for workers in 0 2 0 2; do
+        start --workers "$workers" --service "echo=$name:0"
+        addresses
+        [ "${addrs[1]}" = "127.0.0.1:47004" ] || fail "--workers $workers: want port 47004, got ${addrs[*]}"
+        stop
+    done
     kill -TERM "$busy"
     wait "$busy"
     busy=

@@ -235,6 +235,20 @@ static int open_addr(iop__shard_listeners_t *l, uint32_t a, bind_addr_t *b, cons
     return r;
 }
 
+/* A port 0 name whose first address picked a port taken on another of its
+ * addresses starts over with a new port, this many times at most. */
+#define PORT0_TRIES 32
+
+/* Closes the sockets of addresses [from, to). */
+static void close_range_of(iop__shard_listeners_t *l, uint32_t from, uint32_t to)
+{
+    for (uint32_t i = from * l->per_addr; i < to * l->per_addr; i++)
+        if (l->fds[i] >= 0) {
+            close(l->fds[i]);
+            l->fds[i] = -1;
+        }
+}
+
 int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t *o, uint32_t nworkers)
 {
     memset(l, 0, sizeof *l);
@@ -257,25 +271,42 @@ int iop__shard_listeners_open(iop__shard_listeners_t *l, const iop_shard_opts_t 
     int backlog = o->backlog > 0 ? o->backlog : SOMAXCONN;
     int reuseport = o->listener_mode != IOP_SHARD_SHARED;
     uint16_t picked = 0;           /* the port the entry's first address took for port 0 */
-    for (uint32_t a = 0; r == 0 && a < al.n; a++) {
+    uint32_t first_a = 0, tries = 0;
+    for (uint32_t a = 0; r == 0 && a < al.n;) {
         bind_addr_t *b = &al.a[a];
         const char *spec = o->listen[b->entry];
         l->entry[a] = b->entry;
         int first = a == 0 || al.a[a - 1].entry != b->entry;
         int port0 = get_port(&b->ss) == 0;
-        if (first)
+        if (first) {
             picked = 0;
-        else if (port0)
+            if (a != first_a)        /* a new entry, not the start over of this one */
+                tries = 0;
+            first_a = a;
+        } else if (port0) {
             set_port(&b->ss, picked);   /* one port for every address of a name */
+        }
         r = open_addr(l, a, b, spec, reuseport, backlog);
+        if (r == -EADDRINUSE && port0 && !first && ++tries < PORT0_TRIES) {
+            /* The port the first address picked is another socket's on this one:
+             * every address of the name lets go of it and tries a new one. */
+            close_range_of(l, first_a, a + 1);
+            for (uint32_t k = first_a; k <= a; k++)
+                set_port(&al.a[k].ss, 0);
+            a = first_a;
+            r = 0;
+            continue;
+        }
         if (r < 0 && port0 && !first) {
             char why[512];
             snprintf(why, sizeof why, "%s", iop_last_error());
             iop__fail(r, "%s; for port 0, port %u was picked on the first address of %s, and every "
-                      "address of a name listens on that one port", why, (unsigned)ntohs(picked), spec);
+                      "address of a name listens on that one port (%u tries)", why,
+                      (unsigned)ntohs(picked), spec, tries);
         }
         if (r == 0 && first && port0)
             picked = get_port(&b->ss);
+        a++;
     }
     iop_free(al.a);
     if (r < 0)
