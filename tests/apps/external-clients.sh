@@ -68,7 +68,7 @@ if have wrk; then
     grep -q 'Socket errors' "$tmp/wrk" && fail "wrk saw socket errors"
     grep -q 'Non-2xx' "$tmp/wrk" && fail "wrk saw non-2xx responses"
     reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$tmp/wrk")
-    [ "${reqs:-0}" -gt 1000 ] || fail "wrk made only ${reqs:-0} requests"
+    [ "${reqs:-0}" -gt 100 ] || fail "wrk made only ${reqs:-0} requests"   # TSan: ~1,000
     echo "wrk: ok"
 else
     echo "wrk: not installed, skipped"

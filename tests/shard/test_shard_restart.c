@@ -51,7 +51,7 @@ static void test_sighup_no_refused_connection(void **state)
     if (failed)
         sh_dump_log();
     assert_int_equal(failed, 0);
-    assert_true(ok > 50);
+    assert_true(ok > 20);           /* a few in each phase; a loaded TSan run made 49 */
     /* every slot now runs a process started after the SIGHUPs */
     if (!sh_wait_ready(first, 2, 10000)) {
         sh_dump_log();
