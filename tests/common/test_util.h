@@ -88,6 +88,19 @@ int tu_fdinfo_each(const char *link, int (*fn)(FILE *fdinfo, void *arg), void *a
 #define TU_ASAN 0
 #endif
 
+/* 1 in a ThreadSanitizer build. TSan makes a fiber per coroutine, slowly (it clears
+ * and maps a large record for each): tests that make thousands scale down with it. */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifndef TU_TSAN
+#define TU_TSAN 0
+#endif
+
 /* Fills buf with a reproducible pseudo-random pattern from seed. */
 void tu_fill_pattern(void *buf, size_t len, uint32_t seed);
 
