@@ -3,8 +3,8 @@
  * Without an argument (ctest ipc.pqueue), plain processes: FIFO from one producer,
  * sizes 0..max and -EMSGSIZE, try variants at several capacities, deadlines,
  * close, many producers x many consumers moving every message exactly once, and
- * (test_pqueue_chaos.c) processes that die holding a slot, a slot length written
- * over, and kill -9 at random.
+ * (test_pqueue_chaos.c) processes that die holding a slot, a slot length or the
+ * shared header written over, and kill -9 at random.
  *
  * With a backend name (ctest ipc.pqueue.<backend>), coroutines: gets and puts that
  * park while another process feeds the queue and the loop keeps firing a timer,
@@ -685,6 +685,7 @@ int main(int argc, char **argv)
             T(test_dead_putter_is_skipped),
             T(test_dead_getter_slot_is_reclaimed),
             T(test_scribbled_length_is_dropped),
+            T(test_scribbled_header_is_not_trusted),
             T(test_kill_chaos),
         };
         return cmocka_run_group_tests_name("ipc.pqueue", plain, NULL, NULL);

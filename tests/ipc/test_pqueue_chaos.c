@@ -4,12 +4,13 @@
  * leaves it when killed at that instruction (the test links the static library and
  * reads the private layout): a put that claimed a slot and died before publishing,
  * and a get that died while copying out (its pid a zombie, not yet reaped); and a
- * slot whose length was written over. Then
+ * slot whose length was written over, and a shared header written over. Then
  * kill -9 at random: producers and consumers are killed and replaced over and
  * over while they run, and every message whose put returned must arrive exactly
  * once, except at most one per killed consumer; afterwards the queue still works. */
 #include "test_pqueue.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -128,6 +129,46 @@ void test_scribbled_length_is_dropped(void **state)
     /* Both dropped slots carry messages again, lap after lap. */
     assert_laps_in_order();
     assert_int_equal(iop_pqueue_len(pq), 0);
+}
+
+/* Every word of the shared header (indices, flags, wait counts) written over with
+ * the number of an fd the process has open for something else. The queue's
+ * geometry and eventfds are the process's own copies, so the calls that follow
+ * index inside the ring, answer with the real capacity and size, and never write
+ * to that fd; what they return may differ (the indices are garbage), but each
+ * answer is one a queue can give. In a child: a call that strays may crash it. */
+static void scribble_header_then_use(void *arg)
+{
+    (void)arg;
+    int fds[2];
+    KID_CHECK(pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+    uint32_t fd = (uint32_t)fds[1];
+    for (uint32_t *w = (uint32_t *)pq; w < (uint32_t *)pq->slots; w++)
+        *w = fd;
+
+    KID_CHECK(iop_pqueue_try_put(pq, "x", 2) == -EPIPE);      /* closed reads as set */
+    atomic_store(&pq->closed, 0);
+    char buf[16];
+    for (int i = 0; i < 6; i++) {
+        int p = i < 3 ? iop_pqueue_try_put(pq, "x", 2) : iop_pqueue_put(pq, "x", 2, pq_after_ms(20));
+        KID_CHECK(p == 0 || p == -EAGAIN || p == -ETIMEDOUT);
+        ssize_t g = i < 3 ? iop_pqueue_try_get(pq, buf, sizeof buf)
+                          : iop_pqueue_get(pq, buf, sizeof buf, pq_after_ms(20));
+        KID_CHECK(g == 2 || g == -EAGAIN || g == -ETIMEDOUT || g == -EBADMSG);
+    }
+    KID_CHECK(iop_pqueue_capacity(pq) == 4 && iop_pqueue_max_msg(pq) == 16);
+    KID_CHECK(iop_pqueue_len(pq) <= 4);
+    KID_CHECK(iop_pqueue_try_put(pq, "x", 17) == -EMSGSIZE);
+    iop_pqueue_close(pq);           /* wakes the (scribbled) waiters: through its own fds */
+    KID_CHECK(read(fds[0], buf, sizeof buf) < 0 && errno == EAGAIN);
+    iop_pqueue_destroy(pq);
+}
+
+void test_scribbled_header_is_not_trusted(void **state)
+{
+    (void)state;
+    pq_recreate(4, 16);
+    kids_assert_exited_ok(kids_spawn(scribble_header_then_use, NULL), 10000);
 }
 
 /* ---- kill -9 at random ------------------------------------------------------------------ */

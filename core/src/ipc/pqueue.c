@@ -45,7 +45,8 @@ static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 /* ---- life ------------------------------------------------------------------------ */
 
-static int map_shared(size_t size, void **out)
+/* Maps size bytes of shared memory at `at`, over the reservation there. */
+static int map_shared(void *at, size_t size)
 {
     /* A memfd with every page allocated now: running out of memory is an error
      * here, not a SIGBUS at some later first touch. */
@@ -59,15 +60,28 @@ static int map_shared(size_t size, void **out)
         r = iop__fail(errno == ENOSPC ? -ENOMEM : -errno,
                       "iop_pqueue_create: cannot allocate %zu bytes of shared memory: %s", size,
                       strerror(errno));
-    void *m = MAP_FAILED;
-    if (!r) {
-        m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED)
-            r = iop__fail(-errno, "iop_pqueue_create: mmap(%zu): %s", size, strerror(errno));
-    }
+    else if (mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+        r = iop__fail(-errno, "iop_pqueue_create: mmap(%zu): %s", size, strerror(errno));
     close(fd);
-    *out = m;
     return r;
+}
+
+/* Reserves one private page and the shared part right after it, in one range, so
+ * the process's own pq_priv_t is found from the handle without a pointer. */
+static int map_queue(size_t page, size_t size, void **base)
+{
+    void *m = mmap(NULL, page + size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return iop__fail(-errno, "iop_pqueue_create: mmap(%zu): %s", page + size, strerror(errno));
+    int r = mprotect(m, page, PROT_READ | PROT_WRITE) < 0
+            ? iop__fail(-errno, "iop_pqueue_create: mprotect: %s", strerror(errno))
+            : map_shared((unsigned char *)m + page, size);
+    if (r) {
+        munmap(m, page + size);
+        return r;
+    }
+    *base = m;
+    return 0;
 }
 
 /* A page private to each process and zeroed in every child (getpid cache). NULL
@@ -100,30 +114,34 @@ int iop_pqueue_create(iop_pqueue_t **out, size_t capacity, size_t max_msg)
     if (size > phys / 2)            /* would only end in the OOM killer */
         return iop__fail(-ENOMEM, "iop_pqueue_create: %zu bytes is more than half of the machine's memory", size);
 
-    void *m;
-    int r = map_shared(size, &m);
+    void *base = NULL;
+    int r = map_queue(page, size, &base);
     if (r)
         return r;
-    iop_pqueue_t *q = m;
-    q->efd[0] = q->efd[1] = -1;
+    iop_pqueue_t *q = (iop_pqueue_t *)((unsigned char *)base + page);
+    pq_priv_t *p = (pq_priv_t *)q - 1;
+    p->efd[0] = p->efd[1] = -1;
     for (int i = 0; i < 2; i++) {
-        q->efd[i] = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC);
-        if (q->efd[i] < 0) {
+        p->efd[i] = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC);
+        if (p->efd[i] < 0) {
             r = iop__fail(-errno, "iop_pqueue_create: eventfd: %s", strerror(errno));
             if (i)
-                close(q->efd[0]);
-            munmap(m, size);
+                close(p->efd[0]);
+            munmap(base, page + size);
             return r;
         }
     }
+    p->capacity = capacity;
+    p->mask = (capacity & (capacity - 1)) == 0 ? capacity - 1 : 0;
+    p->max_msg = (uint32_t)max_msg;
+    p->slot_size = (uint32_t)slot_size;
+    p->base = base;
+    p->map_size = page + size;
+    p->local = map_local();
+    /* Nothing writes it again: a stray write in this process faults here, too. */
+    mprotect(base, page, PROT_READ);
     q->magic = PQ_MAGIC;
-    q->capacity = capacity;
-    q->mask = (capacity & (capacity - 1)) == 0 ? capacity - 1 : 0;
-    q->max_msg = (uint32_t)max_msg;
-    q->slot_size = (uint32_t)slot_size;
-    q->map_size = size;
-    q->local = map_local();
-    atomic_init(&q->asym, q->local && iop__pq_membarrier_usable());
+    atomic_init(&q->asym, p->local && iop__pq_membarrier_usable());
     for (uint64_t pos = 0; pos < capacity; pos++)   /* slot pos free for position pos */
         atomic_init(&pq_slot(q, pos)->word, pq_word(0, 2 * (uint32_t)pos));
     *out = q;
@@ -134,19 +152,20 @@ void iop_pqueue_destroy(iop_pqueue_t *q)
 {
     if (!q)
         return;
-    close(q->efd[0]);
-    close(q->efd[1]);
-    if (q->local)
-        munmap(q->local, (size_t)sysconf(_SC_PAGESIZE));
-    munmap(q, q->map_size);
+    const pq_priv_t *p = pq_priv(q);
+    close(p->efd[0]);
+    close(p->efd[1]);
+    if (p->local)
+        munmap(p->local, (size_t)sysconf(_SC_PAGESIZE));
+    munmap(p->base, p->map_size);   /* p itself goes with it */
 }
 
 void iop_pqueue_forget(iop_pqueue_t *q, iop_loop_t *loop)
 {
     if (!q || !loop)
         return;
-    iop_fd_forget(loop, q->efd[0]);
-    iop_fd_forget(loop, q->efd[1]);
+    iop_fd_forget(loop, pq_priv(q)->efd[0]);
+    iop_fd_forget(loop, pq_priv(q)->efd[1]);
 }
 
 void iop_pqueue_close(iop_pqueue_t *q)
@@ -157,7 +176,7 @@ void iop_pqueue_close(iop_pqueue_t *q)
     for (int dir = 0; dir < 2; dir++) {   /* wake everyone who sleeps now */
         uint64_t n = atomic_load_explicit(&q->wait[dir].waiters, memory_order_seq_cst);
         if (n) {
-            ssize_t r = write(q->efd[dir], &n, sizeof n);
+            ssize_t r = write(pq_priv(q)->efd[dir], &n, sizeof n);
             (void)r;
         }
     }
@@ -171,12 +190,13 @@ size_t iop_pqueue_len(const iop_pqueue_t *q)
     uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
     if (tail <= head)
         return 0;
-    return tail - head > q->capacity ? q->capacity : (size_t)(tail - head);
+    uint64_t cap = pq_priv(q)->capacity;
+    return tail - head > cap ? cap : (size_t)(tail - head);
 }
 
 int iop_pqueue_closed(const iop_pqueue_t *q) { return q ? (int)atomic_load(&q->closed) : 1; }
-size_t iop_pqueue_capacity(const iop_pqueue_t *q) { return q ? q->capacity : 0; }
-size_t iop_pqueue_max_msg(const iop_pqueue_t *q) { return q ? q->max_msg : 0; }
+size_t iop_pqueue_capacity(const iop_pqueue_t *q) { return q ? pq_priv(q)->capacity : 0; }
+size_t iop_pqueue_max_msg(const iop_pqueue_t *q) { return q ? pq_priv(q)->max_msg : 0; }
 
 /* ---- put and get ------------------------------------------------------------------ */
 
@@ -206,9 +226,10 @@ static ssize_t attempt(iop_pqueue_t *q, int dir, const pq_call_t *c, uint32_t *s
 /* Is it time for a try_* call to check a slot's owner (a few system calls)? */
 static int try_should_check(iop_pqueue_t *q, uint32_t owner)
 {
-    if (owner == PQ_OWNER_TOMB || !q->local)
+    pq_local_t *l = pq_priv(q)->local;
+    if (owner == PQ_OWNER_TOMB || !l)
         return 1;
-    uint32_t n = atomic_fetch_add_explicit(&q->local->stuck_seen, 1, memory_order_relaxed);
+    uint32_t n = atomic_fetch_add_explicit(&l->stuck_seen, 1, memory_order_relaxed);
     return n % PQ_TRY_CHECK_EVERY == 0;
 }
 
@@ -276,9 +297,10 @@ static int check_put(const iop_pqueue_t *q, const void *data, size_t len)
 {
     if (!q || (!data && len))
         return iop__fail(-EINVAL, "iop_pqueue_put: %s is NULL", q ? "data" : "the queue");
-    if (len > q->max_msg)
+    uint32_t max_msg = pq_priv(q)->max_msg;
+    if (len > max_msg)
         return iop__fail(-EMSGSIZE, "iop_pqueue_put: %zu bytes, the queue takes at most %u",
-                         len, q->max_msg);
+                         len, max_msg);
     return 0;
 }
 

@@ -57,16 +57,26 @@ typedef struct pq_local {
     _Atomic uint32_t stuck_seen;            /* try_* calls blocked by an owned slot */
 } pq_local_t;
 
-struct iop_pqueue {
-    /* set at creation, read-only afterwards */
-    uint64_t magic;
+/* What each process keeps for itself: the geometry and the eventfd numbers, set at
+ * creation and read-only afterwards. It sits in a private page just below the
+ * shared mapping (pq_priv), inherited copy-on-write by fork, so no pointer to it
+ * and nothing it holds is in memory that another process can write: a scribbled
+ * shared page cannot make a process index past its mapping or use an unrelated
+ * fd of its own. */
+typedef struct pq_priv {
     uint64_t capacity;
     uint64_t mask;                          /* capacity - 1 when a power of two, else 0 */
     uint32_t max_msg;
     uint32_t slot_size;                     /* multiple of PQ_LINE */
+    void *base;                             /* the whole mapping: private page, then shared */
     size_t map_size;
-    pq_local_t *local;                      /* same address in every process */
+    pq_local_t *local;                      /* NULL where the kernel cannot wipe on fork */
     int efd[2];                             /* EFD_SEMAPHORE wake tokens, by direction */
+} pq_priv_t;
+
+/* The shared part; the handle points at it. */
+struct iop_pqueue {
+    uint64_t magic;
     _Atomic uint32_t closed;
     _Atomic uint32_t asym;                  /* sleepers fence everyone (membarrier) */
     _Atomic uint64_t repaired;              /* slots of dead processes cleared (for tests) */
@@ -78,14 +88,18 @@ struct iop_pqueue {
     alignas(PQ_LINE) unsigned char slots[];
 };
 
+/* The page below the handle holds this process's pq_priv_t, at its top end. */
+static inline const pq_priv_t *pq_priv(const iop_pqueue_t *q) { return (const pq_priv_t *)q - 1; }
+
 static inline uint64_t pq_word(uint32_t owner, uint32_t seq) { return (uint64_t)owner << 32 | seq; }
 static inline uint32_t pq_seq(uint64_t w) { return (uint32_t)w; }
 static inline uint32_t pq_owner(uint64_t w) { return (uint32_t)(w >> 32); }
 
 static inline pq_slot_t *pq_slot(const iop_pqueue_t *q, uint64_t pos)
 {
-    uint64_t i = q->mask ? pos & q->mask : pos % q->capacity;
-    return (pq_slot_t *)((unsigned char *)q->slots + i * q->slot_size);
+    const pq_priv_t *p = pq_priv(q);
+    uint64_t i = p->mask ? pos & p->mask : pos % p->capacity;
+    return (pq_slot_t *)((unsigned char *)q->slots + i * p->slot_size);
 }
 
 /* The caller's pid, cached per process; the first call in a process sets up its
@@ -93,7 +107,8 @@ static inline pq_slot_t *pq_slot(const iop_pqueue_t *q, uint64_t pos)
 pid_t iop__pq_self_slow(const iop_pqueue_t *q);
 static inline pid_t pq_self(const iop_pqueue_t *q)
 {
-    pid_t pid = q->local ? atomic_load_explicit(&q->local->pid, memory_order_relaxed) : 0;
+    pq_local_t *l = pq_priv(q)->local;
+    pid_t pid = l ? atomic_load_explicit(&l->pid, memory_order_relaxed) : 0;
     return pid ? pid : iop__pq_self_slow(q);
 }
 
@@ -123,7 +138,8 @@ void iop__pq_wake(iop_pqueue_t *q, int dir);
  * which puts a full fence into every registered process that runs meanwhile. */
 static inline void pq_after_op(iop_pqueue_t *q, int dir)
 {
-    if (q->local && atomic_load_explicit(&q->local->light, memory_order_relaxed) &&
+    pq_local_t *l = pq_priv(q)->local;
+    if (l && atomic_load_explicit(&l->light, memory_order_relaxed) &&
         atomic_load_explicit(&q->asym, memory_order_relaxed))
         atomic_signal_fence(memory_order_seq_cst);
     else

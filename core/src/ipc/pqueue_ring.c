@@ -88,12 +88,12 @@ static int drop_scribbled(iop_pqueue_t *q, pq_slot_t *s, uint64_t w, uint64_t po
                                                  memory_order_acquire, memory_order_relaxed))
         return -EAGAIN;
     move_on(&q->head, pos);
-    atomic_store_explicit(&s->word, pq_word(0, 2 * (uint32_t)(pos + q->capacity)),
+    atomic_store_explicit(&s->word, pq_word(0, 2 * (uint32_t)(pos + pq_priv(q)->capacity)),
                           memory_order_release);
     return iop__fail(-EBADMSG, "iop_pqueue_get: the message at position %llu says it is %u bytes "
                                "long, more than the queue's max_msg (%u): its slot was written "
                                "over; it is dropped, the messages after it are not",
-                     (unsigned long long)pos, len, q->max_msg);
+                     (unsigned long long)pos, len, pq_priv(q)->max_msg);
 }
 
 ssize_t iop__pq_get_once(iop_pqueue_t *q, void *buf, size_t cap, uint32_t *stuck)
@@ -112,7 +112,7 @@ ssize_t iop__pq_get_once(iop_pqueue_t *q, void *buf, size_t cap, uint32_t *stuck
         uint32_t owner = pq_owner(w);
         if (d == 0 && owner == 0) {
             uint32_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
-            if (len > q->max_msg) {
+            if (len > pq_priv(q)->max_msg) {
                 int r = drop_scribbled(q, s, w, pos, len);
                 if (r == -EAGAIN)
                     continue;
@@ -131,14 +131,14 @@ ssize_t iop__pq_get_once(iop_pqueue_t *q, void *buf, size_t cap, uint32_t *stuck
             move_on(&q->head, pos);
             if (len)
                 memcpy(buf, s->data, len);
-            atomic_store_explicit(&s->word, pq_word(0, 2 * (uint32_t)(pos + q->capacity)),
+            atomic_store_explicit(&s->word, pq_word(0, 2 * (uint32_t)(pos + pq_priv(q)->capacity)),
                                   memory_order_release);
             return (ssize_t)len;
         }
         if (d == 0 && owner == PQ_OWNER_TOMB) {
             /* A put that died or backed out: free the slot for the next lap. */
             if (atomic_compare_exchange_strong_explicit(&s->word, &w,
-                    pq_word(0, 2 * (uint32_t)(pos + q->capacity)),
+                    pq_word(0, 2 * (uint32_t)(pos + pq_priv(q)->capacity)),
                     memory_order_release, memory_order_relaxed)) {
                 atomic_thread_fence(memory_order_seq_cst);
                 iop__pq_notify(q, PQ_NOT_FULL);
@@ -174,7 +174,7 @@ int iop__pq_unstick(iop_pqueue_t *q, int dir)
     if (owner != PQ_OWNER_TOMB && !iop__pq_pid_dead((pid_t)owner))
         return 0;
     if (seq & 1)                    /* a tombstone, or a get that died: free it */
-        repaired = pq_word(0, seq - 1 + 2 * (uint32_t)q->capacity);
+        repaired = pq_word(0, seq - 1 + 2 * (uint32_t)pq_priv(q)->capacity);
     else                            /* a put that died: its message never was */
         repaired = pq_word(PQ_OWNER_TOMB, seq + 1);
     if (!atomic_compare_exchange_strong_explicit(&s->word, &w, repaired, memory_order_acq_rel,

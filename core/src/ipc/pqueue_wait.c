@@ -46,7 +46,7 @@ int iop__pq_membarrier_usable(void)
 
 pid_t iop__pq_self_slow(const iop_pqueue_t *q)
 {
-    pq_local_t *l = q->local;
+    pq_local_t *l = pq_priv(q)->local;
     pid_t pid = getpid();
     if (!l)
         return pid;
@@ -113,7 +113,7 @@ void iop__pq_notify(iop_pqueue_t *q, int dir)
         return;
     uint64_t one = 1;
     /* Can only fail with EAGAIN when ~2^64 tokens wait: enough. */
-    ssize_t r = write(q->efd[dir], &one, sizeof one);
+    ssize_t r = write(pq_priv(q)->efd[dir], &one, sizeof one);
     (void)r;
 }
 
@@ -151,7 +151,7 @@ int iop__pq_sleep(iop_pqueue_t *q, int dir, uint64_t until)
     uint64_t end = now + IOP_PQUEUE_SLICE_NS;
     if (until && until < end)
         end = until;
-    int efd = q->efd[dir], r = 0;
+    int efd = pq_priv(q)->efd[dir], r = 0;
     uint64_t token;
     if (iop_self()) {
         ssize_t n = iop_read(efd, &token, sizeof token, end);
