@@ -3,7 +3,7 @@
  * Without an argument (ctest ipc.pqueue), plain processes: FIFO from one producer,
  * sizes 0..max and -EMSGSIZE, try variants at several capacities, deadlines,
  * close, many producers x many consumers moving every message exactly once, and
- * (test_pqueue_chaos.c) processes that die holding a slot, a slot length or the
+ * (test_pqueue_chaos.c) processes and threads that die holding a slot, a slot length or the
  * shared header written over, and kill -9 at random.
  *
  * With a backend name (ctest ipc.pqueue.<backend>), coroutines: gets and puts that
@@ -684,6 +684,7 @@ int main(int argc, char **argv)
             T(test_many_producers_many_consumers),
             T(test_dead_putter_is_skipped),
             T(test_dead_getter_slot_is_reclaimed),
+            T(test_ended_thread_slot_is_repaired),
             T(test_scribbled_length_is_dropped),
             T(test_scribbled_header_is_not_trusted),
             T(test_kill_chaos),

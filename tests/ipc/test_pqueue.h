@@ -37,6 +37,7 @@ static inline uint64_t pq_after_ms(uint64_t ms) { return tu_clock_ns() + ms * MS
 /* test_pqueue_chaos.c */
 void test_dead_putter_is_skipped(void **state);
 void test_dead_getter_slot_is_reclaimed(void **state);
+void test_ended_thread_slot_is_repaired(void **state);
 void test_scribbled_length_is_dropped(void **state);
 void test_scribbled_header_is_not_trusted(void **state);
 void test_kill_chaos(void **state);

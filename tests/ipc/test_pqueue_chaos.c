@@ -3,15 +3,18 @@
  * Two exact cases first, set up by writing a slot's control word the way a process
  * leaves it when killed at that instruction (the test links the static library and
  * reads the private layout): a put that claimed a slot and died before publishing,
- * and a get that died while copying out (its pid a zombie, not yet reaped); and a
- * slot whose length was written over, and a shared header written over. Then
+ * and a get that died while copying out (its pid a zombie, not yet reaped); a put
+ * left by a thread that ended in this process; a slot whose length was written
+ * over, and a shared header written over. Then
  * kill -9 at random: producers and consumers are killed and replaced over and
  * over while they run, and every message whose put returned must arrive exactly
  * once, except at most one per killed consumer; afterwards the queue still works. */
 #include "test_pqueue.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "pqueue_internal.h"
@@ -98,6 +101,104 @@ void test_dead_getter_slot_is_reclaimed(void **state)
     assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, 0), 2);
     assert_string_equal(buf, "d");
     assert_int_equal(waitpid(zombie, NULL, 0), zombie);
+}
+
+/* A put claimed by a thread of this very process that ended before publishing
+ * (the claim written with that thread's own owner id), and one naming the calling
+ * thread itself (an id reused after its holder died): neither is a sibling at work,
+ * so both are repaired, and the slot carries messages again. */
+static void *claim_and_end(void *arg)
+{
+    *(pid_t *)arg = pq_self(pq);
+    leave_claimed(0, pq_self(pq), 0);
+    return NULL;
+}
+
+/* pthread_join returns once the kernel has cleared the thread's tid word, a moment
+ * before the thread is gone: wait for that (bounded). */
+static void wait_thread_gone(pid_t tid)
+{
+    for (int i = 0; i < 2000 && !iop__pq_tid_dead(tid); i++)
+        tu_sleep_ms(1);
+    assert_int_equal(iop__pq_tid_dead(tid), 1);
+}
+
+static void assert_claim_repaired(uint64_t repaired)
+{
+    char buf[16];
+    /* The get repairs the claim and skips the tombstone; nothing else is there. */
+    assert_int_equal(iop_pqueue_get(pq, buf, sizeof buf, pq_after_ms(20)), -ETIMEDOUT);
+    assert_int_equal(atomic_load(&pq->repaired), repaired);
+    assert_int_equal(iop_pqueue_try_put(pq, "m", 2), 0);
+    assert_int_equal(iop_pqueue_try_get(pq, buf, sizeof buf), 2);
+    assert_string_equal(buf, "m");
+}
+
+/* A child's first thread starts with the forking thread's cached id: it must not
+ * claim slots under it, even after another thread made the process's first call. */
+static void *first_call(void *arg)
+{
+    *(pid_t *)arg = pq_self(pq);
+    return NULL;
+}
+
+static void self_is_own_pid(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    pid_t other = 0;
+    KID_CHECK(pthread_create(&t, NULL, first_call, &other) == 0 && pthread_join(t, NULL) == 0);
+    KID_CHECK(other > 0 && other != getpid());
+    KID_CHECK(pq_self(pq) == getpid());
+}
+
+/* Runs until its pipe is closed: a sibling thread at work. */
+typedef struct sibling {
+    int fds[2];
+    _Atomic pid_t tid;
+} sibling_t;
+
+static void *wait_for_eof(void *arg)
+{
+    sibling_t *sb = arg;
+    atomic_store(&sb->tid, (pid_t)syscall(SYS_gettid));
+    char c;
+    while (read(sb->fds[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+void test_ended_thread_slot_is_repaired(void **state)
+{
+    (void)state;
+    pq_recreate(1, 16);
+    pthread_t t;
+    pid_t ended = 0;
+    assert_int_equal(pthread_create(&t, NULL, claim_and_end, &ended), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(ended > 0 && ended != getpid());
+    wait_thread_gone(ended);
+    assert_claim_repaired(1);
+
+    leave_claimed(atomic_load(&pq->tail), pq_self(pq), 0);
+    assert_claim_repaired(2);
+
+    assert_int_equal(pq_self(pq), (pid_t)syscall(SYS_gettid));    /* cached here now */
+    kids_assert_exited_ok(kids_spawn(self_is_own_pid, NULL), 5000);
+
+    /* A live sibling's claim is left alone: its id reads as alive, until it ends. */
+    sibling_t sb = { .tid = 0 };
+    assert_int_equal(pipe(sb.fds), 0);
+    assert_int_equal(pthread_create(&t, NULL, wait_for_eof, &sb), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&sb.tid); i++)
+        tu_sleep_ms(1);
+    pid_t sibling = atomic_load(&sb.tid);
+    assert_true(sibling > 0 && sibling != getpid());
+    assert_int_equal(iop__pq_tid_dead(sibling), 0);
+    close(sb.fds[1]);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    close(sb.fds[0]);
+    wait_thread_gone(sibling);
 }
 
 /* A slot whose length was written over (by a stray write in any process sharing

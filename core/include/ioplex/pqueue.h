@@ -19,10 +19,12 @@
  * Crashes. A process may die at any instruction (kill -9) without wedging the
  * queue or the others: a put it had not returned from is either delivered whole or
  * not at all, a message it was getting is lost with it, everything else arrives
- * exactly once. A dead process's half-done operation is detected (its pid is kept
- * in the slot it holds) and cleared by whoever waits on it, within a slice
- * (IOP_PQUEUE_SLICE_NS) of the moment it matters. Caveat: if the dead process's pid
- * is reused by a new process before that, the slot waits until the new one exits.
+ * exactly once. So may a thread that ends inside a call while its process lives on.
+ * A dead process's (or thread's) half-done operation is detected (the thread id is
+ * kept in the slot it holds) and cleared by whoever waits on it, within a slice
+ * (IOP_PQUEUE_SLICE_NS) of the moment it matters. Caveat: if the dead thread's id
+ * is reused by a new thread or process before that, the slot waits until the new
+ * one ends (unless the new one is the waiter itself).
  *
  * Every call returns >= 0 or -errno; none is async-signal-safe. */
 #ifndef IOPLEX_PQUEUE_H

@@ -84,8 +84,9 @@ static int map_queue(size_t page, size_t size, void **base)
     return 0;
 }
 
-/* A page private to each process and zeroed in every child (getpid cache). NULL
- * where the kernel cannot wipe on fork: then getpid() is called each time. */
+/* A page private to each process and zeroed in every child (tells the first call
+ * in a process). NULL where the kernel cannot wipe on fork: then gettid() is called
+ * each time. */
 static pq_local_t *map_local(void)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -260,7 +261,7 @@ static ssize_t wait_and_call(iop_pqueue_t *q, int dir, const pq_call_t *c, uint6
     }
     pq_waitset_t *ws = &q->wait[dir];
     for (;;) {
-        if (stuck && (pid_t)stuck != pq_self(q) && iop__pq_unstick(q, dir)) {
+        if (stuck && iop__pq_unstick(q, dir)) {
             if ((r = attempt(q, dir, c, &stuck)) != -EAGAIN)
                 return r;
             continue;
@@ -287,7 +288,7 @@ static ssize_t call(iop_pqueue_t *q, int dir, const pq_call_t *c, uint64_t deadl
         return r;
     if (may_wait)
         return wait_and_call(q, dir, c, deadline, stuck);
-    if (stuck && (pid_t)stuck != pq_self(q) && try_should_check(q, stuck) &&
+    if (stuck && try_should_check(q, stuck) &&
         iop__pq_unstick(q, dir))
         r = attempt(q, dir, c, &stuck);
     return r;

@@ -6,17 +6,20 @@
  * counting two per position, so that even a one-slot ring tells its states apart):
  *
  *   (0, 2pos)           free: a put for pos may claim it
- *   (pid, 2pos)         a put by process pid is writing it
+ *   (tid, 2pos)         a put by thread tid is writing it
  *   (0, 2pos + 1)       full: a get for pos may claim it
  *   (TOMB, 2pos + 1)    a put that never finished: gets skip it
- *   (pid, 2pos + 1)     a get by process pid is copying it out
+ *   (tid, 2pos + 1)     a get by thread tid is copying it out
  *   (0, 2(pos + cap))   free again, for the next lap
  *
- * Claiming is one CAS on the slot word that writes the claimer's pid, then a CAS
- * of the tail (head) index that anyone may help along, so a process that dies
- * between any two instructions leaves a slot naming it: whoever finds that slot in
- * its way checks the pid and, if the process is gone, turns a half-written slot
- * into a tombstone or frees a half-read one. Nothing else ever needs repair. */
+ * Claiming is one CAS on the slot word that writes the claimer's thread id, then a
+ * CAS of the tail (head) index that anyone may help along, so a process (or thread)
+ * that dies between any two instructions leaves a slot naming it: whoever finds
+ * that slot in its way checks the id and, if the thread is gone, turns a
+ * half-written slot into a tombstone or frees a half-read one. Nothing else ever
+ * needs repair. A thread id rather than the pid: a slot of a thread that ended in
+ * a process that lives on is told from one a sibling thread is working on. A
+ * process's main thread has the pid as its id. */
 #ifndef IOP_PQUEUE_INTERNAL_H
 #define IOP_PQUEUE_INTERNAL_H
 
@@ -29,7 +32,7 @@
 #define PQ_MAGIC 0x696f705f70717565ull      /* "iop_pque" */
 #define PQ_LINE 64
 
-#define PQ_OWNER_TOMB 0x7fffffffu           /* no pid is this large (pid_max <= 2^22) */
+#define PQ_OWNER_TOMB 0x7fffffffu           /* no thread id is this large (pid_max <= 2^22) */
 #define PQ_MAX_CAPACITY (1u << 30)          /* 2 * capacity must fit seq's signed range */
 #define PQ_MAX_MSG (64u << 20)
 
@@ -52,7 +55,7 @@ typedef struct pq_waitset {
 /* Memory private to each process (mapped MADV_WIPEONFORK: zero in every child, so
  * a child sets it up again on its first call). */
 typedef struct pq_local {
-    _Atomic pid_t pid;                      /* getpid() cached; 0 = not set up yet */
+    _Atomic pid_t pid;                      /* getpid(); 0 = not set up yet in this process */
     _Atomic uint32_t light;                 /* registered for membarrier: may skip fences */
     _Atomic uint32_t stuck_seen;            /* try_* calls blocked by an owned slot */
 } pq_local_t;
@@ -102,27 +105,43 @@ static inline pq_slot_t *pq_slot(const iop_pqueue_t *q, uint64_t pos)
     return (pq_slot_t *)((unsigned char *)q->slots + i * p->slot_size);
 }
 
-/* The caller's pid, cached per process; the first call in a process sets up its
- * private page (and its membarrier registration). */
+/* The calling thread's id, cached per thread. A child's first thread starts with a
+ * copy of the forking thread's cache, so the first call on a queue in each process
+ * (its private page wiped) moves iop__pq_epoch on, which makes every cache taken
+ * before stale. */
+typedef struct pq_tid_cache {
+    pid_t tid;
+    uint32_t epoch;                         /* iop__pq_epoch when tid was read (a new
+                                             * thread's 0 is stale: the epoch starts at 1
+                                             * and wraps after 2^32 processes' first calls) */
+} pq_tid_cache_t;
+extern _Thread_local pq_tid_cache_t iop__pq_tid __attribute__((tls_model("initial-exec")));
+extern _Atomic uint32_t iop__pq_epoch;
+
+/* The owner id this caller writes into a slot: its thread id. The first call in a
+ * process sets up its private page (and its membarrier registration). */
 pid_t iop__pq_self_slow(const iop_pqueue_t *q);
 static inline pid_t pq_self(const iop_pqueue_t *q)
 {
     pq_local_t *l = pq_priv(q)->local;
-    pid_t pid = l ? atomic_load_explicit(&l->pid, memory_order_relaxed) : 0;
-    return pid ? pid : iop__pq_self_slow(q);
+    if (l && atomic_load_explicit(&l->pid, memory_order_relaxed) &&
+        iop__pq_tid.epoch == atomic_load_explicit(&iop__pq_epoch, memory_order_relaxed))
+        return iop__pq_tid.tid;
+    return iop__pq_self_slow(q);
 }
 
 /* One attempt, no waiting. stuck (out): the owner word of a slot held by another
- * process that stood in the way (0 if none), for a liveness check before sleeping. */
+ * thread that stood in the way (0 if none), for a liveness check before sleeping. */
 int iop__pq_put_once(iop_pqueue_t *q, const void *data, uint32_t len, uint32_t *stuck);
 ssize_t iop__pq_get_once(iop_pqueue_t *q, void *buf, size_t cap, uint32_t *stuck);
 
 /* Clears the slot at the tail (dir PQ_NOT_FULL) or head (PQ_NOT_EMPTY) if the
- * process holding it is dead, or if it is a tombstone. 1 if it changed it. */
+ * thread holding it is gone, or if it is a tombstone. 1 if it changed it. */
 int iop__pq_unstick(iop_pqueue_t *q, int dir);
 
-/* 1 if the process is gone (exited, or a zombie), 0 if it may still run. */
-int iop__pq_pid_dead(pid_t pid);
+/* 1 if the thread is gone (exited; a process's main thread: the process exited or
+ * is a zombie), 0 if it may still run. */
+int iop__pq_tid_dead(pid_t tid);
 
 /* Writes a wake-up token for dir's sleepers if any sleep and none is on its way
  * (a seq_cst fence must precede it). */

@@ -171,7 +171,9 @@ int iop__pq_unstick(iop_pqueue_t *q, int dir)
     uint64_t repaired;
     if (owner == 0)
         return 0;
-    if (owner != PQ_OWNER_TOMB && !iop__pq_pid_dead((pid_t)owner))
+    /* A slot naming the caller's own thread is not one it is working on (it is
+     * here): a thread that had the id before it left it. */
+    if (owner != PQ_OWNER_TOMB && owner != (uint32_t)pq_self(q) && !iop__pq_tid_dead((pid_t)owner))
         return 0;
     if (seq & 1)                    /* a tombstone, or a get that died: free it */
         repaired = pq_word(0, seq - 1 + 2 * (uint32_t)pq_priv(q)->capacity);

@@ -44,19 +44,27 @@ int iop__pq_membarrier_usable(void)
            membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
 }
 
+_Thread_local pq_tid_cache_t iop__pq_tid __attribute__((tls_model("initial-exec")));
+_Atomic uint32_t iop__pq_epoch = 1;
+
 pid_t iop__pq_self_slow(const iop_pqueue_t *q)
 {
     pq_local_t *l = pq_priv(q)->local;
-    pid_t pid = getpid();
+    pid_t tid = (pid_t)syscall(SYS_gettid);
     if (!l)
-        return pid;
-    /* First call in this process (the page is wiped in every child). Registered
-     * before it may skip a fence; threads racing here all register, harmlessly. */
-    if (atomic_load_explicit(&q->asym, memory_order_relaxed) &&
-        membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0)
-        atomic_store_explicit(&l->light, 1, memory_order_relaxed);
-    atomic_store_explicit(&l->pid, pid, memory_order_relaxed);
-    return pid;
+        return tid;                 /* no wiped page to tell a fork by: no cache */
+    if (!atomic_load_explicit(&l->pid, memory_order_relaxed)) {
+        /* First call in this process (the page is wiped in every child). Registered
+         * before it may skip a fence; threads racing here all register, harmlessly. */
+        if (atomic_load_explicit(&q->asym, memory_order_relaxed) &&
+            membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0)
+            atomic_store_explicit(&l->light, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&iop__pq_epoch, 1, memory_order_relaxed);
+        atomic_store_explicit(&l->pid, getpid(), memory_order_relaxed);
+    }
+    iop__pq_tid.tid = tid;
+    iop__pq_tid.epoch = atomic_load_explicit(&iop__pq_epoch, memory_order_relaxed);
+    return tid;
 }
 
 void iop__pq_heavy_fence(iop_pqueue_t *q)
@@ -69,13 +77,15 @@ void iop__pq_heavy_fence(iop_pqueue_t *q)
         atomic_store_explicit(&q->asym, 0, memory_order_seq_cst);
 }
 
-/* Without pidfds: a zombie still answers kill(pid, 0), so read its state. */
-static int pid_dead_procfs(pid_t pid)
+/* Without pidfds, and for a thread other than a main thread (pidfd_open takes
+ * only those): kill(tid, 0) finds any live thread by its id, but a zombie still
+ * answers it, so read its state. */
+static int tid_dead_procfs(pid_t tid)
 {
-    if (kill(pid, 0) < 0 && errno == ESRCH)
+    if (kill(tid, 0) < 0 && errno == ESRCH)
         return 1;
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
     FILE *f = fopen(path, "re");
     if (!f)
         return errno == ENOENT;
@@ -86,10 +96,10 @@ static int pid_dead_procfs(pid_t pid)
     return paren && (paren[2] == 'Z' || paren[2] == 'X');
 }
 
-int iop__pq_pid_dead(pid_t pid)
+int iop__pq_tid_dead(pid_t tid)
 {
 #ifdef SYS_pidfd_open
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int fd = (int)syscall(SYS_pidfd_open, tid, 0);
     if (fd >= 0) {                  /* readable once the process has exited (zombie too) */
         struct pollfd p = { .fd = fd, .events = POLLIN };
         int r = poll(&p, 1, 0);
@@ -99,7 +109,7 @@ int iop__pq_pid_dead(pid_t pid)
     if (errno == ESRCH)
         return 1;
 #endif
-    return pid_dead_procfs(pid);
+    return tid_dead_procfs(tid);   /* EINVAL: not a main thread */
 }
 
 void iop__pq_notify(iop_pqueue_t *q, int dir)
