@@ -5,7 +5,9 @@
  * runs the plain-process group): parked receives that leave the loop running, large
  * messages, concurrent senders, fds through recvmsg ops.
  *
- * Children never call cmocka: they _exit with a code the parent checks. Every child
+ * Children never call cmocka: they _exit with a code the parent checks, after closing
+ * their end; their buffers are static, so that nothing of theirs is left for a leak
+ * checker (valgrind follows the fork) to report. Every child
  * is reaped by pid within a bounded time (killed if it overstays), and dies with the
  * test process (PR_SET_PDEATHSIG). */
 #include <dirent.h>
@@ -38,7 +40,9 @@ static void child_main(void *arg)
 {
     child_start_t *cs = arg;
     iop_ppipe_close(cs->ends[0]);
-    _exit(cs->fn(cs->ends[1], cs->arg));    /* exit code = its return */
+    int code = cs->fn(cs->ends[1], cs->arg);
+    iop_ppipe_close(cs->ends[1]);
+    _exit(code);                            /* exit code = its return */
 }
 
 /* Forks fn(ends[1], arg) in a child; the parent keeps ends[0]. */
@@ -91,7 +95,7 @@ static int check_pattern(const uint8_t *buf, size_t len, uint32_t seed)
 static int echo_child(iop_ppipe_t *end, void *arg)
 {
     (void)arg;
-    uint8_t *buf = malloc(MIB);
+    static uint8_t buf[MIB];
     for (;;) {
         int fds[4], nfds = 4;
         ssize_t n = iop_ppipe_recv_fds(end, buf, MIB, fds, &nfds, after_ms(15000));
@@ -189,7 +193,7 @@ static void test_sizes_up_to_max(void **state)
 static int big_then_small_child(iop_ppipe_t *end, void *arg)
 {
     (void)arg;
-    uint8_t *buf = malloc(100000);
+    static uint8_t buf[100000];
     tu_fill_pattern(buf, 100000, 42);
     int p[2];
     if (pipe(p) < 0)
@@ -245,10 +249,7 @@ static void test_emsgsize_keeps_the_message(void **state)
 static int send_then_close_child(iop_ppipe_t *end, void *arg)
 {
     (void)arg;
-    if (iop_ppipe_send(end, "last words", 10, 0) != 10)
-        return 1;
-    iop_ppipe_close(end);
-    return 0;
+    return iop_ppipe_send(end, "last words", 10, 0) == 10 ? 0 : 1;   /* child_main closes */
 }
 
 /* What was sent before the close still arrives; then -EPIPE both ways. */
@@ -365,9 +366,65 @@ static void test_fd_passing(void **state)
     iop_ppipe_close(ends[0]);
 }
 
+/* A child that holds this process's RLIMIT_NOFILE soft limit in the kernel at a
+ * lower value, with prlimit on this pid, until told to put it back. Not setrlimit
+ * here: a process's calls on its own limit are emulated under valgrind (which keeps
+ * fds of its own above the limit it shows), so they would leave the kernel's limit,
+ * which recvmsg obeys, where it was. And not a child forked later to put it back:
+ * under valgrind a child starting with so few fds allowed dies on its first step. */
+typedef struct nofile_hold {
+    rlim_t cur;
+    pid_t parent;
+    int ack[2], back[2];
+} nofile_hold_t;
+
+static void nofile_holder(void *arg)
+{
+    nofile_hold_t *h = arg;
+    close(h->ack[0]);
+    close(h->back[1]);
+    struct rlimit was, now;
+    KID_CHECK(prlimit(h->parent, RLIMIT_NOFILE, NULL, &was) == 0);
+    now = was;
+    now.rlim_cur = h->cur;
+    KID_CHECK(prlimit(h->parent, RLIMIT_NOFILE, &now, NULL) == 0);
+    KID_CHECK(write(h->ack[1], "s", 1) == 1);
+    char c;
+    while (read(h->back[0], &c, 1) < 0 && errno == EINTR)   /* end of file: put it back */
+        ;
+    KID_CHECK(prlimit(h->parent, RLIMIT_NOFILE, &was, NULL) == 0);
+}
+
+static pid_t nofile_limit_hold(nofile_hold_t *h, rlim_t cur)
+{
+    h->cur = cur;
+    h->parent = getpid();
+    assert_int_equal(pipe2(h->ack, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(h->back, O_CLOEXEC), 0);
+    pid_t pid = kids_spawn(nofile_holder, h);
+    close(h->ack[1]);
+    close(h->back[0]);
+    char c;
+    ssize_t n;
+    while ((n = read(h->ack[0], &c, 1)) < 0 && errno == EINTR)
+        ;
+    close(h->ack[0]);
+    if (n != 1) {
+        kids_assert_exited_ok(pid, 5000);
+        fail_msg("the limit holder ended before setting the limit");
+    }
+    return pid;
+}
+
+static void nofile_limit_release(nofile_hold_t *h, pid_t pid)
+{
+    close(h->back[1]);
+    kids_assert_exited_ok(pid, 5000);
+}
+
 /* A message with fds that arrives while this process's fd table is full: the kernel
  * drops the fds, the call says so (-EMFILE, not a malformed wire), the next message
- * is whole. */
+ * is whole. The table is filled up to a limit set just above the lowest free fd. */
 static void test_fd_passing_full_table(void **state)
 {
     (void)state;
@@ -378,14 +435,11 @@ static void test_fd_passing_full_table(void **state)
     assert_int_equal(iop_ppipe_send_fds(ends[0], "with-fd", 7, &p[1], 1, 0), 7);
     assert_int_equal(iop_ppipe_send(ends[0], "next", 4, 0), 4);
     close(p[1]);
-    struct rlimit old, tight;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
     int filler[64], nfill = 0, top = dup(0);
     assert_true(top >= 0);
     close(top);
-    tight = old;
-    tight.rlim_cur = (rlim_t)top + 8;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    nofile_hold_t hold;
+    pid_t holder = nofile_limit_hold(&hold, (rlim_t)top + 8);
     int f;
     while (nfill < 64 && (f = dup(0)) >= 0)
         filler[nfill++] = f;
@@ -395,7 +449,7 @@ static void test_fd_passing_full_table(void **state)
     ssize_t r = iop_ppipe_recv_fds(ends[1], buf, sizeof buf, &fd, &nfds, after_ms(5000));
     for (int i = 0; i < nfill; i++)
         close(filler[i]);
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    nofile_limit_release(&hold, holder);
     assert_int_equal(r, -EMFILE);
     assert_non_null(strstr(iop_last_error(), "RLIMIT_NOFILE"));
     nfds = 1;
@@ -590,7 +644,7 @@ static void test_forged_fd_count(void **state)
 static int withdrawing_child(iop_ppipe_t *end, void *arg)
 {
     (void)arg;
-    uint8_t *big = malloc(MIB);
+    static uint8_t big[MIB];
     int whole = 0;
     for (;;) {
         tu_fill_pattern(big, MIB, (uint32_t)whole + 1);
@@ -637,7 +691,7 @@ static void test_sender_deadline_withdraws(void **state)
 static int stuck_sender_child(iop_ppipe_t *end, void *arg)
 {
     int wfd = *(int *)arg;
-    uint8_t *big = calloc(1, STUCK_BYTES);
+    static uint8_t big[STUCK_BYTES];
     iop_ppipe_send_fds(end, big, STUCK_BYTES, &wfd, 1, 0);
     return 1;   /* never gets here: the socket buffer holds far less */
 }
@@ -772,7 +826,7 @@ static void *concurrent_sender(void *arg)
 static int checking_child(iop_ppipe_t *end, void *arg)
 {
     (void)arg;
-    uint8_t *buf = malloc(CONC_LEN);
+    static uint8_t buf[CONC_LEN];
     for (int i = 0; i < 3 * CONC_EACH; i++) {
         if (iop_ppipe_recv(end, buf, CONC_LEN, after_ms(10000)) != CONC_LEN)
             return 1;
