@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,47 @@ int tu_tcp_listener(struct sockaddr_in *addr, int backlog)
     return fd;
 }
 
+int tu_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    if (connect(fd, sa, len) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -1;
+    /* Interrupted, the handshake goes on (connect again would say EALREADY): wait
+     * for its end, then read its outcome. */
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    uint64_t end = tu_clock_ms() + 10000;
+    int r;
+    do
+        r = poll(&p, 1, 100);
+    while ((r == 0 || (r < 0 && errno == EINTR)) && tu_clock_ms() < end);
+    if (r <= 0) {
+        errno = r == 0 ? ETIMEDOUT : errno;
+        return -1;
+    }
+    int err = 0;
+    socklen_t elen = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+        return -1;
+    errno = err;
+    return err ? -1 : 0;
+}
+
+int tu_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* A blocking handshake outside any loop, for tests about what happens after it. */
 void tu_tcp_pair(int fds[2])
 {
@@ -208,13 +250,15 @@ void tu_tcp_pair(int fds[2])
     int lfd = tu_tcp_listener(&addr, 1);
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(c >= 0);
-    if (connect(c, (struct sockaddr *)&addr, sizeof addr) < 0)
+    if (tu_connect(c, (struct sockaddr *)&addr, sizeof addr) < 0)
         fail_msg("connect: %s", strerror(errno));
     int s = -1;
     for (int i = 0; i < 1000 && s < 0; i++) {
         s = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (s < 0 && errno == EAGAIN)
             tu_sleep_ms(1);
+        else if (s < 0 && errno == EINTR)
+            i--;                    /* not a try: the call was cut short */
     }
     if (s < 0)
         fail_msg("accept4: %s", strerror(errno));
@@ -254,7 +298,8 @@ int tu_tmpfile(const void *data, size_t len)
     if (fd < 0)
         fail_msg("mkostemp: %s", strerror(errno));
     unlink(path);
-    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    if (tu_write_all(fd, data, len) < 0)
+        fail_msg("write: %s", strerror(errno));
     assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
     return fd;
 }

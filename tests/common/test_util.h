@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include "ioplex.h"
 
 /* The backend under test: argv[1], else $IOPLEX_BACKEND, else NULL (the default). */
@@ -57,6 +58,11 @@ int tu_udp_socket(struct sockaddr_in *addr);                  /* bound to 127.0.
 void tu_pipe(int fds[2]);               /* [0] read end, [1] write end */
 void tu_closed_port(struct sockaddr_in *addr);   /* 127.0.0.1 port nobody listens on */
 int tu_tmpfile(const void *data, size_t len);    /* regular file holding data */
+/* connect(2) that a signal does not cut short: after EINTR it waits (up to 10 s) for
+ * the handshake under way. 0, or -1 with errno. */
+int tu_connect(int fd, const struct sockaddr *sa, socklen_t len);
+/* Writes all of data to a blocking fd, through EINTR and short writes. 0 or -1. */
+int tu_write_all(int fd, const void *data, size_t len);
 int tu_closed_fd(void);   /* a just-closed fd number, high enough not to be reused soon */
 
 /* Raises the soft RLIMIT_NOFILE to at least need. 0 on success, -1 when the hard

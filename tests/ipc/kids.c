@@ -90,7 +90,8 @@ int kids_reap(pid_t pid, unsigned limit_ms)
             break;
         if (tu_clock_ms() >= end) {
             kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
             status = -1;
             break;
         }
