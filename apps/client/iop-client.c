@@ -795,12 +795,8 @@ int main(int argc, char **argv)
         case 'b': backend = optarg; break;
         case 'p': plugin_path = optarg; break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
+        default:   /* ':' (no value) or '?' (unknown) */
+            return iop_app_getopt_fail(PROG, ch, argv);
         }
         if (dst && iop_app_parse_u64(optarg, lo, hi, dst) < 0) {
             fprintf(stderr, PROG ": %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n",

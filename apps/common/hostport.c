@@ -55,6 +55,16 @@ const char *iop_app_opt_name(const struct option *longopts, int ch)
     return buf;
 }
 
+int iop_app_getopt_fail(const char *prog, int ch, char *const argv[])
+{
+    /* after getopt_long, argv[optind - 1] is the option it stopped at */
+    if (ch == ':')
+        fprintf(stderr, "%s: option '%s' needs a value (try --help)\n", prog, argv[optind - 1]);
+    else
+        fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog, argv[optind - 1]);
+    return 2;
+}
+
 static int copy_part(char *dst, size_t dstlen, const char *src, size_t n)
 {
     if (n >= dstlen)

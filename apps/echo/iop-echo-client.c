@@ -363,12 +363,8 @@ int main(int argc, char **argv)
         case 'b': backend = optarg; break;
         case 'p': plugin_path = optarg; break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
+        default:   /* ':' (no value) or '?' (unknown) */
+            return iop_app_getopt_fail(PROG, ch, argv);
         }
     }
     if (optind + 1 != argc) {

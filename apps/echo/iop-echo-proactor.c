@@ -600,12 +600,8 @@ int main(int argc, char **argv)
             break;
         }
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
+        default:   /* ':' (no value) or '?' (unknown) */
+            return iop_app_getopt_fail(PROG, ch, argv);
         }
     }
     if (optind < argc) {

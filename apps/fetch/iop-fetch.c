@@ -390,12 +390,8 @@ int main(int argc, char **argv)
         case OPT_BACKEND: backend = optarg; break;
         case OPT_PLUGIN_PATH: plugin_path = optarg; break;
         case 'h': usage(stdout); return EXIT_SUCCESS;
-        case ':':
-            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
+        default:   /* ':' (no value) or '?' (unknown) */
+            return iop_app_getopt_fail(PROG, ch, argv);
         }
     }
     int one_url = o.out_name != NULL;   /* -O, also as -O - (stdout) */

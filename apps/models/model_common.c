@@ -56,12 +56,8 @@ int model_parse_args(int argc, char **argv, const char *prog, const char *summar
             o->cpu = (int)v;
             break;
         case 'h': usage(stdout, prog, summary); return 0;
-        case ':':
-            fprintf(stderr, "%s: option '%s' needs a value (try --help)\n", prog, argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog, argv[optind - 1]);
-            return EXIT_USAGE;
+        default:   /* ':' (no value) or '?' (unknown) */
+            return iop_app_getopt_fail(prog, ch, argv);
         }
     }
     if (optind < argc) {

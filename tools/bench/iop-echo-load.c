@@ -627,12 +627,8 @@ int main(int argc, char **argv)
         case 't': bad |= iop_app_parse_seconds(optarg, 3600, &timeout_s) < 0 || timeout_s < 0.001; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, PROG ": option '%s' needs a value (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (try --help)\n", argv[optind - 1]);
-            return EXIT_USAGE;
+        default:   /* ':' (no value) or '?' (unknown) */
+            return iop_app_getopt_fail(PROG, ch, argv);
         }
         if (bad) {
             fprintf(stderr, PROG ": bad value '%s' for %s (try --help)\n", optarg,
