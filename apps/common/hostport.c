@@ -1,4 +1,5 @@
 #include "hostport.h"
+#include "addr/addr_spec.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -65,68 +66,22 @@ int iop_app_getopt_fail(const char *prog, int ch, char *const argv[])
     return 2;
 }
 
-static int copy_part(char *dst, size_t dstlen, const char *src, size_t n)
-{
-    if (n >= dstlen)
-        return -1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-    return 0;
-}
-
 int iop_app_split_hostport(const char *s, char *host, size_t hostlen, char *port,
                            size_t portlen, char *err, size_t errlen)
 {
-    const char *host_start = s, *host_end, *colon;
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':') {
-            snprintf(err, errlen, "'%s': expected [IPv6]:PORT", s);
-            return -EINVAL;
-        }
-        host_start = s + 1;
-        host_end = close;
-        colon = close + 1;
-        /* "[]" would mean "any" (or the loopback) without saying so, and brackets
-         * around a name or an IPv4 address are a mistake, not a spelling. */
-        if (host_end == host_start || !memchr(host_start, ':', (size_t)(host_end - host_start))) {
-            snprintf(err, errlen, "'%s': brackets are for an IPv6 address, as in [::1]:PORT", s);
-            return -EINVAL;
-        }
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon) {
-            snprintf(err, errlen, "'%s': expected HOST:PORT", s);
-            return -EINVAL;
-        }
-        if (memchr(s, ':', (size_t)(colon - s))) {
-            snprintf(err, errlen, "'%s': put an IPv6 address in brackets: [ADDR]:PORT", s);
-            return -EINVAL;
-        }
-        host_end = colon;
-    }
-    uint64_t num;
-    if (iop_app_parse_u64(colon + 1, 0, 65535, &num) < 0) {
-        snprintf(err, errlen, "'%s': port must be a number from 0 to 65535", s);
-        return -EINVAL;
-    }
-    if (copy_part(host, hostlen, host_start, (size_t)(host_end - host_start)) < 0 ||
-        copy_part(port, portlen, colon + 1, strlen(colon + 1)) < 0) {
-        snprintf(err, errlen, "'%s': too long", s);
-        return -EINVAL;
-    }
-    return 0;
+    const char *why = iop__split_hostport(s, host, hostlen, port, portlen);
+    if (!why)
+        return 0;
+    snprintf(err, errlen, "'%s': %s", s, why);
+    return -EINVAL;
 }
 
-/* Every address is IPv6 link-local without a zone: bind and connect would say only
- * "Invalid argument" (the kernel cannot tell which link). */
+/* Every address is IPv6 link-local without a zone: none can be bound or reached. */
 static int all_unzoned_link_local(const struct addrinfo *ai)
 {
-    for (; ai; ai = ai->ai_next) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ai->ai_addr;
-        if (ai->ai_family != AF_INET6 || !IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr) || v6->sin6_scope_id)
+    for (; ai; ai = ai->ai_next)
+        if (!iop__unzoned_link_local(ai->ai_addr))
             return 0;
-    }
     return 1;
 }
 

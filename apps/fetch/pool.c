@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addr/addr_spec.h"
 #include "hostport.h"
 #include "resolve.h"
 
@@ -134,14 +135,6 @@ static int resolve_host(fetch_host_t *h, uint64_t deadline, char *err, size_t er
     return r;
 }
 
-/* An IPv6 link-local address without a zone: connect says only "Invalid argument"
- * (the kernel cannot tell which link). */
-static int unzoned_link_local(const struct sockaddr *sa)
-{
-    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
-    return sa->sa_family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr) && !v6->sin6_scope_id;
-}
-
 /* Tries each address in turn until one accepts; the first to answer moves to the
  * front of the list. The socket, or -errno. */
 static int connect_host(fetch_host_t *h, uint64_t deadline, char *err, size_t errlen)
@@ -182,7 +175,7 @@ static int connect_host(fetch_host_t *h, uint64_t deadline, char *err, size_t er
     int same = strcmp(target, where) == 0;    /* name the address only if it adds something */
     snprintf(err, errlen, "cannot connect to %s%s%s%s: %s", target, same ? "" : " (", same ? "" : where,
              same ? "" : ")", r == -ETIMEDOUT ? "timed out"
-                              : last && unzoned_link_local(last->ai_addr) ? "a link-local address needs a "
+                              : last && iop__unzoned_link_local(last->ai_addr) ? "a link-local address needs a "
                                 "zone (its interface), and URLs here cannot carry one"
                               : iop_strerror(r));
     return r;

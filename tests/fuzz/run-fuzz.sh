@@ -15,7 +15,7 @@ case $name in
     http_resp) dir=apps/fetch; code="http_resp.c url.c" ;;
     url) dir=apps/fetch; code="url.c" ;;
     chat_lines) dir=plugins/chat; code="chat_lines.c" ;;
-    hostport) dir=apps/common; code="hostport.c" ;;
+    hostport) dir=apps/common; code="hostport.c ../../core/src/addr/addr_spec.c" ;;
     ppipe) dir=core/src/ipc; code="ppipe.c ppipe_io.c" ;;
     module_check) dir=core/src; code="module_check.c" ;;
     shdict_repair) dir=core/src/ipc; code="shdict.c shdict_check.c shdict_store.c" ;;

@@ -379,6 +379,24 @@ static void test_bad_options(void **state)
     o.listen = v6_no_brackets;
     assert_int_equal(iop_shard_run(&o), -EINVAL);
 
+    /* the reasons are the apps' (one parser, core/src/addr): ioplexd's --workers 0
+     * and --workers N say the same */
+    struct { const char *spec, *why; } said[] = {
+        { "nonsense", "'nonsense': expected HOST:PORT" },
+        { "::1:80", "put an IPv6 address in brackets: [ADDR]:PORT" },
+        { "[]:80", "brackets are for an IPv6 address, as in [::1]:PORT" },
+        { "[::1]80", "expected [IPv6]:PORT" },
+        { "127.0.0.1:99999", "port must be a number from 0 to 65535" },
+        { "[fe80::1]:0", "a link-local address needs a zone naming its interface, as in [fe80::1%lo]:0" },
+    };
+    for (size_t i = 0; i < sizeof said / sizeof *said; i++) {
+        const char *one[] = { said[i].spec, NULL };
+        o.listen = one;
+        assert_int_equal(iop_shard_run(&o), -EINVAL);
+        if (!strstr(iop_last_error(), said[i].why))
+            fail_msg("%s: '%s', not '%s'", said[i].spec, iop_last_error(), said[i].why);
+    }
+
     /* getaddrinfo alone would take these and bind 34463, 65535 and 0 */
     const char *ports[] = { "127.0.0.1:99999", "127.0.0.1:131071", "127.0.0.1:-1", "127.0.0.1:",
                             "127.0.0.1:80x", "[::1]:65536" };

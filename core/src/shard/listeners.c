@@ -15,44 +15,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "shard_internal.h"
+#include "addr/addr_spec.h"
 
-/* 0..65535 in decimal: getaddrinfo's numeric service takes "99999" and keeps its
- * low 16 bits, which would bind a port nobody asked for. */
-static int valid_port(const char *p)
+/* Splits spec as the apps do (addr_spec.c); an empty host or "*" is any IPv4 address. */
+static const char *split_addr(const char *spec, char *host, size_t hostlen, char *port, size_t portlen)
 {
-    unsigned long v = 0;
-    size_t n = 0;
-    for (; p[n] >= '0' && p[n] <= '9' && n < 6; n++)
-        v = v * 10 + (unsigned long)(p[n] - '0');
-    return n > 0 && p[n] == '\0' && v <= 65535;
-}
-
-/* Splits "HOST:PORT" / "[V6]:PORT" / "*:PORT" into host (NULL = any IPv4) and port. */
-static int split_addr(const char *spec, char *host, size_t hostlen, const char **port)
-{
-    const char *colon;
-    if (spec[0] == '[') {
-        const char *end = strchr(spec, ']');
-        if (!end || end[1] != ':')
-            return -EINVAL;
-        if ((size_t)(end - spec - 1) >= hostlen || !memchr(spec + 1, ':', (size_t)(end - spec - 1)))
-            return -EINVAL;        /* brackets hold an IPv6 address, never nothing */
-        memcpy(host, spec + 1, (size_t)(end - spec - 1));
-        host[end - spec - 1] = '\0';
-        colon = end + 1;
-    } else {
-        colon = strrchr(spec, ':');
-        if (!colon || (size_t)(colon - spec) >= hostlen)
-            return -EINVAL;
-        memcpy(host, spec, (size_t)(colon - spec));
-        host[colon - spec] = '\0';
-        if (strchr(host, ':'))
-            return -EINVAL;        /* an IPv6 address needs its brackets */
-        if (host[0] == '\0' || strcmp(host, "*") == 0)
-            strcpy(host, "0.0.0.0");
-    }
-    *port = colon + 1;
-    return valid_port(*port) ? 0 : -EINVAL;
+    const char *why = iop__split_hostport(spec, host, hostlen, port, portlen);
+    if (!why && (host[0] == '\0' || strcmp(host, "*") == 0))
+        strcpy(host, "0.0.0.0");
+    return why;
 }
 
 /* One address to bind: where it came from (an opts.listen index) and where it is. */
@@ -99,11 +70,10 @@ static int addr_list_add(addr_list_t *l, uint32_t entry, const struct addrinfo *
  * 127.0.0.1 gives both, a numeric host its one. */
 static int resolve(const char *spec, uint32_t entry, int every, addr_list_t *l)
 {
-    char host[256];
-    const char *port;
-    if (split_addr(spec, host, sizeof host, &port) < 0)
-        return iop__fail(-EINVAL, "listen address '%s': expected HOST:PORT, [IPV6]:PORT or *:PORT, "
-                         "PORT from 0 to 65535", spec);
+    char host[256], port[16];
+    const char *why = split_addr(spec, host, sizeof host, port, sizeof port);
+    if (why)
+        return iop__fail(-EINVAL, "listen address '%s': %s", spec, why);
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
     struct addrinfo *res = NULL;
@@ -117,8 +87,7 @@ static int resolve(const char *spec, uint32_t entry, int every, addr_list_t *l)
         if (ai->ai_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
             r = iop__fail(-EINVAL, "listen address '%s': an IPv4-mapped address; listen on its IPv4 "
                           "address instead", spec);
-        /* bind would say only "Invalid argument": the kernel cannot tell which link. */
-        else if (ai->ai_family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr) && !v6->sin6_scope_id)
+        else if (iop__unzoned_link_local(ai->ai_addr))
             r = iop__fail(-EINVAL, "listen address '%s': a link-local address needs a zone naming "
                           "its interface, as in [%s%%lo]:%s", spec, host, port);
         else if (ai->ai_addrlen <= sizeof(struct sockaddr_storage) && !addr_list_has(l, entry, ai))
