@@ -8,7 +8,8 @@
  * which stops the acceptor and closes the nursery: every connection coroutine is
  * cancelled, closes its socket and ends before the process exits. With workers, the
  * supervisor takes the signals and drains them: each stops accepting and lets its
- * connections finish until the drain deadline.
+ * connections finish until the drain deadline. A worker has an acceptor per
+ * listener: a name listens on each of its addresses (IOP_SHARD_ALL_ADDRESSES).
  *
  * With --multishot each connection receives through a receive stream instead: one
  * multishot receive into the loop's pool, echoed from the pool buffer it landed in.
@@ -67,6 +68,13 @@ typedef struct server {
 
 static server_t *server;         /* the one server of this process */
 
+typedef struct listener {        /* one acceptor's: which listener it accepts on */
+    server_t *s;
+    uint32_t index;              /* the shard's listener index (with --workers) */
+    int fd;
+    iop_coro_t *acc;
+} listener_t;
+
 /* ---- a connection ------------------------------------------------------------------ */
 
 static void *serve_conn(void *arg)
@@ -124,23 +132,24 @@ static void conn_start(server_t *s, int fd)
 /* Out of fds: the pending connections would keep the listener readable forever. Free
  * the spare fd, accept and drop what is queued, take the spare back; the caller then
  * sleeps before accepting again, so the loop sleeps instead of spinning. */
-static void shed(server_t *s, int err)
+static void shed(server_t *s, int listen_fd, int err)
 {
     if (!s->shedding) {
         s->shedding = 1;
         fprintf(stderr, PROG ": warning: accept: %s with %zu connections open; "
                 "dropping new connections until some close\n", iop_strerror(err), s->nlive);
     }
-    s->shed_count += iop_app_shed(s->listen_fd, &s->spare_fd, SHED_MAX_PER_ATTEMPT);
+    s->shed_count += iop_app_shed(listen_fd, &s->spare_fd, SHED_MAX_PER_ATTEMPT);
 }
 
 static void *acceptor(void *arg)
 {
-    server_t *s = arg;
+    listener_t *l = arg;
+    server_t *s = l->s;
     uint64_t backoff = BACKOFF_MIN_NS;
     for (;;) {
-        int fd = s->worker ? iop_shard_accept(s->worker, 0, NULL, NULL, 0)
-                           : iop_accept(s->listen_fd, NULL, NULL, 0);
+        int fd = s->worker ? iop_shard_accept(s->worker, l->index, NULL, NULL, 0)
+                           : iop_accept(l->fd, NULL, NULL, 0);
         if (fd >= 0) {
             if (s->shedding) {
                 s->shedding = 0;
@@ -158,7 +167,7 @@ static void *acceptor(void *arg)
             return NULL;
         case EMFILE:
         case ENFILE:
-            shed(s, fd);
+            shed(s, l->fd, fd);
             __attribute__((fallthrough));   /* then wait before trying again */
         case ENOBUFS:
         case ENOMEM:             /* the kernel is short of memory: give it time */
@@ -228,14 +237,21 @@ static int signals_open(void)
 static void *server_main(void *arg)
 {
     server_t *s = arg;
-    iop_coro_t *acc = NULL, *sig = NULL;
+    iop_coro_t *sig = NULL;
     static const iop_coro_opts_t acc_opts = { .size = sizeof acc_opts, .name = "acceptor" };
     static const iop_coro_opts_t sig_opts = { .size = sizeof sig_opts, .name = "signals" };
-    int r = iop_go(s->loop, acceptor, s, &acc_opts, &acc);
+    uint32_t n = s->worker ? iop_shard_nlisteners(s->worker) : 1;
+    listener_t *ls = calloc(n ? n : 1, sizeof *ls);
+    int r = ls ? 0 : -ENOMEM;
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        ls[i] = (listener_t){ .s = s, .index = i,
+                              .fd = s->worker ? iop_shard_listener(s->worker, i) : s->listen_fd };
+        r = iop_go(s->loop, acceptor, &ls[i], &acc_opts, &ls[i].acc);
+    }
     if (r == 0 && !s->worker)    /* a worker learns of the stop from its accept */
         r = iop_go(s->loop, signal_waiter, s, &sig_opts, &sig);
     if (r < 0) {
-        fprintf(stderr, PROG ": cannot start: %s\n", iop_last_error());
+        fprintf(stderr, PROG ": cannot start: %s\n", ls ? iop_last_error() : "out of memory");
         s->failed = 1;
     } else {
         iop_alloc_stats(&s->a0);  /* serving starts: what follows is per connection */
@@ -243,10 +259,12 @@ static void *server_main(void *arg)
     }
     iop_alloc_stats(&s->a1);
     /* Stop accepting first, then cancel every connection and wait for them. */
-    if (acc) {
-        iop_cancel(acc);
-        iop_join(acc, NULL, 0);
-    }
+    for (uint32_t i = 0; ls && i < n; i++)
+        if (ls[i].acc) {
+            iop_cancel(ls[i].acc);
+            iop_join(ls[i].acc, NULL, 0);
+        }
+    free(ls);
     if (sig) {
         iop_cancel(sig);
         iop_join(sig, NULL, 0);
@@ -301,11 +319,11 @@ static void on_event(void *arg, int level, const char *line)
     fprintf(stderr, PROG ": %s%s\n", level == IOP_SHARD_WARN ? "warning: " : "", line);
 }
 
-/* One worker: the same server as in one process, on the worker's loop and listener. */
+/* One worker: the same server as in one process, on the worker's loop and listeners. */
 static int echo_worker(iop_shard_worker_t *w)
 {
     sharded_t *sh = iop_shard_arg(w);
-    server_t s = { .loop = iop_shard_loop(w), .listen_fd = iop_shard_listener(w, 0), .spare_fd = -1,
+    server_t s = { .loop = iop_shard_loop(w), .listen_fd = -1, .spare_fd = -1,
                    .sig_fd = -1, .fixed_files = sh->fixed_files, .multishot = sh->multishot,
                    .want_stats = sh->want_stats,
                    .worker = w };
@@ -347,7 +365,8 @@ static int run_workers(uint32_t workers, const char *listen_addr, const iop_loop
                      .want_stats = want_stats };
     const char *listen[] = { listen_addr, NULL };
     iop_shard_opts_t so = {
-        .size = sizeof so, .workers = workers, .listen = listen, .loop_opts = lo,
+        .size = sizeof so, .flags = IOP_SHARD_ALL_ADDRESSES, .workers = workers, .listen = listen,
+        .loop_opts = lo,
         .backend = lo->backend, .worker = echo_worker, .arg = &sh, .on_listen = on_listen,
         .on_event = on_event, .event_arg = &sh, .stats = stats,
         .drain_timeout_ns = 2000000000ull,
@@ -382,7 +401,9 @@ static void usage(FILE *f)
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "                       (default: $IOPLEX_BACKEND, then auto)\n"
         "  --listen HOST:PORT   HOST is IPv4, [IPv6] or a name; PORT 0 picks a free\n"
-        "                       port (default 127.0.0.1:7000)\n"
+        "                       port (default 127.0.0.1:7000); with --workers a name\n"
+        "                       listens on each of its addresses, in one process on its\n"
+        "                       first\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
         "  --workers N          serve in N worker processes (SO_REUSEPORT listeners) under\n"
         "                       a supervisor that respawns them; SIGTERM drains them\n"
