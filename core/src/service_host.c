@@ -97,14 +97,14 @@ static void *acceptor_main(void *arg)
                            : iop_accept(h->listen_fd, (struct sockaddr *)&ho.peer, &ho.peerlen, 0);
         if (fd >= 0) {
             if (h->shed) {
-                fprintf(stderr, "ioplex: service %s: accepting again\n", h->desc->name);
+                fprintf(stderr, "ioplex: worker %d: service %s: accepting again\n", h->worker, h->desc->name);
                 h->shed = 0;
             }
             backoff = BACKOFF_MIN_NS;
             ho.fd = fd;
             if (iop_nursery_go(&h->conns, conn_main, &ho, &conn_opts) < 0) {
-                fprintf(stderr, "ioplex: service %s: cannot start a connection coroutine: %s\n",
-                        h->desc->name, iop_last_error());
+                fprintf(stderr, "ioplex: worker %d: service %s: cannot start a connection coroutine: %s\n",
+                        h->worker, h->desc->name, iop_last_error());
                 close(fd);
                 if (h->stats)
                     h->stats->errors++;
@@ -128,8 +128,8 @@ static void *acceptor_main(void *arg)
             /* Out of fds or memory: the pending connections wait in the backlog
              * until some close; sleep instead of spinning on a readable listener. */
             if (!h->shed++)
-                fprintf(stderr, "ioplex: service %s: accept: %s; new connections wait "
-                        "until some close\n", h->desc->name, iop_strerror(fd));
+                fprintf(stderr, "ioplex: worker %d: service %s: accept: %s; new connections wait "
+                        "until some close\n", h->worker, h->desc->name, iop_strerror(fd));
             if (iop__pause(backoff) < 0)   /* never ends over a want of memory */
                 return NULL;
             backoff = backoff * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff * 2;
@@ -142,8 +142,8 @@ static void *acceptor_main(void *arg)
         case ETIMEDOUT:
             break;               /* that connection is gone; take the next */
         default:
-            fprintf(stderr, "ioplex: service %s: accept failed: %s\n", h->desc->name,
-                    iop_strerror(fd));
+            fprintf(stderr, "ioplex: worker %d: service %s: accept failed: %s\n", h->worker,
+                    h->desc->name, iop_strerror(fd));
             return NULL;
         }
     }

@@ -186,14 +186,15 @@ static void *drain(void *arg)
 static int shedding(void *arg) { return ((iop_service_host_t *)arg)->shed > 0; }
 
 /* A client connects while the server has no fd for it: the acceptor says so once,
- * then tries again after a growing pause; with fds back, the client is served. */
+ * naming its worker (two workers would otherwise print the same line), then tries
+ * again after a growing pause; with fds back, the client is served. */
 static void test_service_accept(void **state)
 {
     (void)state;
     iop_loop_t *loop = tu_loop_new();
     iop_service_t *svc = NULL;
     iop_service_stats_t stats = { 0 };
-    iop_service_host_t h = { .loop = loop, .stats = &stats };
+    iop_service_host_t h = { .loop = loop, .stats = &stats, .worker = 3 };
     struct sockaddr_in addr;
     h.listen_fd = tu_tcp_listener(&addr, 8);
     assert_int_equal(iop_service_open(&svc, "echo", NULL), 0);
@@ -202,6 +203,12 @@ static void test_service_accept(void **state)
     char err[256] = "";
     assert_int_equal(h.desc->create(&h.state, &cfg, err, sizeof err), 0);
     assert_int_equal(iop_service_host_start(&h), 0);
+    /* the host's lines, from stderr: the redirect's fds are made before the count */
+    FILE *log = tmpfile();
+    assert_non_null(log);
+    int saved_stderr = dup(2);
+    assert_true(saved_stderr >= 0);
+    assert_int_equal(dup2(fileno(log), 2), 2);
     int before = count_fds();
 
     int cfd = tu_tcp_socket();
@@ -222,14 +229,25 @@ static void test_service_accept(void **state)
     assert_int_equal(iop_go(loop, echo_once, &addr, NULL, &c), 0);
     assert_int_equal(iop_join(c, &res, tu_clock_ns() + 10 * SEC), 0);
     assert_int_equal((intptr_t)res, 0);
+    dup2(saved_stderr, 2);
     assert_int_equal(h.shed, 0);    /* accepting again */
     close(cfd);
+    char text[1024] = "";
+    rewind(log);
+    text[fread(text, 1, sizeof text - 1, log)] = '\0';
+    const char *line = "ioplex: worker 3: service echo: accept: Too many open files; "
+                       "new connections wait until some close\n";
+    const char *at = strstr(text, line);
+    if (!at || strstr(at + 1, line) || !strstr(text, "ioplex: worker 3: service echo: accepting again\n"))
+        fail_msg("want one out-of-fds line and one 'accepting again', naming worker 3:\n%s", text);
 
     iop_coro_t *d = NULL;
     assert_int_equal(iop_go(loop, drain, &h, NULL, &d), 0);
     assert_int_equal(iop_join(d, &res, tu_clock_ns() + 10 * SEC), 0);
     assert_int_equal((intptr_t)res, 0);
     assert_int_equal(count_fds(), before);
+    close(saved_stderr);
+    fclose(log);
     h.desc->destroy(h.state);
     iop_service_close(svc);
     iop_fd_close(loop, h.listen_fd);
