@@ -140,9 +140,13 @@ static int resolve_host(fetch_host_t *h, uint64_t deadline, char *err, size_t er
 static int connect_host(fetch_host_t *h, uint64_t deadline, char *err, size_t errlen)
 {
     int r = -EADDRNOTAVAIL;
+    unsigned tried = 0, total = 0;
+    for (const struct addrinfo *ai = h->addrs; ai; ai = ai->ai_next)
+        total++;
     struct addrinfo *prev = NULL, *last = h->addrs;
     for (struct addrinfo *ai = h->addrs; ai; prev = ai, ai = ai->ai_next) {
         last = ai;
+        tried++;
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                         ai->ai_protocol);
         if (fd < 0) {
@@ -173,6 +177,12 @@ static int connect_host(fetch_host_t *h, uint64_t deadline, char *err, size_t er
     char target[300];
     snprintf(target, sizeof target, strchr(h->name, ':') ? "[%s]:%u" : "%s:%u", h->name, (unsigned)h->port);
     int same = strcmp(target, where) == 0;    /* name the address only if it adds something */
+    if (r == -ETIMEDOUT && (total > 1 || !same)) {
+        /* one deadline for every address: say how far through them it got */
+        snprintf(err, errlen, "cannot connect to %s: timed out after trying %u of its %u address%s "
+                 "(last tried: %s)", target, tried, total, total == 1 ? "" : "es", where);
+        return r;
+    }
     snprintf(err, errlen, "cannot connect to %s%s%s%s: %s", target, same ? "" : " (", same ? "" : where,
              same ? "" : ")", r == -ETIMEDOUT ? "timed out"
                               : last && iop__unzoned_link_local(last->ai_addr) ? "a link-local address needs a "
