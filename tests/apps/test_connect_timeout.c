@@ -1,7 +1,7 @@
 /* --timeout bounds a whole connect attempt, all of a name's addresses together, in
  * iop-client, iop-fetch and iop-echo-load (as curl's --connect-timeout does): a name
  * with three addresses that never answer fails after one timeout, not three. So
- * does iop-echo-client.
+ * does iop-echo-client. A SIGINT in iop-echo-load's connect wait ends it there.
  *
  * The addresses are 127.0.0.2, .3 and .4, each with a listener whose accept queue
  * is full (backlog 0, filled by connections nobody accepts), so that the kernel
@@ -9,7 +9,8 @@
  * /etc/hosts of our own, bind-mounted in a private mount namespace by this binary
  * re-executed as a wrapper,
  *     test_connect_timeout --hosts FILE PROGRAM ARGS...
- * which checks that the name resolves to the three addresses and execs PROGRAM.
+ * which checks that the name resolves to the three addresses and execs PROGRAM
+ * (with SIGINT ignored when CONNECT_TIMEOUT_IGNORE_SIGINT is set).
  * Skipped (77) where a mount namespace cannot be made (not root) or 127.0.0.2
  * cannot be bound. Run once per backend (iop-echo-load has no backend: plain epoll). */
 #include <stdarg.h>
@@ -65,6 +66,8 @@ static int run_in_hosts(const char *file, char **argv)
         fprintf(stderr, NAME " resolves to %d addresses here, not %d\n", n, NADDRS);
         return 77;
     }
+    if (getenv("CONNECT_TIMEOUT_IGNORE_SIGINT"))
+        signal(SIGINT, SIG_IGN);     /* as a shell starts a background job */
     execv(argv[0], argv);
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     return 127;
@@ -173,6 +176,35 @@ static void test_echo_load(void **state)
                        target, NULL);
 }
 
+/* SIGINT while iop-echo-load waits for its first connect (10 s) ends it there, not
+ * after the wait or at the next address, even started with SIGINT ignored as a
+ * shell starts a background job. */
+static void test_echo_load_sigint(void **state)
+{
+    (void)state;
+    char target[64];
+    snprintf(target, sizeof target, NAME ":%u", port);
+    char *argv[] = { self, "--hosts", hosts, ECHO_LOAD_PATH, "--timeout", "10", "--connections", "2",
+                     target, NULL };
+    setenv("CONNECT_TIMEOUT_IGNORE_SIGINT", "1", 1);   /* the wrapper ignores it, then execs */
+    proc_t p;
+    int r = proc_start(&p, argv, 0);
+    unsetenv("CONNECT_TIMEOUT_IGNORE_SIGINT");
+    assert_int_equal(r, 0);
+    usleep(500 * 1000);              /* through the wrapper, into the connect wait */
+    long long t0 = now_ms();
+    kill(p.pid, SIGINT);
+    r = proc_wait(&p, 2000);
+    long long ms = now_ms() - t0;
+    char err[1024];
+    proc_stderr(&p, err, sizeof err);
+    int st = p.status;
+    proc_cleanup(&p);
+    if (r < 0 || !WIFSIGNALED(st) || WTERMSIG(st) != SIGINT)
+        fail_msg("iop-echo-load: SIGINT in the connect wait: %s, status 0x%x after %lld ms\nstderr: %s",
+                 r < 0 ? "still running 2 s later" : "ended", st, ms, err);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 3 && !strcmp(argv[1], "--hosts"))
@@ -210,6 +242,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_fetch),
             cmocka_unit_test(test_echo_client),
             cmocka_unit_test(test_echo_load),
+            cmocka_unit_test(test_echo_load_sigint),
         };
         status = cmocka_run_group_tests(tests, NULL, NULL);
     }

@@ -343,7 +343,10 @@ static int connect_first(load_t *l, const char *target, const struct addrinfo *a
                          struct sockaddr_storage *ss, socklen_t *sslen, uint64_t deadline)
 {
     int err = EADDRNOTAVAIL;
-    for (; ai && err != ETIMEDOUT; ai = ai->ai_next) {
+    /* A signal that interrupts the wait was sent to stop the run (SIGINT's default
+     * ends the process before that; a handler would mean it): it is not this
+     * address's failure, and the next one is not tried. */
+    for (; ai && err != ETIMEDOUT && err != EINTR; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             err = errno;
@@ -375,6 +378,8 @@ static int connect_first(load_t *l, const char *target, const struct addrinfo *a
     }
     if (err == ETIMEDOUT)
         fprintf(stderr, PROG ": connection 0: connect to %s: no answer within --timeout\n", target);
+    else if (err == EINTR)
+        fprintf(stderr, PROG ": connection 0: connect to %s: interrupted by a signal\n", target);
     else
         fprintf(stderr, PROG ": connection 0: connect to %s: %s\n", target, strerror(err));
     return -1;
@@ -594,7 +599,8 @@ static void usage(FILE *f)
         "  --help            this text\n"
         "\n"
         "Exit status: 0 when every echo matched, 1 on an error or mismatch (or no\n"
-        "message completed), 2 on a usage error.\n");
+        "message completed), 2 on a usage error. SIGINT / SIGTERM end it at once,\n"
+        "without results, even where it was started with them ignored.\n");
 }
 
 int main(int argc, char **argv)
@@ -660,6 +666,12 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* SIGINT / SIGTERM end the run, as they end the other programs here: a shell
+     * starts a background job with SIGINT ignored, which would leave it running
+     * through the connect wait and the whole duration. */
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    sigaction(SIGINT, &dfl, NULL);
+    sigaction(SIGTERM, &dfl, NULL);
 
     static load_t l;   /* the histogram is large: keep it off the stack */
     l.size = size;
