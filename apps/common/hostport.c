@@ -56,11 +56,22 @@ const char *iop_app_opt_name(const struct option *longopts, int ch)
     return buf;
 }
 
+/* s is a group of short options ("-qZ") holding c; s may be NULL (argv's end). */
+static int in_short_group(const char *s, int c)
+{
+    return s && s[0] == '-' && s[1] && s[1] != '-' && strchr(s + 1, c);
+}
+
 int iop_app_getopt_fail(const char *prog, int ch, char *const argv[])
 {
-    /* after getopt_long, argv[optind - 1] is the option it stopped at */
+    /* after getopt_long, argv[optind - 1] is the option it stopped at, except for
+     * an unknown short one inside a group ("-Zq": optind has not moved past it
+     * yet, so look at argv[optind] too); optopt names that one. (A long option
+     * given a value it does not take, "--json=1", sets optopt as well.) */
     if (ch == ':')
         fprintf(stderr, "%s: option '%s' needs a value (try --help)\n", prog, argv[optind - 1]);
+    else if (optopt && (in_short_group(argv[optind], optopt) || in_short_group(argv[optind - 1], optopt)))
+        fprintf(stderr, "%s: unknown option '-%c' (try --help)\n", prog, optopt);
     else
         fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog, argv[optind - 1]);
     return 2;

@@ -56,7 +56,8 @@ const char *iop_app_opt_name(const struct option *longopts, int ch);
 /* getopt_long (with opterr = 0 and ':' leading the option string) gave ch = ':'
  * (an option without its value) or '?' (an unknown option): says so on stderr as
  * "PROG: option '-x' needs a value (try --help)" / "PROG: unknown option '--y'
- * (try --help)" and returns the usage exit status, 2. */
+ * (try --help)" (an unknown short option alone, '-Z', also out of "-Zq") and
+ * returns the usage exit status, 2. */
 int iop_app_getopt_fail(const char *prog, int ch, char *const argv[]);
 
 #endif

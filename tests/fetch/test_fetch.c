@@ -968,6 +968,10 @@ static void test_usage_errors(void **state)
     expect_usage_error(f, (const char *[]){ "-c", "many", "http://x/", NULL }, "bad value 'many'");
     expect_usage_error(f, (const char *[]){ "--timeout", "0", "http://x/", NULL }, "--timeout");
     expect_usage_error(f, (const char *[]){ "--bogus", "http://x/", NULL }, "unknown option '--bogus'");
+    /* inside a group of short options: the option, not argv[0] (optind has not moved) */
+    expect_usage_error(f, (const char *[]){ "-Zq", "http://x/", NULL }, "unknown option '-Z'");
+    expect_usage_error(f, (const char *[]){ "-qZ", "http://x/", NULL }, "unknown option '-Z'");
+    expect_usage_error(f, (const char *[]){ "--stdout=1", "http://x/", NULL }, "unknown option '--stdout=1'");
     expect_usage_error(f, (const char *[]){ "http://x/", "-c", NULL }, "needs a value");
     expect_usage_error(f, (const char *[]){ "-O", "f", "http://x/", "http://y/", NULL },
                        "-O FILE takes exactly one URL, got 2");
