@@ -357,8 +357,9 @@ int iop__timer_arm(iop_loop_t *loop, iop_timer_t *t, uint64_t when, iop_timer_cb
     return iop__heap_push(&loop->timers, t);
 }
 
-int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_t repeat_ns,
-                    iop_timer_cb cb)
+/* iop_timer_start; spare: in a slot the caller reserved (iop__timer_reserve). */
+static int timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_t repeat_ns,
+                       iop_timer_cb cb, int spare)
 {
     if (!loop || !t || !cb)
         return iop__fail(-EINVAL, "iop_timer_start: NULL argument");
@@ -374,12 +375,30 @@ int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_
     t->repeat = repeat_ns;
     t->seq = loop->timer_seq++;
     t->flags = 0;
-    int r = iop__heap_push(&loop->timers, t);
+    int r = spare ? iop__heap_push_spare(&loop->timers, t) : iop__heap_push(&loop->timers, t);
     if (r < 0) {
         loop->active--;
         return iop__fail(r, "iop_timer_start: out of memory");
     }
     return 0;
+}
+
+int iop_timer_start(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, uint64_t repeat_ns,
+                    iop_timer_cb cb)
+{
+    return timer_start(loop, t, after_ns, repeat_ns, cb, 0);
+}
+
+int iop__timer_reserve(iop_loop_t *loop)
+{
+    return iop__heap_reserve(&loop->timers) < 0 ? iop__fail(-ENOMEM, "timers: out of memory") : 0;
+}
+
+void iop__timer_unreserve(iop_loop_t *loop) { iop__heap_unreserve(&loop->timers); }
+
+int iop__timer_start_spare(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, iop_timer_cb cb)
+{
+    return timer_start(loop, t, after_ns, 0, cb, 1);
 }
 
 void iop_timer_stop(iop_timer_t *t)

@@ -159,6 +159,12 @@ int iop__watch_start(iop_loop_t *loop, iop_watch_t *w, int fd, unsigned events,
 
 /* timer: start an internal timer without counting it as a user handle */
 int iop__timer_arm(iop_loop_t *loop, iop_timer_t *t, uint64_t when, iop_timer_cb cb);
+/* A timer slot kept free for the caller until it gives it back (0 or -ENOMEM): a
+ * one-shot timer started in it (iop_timer_start otherwise) needs no memory then,
+ * and the slot is the caller's again once that timer has fired or stopped. */
+int iop__timer_reserve(iop_loop_t *loop);
+void iop__timer_unreserve(iop_loop_t *loop);
+int iop__timer_start_spare(iop_loop_t *loop, iop_timer_t *t, uint64_t after_ns, iop_timer_cb cb);
 
 static inline unsigned iop__fd_want(const iop__fd_t *e, uint32_t caps)
 {

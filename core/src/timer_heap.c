@@ -79,9 +79,10 @@ static void far_close_up(iop__heap_t *h, uint64_t target)
     h->far_min = low;
 }
 
+/* Room for one more timer beyond the spare slots (cap >= n + nfar + spare always). */
 static int reserve(iop__heap_t *h)
 {
-    if (h->n + h->nfar < h->cap)
+    if (h->n + h->nfar + h->spare < h->cap)
         return 0;
     if (h->holes) {
         /* Holes hold the room: close them rather than grow. At least `holes`
@@ -126,9 +127,41 @@ int iop__heap_push(iop__heap_t *h, iop_timer_t *t)
     return 0;
 }
 
+int iop__heap_reserve(iop__heap_t *h)
+{
+    if (reserve(h) < 0)
+        return -ENOMEM;
+    h->spare++;
+    return 0;
+}
+
+void iop__heap_unreserve(iop__heap_t *h)
+{
+    if (h->spare)
+        h->spare--;
+}
+
+int iop__heap_push_spare(iop__heap_t *h, iop_timer_t *t)
+{
+    if (!h->spare)
+        return iop__heap_push(h, t);
+    h->spare--;                    /* n + nfar < cap now: the push below allocates nothing */
+    int r = iop__heap_push(h, t);
+    if (r < 0) {
+        h->spare++;
+        return r;
+    }
+    t->flags |= IOP__TF_SPARE;
+    return 0;
+}
+
 void iop__heap_remove(iop__heap_t *h, iop_timer_t *t)
 {
     uint32_t i = (t->heap_idx & ~IOP__HEAP_FAR) - 1;
+    if (t->flags & IOP__TF_SPARE) {
+        t->flags &= ~IOP__TF_SPARE;
+        h->spare++;                /* its holder's again */
+    }
     if (t->heap_idx & IOP__HEAP_FAR) {
         /* far_min stays a lower bound; iop__heap_advance makes it exact again. */
         t->heap_idx = 0;

@@ -38,12 +38,25 @@ typedef struct iop__heap {
     uint32_t n, nfar, cap;     /* both arrays hold cap slots: moving never allocates */
     uint32_t holes;            /* of far's nfar slots */
     uint32_t free_hole;        /* first hole + 1, 0 if none */
+    uint32_t spare;            /* slots promised (iop__heap_reserve) and free: other pushes leave them */
     uint64_t horizon;          /* every timer in the bag is due at or after this */
     uint64_t far_min;          /* at most the bag's earliest deadline; UINT64_MAX if empty */
 } iop__heap_t;
 
+/* iop_timer_t.flags: armed in a slot promised by iop__heap_reserve, which its
+ * removal gives back to the reservation's holder. */
+#define IOP__TF_SPARE 0x2u
+
 void iop__heap_init(iop__heap_t *h);
 int iop__heap_push(iop__heap_t *h, iop_timer_t *t);   /* 0 or -ENOMEM */
+/* A slot kept free for its holder until iop__heap_unreserve: the holder's timer is
+ * armed in it by iop__heap_push_spare, which cannot fail for want of memory, and
+ * gets it back when that timer leaves the heap. 0 or -ENOMEM. */
+int iop__heap_reserve(iop__heap_t *h);
+void iop__heap_unreserve(iop__heap_t *h);
+/* Arms t in a reserved slot that no timer of the holder's holds: 0, or -ENOMEM
+ * when there is none (an ordinary push then, which may fail). */
+int iop__heap_push_spare(iop__heap_t *h, iop_timer_t *t);
 void iop__heap_remove(iop__heap_t *h, iop_timer_t *t);
 /* Moves the bag's timers due before now + 2 * FAR_NS into the heap once the
  * earliest may be due within FAR_NS: call it before taking due timers. */

@@ -2,7 +2,9 @@
  * from now to 5 s out are pushed, removed and taken as the clock moves in steps
  * of up to 300 ms; after every advance the tiers' invariants hold, every due timer
  * is taken in (when, seq) order, none early, none lost, none twice. Removing from
- * the bag leaves a hole and touches no other timer's record. */
+ * the bag leaves a hole and touches no other timer's record. A reserved slot is
+ * kept free for its holder. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include "ioplex/alloc.h"
 #include "timer_heap.h"
 
 #define N 20000
@@ -234,6 +237,54 @@ static void test_bag_holes(void **state)
     iop__heap_free(&h);
 }
 
+/* A reserved slot stays free for its holder: ordinary pushes fill the arrays up to
+ * it, and with no memory to grow them the holder's timer still goes in, once per
+ * reservation; its removal gives the slot back to the holder. */
+static void test_spare_slots(void **state)
+{
+    (void)state;
+    enum { M = 64 };                      /* the arrays' first capacity */
+    rec_t v[M + 2] = { 0 };
+    iop__heap_t h;
+    iop__heap_init(&h);
+    uint64_t now = 1000000000ull;
+    iop__heap_advance(&h, now);
+    assert_int_equal(iop__heap_reserve(&h), 0);
+    assert_int_equal(iop__heap_reserve(&h), 0);
+    iop__alloc_fail_after(0, 0);         /* the arrays cannot grow from here */
+    int n = 0;
+    while (n < M + 2) {
+        v[n].t.when = now + 1000 + (uint64_t)n;
+        v[n].t.seq = seq++;
+        if (iop__heap_push(&h, &v[n].t) < 0)
+            break;
+        n++;
+    }
+    assert_int_equal(n, M - 2);           /* two slots left for the holders */
+    for (int i = n; i < M; i++) {
+        v[i].t.when = now + 1000 + (uint64_t)i;
+        v[i].t.seq = seq++;
+        assert_int_equal(iop__heap_push_spare(&h, &v[i].t), 0);
+        assert_true(v[i].t.flags & IOP__TF_SPARE);
+    }
+    v[M].t.when = now + 5000;
+    v[M].t.seq = seq++;
+    assert_int_equal(iop__heap_push_spare(&h, &v[M].t), -ENOMEM);   /* none left */
+    iop__heap_remove(&h, &v[M - 1].t);   /* its holder's again */
+    assert_false(v[M - 1].t.flags & IOP__TF_SPARE);
+    assert_int_equal(iop__heap_push(&h, &v[M].t), -ENOMEM);
+    assert_int_equal(iop__heap_push_spare(&h, &v[M].t), 0);
+    assert_int_equal(h.n, M);
+    iop__alloc_fail_after(-1, 0);
+    iop__heap_remove(&h, &v[M].t);
+    iop__heap_unreserve(&h);
+    iop__heap_unreserve(&h);
+    assert_int_equal(h.spare, 0);
+    assert_int_equal(iop__heap_push(&h, &v[M].t), 0);   /* the holders' room is anyone's */
+    assert_int_equal(h.cap, M);
+    iop__heap_free(&h);
+}
+
 /* Few timers, so that the arrays' capacity is often reached: timers in and out of
  * the bag at random (most removed before they are due, the rest re-armed sooner or
  * later) against a plain list of what is armed. Every due timer is taken, in
@@ -330,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_tiers_past_deadline),
         cmocka_unit_test(test_bag_holes),
         cmocka_unit_test(test_bag_churn_model),
+        cmocka_unit_test(test_spare_slots),
     };
     return cmocka_run_group_tests_name("timer_tiers", tests, NULL, NULL);
 }

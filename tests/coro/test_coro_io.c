@@ -1,6 +1,7 @@
 /* Coroutine I/O over real loopback TCP and pipes: every call, deadlines (own and
  * scoped), cancel of a coroutine parked in recv (the op is cancelled, the fd still
- * works; a refused cancel is sent again), close failing a parked reader. Runs on the backend named by argv[1]. */
+ * works; a refused cancel is sent again, even with no memory for its timer), close
+ * failing a parked reader. Runs on the backend named by argv[1]. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -286,6 +287,41 @@ static void test_cancel_refused_is_retried(void **state)
     assert_int_equal(iop_join(r, &res, iop_now(st_loop) + 5000 * MS), 0);
     assert_int_equal((intptr_t)res, -ECANCELED);
     assert_int_equal(iop__cancel_refuse_next(-1), 2);   /* the first two were refused */
+    check_fd_still_works();
+    st_assert_ok();
+    iop_fd_close(st_loop, cx_fds[0]);
+    iop_fd_close(st_loop, cx_fds[1]);
+}
+
+static void never_due(iop_timer_t *t) { (void)t; }
+
+/* A refused cancel whose retry finds the timer heap full and no memory to grow it:
+ * the retry takes the slot the reader's coroutine keeps for it, instead of being
+ * lost (the reader, parked with no deadline, waited for ever). */
+static void test_cancel_refused_without_memory(void **state)
+{
+    (void)state;
+    enum { FILL = 1 << 16 };
+    static iop_timer_t fill[FILL];
+    tu_tcp_pair(cx_fds);
+    iop_coro_t *r;
+    assert_int_equal(iop_go(st_loop, parked_reader, NULL, NULL, &r), 0);
+    tu_run_for(st_loop, 5);
+    memset(fill, 0, sizeof fill);
+    iop__alloc_fail_after(0, 0);   /* from here the heap cannot grow */
+    int n = 0;
+    while (n < FILL && iop_timer_start(st_loop, &fill[n], 60000 * MS, 0, never_due) == 0)
+        n++;
+    assert_true(n < FILL);         /* it is full */
+    iop__cancel_refuse_next(1);
+    assert_int_equal(iop_cancel(r), 0);
+    iop__alloc_fail_after(-1, 0);
+    for (int i = 0; i < n; i++)
+        iop_timer_stop(&fill[i]);
+    void *res;
+    assert_int_equal(iop_join(r, &res, iop_now(st_loop) + 2000 * MS), 0);
+    assert_int_equal((intptr_t)res, -ECANCELED);
+    assert_int_equal(iop__cancel_refuse_next(-1), 1);
     check_fd_still_works();
     st_assert_ok();
     iop_fd_close(st_loop, cx_fds[0]);
@@ -579,6 +615,7 @@ int main(int argc, char **argv)
         T(test_cancel_recv_from_main),
         T(test_cancel_recv_from_coroutine),
         T(test_cancel_refused_is_retried),
+        T(test_cancel_refused_without_memory),
         T(test_op_ends_before_cancel_retry),
         T(test_close_fails_parked_reader),
         T(test_close_when_cancelled),

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include "loop_internal.h"
 #include "sched_private.h"
 
 static void io_done(iop_op_t *op, int res)
@@ -47,7 +48,7 @@ void iop__io_cancel(iop_coro_t *c)
     w->cancel_sent = 1;
     /* A refused cancel is sent again a moment later: else a parked call with no
      * deadline would wait for its op to end by itself, perhaps never. */
-    if (iop__cancel_or_retry(iop_coro_loop(c), &w->cancel, &w->op, cancel_done, w, &w->retry,
+    if (iop__cancel_or_retry(iop_coro_loop(c), c, &w->cancel, &w->op, cancel_done, w, &w->retry,
                              cancel_retry_due))
         w->pending++;
     else
@@ -66,8 +67,8 @@ long iop__cancel_refuse_next(long n)
     return refused;
 }
 
-int iop__cancel_or_retry(iop_loop_t *loop, iop_op_t *cancel, iop_op_t *target, iop_op_cb cb, void *data,
-                         iop_timer_t *retry, void (*due)(iop_timer_t *t))
+int iop__cancel_or_retry(iop_loop_t *loop, iop_coro_t *owner, iop_op_t *cancel, iop_op_t *target,
+                         iop_op_cb cb, void *data, iop_timer_t *retry, void (*due)(iop_timer_t *t))
 {
     iop_prep_cancel(cancel, target, cb, data);
     if (tl_refuse_next > 0) {
@@ -78,7 +79,12 @@ int iop__cancel_or_retry(iop_loop_t *loop, iop_op_t *cancel, iop_op_t *target, i
     }
     memset(retry, 0, sizeof *retry);
     retry->data = data;
-    (void)iop_timer_start(loop, retry, CANCEL_RETRY_NS, 0, due);
+    /* In owner's own slot (coro_new): with no memory for a timer the cancel would
+     * be lost. Another loop's coroutine has no slot here: an ordinary timer. */
+    if (owner && iop_coro_loop(owner) == loop)
+        (void)iop__timer_start_spare(loop, retry, CANCEL_RETRY_NS, due);
+    else
+        (void)iop_timer_start(loop, retry, CANCEL_RETRY_NS, 0, due);
     return 0;
 }
 

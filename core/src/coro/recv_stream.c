@@ -217,7 +217,7 @@ int iop_recv_stream_close(iop_recv_stream_t *s)
     iop_timer_t retry = { 0 };
     int sent = 0;
     while (s->end == RUNNING || s->cancel_live) {
-        if (s->end == RUNNING && !sent && (sent = iop__cancel_or_retry(loop, &cancel, &s->op, on_cancelled, s,
+        if (s->end == RUNNING && !sent && (sent = iop__cancel_or_retry(loop, c, &cancel, &s->op, on_cancelled, s,
                                                                         &retry, retry_due)))
             s->cancel_live |= CLOSE_LIVE;
         s->waiter = c;

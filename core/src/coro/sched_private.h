@@ -29,9 +29,11 @@ iop_coro_t *iop__io_begin(const char *what, int *err);
 /* Sends cancel (a record in the caller's frame) for target, its callback cb(data).
  * 1 = sent; 0 = the backend could not take it now (a full queue): retry (not
  * armed) then calls due after a moment, whose callback wakes the caller to try
- * again rather than wait for target to end by itself. */
-int iop__cancel_or_retry(iop_loop_t *loop, iop_op_t *cancel, iop_op_t *target, iop_op_cb cb, void *data,
-                         iop_timer_t *retry, void (*due)(iop_timer_t *t));
+ * again rather than wait for target to end by itself. retry takes the timer slot
+ * owner (the coroutine parked on target) keeps for it, so arming it needs no
+ * memory; owner stops retry before its next retry. */
+int iop__cancel_or_retry(iop_loop_t *loop, iop_coro_t *owner, iop_op_t *cancel, iop_op_t *target,
+                         iop_op_cb cb, void *data, iop_timer_t *retry, void (*due)(iop_timer_t *t));
 
 /* iop_cancel of a coroutine parked on an op: cancels the op in the backend. */
 void iop__io_cancel(iop_coro_t *c);

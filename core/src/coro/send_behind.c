@@ -113,7 +113,7 @@ static ssize_t wait_parked(iop_send_behind_t *s, iop_coro_t *c, uint64_t deadlin
         if (stop && s->in_flight && !cancel_sent) {
             iop_timer_stop(&timer);    /* the deadline has done its part; the retry may need it */
             cancel_sent = s->cancel_live =
-                (uint8_t)iop__cancel_or_retry(loop, &cancel, &s->op, on_cancelled, s, &timer, on_due);
+                (uint8_t)iop__cancel_or_retry(loop, c, &cancel, &s->op, on_cancelled, s, &timer, on_due);
         }
         s->waiter = c;
         iop__park_shielded();
