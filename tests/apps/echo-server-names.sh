@@ -8,21 +8,11 @@
 # usage: echo-server-names.sh IOP-ECHO-SERVER IOP-CLIENT BACKEND
 set -uo pipefail
 skip() { echo "echo-server-names: skipped: $*"; exit 77; }
-command -v unshare >/dev/null || skip "no unshare"
-unshare -m --propagation private true 2>/dev/null || skip "cannot make a mount namespace here"
-if [ "${ECHO_NAMES_INSIDE:-}" != 1 ]; then
-    dir=$(mktemp -d)
-    trap 'rm -rf "$dir"' EXIT
-    printf '::1 iop-dual-stack-name\n127.0.0.1 iop-dual-stack-name\n' >"$dir/hosts"
-    ECHO_NAMES_INSIDE=1 ECHO_NAMES_HOSTS="$dir/hosts" ECHO_NAMES_DIR="$dir" \
-        unshare -m --propagation private "$0" "$@"
-    exit $?
-fi
+. "$(dirname "$0")/dual-stack-name.sh"
+dual_stack_enter "$0" "$@"
 
-server=$1 client=$2 backend=$3 dir=$ECHO_NAMES_DIR name=iop-dual-stack-name
-mount --bind "$ECHO_NAMES_HOSTS" /etc/hosts || skip "cannot bind-mount /etc/hosts"
-order=$(getent ahosts "$name" | awk '$2 == "STREAM" { print $1 }' | tr '\n' ' ')
-[ "$order" = "::1 127.0.0.1 " ] || skip "$name does not resolve to ::1, then 127.0.0.1"
+server=$1 client=$2 backend=$3 dir=$DUAL_STACK_DIR name=$DUAL_STACK_NAME
+dual_stack_mount
 
 pid=
 fail() {

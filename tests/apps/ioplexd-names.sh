@@ -12,22 +12,12 @@
 # usage: ioplexd-names.sh IOPLEXD IOP-CLIENT BACKEND
 set -uo pipefail
 skip() { echo "ioplexd-names: skipped: $*"; exit 77; }
-command -v unshare >/dev/null || skip "no unshare"
-unshare -m --propagation private true 2>/dev/null || skip "cannot make a mount namespace here"
-if [ "${IOPLEXD_NAMES_INSIDE:-}" != 1 ]; then
-    dir=$(mktemp -d)
-    trap 'rm -rf "$dir"' EXIT
-    printf '::1 iop-dual-stack-name\n127.0.0.1 iop-dual-stack-name\n' >"$dir/hosts"
-    IOPLEXD_NAMES_INSIDE=1 IOPLEXD_NAMES_HOSTS="$dir/hosts" IOPLEXD_NAMES_DIR="$dir" \
-        unshare -m --propagation private "$0" "$@"
-    exit $?
-fi
+. "$(dirname "$0")/dual-stack-name.sh"
+dual_stack_enter "$0" "$@"
 
-ioplexd=$1 client=$2 backend=$3 dir=$IOPLEXD_NAMES_DIR name=iop-dual-stack-name
+ioplexd=$1 client=$2 backend=$3 dir=$DUAL_STACK_DIR name=$DUAL_STACK_NAME
 if [ "${IOPLEXD_NAMES_STAGE:-}" != port0 ]; then
-    mount --bind "$IOPLEXD_NAMES_HOSTS" /etc/hosts || skip "cannot bind-mount /etc/hosts"
-    order=$(getent ahosts "$name" | awk '$2 == "STREAM" { print $1 }' | tr '\n' ' ')
-    [ "$order" = "::1 127.0.0.1 " ] || skip "$name does not resolve to ::1, then 127.0.0.1"
+    dual_stack_mount
 fi
 
 pid= busy=
