@@ -42,10 +42,7 @@ def tagged_processes(pid):
 
 
 def bench_cmd(out):
-    # Under ThreadSanitizer a load of 100 connections needs more than the smoke's
-    # 0.3 s to get its first answers (the measured window then holds none).
-    slow = ["--warmup", "1", "--duration", "0.5"] if ARGS.slow else []
-    return [sys.executable, ARGS.tool, "--smoke", "--no-build", "--build-dir", ARGS.build_dir, "--out", out] + slow
+    return [sys.executable, ARGS.tool, "--smoke", "--no-build", "--build-dir", ARGS.build_dir, "--out", out]
 
 
 class Smoke(unittest.TestCase):
@@ -201,6 +198,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True)
     ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--slow", action="store_true", help="a build whose programs run many times slower")
     ARGS, rest = ap.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
