@@ -7,6 +7,7 @@
  * one; a reset peer is an error; a send after the wait follows it; idle records and
  * misuse. */
 #include <fcntl.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "sched_test.h"
@@ -256,6 +257,68 @@ static void test_deadline_retries_a_refused_cancel(void **state)
     iop_fd_close(st_loop, fds[1]);
 }
 
+/* ---- no memory for the deadline's timer ------------------------------------------- */
+
+enum { FILL = 1 << 16 };
+static iop_timer_t fill[FILL];     /* what fills the timer heap */
+static int nfill;
+static int ender_asleep;
+
+static void never_due(iop_timer_t *t) { (void)t; }
+
+/* Ends the shortage: its sleep's timer was armed before the heap was filled. */
+static void *shortage_ender(void *arg)
+{
+    (void)arg;
+    ender_asleep = 1;
+    CHECK_EQ(iop_sleep(30 * MS), 0);
+    iop__alloc_fail_after(-1, 0);
+    for (int i = 0; i < nfill; i++)
+        iop_timer_stop(&fill[i]);
+    st_done++;
+    return NULL;
+}
+
+/* The wait begins while the timer heap is full and cannot grow: its deadline takes
+ * the slot its coroutine keeps there, and still ends the wait (it was dropped, and
+ * the wait went on for ever). */
+static void *starved_sender(void *arg)
+{
+    (void)arg;
+    CHECK(ender_asleep);
+    iop_send_behind_t sb;
+    CHECK_EQ(iop_send_behind(&sb, fds[1], big, BIG, 0), 0);
+    memset(fill, 0, sizeof fill);
+    iop__alloc_fail_after(0, 0);   /* from here the heap cannot grow */
+    nfill = 0;
+    while (nfill < FILL && iop_timer_start(st_loop, &fill[nfill], 60000 * MS, 0, never_due) == 0)
+        nfill++;
+    CHECK(nfill < FILL);           /* it is full */
+    uint64_t t0 = iop_update_time(st_loop);
+    CHECK_EQ(iop_send_behind_wait(&sb, st_after_ms(50)), -ETIMEDOUT);
+    elapsed_ns = iop_update_time(st_loop) - t0;
+    CHECK(iop_send_behind_sent(&sb) < BIG);
+    st_done++;
+    return NULL;
+}
+
+static void test_deadline_without_memory(void **state)
+{
+    (void)state;
+    tu_tcp_pair(fds);
+    small_buffers();
+    fill_big();
+    ender_asleep = 0;
+    st_go(shortage_ender, NULL, "ender");
+    st_go(starved_sender, NULL, "starved");
+    st_run_until_done(2, 3000);
+    iop__alloc_fail_after(-1, 0);
+    assert_true(elapsed_ns >= 45 * MS && elapsed_ns < 2000 * MS);
+    assert_int_equal(iop_loop_run(st_loop, IOP_RUN_NOWAIT), 0);   /* nothing left in flight */
+    iop_fd_close(st_loop, fds[0]);
+    iop_fd_close(st_loop, fds[1]);
+}
+
 static iop_coro_t *waiter;
 
 /* Cancelled while waiting with a deadline: the send goes on and completes. */
@@ -427,6 +490,7 @@ int main(int argc, char **argv)
         T(test_short_send_goes_on_unwaited),
         T(test_deadline_ends_a_stuck_send),
         T(test_deadline_retries_a_refused_cancel),
+        T(test_deadline_without_memory),
         T(test_cancel_lingers_until_the_deadline),
         T(test_cancel_without_deadline_is_at_once),
         T(test_cancelled_collects_a_finished_send),

@@ -79,13 +79,18 @@ int iop__cancel_or_retry(iop_loop_t *loop, iop_coro_t *owner, iop_op_t *cancel, 
     }
     memset(retry, 0, sizeof *retry);
     retry->data = data;
-    /* In owner's own slot (coro_new): with no memory for a timer the cancel would
-     * be lost. Another loop's coroutine has no slot here: an ordinary timer. */
-    if (owner && iop_coro_loop(owner) == loop)
-        (void)iop__timer_start_spare(loop, retry, CANCEL_RETRY_NS, due);
-    else
-        (void)iop_timer_start(loop, retry, CANCEL_RETRY_NS, 0, due);
+    /* With no memory for a timer the cancel would be lost: owner's own slot. */
+    (void)iop__coro_timer_start(loop, owner, retry, CANCEL_RETRY_NS, due);
     return 0;
+}
+
+int iop__coro_timer_start(iop_loop_t *loop, iop_coro_t *owner, iop_timer_t *t, uint64_t after_ns,
+                          void (*cb)(iop_timer_t *t))
+{
+    /* The slot coro_new reserved; another loop's coroutine has none here. */
+    if (owner && iop_coro_loop(owner) == loop)
+        return iop__timer_start_spare(loop, t, after_ns, cb);
+    return iop_timer_start(loop, t, after_ns, 0, cb);
 }
 
 iop_coro_t *iop__io_begin(const char *what, int *err)

@@ -35,6 +35,13 @@ iop_coro_t *iop__io_begin(const char *what, int *err);
 int iop__cancel_or_retry(iop_loop_t *loop, iop_coro_t *owner, iop_op_t *cancel, iop_op_t *target,
                          iop_op_cb cb, void *data, iop_timer_t *retry, void (*due)(iop_timer_t *t));
 
+/* A one-shot timer of owner's (parked in one call at a time) in the timer-heap slot
+ * it keeps from creation to end: needs no memory, so a deadline or a cancel retry
+ * is never lost to a heap that cannot grow. 0 or -errno; at most one such timer of
+ * owner's may be armed at a time (a second takes an ordinary slot, and may fail). */
+int iop__coro_timer_start(iop_loop_t *loop, iop_coro_t *owner, iop_timer_t *t, uint64_t after_ns,
+                          void (*cb)(iop_timer_t *t));
+
 /* iop_cancel of a coroutine parked on an op: cancels the op in the backend. */
 void iop__io_cancel(iop_coro_t *c);
 

@@ -87,13 +87,13 @@ static ssize_t wait_parked(iop_send_behind_t *s, iop_coro_t *c, uint64_t deadlin
 {
     iop_loop_t *loop = s->loop;
     uint64_t d = iop__deadline(deadline);
-    int stop = 0;                  /* -ETIMEDOUT / -ECANCELED once the send is to end */
+    int stop = 0;                  /* -ETIMEDOUT / -ECANCELED (-errno: no timer) once the send is to end */
     int cancel_sent = 0;
     iop_op_t cancel;               /* in this frame: the wait outlasts its callback */
     iop_timer_t timer;
     memset(&timer, 0, sizeof timer);
     timer.data = s;
-    int timed = 0;
+    int timed = 0, r;
     while (s->in_flight || s->cancel_live) {
         if (!stop) {
             if (s->due)
@@ -105,8 +105,10 @@ static ssize_t wait_parked(iop_send_behind_t *s, iop_coro_t *c, uint64_t deadlin
                 s->due = 0;
                 if (d <= now)
                     stop = -ETIMEDOUT;
+                else if ((r = iop__coro_timer_start(loop, c, &timer, d - now, on_due)) == 0)
+                    timed = 1;     /* in c's own slot: a full heap does not lose the deadline */
                 else
-                    timed = iop_timer_start(loop, &timer, d - now, 0, on_due) == 0;
+                    stop = r;      /* no timer: end it now rather than wait past the deadline */
             }
         }
         s->stopping = stop != 0;   /* a short send then ends it: no rest after the cancel */
