@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "test_util.h"
 
 static long long mono_ms(void)
 {
@@ -24,7 +25,7 @@ peer_t *peer_connect(const struct sockaddr_in *addr, int rcvbuf)
     p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (p->fd >= 0 && rcvbuf > 0)
         setsockopt(p->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    if (p->fd < 0 || connect(p->fd, (const struct sockaddr *)addr, sizeof *addr) < 0) {
+    if (p->fd < 0 || tu_connect(p->fd, (const struct sockaddr *)addr, sizeof *addr) < 0) {
         fprintf(stderr, "peer: connect to port %d: %s\n", ntohs(addr->sin_port), strerror(errno));
         if (p->fd >= 0)
             close(p->fd);

@@ -12,12 +12,27 @@
 
 unsigned char hf_big_byte(uint64_t i) { return (unsigned char)((i * 2654435761u) >> 13); }
 
+/* write(2) of all of data, through EINTR and short writes: 0 or -1. */
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 static int put(const char *dir, const char *name, const void *data, size_t len)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, data, len) != (ssize_t)len) {
+    if (fd < 0 || write_all(fd, data, len) < 0) {
         fprintf(stderr, "http fixture: %s: %s\n", path, strerror(errno));
         if (fd >= 0)
             close(fd);

@@ -181,6 +181,31 @@ int hh_stop(hh_server_t *s)
 
 /* ---- client ------------------------------------------------------------------------------ */
 
+/* connect(2) through EINTR: the handshake goes on after it (connect again would say
+ * EALREADY), so wait for its end (5 s, as SO_SNDTIMEO) and read its outcome. */
+static int connect_through_eintr(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    if (connect(fd, sa, len) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -1;
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    int r;
+    while ((r = poll(&p, 1, 5000)) < 0 && errno == EINTR)
+        ;
+    if (r != 1) {
+        errno = r == 0 ? ETIMEDOUT : errno;
+        return -1;
+    }
+    int err = 0;
+    socklen_t elen = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
+        errno = err ? err : errno;
+        return -1;
+    }
+    return 0;
+}
+
 int hh_connect(hh_conn_t *c, const hh_server_t *s)
 {
     c->len = 0;
@@ -190,7 +215,7 @@ int hh_connect(hh_conn_t *c, const hh_server_t *s)
     struct timeval tv = { 5, 0 };
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(c->fd, (const struct sockaddr *)&s->addr, sizeof s->addr) < 0) {
+    if (connect_through_eintr(c->fd, (const struct sockaddr *)&s->addr, sizeof s->addr) < 0) {
         close(c->fd);
         c->fd = -1;
         return -1;
@@ -312,7 +337,17 @@ int hh_wait_eof(hh_conn_t *c, int ms)
     if (c->len)
         return 0;
     struct pollfd p = { .fd = c->fd, .events = POLLIN };
-    if (poll(&p, 1, ms) != 1)
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int r, left = ms;
+    /* A signal cuts the wait short: wait again for what is left of ms. */
+    while ((r = poll(&p, 1, left)) < 0 && errno == EINTR) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = ms - (int)((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left < 0)
+            left = 0;
+    }
+    if (r != 1)
         return 0;
     char x;
     ssize_t n = recv(c->fd, &x, 1, MSG_DONTWAIT);
