@@ -97,9 +97,9 @@ static inline void iop__wake_waiter(iop_coro_t **waiter)
 }
 
 /* The pause of a loop that retries after a failure (an accept out of fds): sleeps
- * ns, or only yields when there is no memory for the sleep's timer, so that the
- * loop neither ends over it nor spins without letting the others run. 0, or
- * -ECANCELED / -ETIMEDOUT once the caller should end. */
+ * ns (its timer in the coroutine's own heap slot), or only yields should even that
+ * find no room, so that the loop neither ends over it nor spins without letting
+ * the others run. 0, or -ECANCELED / -ETIMEDOUT once the caller should end. */
 int iop__pause(uint64_t ns);
 
 /* The earlier of deadline and the current coroutine's scopes; 0 = none. */

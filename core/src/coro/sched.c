@@ -639,7 +639,8 @@ int iop__park(uint64_t deadline)
         }
         memset(&timer, 0, sizeof timer);
         timer.data = c;
-        int r = iop_timer_start(loop, &timer, d - now, 0, park_expired);
+        /* In c's own slot (coro_new): a full heap does not fail the call. */
+        int r = iop__coro_timer_start(loop, c, &timer, d - now, park_expired);
         if (r < 0) {
             drop_waiter(c);
             return r;
