@@ -8,6 +8,8 @@
  * See README.md in this folder for the choices. */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -283,7 +285,7 @@ static int find_features(struct io_uring *ring, unsigned *out, char *why, size_t
     return 0;
 }
 
-static int backend_probe(char *why, size_t whylen)
+static int probe_ring(char *why, size_t whylen)
 {
     struct io_uring ring;
     int r = io_uring_queue_init(MIN_ENTRIES, &ring, 0);
@@ -307,6 +309,39 @@ static int backend_probe(char *why, size_t whylen)
     r = find_features(&ring, &f, why, whylen);
     ring_exit(&ring);
     return r;
+}
+
+typedef struct probe_job {
+    char *why;
+    size_t whylen;
+    int r;
+} probe_job_t;
+
+static void *probe_thread(void *arg)
+{
+    probe_job_t *j = arg;
+    j->r = probe_ring(j->why, j->whylen);
+    return NULL;
+}
+
+/* The probe's ring lives on a thread of its own, ended before we return. A closed
+ * ring's teardown, some ms later, queues task work with TWA_SIGNAL on each thread
+ * that created it: on the caller, a blocking call with a timeout (SO_RCVTIMEO,
+ * epoll_wait) failed with EINTR and no signal sent. An ended thread is off the
+ * ring's list. The thread blocks every signal, so none is delivered there. */
+static int backend_probe(char *why, size_t whylen)
+{
+    probe_job_t j = { .why = why, .whylen = whylen };
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int e = pthread_create(&t, NULL, probe_thread, &j);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0)
+        return probe_ring(why, whylen);   /* no thread to spare: probe here, as before */
+    pthread_join(t, NULL);
+    return j.r;
 }
 
 /* Sets the ring up, trying the cheaper task-run modes first and halving the ring

@@ -119,6 +119,7 @@ void test_loop_run_return_values(void **state);
 void test_loop_run_default_until_idle(void **state);
 
 void test_shared_listener_processes(void **state);
+void test_loop_create_leaves_calls_uninterrupted(void **state);
 void test_fork_child_makes_own_loop(void **state);
 
 /* conf_features.c */

@@ -106,6 +106,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_loop_run_default_until_idle),
         cmocka_unit_test(test_fork_child_makes_own_loop),
         cmocka_unit_test(test_shared_listener_processes),
+        cmocka_unit_test(test_loop_create_leaves_calls_uninterrupted),
 
         cmocka_unit_test(test_multishot_accept),
         cmocka_unit_test(test_recv_buf_single),
