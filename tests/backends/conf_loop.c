@@ -406,8 +406,9 @@ static int epoll_exclusive(int lfd)
 
 /* The connection's id byte, waited for 2 s at most: 0, or -1. An interrupted
  * wait goes on: a uring child's blocking read (SO_RCVTIMEO) failed with EINTR
- * with no signal pending (kernel task work, 5 in 700 runs under load), and the
- * connection it had accepted was dropped as failed. */
+ * with no signal pending (5 in 700 runs under load: the teardown of the probe's
+ * ring, see backends/uring/README.md), and the connection it had accepted was
+ * dropped as failed. */
 static int read_id(int fd, char *id)
 {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
