@@ -8,8 +8,9 @@
  * which stops the acceptor and closes the nursery: every connection coroutine is
  * cancelled, closes its socket and ends before the process exits. With workers, the
  * supervisor takes the signals and drains them: each stops accepting and lets its
- * connections finish until the drain deadline. A worker has an acceptor per
- * listener: a name listens on each of its addresses (IOP_SHARD_ALL_ADDRESSES).
+ * connections finish until the drain deadline. There is an acceptor per listener,
+ * in one process as in a worker: a name listens on each of its addresses
+ * (IOP_SHARD_ALL_ADDRESSES, bound by iop_shard_listen without workers).
  *
  * With --multishot each connection receives through a receive stream instead: one
  * multishot receive into the loop's pool, echoed from the pool buffer it landed in.
@@ -42,12 +43,14 @@
 #define SHED_MAX_PER_ATTEMPT 64       /* pending connections dropped per attempt */
 #define POOL_BUFS 256                 /* --multishot: the receive pool */
 #define POOL_BUF_SIZE 2048
+#define MAX_LISTENERS 64              /* one process: addresses of the --listen name */
 
 enum { EXIT_USAGE = 2 };
 
 typedef struct server {
     iop_loop_t *loop;
-    int listen_fd;
+    int listen_fds[MAX_LISTENERS];   /* one process: one per address; workers: unused */
+    uint32_t nlisten;
     int spare_fd;                /* given up to accept-and-drop under EMFILE */
     int sig_fd;
     int fixed_files;
@@ -240,12 +243,12 @@ static void *server_main(void *arg)
     iop_coro_t *sig = NULL;
     static const iop_coro_opts_t acc_opts = { .size = sizeof acc_opts, .name = "acceptor" };
     static const iop_coro_opts_t sig_opts = { .size = sizeof sig_opts, .name = "signals" };
-    uint32_t n = s->worker ? iop_shard_nlisteners(s->worker) : 1;
+    uint32_t n = s->worker ? iop_shard_nlisteners(s->worker) : s->nlisten;
     listener_t *ls = calloc(n ? n : 1, sizeof *ls);
     int r = ls ? 0 : -ENOMEM;
     for (uint32_t i = 0; i < n && r == 0; i++) {
         ls[i] = (listener_t){ .s = s, .index = i,
-                              .fd = s->worker ? iop_shard_listener(s->worker, i) : s->listen_fd };
+                              .fd = s->worker ? iop_shard_listener(s->worker, i) : s->listen_fds[i] };
         r = iop_go(s->loop, acceptor, &ls[i], &acc_opts, &ls[i].acc);
     }
     if (r == 0 && !s->worker)    /* a worker learns of the stop from its accept */
@@ -323,7 +326,7 @@ static void on_event(void *arg, int level, const char *line)
 static int echo_worker(iop_shard_worker_t *w)
 {
     sharded_t *sh = iop_shard_arg(w);
-    server_t s = { .loop = iop_shard_loop(w), .listen_fd = -1, .spare_fd = -1,
+    server_t s = { .loop = iop_shard_loop(w), .spare_fd = -1,
                    .sig_fd = -1, .fixed_files = sh->fixed_files, .multishot = sh->multishot,
                    .want_stats = sh->want_stats,
                    .worker = w };
@@ -396,14 +399,14 @@ static void usage(FILE *f)
         "\n"
         "Echoes back every byte it receives, one coroutine per connection, until\n"
         "SIGTERM or SIGINT (then closes every connection and exits 0).\n"
-        "Prints one line on stdout once it listens: the address and the backend.\n"
+        "Prints a line on stdout per address once it listens: the address and the\n"
+        "backend.\n"
         "\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "                       (default: $IOPLEX_BACKEND, then auto)\n"
         "  --listen HOST:PORT   HOST is IPv4, [IPv6] or a name; PORT 0 picks a free\n"
-        "                       port (default 127.0.0.1:7000); with --workers a name\n"
-        "                       listens on each of its addresses, in one process on its\n"
-        "                       first\n"
+        "                       port (default 127.0.0.1:7000); a name listens on each\n"
+        "                       of its addresses (one port for all), one line each\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
         "  --workers N          serve in N worker processes (SO_REUSEPORT listeners) under\n"
         "                       a supervisor that respawns them; SIGTERM drains them\n"
@@ -507,32 +510,34 @@ int main(int argc, char **argv)
         .sqpoll_idle_ms = (uint32_t)sq_idle, .sqpoll_cpu1 = (uint32_t)sq_cpu1,
         .buf_count = multishot ? POOL_BUFS : 0, .buf_size = multishot ? POOL_BUF_SIZE : 0,
     };
-    if (workers) {
-        freeaddrinfo(addrs);     /* the supervisor binds (SO_REUSEPORT, one per worker) */
+    /* Checked here for the usage error; the shard's code binds, in both modes. */
+    freeaddrinfo(addrs);
+    if (workers)                 /* the supervisor binds (SO_REUSEPORT, one per worker) */
         return run_workers((uint32_t)workers, listen_addr, &opts, fixed_files, multishot, want_stats);
-    }
-    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .fixed_files = fixed_files,
+    server_t s = { .spare_fd = -1, .sig_fd = -1, .fixed_files = fixed_files,
                    .multishot = multishot };
     server = &s;
     int r = iop_loop_create(&s.loop, &opts);
     if (r < 0) {
         fprintf(stderr, PROG ": cannot start the event loop: %s\n",
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
-        freeaddrinfo(addrs);
         return iop_app_loop_exit_status(r);
     }
     iop_nursery_init(&s.conns, s.loop);
     iop_sem_init(&s.stop, 0);
 
     int status = EXIT_FAILURE;
-    r = iop_app_listen(addrs);
+    /* Every address of a name, one port for all, as the workers' supervisor binds. */
+    const char *listen[] = { listen_addr, NULL };
+    uint32_t entry[MAX_LISTENERS];
+    r = iop_shard_listen(listen, IOP_SHARD_ALL_ADDRESSES, 0, s.listen_fds, entry, MAX_LISTENERS);
     if (r < 0) {
-        fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
-        if (r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
+        fprintf(stderr, PROG ": cannot listen: %s\n", iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
+        if (r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
             status = EXIT_USAGE;   /* as with --workers */
         goto out;
     }
-    s.listen_fd = r;
+    s.nlisten = (uint32_t)r;
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (s.spare_fd < 0) {
         fprintf(stderr, PROG ": cannot open /dev/null: %s\n", strerror(errno));
@@ -545,14 +550,16 @@ int main(int argc, char **argv)
     }
     s.sig_fd = r;
 
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof ss;
-    char where[128];
-    getsockname(s.listen_fd, (struct sockaddr *)&ss, &sslen);
-    iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
     const char *report = iop_loop_backend_report(s.loop);
-    printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
-           report[0] ? " (" : "", report, report[0] ? ")" : "");
+    for (uint32_t i = 0; i < s.nlisten; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof ss;
+        char where[128];
+        getsockname(s.listen_fds[i], (struct sockaddr *)&ss, &sslen);
+        iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
+        printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
+               report[0] ? " (" : "", report, report[0] ? ")" : "");
+    }
     fflush(stdout);
 
     iop_coro_t *srv;
@@ -571,12 +578,11 @@ int main(int argc, char **argv)
     status = s.failed ? EXIT_FAILURE : EXIT_SUCCESS;
 out:
     iop_loop_destroy(s.loop);
-    if (s.listen_fd >= 0)
-        close(s.listen_fd);
+    for (uint32_t i = 0; i < s.nlisten; i++)
+        close(s.listen_fds[i]);
     if (s.spare_fd >= 0)
         close(s.spare_fd);
     if (s.sig_fd >= 0)
         close(s.sig_fd);
-    freeaddrinfo(addrs);
     return status;
 }
