@@ -4,7 +4,8 @@
  * in coroutines; this one is the yardstick for what the coroutine layer costs and
  * the benchmark server for the kernel-bypass modes.
  *
- * One accept op stays in flight on the listener. Each connection is a caller-owned
+ * One accept op stays in flight on each listener (a --listen name listens on each
+ * of its addresses, bound by iop_shard_listen as the other servers bind). Each connection is a caller-owned
  * record with its fd, a recv op, a send op and a buffer; it has exactly one op in
  * flight at any time: recv → send (again for a partial write) → recv ..., and a close
  * op at end of file or on an error. Records come from a free list that grows in
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <ioplex.h>
+#include <ioplex/shard.h>
 #include "hostport.h"
 
 #define PROG "iop-echo-proactor"
@@ -34,6 +36,7 @@
 #define BACKOFF_MAX_NS (1000ull * 1000 * 1000)
 #define SHED_MAX_PER_ATTEMPT 64   /* pending connections dropped per attempt */
 #define DRAIN_LIMIT_NS (1000ull * 1000 * 1000)
+#define MAX_LISTENERS 64          /* the addresses of the --listen name */
 
 enum { EXIT_USAGE = 2 };
 
@@ -58,15 +61,21 @@ typedef struct conn_chunk {
     conn_t conns[CONNS_PER_CHUNK];
 } conn_chunk_t;
 
-struct server {
-    iop_loop_t *loop;
-    int listen_fd;
-    int spare_fd;                /* given up to accept-and-drop under EMFILE */
-    int sig_fd;
-    iop_watch_t sig_watch;
+typedef struct listener {        /* one per address: its accept op and back-off */
+    server_t *srv;
+    int fd;                      /* -1 once closed */
     iop_op_t accept_op;
     iop_timer_t backoff_timer;
     uint64_t backoff_ns;
+} listener_t;
+
+struct server {
+    iop_loop_t *loop;
+    listener_t ls[MAX_LISTENERS];
+    uint32_t nlisten;
+    int spare_fd;                /* given up to accept-and-drop under EMFILE */
+    int sig_fd;
+    iop_watch_t sig_watch;
     int shedding;                /* inside an out-of-fds episode */
     uint64_t shed_count;
     conn_t *live;
@@ -335,12 +344,13 @@ static void fail(server_t *s, const char *what, int err)
     iop_loop_stop(s->loop);
 }
 
-static void submit_accept(server_t *s)
+static void submit_accept(listener_t *l)
 {
-    iop_prep_accept(&s->accept_op, s->listen_fd, NULL, NULL, on_accept, s);
+    server_t *s = l->srv;
+    iop_prep_accept(&l->accept_op, l->fd, NULL, NULL, on_accept, l);
     if (s->multishot)
-        iop_op_set_multishot(&s->accept_op);
-    int r = iop_submit(s->loop, &s->accept_op);
+        iop_op_set_multishot(&l->accept_op);
+    int r = iop_submit(s->loop, &l->accept_op);
     if (r < 0)
         fail(s, "cannot submit accept", r);
 }
@@ -350,29 +360,31 @@ static void on_backoff(iop_timer_t *t)
     submit_accept(t->data);
 }
 
-static void back_off(server_t *s)
+static void back_off(listener_t *l)
 {
-    iop_timer_start(s->loop, &s->backoff_timer, s->backoff_ns, 0, on_backoff);
-    s->backoff_ns = s->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : s->backoff_ns * 2;
+    iop_timer_start(l->srv->loop, &l->backoff_timer, l->backoff_ns, 0, on_backoff);
+    l->backoff_ns = l->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : l->backoff_ns * 2;
 }
 
 /* Out of fds: the pending connections would keep the listener readable forever. Free
  * the spare fd, accept and drop what is queued, take the spare back, and wait a while
  * before accepting again, so the loop sleeps instead of spinning. */
-static void shed(server_t *s, int err)
+static void shed(listener_t *l, int err)
 {
+    server_t *s = l->srv;
     if (!s->shedding) {
         s->shedding = 1;
         fprintf(stderr, PROG ": warning: accept: %s with %zu connections open; "
                 "dropping new connections until some close\n", iop_strerror(err), s->nlive);
     }
-    s->shed_count += iop_app_shed(s->listen_fd, &s->spare_fd, SHED_MAX_PER_ATTEMPT);
-    back_off(s);
+    s->shed_count += iop_app_shed(l->fd, &s->spare_fd, SHED_MAX_PER_ATTEMPT);
+    back_off(l);
 }
 
 static void on_accept(iop_op_t *op, int res)
 {
-    server_t *s = op->data;
+    listener_t *l = op->data;
+    server_t *s = l->srv;
     if (s->stopping)
         return;
     if (res >= 0) {
@@ -382,20 +394,20 @@ static void on_accept(iop_op_t *op, int res)
                     (unsigned long long)s->shed_count);
             s->shed_count = 0;
         }
-        s->backoff_ns = BACKOFF_MIN_NS;
+        l->backoff_ns = BACKOFF_MIN_NS;
         conn_start(s, res);
         if (!iop_op_more(op))
-            submit_accept(s);
+            submit_accept(l);
         return;
     }
     switch (-res) {
     case EMFILE:
     case ENFILE:
-        shed(s, res);
+        shed(l, res);
         break;
     case ENOBUFS:
     case ENOMEM:
-        back_off(s);             /* the kernel is short of memory: give it time */
+        back_off(l);             /* the kernel is short of memory: give it time */
         break;
     case ECONNABORTED:
     case EINTR:
@@ -403,7 +415,7 @@ static void on_accept(iop_op_t *op, int res)
     case EPROTO:
     case EPERM:                  /* a firewall refused this one */
     case ETIMEDOUT:
-        submit_accept(s);        /* that connection is gone; take the next */
+        submit_accept(l);        /* that connection is gone; take the next */
         break;
     default:
         fail(s, "accept failed", res);
@@ -451,7 +463,15 @@ static void on_drain_limit(iop_timer_t *t)
     (void)t;
 }
 
-/* Closes every connection and the listener, then lets the cancelled ops finish so
+static int accepts_in_flight(const server_t *s)
+{
+    for (uint32_t i = 0; i < s->nlisten; i++)
+        if (iop_op_in_flight(&s->ls[i].accept_op))
+            return 1;
+    return 0;
+}
+
+/* Closes every connection and the listeners, then lets the cancelled ops finish so
  * that no op still points into a record when the records are freed. */
 static void shut_down(server_t *s)
 {
@@ -465,14 +485,16 @@ static void shut_down(server_t *s)
         if (c->ops == 0)
             conn_release(c);     /* idle, waiting for pool buffers */
     }
-    iop_fd_close(s->loop, s->listen_fd);
-    s->listen_fd = -1;
-    iop_timer_stop(&s->backoff_timer);
+    for (uint32_t i = 0; i < s->nlisten; i++) {
+        iop_fd_close(s->loop, s->ls[i].fd);
+        s->ls[i].fd = -1;
+        iop_timer_stop(&s->ls[i].backoff_timer);
+    }
     iop_watch_stop(&s->sig_watch);
 
     iop_timer_t limit = { .data = s };
     iop_timer_start(s->loop, &limit, DRAIN_LIMIT_NS, 0, on_drain_limit);
-    while ((s->nlive || iop_op_in_flight(&s->accept_op)) && iop_timer_active(&limit))
+    while ((s->nlive || accepts_in_flight(s)) && iop_timer_active(&limit))
         if (iop_loop_run(s->loop, IOP_RUN_ONCE) < 0)
             break;
     iop_timer_stop(&limit);
@@ -507,8 +529,9 @@ static void server_free(server_t *s)
         iop_free(s->chunks);
         s->chunks = next;
     }
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
+    for (uint32_t i = 0; i < s->nlisten; i++)
+        if (s->ls[i].fd >= 0)
+            close(s->ls[i].fd);
     if (s->spare_fd >= 0)
         close(s->spare_fd);
     if (s->sig_fd >= 0)
@@ -521,12 +544,14 @@ static void usage(FILE *f)
         "usage: " PROG " [--backend NAME] [--listen HOST:PORT] [--plugin-path DIRS]\n"
         "\n"
         "Echoes back every byte it receives, until SIGTERM or SIGINT (then exits 0).\n"
-        "Prints one line on stdout once it listens: the address and the backend.\n"
+        "Prints a line on stdout per address once it listens: the address and the\n"
+        "backend.\n"
         "\n"
         "  --backend NAME       select, poll, epoll, sigio, uring or auto\n"
         "                       (default: $IOPLEX_BACKEND, then auto)\n"
         "  --listen HOST:PORT   HOST is IPv4, [IPv6] or a name; PORT 0 picks a free\n"
-        "                       port (default 127.0.0.1:7000)\n"
+        "                       port (default 127.0.0.1:7000); a name listens on each\n"
+        "                       of its addresses (one port for all), one line each\n"
         "  --plugin-path DIRS   ':'-separated dirs searched first for backend modules\n"
         "  --busy-poll US       spin up to US microseconds before sleeping in the kernel\n"
         "  --multishot          one accept (and, with --provided-buffers, one recv)\n"
@@ -615,9 +640,9 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": --listen %s\n", err);
         return EXIT_USAGE;
     }
+    freeaddrinfo(addrs);         /* checked for the usage error; iop_shard_listen binds */
 
-    server_t s = { .listen_fd = -1, .spare_fd = -1, .sig_fd = -1, .backoff_ns = BACKOFF_MIN_NS };
-    s.backoff_timer.data = &s;
+    server_t s = { .spare_fd = -1, .sig_fd = -1 };
     s.sig_watch.data = &s;
     signal(SIGPIPE, SIG_IGN);    /* a peer that resets must not kill the server */
 
@@ -646,19 +671,26 @@ int main(int argc, char **argv)
                 iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
         free(s.bid_next);
         free(s.bid_len);
-        freeaddrinfo(addrs);
         return iop_app_loop_exit_status(r);
     }
 
     int status = EXIT_FAILURE;
-    r = iop_app_listen(addrs);
+    /* Every address of a name, one port for all, as iop-echo-server and ioplexd bind. */
+    const char *listen[] = { listen_addr, NULL };
+    int fds[MAX_LISTENERS];
+    uint32_t entry[MAX_LISTENERS];
+    r = iop_shard_listen(listen, IOP_SHARD_ALL_ADDRESSES, 0, fds, entry, MAX_LISTENERS);
     if (r < 0) {
-        fprintf(stderr, PROG ": cannot listen on %s: %s\n", listen_addr, iop_strerror(r));
-        if (r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
+        fprintf(stderr, PROG ": cannot listen: %s\n", iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
+        if (r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
             status = EXIT_USAGE;
         goto out;
     }
-    s.listen_fd = r;
+    s.nlisten = (uint32_t)r;
+    for (uint32_t i = 0; i < s.nlisten; i++) {
+        s.ls[i] = (listener_t){ .srv = &s, .fd = fds[i], .backoff_ns = BACKOFF_MIN_NS };
+        s.ls[i].backoff_timer.data = &s.ls[i];
+    }
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (s.spare_fd < 0) {
         fprintf(stderr, PROG ": cannot open /dev/null: %s\n", strerror(errno));
@@ -675,18 +707,21 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot watch for signals: %s\n", iop_strerror(r));
         goto out;
     }
-    submit_accept(&s);
+    for (uint32_t i = 0; i < s.nlisten && !s.failed; i++)
+        submit_accept(&s.ls[i]);
     if (s.failed)
         goto out;
 
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof ss;
-    char where[128];
-    getsockname(s.listen_fd, (struct sockaddr *)&ss, &sslen);
-    iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
     const char *report = iop_loop_backend_report(s.loop);
-    printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
-           report[0] ? " (" : "", report, report[0] ? ")" : "");
+    for (uint32_t i = 0; i < s.nlisten; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof ss;
+        char where[128];
+        getsockname(s.ls[i].fd, (struct sockaddr *)&ss, &sslen);
+        iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
+        printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
+               report[0] ? " (" : "", report, report[0] ? ")" : "");
+    }
     fflush(stdout);
 
     iop_alloc_stats_t a0, a1;
@@ -703,6 +738,5 @@ int main(int argc, char **argv)
     status = s.failed ? EXIT_FAILURE : EXIT_SUCCESS;
 out:
     server_free(&s);
-    freeaddrinfo(addrs);
     return status;
 }

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# iop-echo-server given a listen address whose host is a name for both loopbacks
-# (::1 and 127.0.0.1, from an /etc/hosts of our own bind-mounted in a private mount
-# namespace), in one process and with --workers 2: it prints a "listening on" line
+# iop-echo-server or iop-echo-proactor given a listen address whose host is a name
+# for both loopbacks (::1 and 127.0.0.1, from an /etc/hosts of our own bind-mounted
+# in a private mount namespace), in one process and (iop-echo-server) with
+# --workers 2: it prints a "listening on" line
 # per address, on one port, and echoes on both (an acceptor per listener, not on
 # listener 0 only); the connections counted (per worker with workers, --stats in one
 # process) add up to every connection. Skipped (77) where a mount namespace cannot
 # be made.
-# usage: echo-server-names.sh IOP-ECHO-SERVER IOP-CLIENT BACKEND
+# usage: echo-server-names.sh IOP-ECHO-SERVER|IOP-ECHO-PROACTOR IOP-CLIENT BACKEND
 set -uo pipefail
 skip() { echo "echo-server-names: skipped: $*"; exit 77; }
 . "$(dirname "$0")/dual-stack-name.sh"
 dual_stack_enter "$0" "$@"
 
 server=$1 client=$2 backend=$3 dir=$DUAL_STACK_DIR name=$DUAL_STACK_NAME
+prog=$(basename "$server")
 dual_stack_mount
 
 pid=
 fail() {
-    echo "echo-server-names: FAIL ($backend): $*"
+    echo "echo-server-names: FAIL ($prog, $backend): $*"
     [ -f "$dir/out" ] && sed 's/^/    | /' "$dir/out"
     exit 1
 }
@@ -36,7 +38,7 @@ run_mode() {
         kill -0 "$pid" 2>/dev/null || fail "$mode: the server ended: exit $(wait "$pid"; echo $?)"
         sleep 0.1
     done
-    mapfile -t addrs < <(sed -n 's/^iop-echo-server: listening on \([^,]*\),.*$/\1/p' "$dir/out")
+    mapfile -t addrs < <(sed -n 's/^'"$prog"': listening on \([^,]*\),.*$/\1/p' "$dir/out")
     [ "${#addrs[@]}" -eq 2 ] || fail "$mode: want 2 listening lines, got ${#addrs[@]}"
     local p6=${addrs[0]#\[::1\]:} p4=${addrs[1]#127.0.0.1:}
     [ "${addrs[0]}" = "[::1]:$p6" ] && [ "${addrs[1]}" = "127.0.0.1:$p4" ] && [ "$p6" = "$p4" ] ||
@@ -64,8 +66,9 @@ run_mode() {
         total=$(sed -n 's/.* reads echoed, \([0-9]*\) connections,.*/\1/p' <<<"$line")
     fi
     [ "${total:-0}" -eq 8 ] || fail "$mode: $total connections counted, not 8: $line"
-    echo "echo-server-names: ok ($backend, $mode): ${addrs[*]}"
+    echo "echo-server-names: ok ($prog, $backend, $mode): ${addrs[*]}"
 }
 
 run_mode 0
-run_mode 2
+[ "$prog" = iop-echo-server ] && run_mode 2   # the proactor has no workers
+exit 0
