@@ -25,7 +25,8 @@ static void usage(FILE *f, const char *prog, const char *summary)
         "Prints \"PROG: listening on ADDR (model)\" (the real port when 0). SIGTERM / SIGINT: prints\n"
         "its CPU seconds on stderr and exits 0.\n"
         "\n"
-        "  --listen HOST:PORT   where to listen (IPv4 or [IPv6]; port 0 picks one)\n"
+        "  --listen HOST:PORT   where to listen (IPv4, [IPv6], or a name: its first address;\n"
+        "                       port 0 picks one)\n"
         "  --cpu N              pin the process to CPU N\n"
         "  --help               this text\n",
         prog, summary);
