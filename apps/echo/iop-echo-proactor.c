@@ -5,10 +5,10 @@
  * the benchmark server for the kernel-bypass modes.
  *
  * One accept op stays in flight on each listener (a --listen name listens on each
- * of its addresses, bound by iop_shard_listen as the other servers bind). Each connection is a caller-owned
- * record with its fd, a recv op, a send op and a buffer; it has exactly one op in
- * flight at any time: recv → send (again for a partial write) → recv ..., and a close
- * op at end of file or on an error. Records come from a free list that grows in
+ * of its addresses, bound by iop_shard_listen as the other servers bind). Each
+ * connection is a caller-owned record with its fd, a recv op, a send op and a
+ * buffer; it has exactly one op in flight at any time: recv → send (again for a
+ * partial write) → recv ..., and a close op at end of file or on an error. Records come from a free list that grows in
  * chunks, so a message costs no allocation. SIGTERM / SIGINT arrive on a signalfd
  * watched by the loop, which stops it; then everything is closed and freed. */
 #include <errno.h>
