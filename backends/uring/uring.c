@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -329,7 +330,7 @@ static void *probe_thread(void *arg)
  * that created it: on the caller, a blocking call with a timeout (SO_RCVTIMEO,
  * epoll_wait) failed with EINTR and no signal sent. An ended thread is off the
  * ring's list. The thread blocks every signal, so none is delivered there. */
-static int backend_probe(char *why, size_t whylen)
+static int probe_on_thread(char *why, size_t whylen)
 {
     probe_job_t j = { .why = why, .whylen = whylen };
     sigset_t all, old;
@@ -342,6 +343,24 @@ static int backend_probe(char *why, size_t whylen)
         return probe_ring(why, whylen);   /* no thread to spare: probe here, as before */
     pthread_join(t, NULL);
     return j.r;
+}
+
+/* A probe that passed is not run again in the same process (the thread and the
+ * throwaway ring cost ~150 us, on every loop create before). A forked child
+ * probes again: it may have a seccomp policy of its own. A policy installed later
+ * in the same process shows as the loop's create failing, with its reason, which
+ * auto passes over as it does a failed probe. */
+static _Atomic pid_t probe_passed_in;
+
+static int backend_probe(char *why, size_t whylen)
+{
+    pid_t self = getpid();
+    if (atomic_load_explicit(&probe_passed_in, memory_order_relaxed) == self)
+        return 0;
+    int r = probe_on_thread(why, whylen);
+    if (r == 0)
+        atomic_store_explicit(&probe_passed_in, self, memory_order_relaxed);
+    return r;
 }
 
 /* Sets the ring up, trying the cheaper task-run modes first and halving the ring
