@@ -43,3 +43,27 @@ void st_go(iop_coro_fn fn, void *arg, const char *name)
     if (r < 0)
         fail_msg("iop_go(%s): %s: %s", name, iop_strerror(r), iop_last_error());
 }
+
+enum { FILL = 1 << 16 };
+static iop_timer_t fill[FILL];     /* what fills the timer heap */
+static int nfill;
+
+static void never_due(iop_timer_t *t) { (void)t; }
+
+int st_timers_starve(void)
+{
+    memset(fill, 0, sizeof fill);
+    iop__alloc_fail_after(0, 0);   /* from here the heap cannot grow */
+    nfill = 0;
+    while (nfill < FILL && iop_timer_start(st_loop, &fill[nfill], 60000 * MS, 0, never_due) == 0)
+        nfill++;
+    return nfill < FILL;
+}
+
+void st_timers_unstarve(void)
+{
+    iop__alloc_fail_after(-1, 0);
+    for (int i = 0; i < nfill; i++)
+        iop_timer_stop(&fill[i]);
+    nfill = 0;
+}

@@ -57,4 +57,10 @@ static inline uint64_t st_after_ms(uint64_t ms) { return iop_update_time(st_loop
 /* Spawns a detached coroutine on st_loop. */
 void st_go(iop_coro_fn fn, void *arg, const char *name);
 
+/* Fills st_loop's timer heap with far timers while every allocation fails from
+ * here (iop__alloc_fail_after), so that no ordinary timer can start: 1 once it is
+ * full. st_timers_unstarve lets allocations succeed again and stops the fillers. */
+int st_timers_starve(void);
+void st_timers_unstarve(void);
+
 #endif

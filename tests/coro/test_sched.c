@@ -549,32 +549,20 @@ static void test_cancel_sleep(void **state)
 
 /* ---- no memory for a timer ---------------------------------------------------------- */
 
-enum { FILL = 1 << 16 };
-static iop_timer_t fill[FILL];     /* what fills the timer heap */
-
-static void never_due(iop_timer_t *t) { (void)t; }
-
 /* A sleep, and a wait bounded by a scope's deadline, while the timer heap is full
  * and cannot grow: their timers take the slot the coroutine keeps there (they
  * failed with -ENOMEM). */
 static void *starved_sleeper(void *arg)
 {
     (void)arg;
-    memset(fill, 0, sizeof fill);
-    iop__alloc_fail_after(0, 0);   /* from here the heap cannot grow */
-    int n = 0;
-    while (n < FILL && iop_timer_start(st_loop, &fill[n], 60000 * MS, 0, never_due) == 0)
-        n++;
-    CHECK(n < FILL);               /* it is full */
+    CHECK(st_timers_starve());
     uint64_t t0 = tu_clock_ns();
     CHECK_EQ(iop_sleep(20 * MS), 0);
     CHECK(tu_clock_ns() - t0 >= 20 * MS);
     iop_deadline_push(st_after_ms(10));
     CHECK_EQ(iop_sleep_until(0), -ETIMEDOUT);   /* only the scope's deadline ends it */
     iop_deadline_pop();
-    iop__alloc_fail_after(-1, 0);
-    for (int i = 0; i < n; i++)
-        iop_timer_stop(&fill[i]);
+    st_timers_unstarve();
     st_done++;
     return NULL;
 }

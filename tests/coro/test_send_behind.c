@@ -259,12 +259,7 @@ static void test_deadline_retries_a_refused_cancel(void **state)
 
 /* ---- no memory for the deadline's timer ------------------------------------------- */
 
-enum { FILL = 1 << 16 };
-static iop_timer_t fill[FILL];     /* what fills the timer heap */
-static int nfill;
 static int ender_asleep;
-
-static void never_due(iop_timer_t *t) { (void)t; }
 
 /* Ends the shortage: its sleep's timer was armed before the heap was filled. */
 static void *shortage_ender(void *arg)
@@ -272,9 +267,7 @@ static void *shortage_ender(void *arg)
     (void)arg;
     ender_asleep = 1;
     CHECK_EQ(iop_sleep(30 * MS), 0);
-    iop__alloc_fail_after(-1, 0);
-    for (int i = 0; i < nfill; i++)
-        iop_timer_stop(&fill[i]);
+    st_timers_unstarve();
     st_done++;
     return NULL;
 }
@@ -288,12 +281,7 @@ static void *starved_sender(void *arg)
     CHECK(ender_asleep);
     iop_send_behind_t sb;
     CHECK_EQ(iop_send_behind(&sb, fds[1], big, BIG, 0), 0);
-    memset(fill, 0, sizeof fill);
-    iop__alloc_fail_after(0, 0);   /* from here the heap cannot grow */
-    nfill = 0;
-    while (nfill < FILL && iop_timer_start(st_loop, &fill[nfill], 60000 * MS, 0, never_due) == 0)
-        nfill++;
-    CHECK(nfill < FILL);           /* it is full */
+    CHECK(st_timers_starve());
     uint64_t t0 = iop_update_time(st_loop);
     CHECK_EQ(iop_send_behind_wait(&sb, st_after_ms(50)), -ETIMEDOUT);
     elapsed_ns = iop_update_time(st_loop) - t0;

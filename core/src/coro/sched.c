@@ -128,7 +128,7 @@ static void release_stack(iop_coro_t *c)
     iop__sched_t *s = c->sched;
     iop__ctx_unmake(&c->ctx);
     iop__stack_put(s->pool, &c->stack);
-    iop__timer_unreserve(s->loop);   /* its cancel retry's slot (coro_new) */
+    iop__timer_unreserve(s->loop);   /* its timer slot (coro_new) */
     all_unlink(s, c);
 }
 
@@ -478,9 +478,9 @@ static int coro_new(iop_loop_t *loop, iop_coro_fn fn, void *arg, const iop_coro_
         run.size -= room;
         arg = memcpy((char *)run.lo + run.size, arg, o.arg_size);
     }
-    /* A timer slot of its own: a cancel of its parked call that the backend refuses
-     * is sent again by a timer (iop__cancel_or_retry), which must not need memory
-     * then, or the cancel would be lost. It parks in one call at a time. */
+    /* A timer slot of its own (iop__coro_timer_start): its parked call's deadline
+     * and the retry of a cancel the backend refused must not need memory then, or
+     * the deadline or the cancel would be lost. It parks in one call at a time. */
     r = iop__timer_reserve(loop);
     if (r < 0) {
         iop__stack_put(s->pool, &c->stack);
