@@ -164,30 +164,6 @@ char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, s
     return buf;
 }
 
-int iop_app_listen(const struct addrinfo *ai)
-{
-    int err = -EADDRNOTAVAIL;
-    for (; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        if (fd < 0) {
-            err = -errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        /* [::] is IPv6 only, as the pre-forked workers' listeners are: the same
-         * address means the same thing in every mode, whatever bindv6only says. */
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
-            return fd;
-        err = -errno;
-        close(fd);
-    }
-    return err;
-}
-
 unsigned iop_app_shed(int listen_fd, int *spare_fd, unsigned max)
 {
     unsigned dropped = 0;

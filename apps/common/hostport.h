@@ -25,11 +25,6 @@ int iop_app_resolve(const char *hostport, int passive, struct addrinfo **out,
 /* Writes "1.2.3.4:80", "[::1]:80" or "[fe80::1%eth0]:80" into buf; returns buf. */
 char *iop_app_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
 
-/* A non-blocking, close-on-exec TCP listener (SO_REUSEADDR, IPV6_V6ONLY, backlog
- * SOMAXCONN) on the first address of ai that binds. The fd, or -errno of the last
- * failure. */
-int iop_app_listen(const struct addrinfo *ai);
-
 /* Out of fds (EMFILE / ENFILE): the pending connections would keep the listener
  * readable forever. Frees the spare fd (*spare_fd, opened on /dev/null, reopened
  * afterwards), accepts and closes up to max queued connections, and returns how many

@@ -26,8 +26,8 @@
 #include <unistd.h>
 
 #include <ioplex.h>
-#include <ioplex/shard.h>
 #include "hostport.h"
+#include "listen_all.h"
 
 #define PROG "iop-echo-proactor"
 #define CONN_BUF_SIZE (16 * 1024)
@@ -36,7 +36,6 @@
 #define BACKOFF_MAX_NS (1000ull * 1000 * 1000)
 #define SHED_MAX_PER_ATTEMPT 64   /* pending connections dropped per attempt */
 #define DRAIN_LIMIT_NS (1000ull * 1000 * 1000)
-#define MAX_LISTENERS 64          /* the addresses of the --listen name */
 
 enum { EXIT_USAGE = 2 };
 
@@ -71,7 +70,7 @@ typedef struct listener {        /* one per address: its accept op and back-off 
 
 struct server {
     iop_loop_t *loop;
-    listener_t ls[MAX_LISTENERS];
+    listener_t ls[IOP_APP_MAX_LISTENERS];
     uint32_t nlisten;
     int spare_fd;                /* given up to accept-and-drop under EMFILE */
     int sig_fd;
@@ -640,7 +639,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": --listen %s\n", err);
         return EXIT_USAGE;
     }
-    freeaddrinfo(addrs);         /* checked for the usage error; iop_shard_listen binds */
+    freeaddrinfo(addrs);         /* checked for the usage error; iop_app_listen_all binds */
 
     server_t s = { .spare_fd = -1, .sig_fd = -1 };
     s.sig_watch.data = &s;
@@ -676,16 +675,10 @@ int main(int argc, char **argv)
 
     int status = EXIT_FAILURE;
     /* Every address of a name, one port for all, as iop-echo-server and ioplexd bind. */
-    const char *listen[] = { listen_addr, NULL };
-    int fds[MAX_LISTENERS];
-    uint32_t entry[MAX_LISTENERS];
-    r = iop_shard_listen(listen, IOP_SHARD_ALL_ADDRESSES, 0, fds, entry, MAX_LISTENERS);
-    if (r < 0) {
-        fprintf(stderr, PROG ": cannot listen: %s\n", iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
-        if (r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
-            status = EXIT_USAGE;
+    int fds[IOP_APP_MAX_LISTENERS];
+    r = iop_app_listen_all(PROG, listen_addr, fds, &status);
+    if (r < 0)
         goto out;
-    }
     s.nlisten = (uint32_t)r;
     for (uint32_t i = 0; i < s.nlisten; i++) {
         s.ls[i] = (listener_t){ .srv = &s, .fd = fds[i], .backoff_ns = BACKOFF_MIN_NS };
@@ -712,17 +705,7 @@ int main(int argc, char **argv)
     if (s.failed)
         goto out;
 
-    const char *report = iop_loop_backend_report(s.loop);
-    for (uint32_t i = 0; i < s.nlisten; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sslen = sizeof ss;
-        char where[128];
-        getsockname(s.ls[i].fd, (struct sockaddr *)&ss, &sslen);
-        iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
-        printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
-               report[0] ? " (" : "", report, report[0] ? ")" : "");
-    }
-    fflush(stdout);
+    iop_app_say_listening(PROG, fds, s.nlisten, s.loop);
 
     iop_alloc_stats_t a0, a1;
     iop_alloc_stats(&a0);

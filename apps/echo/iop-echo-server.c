@@ -35,6 +35,7 @@
 #include <ioplex.h>
 #include <ioplex/shard.h>
 #include "hostport.h"
+#include "listen_all.h"
 
 #define PROG "iop-echo-server"
 #define CONN_BUF_SIZE (16 * 1024)     /* on the connection's 64 KiB stack */
@@ -43,13 +44,12 @@
 #define SHED_MAX_PER_ATTEMPT 64       /* pending connections dropped per attempt */
 #define POOL_BUFS 256                 /* --multishot: the receive pool */
 #define POOL_BUF_SIZE 2048
-#define MAX_LISTENERS 64              /* one process: addresses of the --listen name */
 
 enum { EXIT_USAGE = 2 };
 
 typedef struct server {
     iop_loop_t *loop;
-    int listen_fds[MAX_LISTENERS];   /* one process: one per address; workers: unused */
+    int listen_fds[IOP_APP_MAX_LISTENERS];   /* one process: one per address; workers: unused */
     uint32_t nlisten;
     int spare_fd;                /* given up to accept-and-drop under EMFILE */
     int sig_fd;
@@ -528,15 +528,9 @@ int main(int argc, char **argv)
 
     int status = EXIT_FAILURE;
     /* Every address of a name, one port for all, as the workers' supervisor binds. */
-    const char *listen[] = { listen_addr, NULL };
-    uint32_t entry[MAX_LISTENERS];
-    r = iop_shard_listen(listen, IOP_SHARD_ALL_ADDRESSES, 0, s.listen_fds, entry, MAX_LISTENERS);
-    if (r < 0) {
-        fprintf(stderr, PROG ": cannot listen: %s\n", iop_last_error()[0] ? iop_last_error() : iop_strerror(r));
-        if (r == -EINVAL || r == -EADDRINUSE || r == -EADDRNOTAVAIL || r == -EACCES)
-            status = EXIT_USAGE;   /* as with --workers */
+    r = iop_app_listen_all(PROG, listen_addr, s.listen_fds, &status);
+    if (r < 0)
         goto out;
-    }
     s.nlisten = (uint32_t)r;
     s.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (s.spare_fd < 0) {
@@ -550,17 +544,7 @@ int main(int argc, char **argv)
     }
     s.sig_fd = r;
 
-    const char *report = iop_loop_backend_report(s.loop);
-    for (uint32_t i = 0; i < s.nlisten; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sslen = sizeof ss;
-        char where[128];
-        getsockname(s.listen_fds[i], (struct sockaddr *)&ss, &sslen);
-        iop_app_format_addr((struct sockaddr *)&ss, sslen, where, sizeof where);
-        printf(PROG ": listening on %s, backend %s%s%s%s\n", where, iop_loop_backend(s.loop),
-               report[0] ? " (" : "", report, report[0] ? ")" : "");
-    }
-    fflush(stdout);
+    iop_app_say_listening(PROG, s.listen_fds, s.nlisten, s.loop);
 
     iop_coro_t *srv;
     static const iop_coro_opts_t srv_opts = { .size = sizeof srv_opts, .name = "server" };
